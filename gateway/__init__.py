@@ -1,0 +1,1 @@
+"""The Pi gateway service: ingest, verify, filter, aggregate, batch, store, uplink."""

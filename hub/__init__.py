@@ -1,0 +1,1 @@
+"""The IoT-Hub ingest service and its verifier."""

@@ -1,0 +1,296 @@
+"""The signed reading on the wire: decode and verify (docs/FORMAT.md).
+
+This module is the one place that knows the bytes. The gateway, the hub and the
+tools all decode and verify through it; the firmware has its own encoder
+(firmware/reading.py) and the tests hold the two together.
+
+Every way a message can be wrong ends in :class:`WireError`, whose ``code`` is
+a stable word for counting and quarantine and whose message says what a
+technician can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Callable, Iterable, Union
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+# RFC 9052 section 2 / RFC 9053 section 2.1
+TAG_COSE_SIGN1 = 18
+HEADER_ALG = 1
+HEADER_KID = 4
+ALG_ES256 = -7
+
+# RFC 8428 section 6, SenML CBOR labels this format uses
+SENML_BASE_TIME = -3
+SENML_NAME = 0
+SENML_UNIT = 1
+SENML_VALUE = 2
+SENML_STRING_VALUE = 3
+SENML_BOOL_VALUE = 4
+SEQUENCE = "seq"  # extension field, first record only
+
+MAX_MESSAGE_BYTES = 2048
+MAX_RECORDS = 32
+MAX_SEQUENCE = 2**64 - 1
+# SenML: times below 2**28 are relative to "now"; a reading's time must be absolute
+MIN_ABSOLUTE_TIME = 2**28
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+SENML_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*\Z")  # RFC 8428 section 4.5.1
+
+_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+Value = Union[int, float, Decimal, str, bool]
+
+
+class WireError(ValueError):
+    """A message that is not a valid signed reading.
+
+    ``code`` names the kind of fault (for counters and the quarantine table);
+    the text says what exactly is wrong.
+    """
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    unit: str | None
+    value: Value
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A decoded signed reading. ``time`` is None when the node's clock was not set."""
+
+    device_id: str
+    seq: int
+    time: int | float | None
+    measurements: tuple[Measurement, ...]
+    message: bytes
+    protected: bytes
+    payload: bytes
+    signature: bytes
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the whole signed message, the leaf the batches are built on."""
+        return hashlib.sha256(self.message).digest()
+
+    def to_be_signed(self) -> bytes:
+        return sig_structure(self.protected, self.payload)
+
+    def value(self, name: str) -> Value:
+        for m in self.measurements:
+            if m.name == name:
+                return m.value
+        raise KeyError(name)
+
+
+KeyLookup = Callable[[str], Iterable[ec.EllipticCurvePublicKey]]
+
+
+def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    # RFC 9052 section 4.4: Sig_structure for COSE_Sign1
+    return cbor2.dumps(["Signature1", protected, external_aad, payload])
+
+
+def _cbor(data: bytes, what: str):
+    fp = io.BytesIO(data)
+    try:
+        item = cbor2.CBORDecoder(
+            fp, allow_indefinite=False, allow_duplicate_keys=False, max_depth=16
+        ).decode()
+    except Exception as exc:  # cbor2 raises several kinds for bad bytes; all mean the same here
+        raise WireError("not_cbor", f"{what} is not valid CBOR: {exc}") from None
+    if fp.tell() != len(data):
+        raise WireError("not_cbor", f"{what} has {len(data) - fp.tell()} bytes after its CBOR item")
+    return item
+
+
+def _is_int(x) -> bool:
+    return type(x) is int
+
+
+def decode(message: bytes) -> Reading:
+    """Parse a signed reading without checking its signature."""
+    if not isinstance(message, (bytes, bytearray, memoryview)):
+        raise WireError("not_cbor", f"message must be bytes, not {type(message).__name__}")
+    message = bytes(message)
+    if not message:
+        raise WireError("not_cbor", "message is empty")
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise WireError("too_large", f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    item = _cbor(message, "message")
+    if not isinstance(item, cbor2.CBORTag):
+        raise WireError("not_cose_sign1", "message is not a tagged COSE_Sign1 (CBOR tag 18 missing)")
+    if item.tag != TAG_COSE_SIGN1:
+        raise WireError("not_cose_sign1", f"message has CBOR tag {item.tag}, expected 18 (COSE_Sign1)")
+    body = item.value
+    if not isinstance(body, (list, tuple)) or len(body) != 4:
+        raise WireError("malformed_cose", "COSE_Sign1 must be an array of 4 items")
+    protected, unprotected, payload, signature = body
+    if not isinstance(protected, bytes):
+        raise WireError("malformed_cose", "COSE_Sign1 protected header must be a byte string")
+    if not isinstance(unprotected, Mapping):
+        raise WireError("malformed_cose", "COSE_Sign1 unprotected header must be a map")
+    if unprotected:
+        raise WireError("malformed_cose", "unprotected header must be empty: everything is signed")
+    if not isinstance(payload, bytes):
+        raise WireError("malformed_cose", "COSE_Sign1 payload must be a byte string (not detached)")
+    if not isinstance(signature, bytes) or len(signature) != 64:
+        raise WireError("malformed_cose", "ES256 signature must be a byte string of 64 bytes")
+    device_id = _protected_header(protected)
+    seq, time, measurements = _senml(payload)
+    return Reading(device_id, seq, time, measurements, message, protected, payload, signature)
+
+
+def _protected_header(protected: bytes) -> str:
+    if not protected:
+        raise WireError("bad_header", "protected header is empty: alg and kid are required")
+    header = _cbor(protected, "protected header")
+    if not isinstance(header, Mapping):
+        raise WireError("bad_header", "protected header is not a map")
+    extra = set(header) - {HEADER_ALG, HEADER_KID}
+    if extra:
+        raise WireError("bad_header", f"protected header has unexpected labels {sorted(map(repr, extra))}")
+    if HEADER_ALG not in header:
+        raise WireError("missing_field", "protected header has no alg (label 1)")
+    if header[HEADER_ALG] != ALG_ES256 or not _is_int(header[HEADER_ALG]):
+        raise WireError("wrong_algorithm", f"alg is {header[HEADER_ALG]!r}, only ES256 (-7) is accepted")
+    if HEADER_KID not in header:
+        raise WireError("missing_field", "protected header has no kid (label 4): the device id")
+    kid = header[HEADER_KID]
+    if not isinstance(kid, bytes):
+        raise WireError("bad_header", "kid must be a byte string")
+    try:
+        device_id = kid.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("bad_header", "kid is not UTF-8 text") from None
+    if not DEVICE_ID.match(device_id):
+        raise WireError("bad_header", f"kid {device_id!r} is not a device id (letters, digits, . _ -; at most 64)")
+    return device_id
+
+
+def _number(x) -> bool:
+    if _is_int(x):
+        return True
+    if isinstance(x, float):
+        return math.isfinite(x)
+    if isinstance(x, Decimal):
+        return x.is_finite()
+    return False
+
+
+def _senml(payload: bytes):
+    pack = _cbor(payload, "payload")
+    if not isinstance(pack, (list, tuple)):
+        raise WireError("not_senml", "payload is not a SenML pack (a CBOR array of records)")
+    if not pack:
+        raise WireError("not_senml", "SenML pack has no records")
+    if len(pack) > MAX_RECORDS:
+        raise WireError("not_senml", f"SenML pack has {len(pack)} records, at most {MAX_RECORDS} allowed")
+    first = pack[0]
+    if not isinstance(first, Mapping):
+        raise WireError("not_senml", "SenML record 1 is not a map")
+    if SEQUENCE not in first:
+        raise WireError("missing_field", "first SenML record has no sequence number ('seq')")
+    seq = first[SEQUENCE]
+    if not _is_int(seq):
+        raise WireError("bad_sequence", f"sequence number is not an integer: {seq!r}")
+    if not 0 <= seq <= MAX_SEQUENCE:
+        raise WireError("bad_sequence", f"sequence number {seq} is outside 0..2**64-1")
+    time = first.get(SENML_BASE_TIME)
+    if SENML_BASE_TIME in first:
+        if not _is_int(time) and not (isinstance(time, float) and math.isfinite(time)):
+            raise WireError("bad_time", f"base time (bt) is not a number of seconds: {time!r}")
+        if time < MIN_ABSOLUTE_TIME:
+            raise WireError("bad_time", f"base time {time} is not an absolute time (seconds since 1970)")
+    measurements = []
+    names = set()
+    for i, rec in enumerate(pack, 1):
+        if not isinstance(rec, Mapping):
+            raise WireError("not_senml", f"SenML record {i} is not a map")
+        allowed = {SENML_NAME, SENML_UNIT, SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE}
+        if i == 1:
+            allowed |= {SENML_BASE_TIME, SEQUENCE}
+        extra = set(rec) - allowed
+        if extra:
+            raise WireError("bad_record", f"SenML record {i} has unexpected fields {sorted(map(repr, extra))}")
+        name = rec.get(SENML_NAME)
+        if name is None:
+            raise WireError("missing_field", f"SenML record {i} has no name (n)")
+        if not isinstance(name, str) or not SENML_NAME_CHARS.match(name):
+            raise WireError("bad_record", f"SenML record {i} has an invalid name {name!r}")
+        if name in names:
+            raise WireError("bad_record", f"SenML record {i} repeats the name {name!r}")
+        names.add(name)
+        unit = rec.get(SENML_UNIT)
+        if SENML_UNIT in rec and (not isinstance(unit, str) or not unit):
+            raise WireError("bad_record", f"SenML record {i} ({name}) has an invalid unit {unit!r}")
+        present = [k for k in (SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE) if k in rec]
+        if len(present) != 1:
+            raise WireError("missing_field" if not present else "bad_record",
+                            f"SenML record {i} ({name}) must have exactly one value (v, vs or vb)")
+        value = rec[present[0]]
+        if present[0] == SENML_VALUE and not _number(value):
+            raise WireError("bad_record", f"SenML record {i} ({name}) has a value that is not a finite number: {value!r}")
+        if present[0] == SENML_STRING_VALUE and not isinstance(value, str):
+            raise WireError("bad_record", f"SenML record {i} ({name}) has a string value that is not text")
+        if present[0] == SENML_BOOL_VALUE and not isinstance(value, bool):
+            raise WireError("bad_record", f"SenML record {i} ({name}) has a boolean value that is not true/false")
+        measurements.append(Measurement(name, unit, value))
+    return seq, time, tuple(measurements)
+
+
+def public_key_from_sec1(data: bytes) -> ec.EllipticCurvePublicKey:
+    """A P-256 public key from its SEC 1 encoding (65 bytes uncompressed, or 33 compressed)."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(data))
+    except ValueError as exc:
+        raise WireError("bad_key", f"not a P-256 public key: {exc}") from None
+
+
+def signature_valid(reading: Reading, key: ec.EllipticCurvePublicKey) -> bool:
+    r = int.from_bytes(reading.signature[:32], "big")
+    s = int.from_bytes(reading.signature[32:], "big")
+    if not (0 < r < _P256_N and 0 < s < _P256_N):
+        return False
+    try:
+        key.verify(encode_dss_signature(r, s), reading.to_be_signed(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify(message: bytes, keys: KeyLookup) -> Reading:
+    """Decode a signed reading and check its signature against the device's keys.
+
+    ``keys(device_id)`` returns the device's public keys (current and retired);
+    an empty result or KeyError means the device is unknown.
+    """
+    reading = decode(message)
+    try:
+        candidates = list(keys(reading.device_id))
+    except KeyError:
+        candidates = []
+    if not candidates:
+        raise WireError("unknown_device", f"device {reading.device_id!r} is unknown to the registry")
+    if not any(signature_valid(reading, key) for key in candidates):
+        raise WireError("bad_signature", f"signature does not verify with the key(s) of device {reading.device_id!r}")
+    return reading
