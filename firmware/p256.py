@@ -79,25 +79,32 @@ def _to_affine(X, Y, Z):
 
 def _build_comb():
     # T[j] = sum over set bits i of j of 2**(i*SPACING) * G, for j = 1 .. 2**TEETH - 1,
-    # stored affine as x || y, 64 bytes per entry, entry j at offset 64*(j-1)
-    base = []
+    # stored affine as x || y, 64 bytes per entry, entry j at offset 64*(j-1).
+    # The table is allocated first, while the heap is still unfragmented.
+    table = bytearray(64 * ((1 << _TEETH) - 1))
+    fb = int.from_bytes
     X, Y, Z = GX, GY, 1
     for i in range(_TEETH):
-        base.append(_to_affine(X, Y, Z))
+        x, y = _to_affine(X, Y, Z)
+        o = 64 * ((1 << i) - 1)
+        table[o:o + 32] = x.to_bytes(32, "big")
+        table[o + 32:o + 64] = y.to_bytes(32, "big")
         if i + 1 < _TEETH:
             for _ in range(_SPACING):
                 X, Y, Z = _double(X, Y, Z)
-    table = bytearray(64 * ((1 << _TEETH) - 1))
     for j in range(1, 1 << _TEETH):
+        if not j & (j - 1):
+            continue  # a single tooth: stored above
         X, Y, Z = 0, 1, 0
         for i in range(_TEETH):
             if j >> i & 1:
-                X, Y, Z = _add_affine(X, Y, Z, base[i][0], base[i][1])
+                o = 64 * ((1 << i) - 1)
+                X, Y, Z = _add_affine(X, Y, Z, fb(table[o:o + 32], "big"), fb(table[o + 32:o + 64], "big"))
         x, y = _to_affine(X, Y, Z)
         o = 64 * (j - 1)
         table[o:o + 32] = x.to_bytes(32, "big")
         table[o + 32:o + 64] = y.to_bytes(32, "big")
-    return bytes(table)
+    return table
 
 
 _comb = None

@@ -79,6 +79,13 @@ def run_micropython(
     return subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout)
 
 
+def micropython_version() -> str:
+    """The unix port's version, e.g. '1.29.0-preview'."""
+    proc = run_micropython("import sys; print('.'.join(str(v) for v in sys.implementation.version[:3]),"
+                           " *sys.implementation.version[3:], sep='-')")
+    return proc.stdout.decode().strip()
+
+
 def run_cpython(
     script: str, path: list[Path] | None = None, stdin: bytes | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:

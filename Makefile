@@ -1,0 +1,36 @@
+# Two commands for users: `make demo` and `make test`. Everything they need is
+# installed here: a virtual environment in .venv, and Debian packages for tests.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the test suite runs for real
+TEST_DEBIAN_PACKAGES := mosquitto
+
+.PHONY: demo test bench clean
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/govedge demo
+
+test: $(VENV)/.installed-test
+	sh tools/system-packages.sh $(TEST_DEBIAN_PACKAGES)
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed-demo
+	$(BIN)/govedge bench firmware --json
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "govchain-edge needs Python 3.11 or newer, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

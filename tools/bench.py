@@ -1,0 +1,128 @@
+"""Benchmarks: `govedge bench firmware --json`.
+
+Figures come from the real interpreters: the node's code compiled with mpy-cross
+and run by the MicroPython unix port, and the same source run by CPython. Each
+run prints one JSON object; docs/BENCHMARKS.md records what they gave.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+from . import firmware
+
+# targets from docs/BENCHMARKS.md
+FIRMWARE_TARGETS = {"sign_ms": 3.0, "message_bytes": 160, "min_heap_kib": 48}
+
+# RFC 6979 appendix A.2.5 private key: a fixed, public key for repeatable figures
+BENCH_KEY = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
+BENCH_DEVICE = "esp32-0007"
+BENCH_TIME = 1764300000
+# seq above 2**16 so the sequence number takes its full 5 bytes, as after weeks of service
+BENCH_SEQ = 100000
+
+# Runs unchanged under MicroPython and CPython: sign and encode one BME280
+# reading per round, time each round with the interpreter's own clock.
+_SIGN_SCRIPT = """
+import time
+import reading
+try:
+    ticks = time.ticks_us
+    diff = time.ticks_diff
+except AttributeError:
+    ticks = lambda: time.perf_counter_ns() // 1000
+    diff = lambda a, b: a - b
+ROUNDS = %(rounds)d
+msg = None
+reading.p256.base_mul(1)  # builds the comb table once, as a node does at boot
+times = []
+for i in range(ROUNDS):
+    t0 = ticks()
+    msg = reading.signed_reading(%(key)d, %(device)r, %(seq)d + i, %(time)d,
+        [("temp", "Cel", (2153 + i, -2)), ("hum", "%%RH", (4820 + i, -2)), ("press", "Pa", 100812 + i)])
+    times.append(diff(ticks(), t0))
+times.sort()
+print("RESULT", times[len(times) // 2], len(msg))
+"""
+
+# One full sign-and-encode cycle from a cold start, nothing else.
+_CYCLE_SCRIPT = """
+import reading
+msg = reading.signed_reading(%(key)d, %(device)r, %(seq)d, %(time)d,
+    [("temp", "Cel", (2153, -2)), ("hum", "%%RH", (4820, -2)), ("press", "Pa", 100812)])
+print("OK", len(msg))
+"""
+
+
+def _params(rounds: int = 0) -> dict:
+    return dict(key=BENCH_KEY, device=BENCH_DEVICE, seq=BENCH_SEQ, time=BENCH_TIME, rounds=rounds)
+
+
+def _result(proc, interpreter: str) -> tuple[float, int]:
+    out = proc.stdout.decode(errors="replace")
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            _, median_us, size = line.split()
+            return int(median_us) / 1000.0, int(size)
+    raise RuntimeError(f"{interpreter} benchmark failed: {proc.stderr.decode(errors='replace').strip()}")
+
+
+def _cycle_ok(path: list[Path], heap_kib: int) -> bool:
+    proc = firmware.run_micropython(_CYCLE_SCRIPT % _params(), path=path, heap_kib=heap_kib)
+    return proc.returncode == 0 and proc.stdout.startswith(b"OK ")
+
+
+def min_heap_kib(path: list[Path], low: int = 4, high: int = 1024) -> int:
+    """Smallest `micropython -X heapsize=` (KiB) at which the cycle still succeeds."""
+    if not _cycle_ok(path, high):
+        raise RuntimeError(f"sign-and-encode cycle fails even with a {high} KiB heap")
+    while high - low > 1:  # invariant: fails at low (or untested floor), succeeds at high
+        mid = (low + high) // 2
+        if _cycle_ok(path, mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def bench_firmware(rounds: int = 201) -> dict:
+    with tempfile.TemporaryDirectory(prefix="govedge-bench-") as tmp:
+        mpy_dir = Path(tmp)
+        firmware.compile_all(mpy_dir)
+        sign_ms, size = _result(
+            firmware.run_micropython(_SIGN_SCRIPT % _params(rounds), path=[mpy_dir]), "MicroPython"
+        )
+        sign_ms_cpython, size_cpython = _result(
+            firmware.run_cpython(_SIGN_SCRIPT % _params(rounds)), "CPython"
+        )
+        if size != size_cpython:
+            raise RuntimeError(f"MicroPython and CPython disagree on the message size: {size} != {size_cpython}")
+        heap = min_heap_kib([mpy_dir])
+    version = firmware.micropython_version()
+    figures = {
+        "sign_ms": round(sign_ms, 3),
+        "sign_ms_cpython": round(sign_ms_cpython, 3),
+        "message_bytes": size,
+        "min_heap_kib": heap,
+    }
+    return {
+        **figures,
+        "targets": FIRMWARE_TARGETS,
+        "of_target": {k: round(figures[k] / v, 3) for k, v in FIRMWARE_TARGETS.items()},
+        "meets_targets": all(figures[k] <= v for k, v in FIRMWARE_TARGETS.items()),
+        "rounds": rounds,
+        "micropython": version,
+        "cpython": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        print(f"{key:18} {value}")
