@@ -33,7 +33,7 @@ for i in range(count):
     h = 4820 - 11 * i
     p = 100812 + 3 * i
     t0 = time.ticks_us()
-    msg = reading.signed_reading(d, %(device)r, i + 1, now + 60 * i,
+    msg = reading.signed_reading(d, %(device)r, i + 1, now - 60 * (count - 1 - i),
         [("temp", "Cel", (t, -2)), ("hum", "%%RH", (h, -2)), ("press", "Pa", p)])
     us = time.ticks_diff(time.ticks_us(), t0)
     print(us, msg.hex())
