@@ -20,6 +20,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(readings=args.readings, workdir=args.workdir)
 
 
+def _cmd_provision(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from . import provision, registry
+
+    try:
+        if args.sensors is None:  # a rotation keeps the device's sensors
+            known = registry.Registry.load(args.registry, missing_ok=True).devices.get(args.device_id)
+            sensors = known.sensors if (args.rotate and known) else ["bme280"]
+        else:
+            sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
+        result = provision.provision(
+            args.device_id, args.board, sensors, Path(args.registry), Path(args.out),
+            rotate=args.rotate, transport=args.transport, broker_host=args.broker_host,
+            broker_port=args.broker_port, tls=args.tls, mqtt_user=args.mqtt_user,
+            mqtt_password=os.environ.get("GOVEDGE_MQTT_PASSWORD"),
+            wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
+            interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
+        )
+    except (provision.ProvisionError, registry.RegistryError) as exc:
+        print(f"govedge provision: {exc}", file=sys.stderr)
+        return 2
+    folder = result["folder"]
+    print(f"{'rotated the key of' if result['rotated'] else 'provisioned'} {result['device_id']} "
+          f"({result['board']}; sensors {', '.join(result['sensors'])})")
+    print(f"  key       {folder}/device.key (owner only), public key {result['public_key'][:18]}...")
+    print(f"  config    {folder}/config.json")
+    print(f"  registry  {result['registry']} ({result['keys']} key{'s' if result['keys'] > 1 else ''}"
+          f"{', older ones retired' if result['keys'] > 1 else ''})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="govedge",
@@ -31,6 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readings", type=int, default=3, help="how many readings the node signs (default 3)")
     p.add_argument("--workdir", help="keep the demo's files (node key, compiled firmware) in this folder")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("provision", help="make a device's key, register it and write its board config")
+    p.add_argument("device_id", metavar="DEVICE_ID", help="e.g. esp32-0007")
+    p.add_argument("--board", required=True, choices=["esp32", "picow", "rpi"])
+    p.add_argument("--sensors", help="comma-separated: bme280, sds011 (default bme280; a rotation keeps them)")
+    p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
+    p.add_argument("--out", default="devices", help="folder for the device's key and config (default devices)")
+    p.add_argument("--rotate", action="store_true", help="give an existing device a new key; the old one is kept as retired")
+    p.add_argument("--transport", choices=["mqtt", "serial"], default="mqtt")
+    p.add_argument("--broker-host", default="gateway.local", help="the gateway's MQTT broker")
+    p.add_argument("--broker-port", type=int, default=1883)
+    p.add_argument("--tls", action="store_true", help="connect to the broker with TLS")
+    p.add_argument("--mqtt-user", help="broker user name (password from $GOVEDGE_MQTT_PASSWORD)")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network (password from $GOVEDGE_WIFI_PASSWORD)")
+    p.add_argument("--interval", type=int, default=60, help="seconds between readings (default 60)")
+    p.add_argument("--buffer-slots", type=int, default=256, help="readings kept while offline (default 256)")
+    p.add_argument("--deep-sleep", action="store_true", help="battery node: deep sleep between readings")
+    p.set_defaults(func=_cmd_provision)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware"], help="what to measure")

@@ -7,13 +7,31 @@ the MicroPython unix port (for tests, benchmarks and the demo) or under CPython
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+CACHE_DIR = Path(os.environ.get("GOVEDGE_CACHE", Path.home() / ".cache" / "govedge"))
+
+# The MQTT client of the MicroPython boards: micropython-lib's umqtt.simple from
+# the package registry, pinned by version and SHA-256 of its sdist. Not in the
+# repository: fetched at build time.
+UMQTT_SIMPLE = {
+    "project": "micropython-umqtt.simple",
+    "version": "1.3.4",
+    "filename": "micropython-umqtt.simple-1.3.4.tar.gz",
+    "sha256": "b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f",
+    "member": "micropython-umqtt.simple-1.3.4/umqtt/simple.py",
+}
 
 
 class FirmwareToolError(RuntimeError):
@@ -43,6 +61,60 @@ def mpy_cross() -> str:
     return _tool("mpy-cross")
 
 
+def index_url() -> str:
+    """The package index pip is configured to use (pip's own default when none is set)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
+    )
+    url = os.environ.get("PIP_INDEX_URL") or (proc.stdout.strip() if proc.returncode == 0 else "")
+    if not url:
+        from pip._internal.models.index import PyPI
+
+        url = PyPI.simple_url
+    return url.rstrip("/") + "/"
+
+
+def _normalise(project: str) -> str:
+    # PEP 503 project name normalisation
+    import re
+
+    return re.sub(r"[-_.]+", "-", project).lower()
+
+
+def fetch_umqtt() -> Path:
+    """umqtt/simple.py from the pinned sdist, verified, cached; returns the file's path."""
+    pin = UMQTT_SIMPLE
+    target = CACHE_DIR / f"umqtt.simple-{pin['version']}" / "umqtt" / "simple.py"
+    if target.exists():
+        return target
+    page = index_url() + _normalise(pin["project"]) + "/"
+    req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            files = json.load(resp)["files"]
+        url = next(f["url"] for f in files if f["filename"] == pin["filename"])
+        url = urllib.parse.urljoin(page, url)
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            blob = resp.read()
+    except StopIteration:
+        raise FirmwareToolError(f"{pin['filename']} is not on the package index {page}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise FirmwareToolError(f"cannot fetch {pin['filename']} from {page}: {exc}") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != pin["sha256"]:
+        raise FirmwareToolError(
+            f"{pin['filename']} has SHA-256 {digest}, expected {pin['sha256']}: refusing it"
+        )
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        source = tar.extractfile(pin["member"]).read()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (target.parent / "__init__.py").write_bytes(b"")
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(source)
+    tmp.replace(target)
+    return target
+
+
 def sources() -> list[Path]:
     """Every firmware module, in a stable order."""
     return sorted(FIRMWARE_DIR.glob("*.py"))
@@ -51,15 +123,34 @@ def sources() -> list[Path]:
 def compile_all(dest: Path) -> list[Path]:
     """Compile every firmware module to dest/NAME.mpy; raise with mpy-cross's message on failure."""
     dest.mkdir(parents=True, exist_ok=True)
+    return [_compile(src, dest / (src.stem + ".mpy")) for src in sources()]
+
+
+def _compile(src: Path, target: Path) -> Path:
+    proc = subprocess.run([mpy_cross(), "-o", str(target), str(src)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FirmwareToolError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
+    return target
+
+
+def build(dest: Path, board: str | None = None) -> list[Path]:
+    """What a board gets: every firmware module and umqtt.simple compiled to .mpy.
+
+    main.py stays source (MicroPython runs main.py, not main.mpy). With board
+    given, the other boards' modules are left out.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
     out = []
     for src in sources():
-        target = dest / (src.stem + ".mpy")
-        proc = subprocess.run(
-            [mpy_cross(), "-o", str(target), str(src)], capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise FirmwareToolError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
-        out.append(target)
+        if board and src.stem.startswith("board_") and src.stem != f"board_{board}":
+            continue
+        if src.name == "main.py":
+            shutil.copyfile(src, dest / "main.py")
+            out.append(dest / "main.py")
+            continue
+        out.append(_compile(src, dest / (src.stem + ".mpy")))
+    (dest / "umqtt").mkdir(exist_ok=True)
+    out.append(_compile(fetch_umqtt(), dest / "umqtt" / "simple.mpy"))
     return out
 
 

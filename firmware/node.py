@@ -1,0 +1,174 @@
+# The node: every interval, read the sensors, sign one reading, keep it in the
+# offline buffer, and send what the gateway does not have yet, oldest first.
+# The same code runs on every board; what differs lives in board_<name>.py,
+# which provides: sensor(name, spec), seq_store(path), uplink(cfg, log) (an
+# object with send(kind, seq, msg) and close()),
+# watchdog(seconds), mem_free(), vsupply_mv(cfg), network_up(cfg, log),
+# sync_time(cfg, log), deep_sleep(ms).
+
+import os
+
+import clock
+import config
+import reading
+from buffer import Buffer
+from counter import Sequence
+
+READING = 0
+STATUS = 1
+_BACKOFF_MIN_MS = 1000
+_BACKOFF_MAX_MS = 60000
+_RESYNC_MS = 3600000  # ask NTP again every hour
+
+_boot = clock.ticks_ms()
+
+
+def log(tag, text):
+    # one line per event, with seconds since boot; never key material
+    t = clock.ticks_diff(clock.ticks_ms(), _boot)
+    print("[%7d.%03d] %s: %s" % (t // 1000, t % 1000, tag, text))
+
+
+class Node:
+    def __init__(self, board, cfg):
+        self.board = board
+        self.cfg = cfg
+        self.device_id = cfg["device_id"]
+        self.key = config.load_key(cfg["key_file"])
+        self.seq = Sequence(board.seq_store("seq.dat"), cfg["seq_block"])
+        b = cfg["buffer"]
+        self.buffer = Buffer("buffer.dat", b["slots"], b["slot_bytes"])
+        if self.buffer.corrupt:
+            log("buffer", "%d damaged slots ignored (power loss during a write)" % self.buffer.corrupt)
+        self.uplink = board.uplink(cfg, log)
+        self.sensors = {}
+        self.errors = {}
+        self.last_error = None
+        self.cycles = 0
+        self.backoff_ms = 0
+        self.retry_at = clock.ticks_ms()
+        self.synced_at = None
+        self.wdt = None
+        log("node", "%s up: seq from %d, %d messages waiting in the buffer"
+            % (self.device_id, self.seq.next, len(self.buffer.pending)))
+
+    # -- sensors ------------------------------------------------------------
+
+    def measure(self):
+        values = []
+        for name in sorted(self.cfg["sensors"]):
+            try:
+                sensor = self.sensors.get(name)
+                if sensor is None:
+                    sensor = self.sensors[name] = self.board.sensor(name, self.cfg["sensors"][name])
+                values.extend(sensor.measurements())
+                if name in self.errors:
+                    log("sensor", "%s working again" % name)
+                    del self.errors[name]
+            except Exception as exc:  # a sensor fault must never stop the node
+                self.sensors[name] = None  # open it afresh next cycle
+                text = "%s: %s" % (name, exc)
+                if self.errors.get(name) != text:
+                    log("sensor", text)
+                self.errors[name] = self.last_error = text
+        return values
+
+    # -- signing and buffering ------------------------------------------------
+
+    def sign(self, kind, measurements):
+        seq = self.seq.take()
+        msg = reading.signed_reading(self.key, self.device_id, seq, clock.unix_time(), measurements)
+        self.buffer.put(kind, seq, msg)
+        return seq
+
+    def status(self):
+        s = [("health", None, "degraded" if self.errors else "ok"),
+             ("uptime", "s", clock.ticks_diff(clock.ticks_ms(), _boot) // 1000),
+             ("buffer_pending", "count", len(self.buffer.pending)),
+             ("buffer_dropped", "count", self.buffer.dropped),
+             ("time_set", None, clock.unix_time() is not None)]
+        free = self.board.mem_free()
+        if free is not None:
+            s.append(("heap_free", "B", free))
+        mv = self.board.vsupply_mv(self.cfg)
+        if mv is not None:
+            s.append(("vsupply", "V", (mv, -3)))
+        if self.last_error:
+            s.append(("error", None, self.last_error[:60]))
+        return s
+
+    # -- sending ------------------------------------------------------------------
+
+    def flush(self):
+        """Send waiting messages oldest first; False when the link failed."""
+        if clock.ticks_diff(clock.ticks_ms(), self.retry_at) < 0:
+            return False
+        while True:
+            item = self.buffer.oldest()
+            if item is None:
+                break
+            kind, seq, msg = item
+            try:
+                self.uplink.send(kind, seq, msg)
+            except OSError as exc:
+                self.backoff_ms = min(_BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
+                # jitter, so that nodes cut off together do not come back together
+                self.backoff_ms += self.backoff_ms * os.urandom(1)[0] // 1024
+                self.retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
+                log("uplink", "%s; %d waiting, next try in %d s"
+                    % (exc, len(self.buffer.pending), self.backoff_ms // 1000))
+                self.buffer.save_cursor()
+                return False
+            self.buffer.delivered(seq)
+            self.feed()
+        if self.backoff_ms:
+            log("uplink", "buffer sent")
+        self.backoff_ms = 0
+        return True
+
+    def feed(self):
+        if self.wdt:
+            self.wdt.feed()
+
+    def keep_time(self):
+        now = clock.ticks_ms()
+        if self.synced_at is None or clock.ticks_diff(now, self.synced_at) > _RESYNC_MS:
+            if self.board.network_up(self.cfg, log) and self.board.sync_time(self.cfg, log):
+                self.synced_at = now
+
+    # -- the loop -----------------------------------------------------------------
+
+    def cycle(self):
+        self.cycles += 1
+        self.keep_time()
+        before = dict(self.errors)
+        values = self.measure()
+        if values:
+            self.sign(READING, values)
+        if (self.cycles - 1) % self.cfg["status_every"] == 0 or self.errors != before:
+            self.sign(STATUS, self.status())
+        self.flush()
+
+    def run(self, cycles=None):
+        self.wdt = self.board.watchdog(self.cfg["watchdog_s"])
+        interval_ms = self.cfg["interval_s"] * 1000
+        while cycles is None or self.cycles < cycles:
+            start = clock.ticks_ms()
+            try:
+                self.cycle()
+            except Exception as exc:  # keep measuring; the status record carries the fault
+                self.last_error = "node: %r" % exc
+                log("node", "cycle failed: %r" % exc)
+            self.feed()
+            if self.cfg["deep_sleep"]:
+                self.buffer.save_cursor()
+                self.uplink.close()
+                log("node", "deep sleep for %d s" % self.cfg["interval_s"])
+                self.board.deep_sleep(interval_ms)
+            while clock.ticks_diff(clock.ticks_ms(), start) < interval_ms:
+                if self.buffer.pending:
+                    self.flush()
+                left = interval_ms - clock.ticks_diff(clock.ticks_ms(), start)
+                clock.sleep_ms(max(0, min(left, 200)))
+                self.feed()
+        self.buffer.save_cursor()

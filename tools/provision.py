@@ -1,0 +1,135 @@
+"""`govedge provision`: a new device's key, registry entry and board config.
+
+Writes, for DEVICE_ID, into OUT/DEVICE_ID/:
+  device.key   the P-256 private key (64 hex digits), readable by its owner only
+  config.json  the board's configuration (docs/NODE.md), pins from hardware/pins/BOARD.json
+and adds the public key to the registry. The private key is never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from . import topics
+from .registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
+
+PINS_DIR = Path(__file__).resolve().parent.parent / "hardware" / "pins"
+CONFIG_FORMAT = "govedge-node/1"
+
+
+class ProvisionError(ValueError):
+    pass
+
+
+def board_pins(board: str) -> dict:
+    path = PINS_DIR / f"{board}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProvisionError(f"no pin map for board {board!r} ({path})") from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    # created with mode 0600 from the start: the key is never readable by others
+    tmp = path.with_suffix(".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, doc: dict, mode: int = 0o600) -> None:
+    # the config holds the Wi-Fi and broker passwords: owner only
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def node_config(device_id: str, board: str, sensors: list[str], *, transport: str = "mqtt",
+                broker_host: str = "gateway.local", broker_port: int = 1883, tls: bool = False,
+                mqtt_user: str | None = None, mqtt_password: str | None = None,
+                wifi_ssid: str | None = None, wifi_password: str | None = None,
+                interval_s: int = 60, buffer_slots: int = 256, ntp_host: str = "pool.ntp.org",
+                deep_sleep: bool = False) -> dict:
+    pins = board_pins(board)
+    cfg = {
+        "format": CONFIG_FORMAT,
+        "device_id": device_id,
+        "board": board,
+        "transport": transport,
+        "interval_s": interval_s,
+        "status_every": 10,
+        "sensors": {name: dict(pins[name]) for name in sensors},
+        "buffer": {"slots": buffer_slots, "slot_bytes": 256},
+        "seq_block": 1 if deep_sleep else 16,
+        "watchdog_s": 120,
+        "deep_sleep": deep_sleep,
+        "key_file": "device.key",
+        "ntp": {"host": ntp_host},
+    }
+    if transport == "mqtt":
+        cfg["mqtt"] = {
+            "host": broker_host, "port": broker_port, "tls": tls,
+            "user": mqtt_user, "password": mqtt_password, "keepalive": 60,
+            "client_id": device_id,
+            "topic": topics.reading(device_id), "status_topic": topics.status(device_id),
+        }
+        if board != "rpi":
+            cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
+    else:
+        cfg["serial"] = dict(pins["gateway_serial"])
+    if pins.get("vsupply"):
+        cfg["vsupply"] = dict(pins["vsupply"])
+    return cfg
+
+
+def provision(device_id: str, board: str, sensors: list[str], registry_path: Path, out: Path,
+              rotate: bool = False, **config) -> dict:
+    """Make the key, register it, write key and config; returns a summary (no secrets)."""
+    check_device_id(device_id)
+    if board not in BOARDS:
+        raise ProvisionError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
+    unknown = [s for s in sensors if s not in SENSORS]
+    if unknown or not sensors:
+        raise ProvisionError(f"unknown sensors {unknown}; choose from {', '.join(SENSORS)}")
+    registry = Registry.load(registry_path, missing_ok=True)
+    if device_id in registry.devices and not rotate:
+        raise RegistryError(f"device {device_id!r} is already provisioned; use --rotate to give it a new key")
+    if rotate and device_id not in registry.devices:
+        raise RegistryError(f"device {device_id!r} is not in the registry; nothing to rotate")
+
+    cfg = node_config(device_id, board, sensors, **config)
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    folder = out / device_id
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    # the key is on disk before the registry names it: a crash in between leaves
+    # an unregistered key, never a registered key nobody has
+    _write_private(folder / "device.key", f"{key.private_numbers().private_value:064x}\n")
+    _write_json(folder / "config.json", cfg)
+    if rotate:
+        registry.rotate(device_id, public, board=board, sensors=sensors)
+    else:
+        registry.add(device_id, board, sensors, public)
+    registry.save(registry_path)
+    return {
+        "device_id": device_id, "board": board, "sensors": sensors,
+        "public_key": public.hex(), "folder": str(folder), "registry": str(registry_path),
+        "rotated": rotate,
+        "keys": len(registry.devices[device_id].keys),
+    }

@@ -1,0 +1,24 @@
+"""The MQTT topic layout, in one place: nodes publish here, the gateway subscribes here."""
+
+PREFIX = "govedge/v1"
+
+
+def reading(device_id: str) -> str:
+    return f"{PREFIX}/{device_id}/reading"
+
+
+def status(device_id: str) -> str:
+    return f"{PREFIX}/{device_id}/status"
+
+
+# what the gateway subscribes to
+ALL_READINGS = f"{PREFIX}/+/reading"
+ALL_STATUS = f"{PREFIX}/+/status"
+
+
+def device_of(topic: str) -> str | None:
+    """The device id in a node topic, or None for a topic outside the layout."""
+    parts = topic.split("/")
+    if len(parts) == 4 and "/".join(parts[:2]) == PREFIX and parts[3] in ("reading", "status"):
+        return parts[2]
+    return None
