@@ -60,8 +60,9 @@ def check(cfg):
         _need(cfg, "serial", dict)
     else:
         raise ConfigError("config: transport must be 'mqtt' or 'serial', not %r" % transport)
-    if _need(cfg, "interval_s", int) < 1:
-        raise ConfigError("config: interval_s must be at least 1")
+    interval = cfg["interval_s"]
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+        raise ConfigError("config: interval_s must be a positive number of seconds, not %r" % interval)
     if _need(cfg, "status_every", int) < 1:
         raise ConfigError("config: status_every must be at least 1")
     if _need(cfg, "seq_block", int) < 1:

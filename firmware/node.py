@@ -151,7 +151,7 @@ class Node:
 
     def run(self, cycles=None):
         self.wdt = self.board.watchdog(self.cfg["watchdog_s"])
-        interval_ms = self.cfg["interval_s"] * 1000
+        interval_ms = int(self.cfg["interval_s"] * 1000)
         while cycles is None or self.cycles < cycles:
             start = clock.ticks_ms()
             try:
@@ -163,7 +163,7 @@ class Node:
             if self.cfg["deep_sleep"]:
                 self.buffer.save_cursor()
                 self.uplink.close()
-                log("node", "deep sleep for %d s" % self.cfg["interval_s"])
+                log("node", "deep sleep for %d ms" % interval_ms)
                 self.board.deep_sleep(interval_ms)
             while clock.ticks_diff(clock.ticks_ms(), start) < interval_ms:
                 if self.buffer.pending:

@@ -34,7 +34,8 @@ def free_port() -> int:
 class Mosquitto:
     """start() / stop() / restart() a Mosquitto on 127.0.0.1:port."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = ""):
+    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "",
+                 persistence: bool = False):
         self.binary = mosquitto_binary()
         if not self.binary:
             raise BrokerError("mosquitto is not installed (Debian package 'mosquitto'; make test installs it)")
@@ -42,6 +43,7 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.extra_config = extra_config
+        self.persistence = persistence
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "mosquitto.log"
 
@@ -50,9 +52,10 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
-            "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            + (f"persistence true\npersistence_location {self.workdir}/\n" if self.persistence
+               else "persistence false\n")
+            + "log_dest stderr\n"
+            + "log_type error\nlog_type warning\nlog_type notice\n"
             + self.extra_config
         )
         return conf

@@ -160,14 +160,21 @@ def run_micropython(
     heap_kib: int | None = None,
     stdin: bytes | None = None,
     timeout: float = 120,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a script under the MicroPython unix port with path as its sys.path."""
+    cmd, env = micropython_command(["-c", script], path, heap_kib)
+    return subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout, cwd=cwd)
+
+
+def micropython_command(args: list[str], path: list[Path] | None = None,
+                        heap_kib: int | None = None) -> tuple[list[str], dict]:
+    """Command line and environment that run MicroPython with path as its sys.path."""
     cmd = [micropython()]
     if heap_kib is not None:
         cmd += ["-X", f"heapsize={heap_kib}K"]
-    cmd += ["-c", script]
     env = dict(os.environ, MICROPYPATH=":".join(str(p) for p in (path or [FIRMWARE_DIR])))
-    return subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout)
+    return cmd + list(args), env
 
 
 def micropython_version() -> str:

@@ -1,0 +1,154 @@
+# Raspberry Pi node (CPython on Raspberry Pi OS): the BME280 through Adafruit
+# Blinka and adafruit_bme280, the SDS011 through pyserial, MQTT through
+# paho-mqtt, sequence numbers in a file (fsynced), time from the OS.
+# systemd restarts the service if it dies; there is no hardware watchdog here.
+
+import threading
+import time
+
+import clock
+from counter import FileCounter
+
+
+def open_i2c(spec):
+    # Blinka's bus on the Pi's I2C pins (bus 1: GPIO2/GPIO3)
+    import board
+    import busio
+
+    return busio.I2C(board.SCL, board.SDA, frequency=spec.get("freq", 100000))
+
+
+def open_serial(port, baudrate):
+    import serial
+
+    return serial.Serial(port, baudrate=baudrate, timeout=0.1)
+
+
+class AdafruitBME280:
+    """Adafruit's driver, giving the same measurements as firmware/bme280.py."""
+
+    def __init__(self, i2c, address):
+        from adafruit_bme280 import basic
+
+        try:
+            self.sensor = basic.Adafruit_BME280_I2C(i2c, address=address)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise OSError("BME280 not found at 0x%02x: %s" % (address, exc))
+
+    def measurements(self):
+        s = self.sensor
+        t, h, p = s.temperature, s.relative_humidity, s.pressure  # Cel, %RH, hPa
+        return [("temp", "Cel", (round(t * 100), -2)), ("hum", "%RH", (round(h * 100), -2)),
+                ("press", "Pa", round(p * 100))]
+
+
+def sensor(name, spec):
+    if name == "bme280":
+        return AdafruitBME280(open_i2c(spec), spec.get("address", 0x76))
+    if name == "sds011":
+        import sds011
+        return sds011.SDS011(open_serial(spec["port"], 9600))
+    raise ValueError("no driver for sensor %r" % name)
+
+
+def seq_store(path):
+    return FileCounter(path)
+
+
+class PahoUplink:
+    """QoS 1 through paho-mqtt; send() returns once the broker has the message."""
+
+    def __init__(self, cfg, log, timeout_s=10):
+        import paho.mqtt.client as paho
+
+        m = cfg["mqtt"]
+        self.log = log
+        self.timeout_s = timeout_s
+        self.where = "%s:%d" % (m["host"], m["port"])
+        self.host, self.port, self.keepalive = m["host"], m["port"], m.get("keepalive", 60)
+        self.topics = (m["topic"], m["status_topic"])
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                  client_id=m.get("client_id") or cfg["device_id"])
+        if m.get("user"):
+            self.client.username_pw_set(m["user"], m.get("password"))
+        if m.get("tls"):
+            t = m.get("ssl_params") or {}
+            self.client.tls_set(ca_certs=t.get("cafile"), certfile=t.get("certfile"), keyfile=t.get("keyfile"))
+        self.ready = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.connected = False
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        if not reason.is_failure:
+            self.ready.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties):
+        self.ready.clear()
+
+    def connect(self):
+        try:
+            self.client.connect(self.host, self.port, self.keepalive)
+        except OSError as exc:
+            raise OSError("broker %s unreachable: %r" % (self.where, exc))
+        self.client.loop_start()
+        if not self.ready.wait(self.timeout_s):
+            self.close()
+            raise OSError("broker %s did not accept the connection" % self.where)
+        self.connected = True
+        self.log("mqtt", "connected to %s" % self.where)
+
+    def send(self, kind, seq, msg):
+        if not self.connected:
+            self.connect()
+        info = self.client.publish(self.topics[kind], bytes(msg), qos=1)
+        deadline = time.monotonic() + self.timeout_s
+        while not info.is_published() and time.monotonic() < deadline and self.ready.is_set():
+            time.sleep(0.01)
+        if not info.is_published():
+            self.close()
+            raise OSError("publish to %s not acknowledged" % self.where)
+
+    def close(self):
+        self.client.loop_stop()
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+        if self.connected:
+            self.log("mqtt", "disconnected from %s" % self.where)
+        self.connected = False
+        self.ready.clear()
+
+
+def uplink(cfg, log):
+    if cfg["transport"] == "serial":
+        import serial_uplink
+        s = cfg["serial"]
+        return serial_uplink.Uplink(open_serial(s["port"], s.get("baud", 115200)), log)
+    return PahoUplink(cfg, log)
+
+
+def watchdog(seconds):
+    return None
+
+
+def mem_free():
+    return None
+
+
+def vsupply_mv(cfg):
+    return None
+
+
+def network_up(cfg, log):
+    return True
+
+
+def sync_time(cfg, log):
+    # the OS keeps the clock (systemd-timesyncd); trust it once it is plausible
+    return clock.unix_time() is not None
+
+
+def deep_sleep(ms):
+    time.sleep(ms / 1000)

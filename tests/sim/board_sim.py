@@ -1,0 +1,81 @@
+# A board for the MicroPython unix port: the node's own code, with the chips
+# simulated at register level and the world they measure read from sim.json
+# in the board's folder (the test changes it while the node runs).
+
+import gc
+import json
+
+import clock
+import mqtt
+from counter import FileCounter
+
+
+def world():
+    try:
+        with open("sim.json") as f:
+            return json.load(f)
+    except OSError:
+        return {}
+
+
+if world().get("clock_unset"):
+    clock.unix_time = lambda: None
+
+
+class SimBME280:
+    """Our BME280 driver over the simulated chip; the world sets the raw values."""
+
+    def __init__(self, spec):
+        import bme280
+        import bme280_sim
+
+        w = world()
+        if w.get("bme280_unplugged"):
+            raise OSError(19, "ENODEV")
+        self.chip = bme280_sim.BME280Sim(address=spec.get("address", 0x76))
+        self.driver = bme280.BME280(self.chip.micropython_bus(), spec.get("address", 0x76))
+
+    def measurements(self):
+        w = world()
+        self.chip.unplugged = bool(w.get("bme280_unplugged"))
+        self.chip.set_environment(w.get("temp", 21.5), w.get("hum", 48.0), w.get("press", 100800))
+        return self.driver.measurements()
+
+
+def sensor(name, spec):
+    if name == "bme280":
+        return SimBME280(spec)
+    raise ValueError("no simulated %s on this board" % name)
+
+
+def seq_store(path):
+    return FileCounter(path)
+
+
+def uplink(cfg, log):
+    return mqtt.Uplink(cfg, log)
+
+
+def watchdog(seconds):
+    return None
+
+
+def mem_free():
+    return gc.mem_free()
+
+
+def vsupply_mv(cfg):
+    return None
+
+
+def network_up(cfg, log):
+    return True
+
+
+def sync_time(cfg, log):
+    return clock.unix_time() is not None
+
+
+def deep_sleep(ms):
+    # a board wakes from deep sleep through a reset: here the process ends and the test starts it again
+    raise SystemExit(0)
