@@ -73,7 +73,10 @@ def encode_into(out, obj):
         _head(out, 6, obj.tag)
         encode_into(out, obj.value)
     elif isinstance(obj, float):
-        single = struct.pack(">f", obj)
+        try:
+            single = struct.pack(">f", obj)
+        except OverflowError:  # CPython: beyond the binary32 range
+            single = b"\xff\xff\xff\xff"  # NaN, never equal: binary64 below
         if struct.unpack(">f", single)[0] == obj:
             out.append(0xFA)
             out.extend(single)

@@ -196,3 +196,14 @@ def test_reading_before_the_clock_is_set_carries_no_time(make_node, collector):
     node.kill()
     assert all(r.time is None for r in got)
     assert got[0].value("time_set") is False
+
+
+def test_deep_sleep_node_sends_one_message_per_wake_up_and_never_reuses_a_number(make_node, collector):
+    node = make_node(sensors=(), status_every=1, deep_sleep=True, seq_block=1)
+    for _ in range(5):
+        node.start()
+        assert node.proc.wait(20) == 0  # the board "sleeps": its program ends after one cycle
+        node.kill()
+        assert "node: deep sleep for 200 ms" in node.log
+    got = collector.wait_for(5, kind="status")
+    assert _seqs(got) == [0, 1, 2, 3, 4]

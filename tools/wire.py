@@ -114,9 +114,12 @@ def _cbor(data: bytes, what: str):
     fp = io.BytesIO(data)
     try:
         item = cbor2.CBORDecoder(
-            fp, allow_indefinite=False, allow_duplicate_keys=False, max_depth=16
+            fp, allow_indefinite=False, allow_duplicate_keys=False, max_depth=16,
+            semantic_decoders={2: _no_bignum, 3: _no_bignum},
         ).decode()
     except Exception as exc:  # cbor2 raises several kinds for bad bytes; all mean the same here
+        if isinstance(exc.__cause__, ValueError) and "bignum" in str(exc.__cause__):
+            raise WireError("not_cbor", f"{what} holds a CBOR bignum (tag 2 or 3): {exc.__cause__}") from None
         raise WireError("not_cbor", f"{what} is not valid CBOR: {exc}") from None
     if fp.tell() != len(data):
         raise WireError("not_cbor", f"{what} has {len(data) - fp.tell()} bytes after its CBOR item")
@@ -125,6 +128,26 @@ def _cbor(data: bytes, what: str):
 
 def _is_int(x) -> bool:
     return type(x) is int
+
+
+def _show(x) -> str:
+    """A value for an error message: short, and never a huge integer turned to text."""
+    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 64:
+        return f"an integer of {x.bit_length()} bits"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in list(x)[:4]) + (", ..." if len(x) > 4 else "") + "]"
+    text = repr(x)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _unexpected(mapping, allowed: set) -> list[str]:
+    # labels match by type as well as value: 1.0 and true are not label 1
+    return sorted(_show(k) for k in mapping
+                  if not (type(k) in (int, str) and k in allowed))
+
+
+def _no_bignum(decoder, value, *args):
+    raise ValueError("bignums (tags 2 and 3) are not used in this format")
 
 
 def decode(message: bytes) -> Reading:
@@ -155,6 +178,10 @@ def decode(message: bytes) -> Reading:
         raise WireError("malformed_cose", "COSE_Sign1 payload must be a byte string (not detached)")
     if not isinstance(signature, bytes) or len(signature) != 64:
         raise WireError("malformed_cose", "ES256 signature must be a byte string of 64 bytes")
+    # the envelope is not signed: only its one deterministic encoding is accepted, so
+    # that nobody without the key can give a reading a second set of bytes
+    if cbor2.dumps(cbor2.CBORTag(TAG_COSE_SIGN1, [protected, {}, payload, signature])) != message:
+        raise WireError("malformed_cose", "COSE_Sign1 envelope is not in deterministic CBOR encoding")
     device_id = _protected_header(protected)
     seq, time, measurements = _senml(payload)
     return Reading(device_id, seq, time, measurements, message, protected, payload, signature)
@@ -166,13 +193,13 @@ def _protected_header(protected: bytes) -> str:
     header = _cbor(protected, "protected header")
     if not isinstance(header, Mapping):
         raise WireError("bad_header", "protected header is not a map")
-    extra = set(header) - {HEADER_ALG, HEADER_KID}
+    extra = _unexpected(header, {HEADER_ALG, HEADER_KID})
     if extra:
-        raise WireError("bad_header", f"protected header has unexpected labels {sorted(map(repr, extra))}")
+        raise WireError("bad_header", f"protected header has unexpected labels {extra}")
     if HEADER_ALG not in header:
         raise WireError("missing_field", "protected header has no alg (label 1)")
     if header[HEADER_ALG] != ALG_ES256 or not _is_int(header[HEADER_ALG]):
-        raise WireError("wrong_algorithm", f"alg is {header[HEADER_ALG]!r}, only ES256 (-7) is accepted")
+        raise WireError("wrong_algorithm", f"alg is {_show(header[HEADER_ALG])}, only ES256 (-7) is accepted")
     if HEADER_KID not in header:
         raise WireError("missing_field", "protected header has no kid (label 4): the device id")
     kid = header[HEADER_KID]
@@ -183,7 +210,7 @@ def _protected_header(protected: bytes) -> str:
     except UnicodeDecodeError:
         raise WireError("bad_header", "kid is not UTF-8 text") from None
     if not DEVICE_ID.match(device_id):
-        raise WireError("bad_header", f"kid {device_id!r} is not a device id (letters, digits, . _ -; at most 64)")
+        raise WireError("bad_header", f"kid {_show(device_id)} is not a device id (letters, digits, . _ -; at most 64)")
     return device_id
 
 
@@ -212,15 +239,15 @@ def _senml(payload: bytes):
         raise WireError("missing_field", "first SenML record has no sequence number ('seq')")
     seq = first[SEQUENCE]
     if not _is_int(seq):
-        raise WireError("bad_sequence", f"sequence number is not an integer: {seq!r}")
+        raise WireError("bad_sequence", f"sequence number is not an integer: {_show(seq)}")
     if not 0 <= seq <= MAX_SEQUENCE:
-        raise WireError("bad_sequence", f"sequence number {seq} is outside 0..2**64-1")
+        raise WireError("bad_sequence", f"sequence number {_show(seq)} is outside 0..2**64-1")
     time = first.get(SENML_BASE_TIME)
     if SENML_BASE_TIME in first:
         if not _is_int(time) and not (isinstance(time, float) and math.isfinite(time)):
-            raise WireError("bad_time", f"base time (bt) is not a number of seconds: {time!r}")
+            raise WireError("bad_time", f"base time (bt) is not a number of seconds: {_show(time)}")
         if time < MIN_ABSOLUTE_TIME:
-            raise WireError("bad_time", f"base time {time} is not an absolute time (seconds since 1970)")
+            raise WireError("bad_time", f"base time {_show(time)} is not an absolute time (seconds since 1970)")
     measurements = []
     names = set()
     for i, rec in enumerate(pack, 1):
@@ -229,27 +256,28 @@ def _senml(payload: bytes):
         allowed = {SENML_NAME, SENML_UNIT, SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE}
         if i == 1:
             allowed |= {SENML_BASE_TIME, SEQUENCE}
-        extra = set(rec) - allowed
+        extra = _unexpected(rec, allowed)
         if extra:
-            raise WireError("bad_record", f"SenML record {i} has unexpected fields {sorted(map(repr, extra))}")
+            raise WireError("bad_record", f"SenML record {i} has unexpected fields {extra}")
         name = rec.get(SENML_NAME)
         if name is None:
             raise WireError("missing_field", f"SenML record {i} has no name (n)")
         if not isinstance(name, str) or not SENML_NAME_CHARS.match(name):
-            raise WireError("bad_record", f"SenML record {i} has an invalid name {name!r}")
+            raise WireError("bad_record", f"SenML record {i} has an invalid name {_show(name)}")
         if name in names:
-            raise WireError("bad_record", f"SenML record {i} repeats the name {name!r}")
+            raise WireError("bad_record", f"SenML record {i} repeats the name {_show(name)}")
         names.add(name)
         unit = rec.get(SENML_UNIT)
         if SENML_UNIT in rec and (not isinstance(unit, str) or not unit):
-            raise WireError("bad_record", f"SenML record {i} ({name}) has an invalid unit {unit!r}")
+            raise WireError("bad_record", f"SenML record {i} ({name}) has an invalid unit {_show(unit)}")
         present = [k for k in (SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE) if k in rec]
         if len(present) != 1:
             raise WireError("missing_field" if not present else "bad_record",
                             f"SenML record {i} ({name}) must have exactly one value (v, vs or vb)")
         value = rec[present[0]]
         if present[0] == SENML_VALUE and not _number(value):
-            raise WireError("bad_record", f"SenML record {i} ({name}) has a value that is not a finite number: {value!r}")
+            raise WireError("bad_record",
+                            f"SenML record {i} ({name}) has a value that is not a finite number: {_show(value)}")
         if present[0] == SENML_STRING_VALUE and not isinstance(value, str):
             raise WireError("bad_record", f"SenML record {i} ({name}) has a string value that is not text")
         if present[0] == SENML_BOOL_VALUE and not isinstance(value, bool):

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from govedge import firmware
+from support import MPY_PRELUDE, READINGS, SignedReading, hex_lines, mpy_literal
+
+# deterministic and database-less: the same examples on every run and machine
+settings.register_profile(
+    "govedge",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("govedge")
+
+
+@pytest.fixture(scope="session")
+def mpy_dir(tmp_path_factory) -> Path:
+    """The firmware compiled by mpy-cross, alone in a directory: what a board's flash holds."""
+    dest = tmp_path_factory.mktemp("mpy")
+    firmware.compile_all(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def micropython(mpy_dir):
+    """Run a script under the MicroPython unix port with only the .mpy directory on its path."""
+
+    def run(script: str, stdin: bytes | None = None, heap_kib: int | None = None) -> str:
+        proc = firmware.run_micropython(script, path=[mpy_dir], heap_kib=heap_kib, stdin=stdin)
+        if proc.returncode != 0:
+            # the unix port prints uncaught tracebacks on stdout, warnings on stderr
+            pytest.fail(
+                "MicroPython exited with status %d\n--- stdout (tail) ---\n%s\n--- stderr ---\n%s"
+                % (
+                    proc.returncode,
+                    proc.stdout.decode("utf-8", "replace")[-3000:],
+                    proc.stderr.decode("utf-8", "replace")[-3000:],
+                ),
+                pytrace=False,
+            )
+        return proc.stdout.decode()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def firmware_readings(micropython) -> dict[str, SignedReading]:
+    """The READINGS, each signed in one MicroPython process from the .mpy firmware."""
+    names = list(READINGS)
+    cases = [
+        [READINGS[n]["d"], READINGS[n]["device_id"], READINGS[n]["seq"], READINGS[n]["time"],
+         READINGS[n]["measurements"]]
+        for n in names
+    ]
+    script = MPY_PRELUDE + (
+        "import reading, p256\n"
+        "for d, dev, seq, t, ms in %s:\n"
+        "    out(reading.signed_reading(d, dev, seq, t, ms))\n"
+        "    out(p256.public_key(d))\n"
+    ) % mpy_literal(cases)
+    lines = hex_lines(micropython(script))
+    assert len(lines) == 2 * len(names)
+    return {
+        n: SignedReading(message=lines[2 * i], public_key=lines[2 * i + 1], **READINGS[n])
+        for i, n in enumerate(names)
+    }
