@@ -15,7 +15,7 @@ DEFAULTS = {
     "interval_s": 60,
     "status_every": 10,
     "sensors": {},
-    "buffer": {"slots": 256, "slot_bytes": 256},
+    "buffer": {"slots": 256, "slot_bytes": 384},
     "seq_block": 16,
     "watchdog_s": 120,
     "deep_sleep": False,

@@ -72,7 +72,7 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
         "interval_s": interval_s,
         "status_every": 10,
         "sensors": {name: dict(pins[name]) for name in sensors},
-        "buffer": {"slots": buffer_slots, "slot_bytes": 256},
+        "buffer": {"slots": buffer_slots, "slot_bytes": 384},
         "seq_block": 1 if deep_sleep else 16,
         "watchdog_s": 120,
         "deep_sleep": deep_sleep,

@@ -6,7 +6,6 @@ import gc
 import json
 
 import clock
-import mqtt
 from counter import FileCounter
 
 
@@ -29,10 +28,8 @@ class SimBME280:
         import bme280
         import bme280_sim
 
-        w = world()
-        if w.get("bme280_unplugged"):
-            raise OSError(19, "ENODEV")
         self.chip = bme280_sim.BME280Sim(address=spec.get("address", 0x76))
+        self.chip.unplugged = bool(world().get("bme280_unplugged"))
         self.driver = bme280.BME280(self.chip.micropython_bus(), spec.get("address", 0x76))
 
     def measurements(self):
@@ -53,6 +50,8 @@ def seq_store(path):
 
 
 def uplink(cfg, log):
+    import mqtt  # umqtt.simple: the MicroPython client
+
     return mqtt.Uplink(cfg, log)
 
 
