@@ -3,6 +3,7 @@
 # paho-mqtt, sequence numbers in a file (fsynced), time from the OS.
 # systemd restarts the service if it dies; there is no hardware watchdog here.
 
+import math
 import threading
 import time
 
@@ -38,8 +39,13 @@ class AdafruitBME280:
     def measurements(self):
         s = self.sensor
         t, h, p = s.temperature, s.relative_humidity, s.pressure  # Cel, %RH, hPa
-        return [("temp", "Cel", (round(t * 100), -2)), ("hum", "%RH", (round(h * 100), -2)),
-                ("press", "Pa", round(p * 100))]
+        return [("temp", "Cel", (_half_up(t * 100), -2)), ("hum", "%RH", (_half_up(h * 100), -2)),
+                ("press", "Pa", _half_up(p * 100))]
+
+
+def _half_up(x):
+    # the rounding of firmware/bme280.py, so a Pi and a board agree on the same value
+    return math.floor(x + 0.5)
 
 
 def sensor(name, spec):
