@@ -45,8 +45,10 @@ class Buffer:
         with f:
             f.seek(0, 2)
             have = f.tell()
-            if have < size:  # new or shorter: extend with empty slots
-                f.write(bytes(size - have))
+            if have < size:  # new or shorter: extend with empty slots, one slot at a time
+                blank = bytes(self.slot_bytes)
+                for _ in range((size - have + self.slot_bytes - 1) // self.slot_bytes):
+                    f.write(blank)
             newest = -1
             for i in range(self.slots):
                 f.seek(i * self.slot_bytes)

@@ -1,27 +1,30 @@
-# Entry point on every board: load and check the config, pick the board
-# module it names, run the node. A wrong config or key gives one clear line
-# and stops here (no reset loop); the REPL stays usable for the technician.
+# Entry point on every board: load and check the config and the key, pick the
+# board module the config names, run the node. A wrong config or key gives one
+# clear line and stops here (no reset loop); the REPL stays usable.
 
-import config
+import sys
 
 
 def main():
+    import config
+
     try:
         cfg = config.load("config.json")
-        board = __import__("board_" + cfg["board"])
+        key = config.load_key(cfg["key_file"])
     except config.ConfigError as exc:
         print("[config] %s" % exc)
         return
+    try:
+        board = __import__("board_" + cfg["board"])
     except ImportError as exc:
         print("[config] board %r is not supported here (%s)" % (cfg["board"], exc))
         return
+    # the checks are done: give their code's RAM back before the node starts
+    del config
+    sys.modules.pop("config", None)
     import node
-    try:
-        n = node.Node(board, cfg)
-    except config.ConfigError as exc:
-        print("[config] %s" % exc)
-        return
-    n.run()
+
+    node.Node(board, cfg, key).run()
 
 
 main()

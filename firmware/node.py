@@ -9,7 +9,6 @@
 import os
 
 import clock
-import config
 import reading
 from buffer import Buffer
 from counter import Sequence
@@ -30,11 +29,12 @@ def log(tag, text):
 
 
 class Node:
-    def __init__(self, board, cfg):
+    def __init__(self, board, cfg, key):
         self.board = board
         self.cfg = cfg
         self.device_id = cfg["device_id"]
-        self.key = config.load_key(cfg["key_file"])
+        self.key = key  # the private scalar; never printed
+        reading.p256.prepare()  # 8 KiB in one piece: take it before anything fragments the heap
         self.seq = Sequence(board.seq_store("seq.dat"), cfg["seq_block"])
         b = cfg["buffer"]
         self.buffer = Buffer("buffer.dat", b["slots"], b["slot_bytes"])

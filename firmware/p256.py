@@ -110,12 +110,17 @@ def _build_comb():
 _comb = None
 
 
-def base_mul(k):
-    """k * G as affine (x, y), for 1 <= k < N."""
+def prepare():
+    """Build the comb table now (a node does it at boot, while the heap is unfragmented)."""
     global _comb
     if _comb is None:
         _comb = _build_comb()
-    table = _comb
+    return _comb
+
+
+def base_mul(k):
+    """k * G as affine (x, y), for 1 <= k < N."""
+    table = prepare()
     fb = int.from_bytes
     mask = (1 << _SPACING) - 1
     teeth = [k >> (i * _SPACING) & mask for i in range(_TEETH - 1, -1, -1)]

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from govedge import firmware, topics, wire
+from govedge import firmware, sim, topics, wire
 from govedge.provision import provision
 from govedge.registry import Registry
 
-SIM_DIR = Path(__file__).resolve().parent / "sim"
+SIM_DIR = sim.DIR
 
 
 class VirtualNode:

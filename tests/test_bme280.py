@@ -1,5 +1,5 @@
 """The BME280 driver (firmware/bme280.py) over a register-level simulated chip
-(tests/sim/bme280_sim.py), held against the Bosch datasheets' worked example,
+(tools/sim/bme280_sim.py), held against the Bosch datasheets' worked example,
 published readings of real chips, and Adafruit's CircuitPython driver.
 
 The driver runs from its .mpy under the MicroPython unix port, every case of a
@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from govedge import firmware
-from sim import bme280_sim
+from govedge import sim
+from govedge.sim import bme280_sim
 
-SIM_DIR = Path(__file__).resolve().parent / "sim"
+SIM_DIR = sim.DIR
 ADDRESS = 0x76
 
 # BMP280 datasheet section 3.12: the worked example of the temperature and pressure

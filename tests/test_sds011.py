@@ -1,4 +1,4 @@
-"""The SDS011 driver (firmware/sds011.py) over a simulated sensor (tests/sim/sds011_sim.py).
+"""The SDS011 driver (firmware/sds011.py) over a simulated sensor (tools/sim/sds011_sim.py).
 
 The driver runs from its .mpy under the MicroPython unix port, every case in one
 process, and the same cases again under CPython; then under CPython through
@@ -19,10 +19,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from govedge import firmware
-from sim import sds011_sim
+from govedge import sim
+from govedge.sim import sds011_sim
 from support import firmware as firmware_module
 
-SIM_DIR = Path(__file__).resolve().parent / "sim"
+SIM_DIR = sim.DIR
 
 # what the driver must write, byte for byte, from the protocol's command table (ID FFFF:
 # whichever sensor); checksum = low byte of the sum of data bytes 1..15

@@ -26,7 +26,7 @@ import sys, time
 import reading
 d = int(sys.stdin.readline().strip(), 16)
 count = %(count)d
-reading.p256.base_mul(1)
+reading.p256.prepare()
 now = int(time.time())
 for i in range(count):
     t = 2153 + 7 * i

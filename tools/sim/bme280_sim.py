@@ -222,6 +222,17 @@ class BME280Sim:
         self.adc_P = _solve(lambda x: self._pressure(x, t_fine), press, 0, 0xFFFFF)
         self.adc_H = _solve(lambda x: self._humidity(x, t_fine), hum, 0, 0xFFFF)
 
+    def register_image(self):
+        """The register map after a finished forced measurement, as hex: a chip in a steady world."""
+        self._store(REG_CTRL_HUM, 0x01)
+        self._store(REG_CTRL_MEAS, 0x25)  # x1 oversampling, forced mode
+        while self._busy:
+            self._load(REG_STATUS)
+        self._copying = 0
+        regs = bytearray(self.regs)
+        regs[REG_STATUS] = 0
+        return bytes(regs).hex()
+
     # -- bus faces -------------------------------------------------------------------
 
     def micropython_bus(self):
