@@ -43,3 +43,26 @@ def encode(message):
     out[code_at] = code
     out[o] = DELIMITER
     return out if o + 1 == len(out) else out[:o + 1]
+
+
+def decode(body):
+    """The message of one frame (without its 0x00), or None if COBS or CRC is broken.
+
+    The node reads only the gateway's short acknowledgements this way.
+    """
+    out = bytearray()
+    i, n = 0, len(body)
+    while i < n:
+        code = body[i]
+        if code == 0 or i + code > n:  # a code byte and code - 1 data bytes must fit
+            return None
+        out.extend(body[i + 1:i + code])
+        i += code
+        if code < 0xFF and i < n:
+            out.append(0)
+    if len(out) < 5:
+        return None
+    msg = bytes(out[:-4])
+    if struct.unpack("<I", out[-4:])[0] != binascii.crc32(msg) & 0xFFFFFFFF:
+        return None
+    return msg

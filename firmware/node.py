@@ -103,6 +103,7 @@ class Node:
         """Send waiting messages oldest first; False when the link failed."""
         if clock.ticks_diff(clock.ticks_ms(), self.retry_at) < 0:
             return False
+        progress = False
         while True:
             item = self.buffer.oldest()
             if item is None:
@@ -111,7 +112,9 @@ class Node:
             try:
                 self.uplink.send(kind, seq, msg)
             except OSError as exc:
-                self.backoff_ms = min(_BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
+                # a link that took something is alive: try again soon; a dead one, ever later
+                self.backoff_ms = _BACKOFF_MIN_MS if progress else min(
+                    _BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
                 # jitter, so that nodes cut off together do not come back together
                 self.backoff_ms += self.backoff_ms * os.urandom(1)[0] // 1024
                 self.retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
@@ -120,6 +123,7 @@ class Node:
                 self.buffer.save_cursor()
                 return False
             self.buffer.delivered(seq)
+            progress = True
             self.feed()
         if self.backoff_ms:
             log("uplink", "buffer sent")

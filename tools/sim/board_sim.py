@@ -72,7 +72,31 @@ def seq_store(path):
     return FileCounter(path)
 
 
+class PtyUART:
+    """machine.UART over a pseudo-terminal: the wire to the gateway."""
+
+    def __init__(self, path):
+        import select
+
+        self.f = open(path, "r+b")
+        self.poll = select.poll()
+        self.poll.register(self.f, select.POLLIN)
+
+    def read(self, n):
+        out = bytearray()
+        while len(out) < n and self.poll.poll(0):
+            out.extend(self.f.read(1))
+        return bytes(out) or None
+
+    def write(self, data):
+        self.f.write(data)
+
+
 def uplink(cfg, log):
+    if cfg["transport"] == "serial":
+        import serial_uplink
+
+        return serial_uplink.Uplink(PtyUART(cfg["serial"]["port"]), log)
     import mqtt  # umqtt.simple: the MicroPython client
 
     return mqtt.Uplink(cfg, log)
