@@ -58,10 +58,18 @@ class Node:
         values = []
         for name in sorted(self.cfg["sensors"]):
             try:
+                spec = self.cfg["sensors"][name]
                 sensor = self.sensors.get(name)
                 if sensor is None:
-                    sensor = self.sensors[name] = self.board.sensor(name, self.cfg["sensors"][name])
-                values.extend(sensor.measurements())
+                    sensor = self.sensors[name] = self.board.sensor(name, spec)
+                warmup = spec.get("warmup_s")
+                if warmup:  # duty cycling (SDS011): air through the chamber first, then off again
+                    sensor.wake()
+                    self.pause(int(warmup * 1000))
+                    values.extend(sensor.measurements())
+                    sensor.sleep()
+                else:
+                    values.extend(sensor.measurements())
                 if name in self.errors:
                     log("sensor", "%s working again" % name)
                     del self.errors[name]
@@ -133,6 +141,13 @@ class Node:
     def feed(self):
         if self.wdt:
             self.wdt.feed()
+
+    def pause(self, ms):
+        """Wait, keeping the watchdog fed."""
+        start = clock.ticks_ms()
+        while clock.ticks_diff(clock.ticks_ms(), start) < ms:
+            self.feed()
+            clock.sleep_ms(min(200, max(0, ms - clock.ticks_diff(clock.ticks_ms(), start))))
 
     def keep_time(self):
         now = clock.ticks_ms()

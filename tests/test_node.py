@@ -267,3 +267,19 @@ def test_same_node_code_runs_on_cpython_with_adafruit_driver_and_paho(make_node,
     assert abs(float(r.value("hum")) - 40.0) <= 0.05
     assert abs(r.value("press") - 101200) <= 1
     assert _seqs(got) == sorted(set(_seqs(got)))
+
+
+def test_particulates_and_climate_in_one_reading_with_duty_cycled_sds011(make_node, collector):
+    node = make_node(sensors=("bme280", "sds011"))
+    node.config["sensors"]["sds011"].update(warmup_s=0.3, sim_interval_ms=100)
+    node.write_config()
+    node.sim(pm2_5=35.7, pm10=52.4)
+    node.start()
+    got = collector.wait_for(3)
+    node.kill()
+    r = got[-1]
+    names = [m.name for m in r.measurements]
+    assert names == ["temp", "hum", "press", "pm2_5", "pm10"]
+    assert (str(r.value("pm2_5")), str(r.value("pm10"))) == ("35.7", "52.4")
+    assert [m.unit for m in r.measurements][3:] == ["ug/m3", "ug/m3"]
+    assert "Traceback" not in node.log and "sensor:" not in node.log

@@ -64,6 +64,10 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
                 interval_s: int = 60, buffer_slots: int = 256, ntp_host: str = "pool.ntp.org",
                 deep_sleep: bool = False) -> dict:
     pins = board_pins(board)
+    sensor_specs = {name: dict(pins[name]) for name in sensors}
+    if "sds011" in sensor_specs and interval_s >= 90:
+        # duty cycling: the laser lives about 8000 hours; 30 s of airflow before each reading
+        sensor_specs["sds011"]["warmup_s"] = 30
     cfg = {
         "format": CONFIG_FORMAT,
         "device_id": device_id,
@@ -71,7 +75,7 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
         "transport": transport,
         "interval_s": interval_s,
         "status_every": 10,
-        "sensors": {name: dict(pins[name]) for name in sensors},
+        "sensors": sensor_specs,
         "buffer": {"slots": buffer_slots, "slot_bytes": 384},
         "seq_block": 1 if deep_sleep else 16,
         "watchdog_s": 120,

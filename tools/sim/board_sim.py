@@ -62,9 +62,40 @@ class FixedRegisters:
         pass
 
 
+class SimSDS011:
+    """Our SDS011 driver over the simulated sensor's UART; the world sets pm2_5 and pm10."""
+
+    def __init__(self, spec):
+        import sds011
+        import sds011_sim
+
+        self.sim = sds011_sim.SDS011Sim(interval_ms=spec.get("sim_interval_ms", 1000))
+        self._update()
+        self.driver = sds011.SDS011(self.sim.machine_uart())
+
+    def _update(self):
+        w = world()
+        self.sim.pm25 = int(w.get("pm2_5", 12.3) * 10 + 0.5)
+        self.sim.pm10 = int(w.get("pm10", 20.1) * 10 + 0.5)
+        self.sim.unplugged = bool(w.get("sds011_unplugged"))
+
+    def wake(self):
+        self._update()
+        self.driver.wake()
+
+    def sleep(self):
+        self.driver.sleep()
+
+    def measurements(self):
+        self._update()
+        return self.driver.measurements()
+
+
 def sensor(name, spec):
     if name == "bme280":
         return SimBME280(spec)
+    if name == "sds011":
+        return SimSDS011(spec)
     raise ValueError("no simulated %s on this board" % name)
 
 
