@@ -78,8 +78,10 @@ class PahoUplink:
         if m.get("user"):
             self.client.username_pw_set(m["user"], m.get("password"))
         if m.get("tls"):
-            t = m.get("ssl_params") or {}
-            self.client.tls_set(ca_certs=t.get("cafile"), certfile=t.get("certfile"), keyfile=t.get("keyfile"))
+            import ssl
+
+            with open(m.get("ca", "ca.der"), "rb") as f:  # the same DER file as on the boards
+                self.client.tls_set_context(ssl.create_default_context(cadata=f.read()))
         self.ready = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

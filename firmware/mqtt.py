@@ -25,6 +25,20 @@ class _Sockets:
 _umqtt.socket = _Sockets
 
 
+def _tls(m):
+    # the broker's certificate must chain to the CA file on the board (DER), for its host name
+    import ssl
+
+    ca = m.get("ca", "ca.der")
+    try:
+        with open(ca, "rb") as f:
+            cadata = f.read()
+    except OSError:
+        raise OSError("TLS: CA certificate %s not found on the board" % ca)
+    return {"cert_reqs": ssl.CERT_REQUIRED, "cadata": cadata,
+            "server_hostname": m.get("server_hostname") or m["host"]}
+
+
 class Uplink:
     def __init__(self, cfg, log):
         m = cfg["mqtt"]
@@ -33,7 +47,7 @@ class Uplink:
         self.client = _umqtt.MQTTClient(
             m.get("client_id") or cfg["device_id"], m["host"], m["port"],
             user=m.get("user"), password=m.get("password"), keepalive=m.get("keepalive", 60),
-            ssl=bool(m.get("tls")), ssl_params=m.get("ssl_params") or {},
+            ssl=bool(m.get("tls")), ssl_params=_tls(m) if m.get("tls") else {},
         )
         self.topics = (m["topic"].encode(), m["status_topic"].encode())
         self.connected = False

@@ -119,7 +119,7 @@ class VirtualNode:
 class Collector:
     """A persistent-session MQTT subscriber that keeps every node message it gets."""
 
-    def __init__(self, port: int, registry_path: Path, client_id: str = "test-collector"):
+    def __init__(self, port: int, registry_path: Path, client_id: str = "test-collector", ca: Path | None = None):
         self.port = port
         self.registry_path = registry_path
         self.messages: list[tuple[str, bytes]] = []
@@ -128,6 +128,8 @@ class Collector:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 1)
+        if ca:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -154,3 +156,37 @@ class Collector:
     def close(self):
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a broker certificate it signed for 127.0.0.1 and localhost: (ca.pem, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"test CA {folder.name}")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths

@@ -283,3 +283,31 @@ def test_particulates_and_climate_in_one_reading_with_duty_cycled_sds011(make_no
     assert (str(r.value("pm2_5")), str(r.value("pm10"))) == ("35.7", "52.4")
     assert [m.unit for m in r.measurements][3:] == ["ug/m3", "ug/m3"]
     assert "Traceback" not in node.log and "sensor:" not in node.log
+
+
+def test_node_publishes_over_tls_and_refuses_a_broker_it_cannot_verify(tmp_path, build_dir, registry_path):
+    from govedge.provision import _ca_der
+    from nodes import make_ca_and_server_cert
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "tls")
+    other_ca, _, _ = make_ca_and_server_cert(tmp_path / "other")
+    tls = f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+    with Mosquitto(tmp_path / "tls-broker", extra_config=tls, persistence=True) as broker:
+        collector = Collector(broker.port, registry_path, ca=ca)
+        nodes = []
+        for device, trusted in (("esp32-0010", ca), ("esp32-0011", other_ca), ("rpi-0012", ca)):
+            node = VirtualNode(tmp_path / device, build_dir, registry_path, device, broker.port,
+                               interpreter="cpython" if device.startswith("rpi") else "micropython")
+            node.config["mqtt"].update(tls=True, ca="ca.der")
+            node.write_config()
+            (node.root / "ca.der").write_bytes(_ca_der(trusted))
+            nodes.append(node.start())
+        try:
+            collector.wait_for(3, device="esp32-0010")
+            collector.wait_for(3, device="rpi-0012")
+            nodes[1].wait_for_log(r"uplink: broker 127.0.0.1:\d+ unreachable")
+        finally:
+            for node in nodes:
+                node.kill()
+            collector.close()
+    assert not [r for r in collector.verified() if r.device_id == "esp32-0011"]

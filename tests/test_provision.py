@@ -115,3 +115,19 @@ def test_damaged_registry_is_reported_with_its_fault(tmp_path):
             {"public_key": "04" + "00" * 64, "status": "active", "created": "2026-01-01T00:00:00Z"}]}}}))
     with pytest.raises(RegistryError, match="esp32-0001.*bad public key"):
         Registry.load(path)
+
+
+def test_tls_needs_the_ca_and_puts_it_on_the_board_as_der(tmp_path):
+    from cryptography import x509
+
+    from nodes import make_ca_and_server_cert
+
+    with pytest.raises(ProvisionError, match="--tls needs --ca"):
+        _provision(tmp_path, tls=True)
+    ca, _, _ = make_ca_and_server_cert(tmp_path / "tls")
+    _provision(tmp_path, tls=True, ca=ca)
+    folder = tmp_path / "devices" / "esp32-0007"
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["mqtt"]["tls"] is True and cfg["mqtt"]["ca"] == "ca.der"
+    der = x509.load_der_x509_certificate((folder / "ca.der").read_bytes())
+    assert der == x509.load_pem_x509_certificate(ca.read_bytes())

@@ -7,6 +7,7 @@ file in a folder of its own, so several can run side by side.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,8 @@ class Mosquitto:
             "allow_anonymous true\n"
             + (f"persistence true\npersistence_location {self.workdir}/\n" if self.persistence
                else "persistence false\n")
+            # as root, Mosquitto would switch to its own user, who cannot read our private folder
+            + ("user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else "")
             + "log_dest stderr\n"
             + "log_type error\nlog_type warning\nlog_type notice\n"
             + self.extra_config

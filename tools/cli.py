@@ -39,6 +39,7 @@ def _cmd_provision(args: argparse.Namespace) -> int:
             mqtt_password=os.environ.get("GOVEDGE_MQTT_PASSWORD"),
             wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
             interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
+            ca=Path(args.ca) if args.ca else None,
         )
     except (provision.ProvisionError, registry.RegistryError) as exc:
         print(f"govedge provision: {exc}", file=sys.stderr)
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-host", default="gateway.local", help="the gateway's MQTT broker")
     p.add_argument("--broker-port", type=int, default=1883)
     p.add_argument("--tls", action="store_true", help="connect to the broker with TLS")
+    p.add_argument("--ca", help="with --tls: the CA certificate (PEM or DER) the broker's certificate chains to")
     p.add_argument("--mqtt-user", help="broker user name (password from $GOVEDGE_MQTT_PASSWORD)")
     p.add_argument("--wifi-ssid", help="Wi-Fi network (password from $GOVEDGE_WIFI_PASSWORD)")
     p.add_argument("--interval", type=int, default=60, help="seconds between readings (default 60)")

@@ -173,7 +173,8 @@ def micropython_command(args: list[str], path: list[Path] | None = None,
     cmd = [micropython()]
     if heap_kib is not None:
         cmd += ["-X", f"heapsize={heap_kib}K"]
-    env = dict(os.environ, MICROPYPATH=":".join(str(p) for p in (path or [FIRMWARE_DIR])))
+    # ".frozen" keeps the modules frozen into the interpreter (ssl among them) importable, as on a board
+    env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + [str(p) for p in (path or [FIRMWARE_DIR])]))
     return cmd + list(args), env
 
 

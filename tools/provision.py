@@ -90,6 +90,8 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
             "client_id": device_id,
             "topic": topics.reading(device_id), "status_topic": topics.status(device_id),
         }
+        if tls:
+            cfg["mqtt"]["ca"] = "ca.der"
         if board != "rpi":
             cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
     else:
@@ -99,8 +101,19 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
     return cfg
 
 
+def _ca_der(path: Path) -> bytes:
+    from cryptography import x509
+
+    data = Path(path).read_bytes()
+    try:
+        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise ProvisionError(f"{path} is not an X.509 certificate (PEM or DER): {exc}") from None
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 def provision(device_id: str, board: str, sensors: list[str], registry_path: Path, out: Path,
-              rotate: bool = False, **config) -> dict:
+              rotate: bool = False, ca: Path | None = None, **config) -> dict:
     """Make the key, register it, write key and config; returns a summary (no secrets)."""
     check_device_id(device_id)
     if board not in BOARDS:
@@ -114,6 +127,9 @@ def provision(device_id: str, board: str, sensors: list[str], registry_path: Pat
     if rotate and device_id not in registry.devices:
         raise RegistryError(f"device {device_id!r} is not in the registry; nothing to rotate")
 
+    if config.get("tls") and not ca:
+        raise ProvisionError("--tls needs --ca: the certificate of the CA that signed the broker's certificate")
+    ca_der = _ca_der(ca) if ca else None
     cfg = node_config(device_id, board, sensors, **config)
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key().public_bytes(
@@ -126,6 +142,8 @@ def provision(device_id: str, board: str, sensors: list[str], registry_path: Pat
     # an unregistered key, never a registered key nobody has
     _write_private(folder / "device.key", f"{key.private_numbers().private_value:064x}\n")
     _write_json(folder / "config.json", cfg)
+    if ca_der:
+        (folder / "ca.der").write_bytes(ca_der)
     if rotate:
         registry.rotate(device_id, public, board=board, sensors=sensors)
     else:
