@@ -6,6 +6,7 @@
 # watchdog(seconds), mem_free(), vsupply_mv(cfg), network_up(cfg, log),
 # sync_time(cfg, log), deep_sleep(ms).
 
+import gc
 import os
 
 import clock
@@ -34,7 +35,7 @@ class Node:
         self.cfg = cfg
         self.device_id = cfg["device_id"]
         self.key = key  # the private scalar; never printed
-        reading.p256.prepare()  # 8 KiB in one piece: take it before anything fragments the heap
+        reading.p256.prepare()  # 4 KiB in one piece: take it before anything fragments the heap
         self.seq = Sequence(board.seq_store("seq.dat"), cfg["seq_block"])
         b = cfg["buffer"]
         self.buffer = Buffer("buffer.dat", b["slots"], b["slot_bytes"])
@@ -158,6 +159,8 @@ class Node:
     # -- the loop -----------------------------------------------------------------
 
     def cycle(self):
+        # a collection per cycle keeps the garbage of the last one from fragmenting the heap
+        gc.collect()
         self.cycles += 1
         self.keep_time()
         before = dict(self.errors)

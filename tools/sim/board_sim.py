@@ -62,40 +62,13 @@ class FixedRegisters:
         pass
 
 
-class SimSDS011:
-    """Our SDS011 driver over the simulated sensor's UART; the world sets pm2_5 and pm10."""
-
-    def __init__(self, spec):
-        import sds011
-        import sds011_sim
-
-        self.sim = sds011_sim.SDS011Sim(interval_ms=spec.get("sim_interval_ms", 1000))
-        self._update()
-        self.driver = sds011.SDS011(self.sim.machine_uart())
-
-    def _update(self):
-        w = world()
-        self.sim.pm25 = int(w.get("pm2_5", 12.3) * 10 + 0.5)
-        self.sim.pm10 = int(w.get("pm10", 20.1) * 10 + 0.5)
-        self.sim.unplugged = bool(w.get("sds011_unplugged"))
-
-    def wake(self):
-        self._update()
-        self.driver.wake()
-
-    def sleep(self):
-        self.driver.sleep()
-
-    def measurements(self):
-        self._update()
-        return self.driver.measurements()
-
-
 def sensor(name, spec):
     if name == "bme280":
         return SimBME280(spec)
     if name == "sds011":
-        return SimSDS011(spec)
+        import sds011_sim
+
+        return sds011_sim.NodeSensor(spec, world)
     raise ValueError("no simulated %s on this board" % name)
 
 
@@ -103,31 +76,12 @@ def seq_store(path):
     return FileCounter(path)
 
 
-class PtyUART:
-    """machine.UART over a pseudo-terminal: the wire to the gateway."""
-
-    def __init__(self, path):
-        import select
-
-        self.f = open(path, "r+b")
-        self.poll = select.poll()
-        self.poll.register(self.f, select.POLLIN)
-
-    def read(self, n):
-        out = bytearray()
-        while len(out) < n and self.poll.poll(0):
-            out.extend(self.f.read(1))
-        return bytes(out) or None
-
-    def write(self, data):
-        self.f.write(data)
-
-
 def uplink(cfg, log):
     if cfg["transport"] == "serial":
+        import pty_uart
         import serial_uplink
 
-        return serial_uplink.Uplink(PtyUART(cfg["serial"]["port"]), log)
+        return serial_uplink.Uplink(pty_uart.PtyUART(cfg["serial"]["port"]), log)
     import mqtt  # umqtt.simple: the MicroPython client
 
     return mqtt.Uplink(cfg, log)

@@ -242,3 +242,32 @@ def serve_pty(sim, fd, running, poll_s=0.005):
         data = sim.take(256)
         if data:
             os.write(fd, data)
+
+
+class NodeSensor:
+    """The simulated board's SDS011: our driver over this simulated sensor; world() sets pm2_5 and pm10."""
+
+    def __init__(self, spec, world):
+        import sds011
+
+        self.world = world
+        self.sim = SDS011Sim(interval_ms=spec.get("sim_interval_ms", 1000))
+        self._update()
+        self.driver = sds011.SDS011(self.sim.machine_uart())
+
+    def _update(self):
+        w = self.world()
+        self.sim.pm25 = int(w.get("pm2_5", 12.3) * 10 + 0.5)
+        self.sim.pm10 = int(w.get("pm10", 20.1) * 10 + 0.5)
+        self.sim.unplugged = bool(w.get("sds011_unplugged"))
+
+    def wake(self):
+        self._update()
+        self.driver.wake()
+
+    def sleep(self):
+        self.driver.sleep()
+
+    def measurements(self):
+        self._update()
+        return self.driver.measurements()
