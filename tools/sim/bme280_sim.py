@@ -306,3 +306,21 @@ class BusioI2C(MachineI2C):
                               in_start=0, in_end=None):
         self.writeto(address, buffer_out, start=out_start, end=out_end)
         self.readfrom_into(address, buffer_in, start=in_start, end=in_end)
+
+
+class NodeSensor:
+    """The simulated board's BME280: our driver over this simulated chip; world() sets what it measures."""
+
+    def __init__(self, spec, world):
+        import bme280
+
+        self.world = world
+        self.chip = BME280Sim(address=spec.get("address", 0x76))
+        self.chip.unplugged = bool(world().get("bme280_unplugged"))
+        self.driver = bme280.BME280(self.chip.micropython_bus(), spec.get("address", 0x76))
+
+    def measurements(self):
+        w = self.world()
+        self.chip.unplugged = bool(w.get("bme280_unplugged"))
+        self.chip.set_environment(w.get("temp", 21.5), w.get("hum", 48.0), w.get("press", 100800))
+        return self.driver.measurements()

@@ -21,50 +21,18 @@ if world().get("clock_unset"):
     clock.unix_time = lambda: None
 
 
-class SimBME280:
-    """Our BME280 driver over the simulated chip; the world sets the raw values."""
-
-    def __init__(self, spec):
+def sensor(name, spec):
+    if name == "bme280":
         import bme280
 
         image = world().get("bme280_registers")
         if image:  # a chip in a steady world: its register map, fixed (benchmarks)
-            self.chip = None
-            bus = FixedRegisters(image)
-        else:
-            import bme280_sim
+            import bme280_regs
 
-            self.chip = bme280_sim.BME280Sim(address=spec.get("address", 0x76))
-            self.chip.unplugged = bool(world().get("bme280_unplugged"))
-            bus = self.chip.micropython_bus()
-        self.driver = bme280.BME280(bus, spec.get("address", 0x76))
+            return bme280.BME280(bme280_regs.FixedRegisters(image), spec.get("address", 0x76))
+        import bme280_sim
 
-    def measurements(self):
-        if self.chip:
-            w = world()
-            self.chip.unplugged = bool(w.get("bme280_unplugged"))
-            self.chip.set_environment(w.get("temp", 21.5), w.get("hum", 48.0), w.get("press", 100800))
-        return self.driver.measurements()
-
-
-class FixedRegisters:
-    """machine.I2C over a BME280 register map (hex) taken from bme280_sim after a measurement."""
-
-    def __init__(self, image_hex):
-        import binascii
-
-        self.regs = binascii.unhexlify(image_hex)
-
-    def readfrom_mem(self, addr, reg, n):
-        return self.regs[reg:reg + n]
-
-    def writeto_mem(self, addr, reg, buf):
-        pass
-
-
-def sensor(name, spec):
-    if name == "bme280":
-        return SimBME280(spec)
+        return bme280_sim.NodeSensor(spec, world)
     if name == "sds011":
         import sds011_sim
 
