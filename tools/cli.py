@@ -54,6 +54,25 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gateway_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from .gateway import config as gwconfig
+    from .gateway.service import Gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = gwconfig.load(args.config)
+        gateway = Gateway(cfg)
+    except (gwconfig.ConfigError, OSError, ValueError) as exc:
+        print(f"govedge gateway: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *a: gateway.stop())
+    gateway.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="govedge",
@@ -84,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-slots", type=int, default=256, help="readings kept while offline (default 256)")
     p.add_argument("--deep-sleep", action="store_true", help="battery node: deep sleep between readings")
     p.set_defaults(func=_cmd_provision)
+
+    gw = sub.add_parser("gateway", help="the Raspberry Pi gateway service")
+    gsub = gw.add_subparsers(dest="gateway_command", required=True, metavar="COMMAND")
+    p = gsub.add_parser("run", help="run the gateway: ingest, verify, store, batch, forward to the hub")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    p.set_defaults(func=_cmd_gateway_run)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware"], help="what to measure")

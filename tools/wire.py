@@ -150,20 +150,34 @@ def _no_bignum(decoder, value, *args):
     raise ValueError("bignums (tags 2 and 3) are not used in this format")
 
 
-def decode(message: bytes) -> Reading:
-    """Parse a signed reading without checking its signature."""
+@dataclass(frozen=True)
+class Envelope:
+    """A checked COSE_Sign1 of this project's profile: ES256, kid in the protected header."""
+
+    kid: str
+    message: bytes
+    protected: bytes
+    payload: bytes
+    signature: bytes
+
+    def to_be_signed(self) -> bytes:
+        return sig_structure(self.protected, self.payload)
+
+
+def decode_envelope(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES, what: str = "message") -> Envelope:
+    """Parse the COSE_Sign1 around a reading or a batch, without checking its signature."""
     if not isinstance(message, (bytes, bytearray, memoryview)):
-        raise WireError("not_cbor", f"message must be bytes, not {type(message).__name__}")
+        raise WireError("not_cbor", f"{what} must be bytes, not {type(message).__name__}")
     message = bytes(message)
     if not message:
-        raise WireError("not_cbor", "message is empty")
-    if len(message) > MAX_MESSAGE_BYTES:
-        raise WireError("too_large", f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    item = _cbor(message, "message")
+        raise WireError("not_cbor", f"{what} is empty")
+    if len(message) > max_bytes:
+        raise WireError("too_large", f"{what} of {len(message)} bytes exceeds {max_bytes}")
+    item = _cbor(message, what)
     if not isinstance(item, cbor2.CBORTag):
-        raise WireError("not_cose_sign1", "message is not a tagged COSE_Sign1 (CBOR tag 18 missing)")
+        raise WireError("not_cose_sign1", f"{what} is not a tagged COSE_Sign1 (CBOR tag 18 missing)")
     if item.tag != TAG_COSE_SIGN1:
-        raise WireError("not_cose_sign1", f"message has CBOR tag {item.tag}, expected 18 (COSE_Sign1)")
+        raise WireError("not_cose_sign1", f"{what} has CBOR tag {item.tag}, expected 18 (COSE_Sign1)")
     body = item.value
     if not isinstance(body, (list, tuple)) or len(body) != 4:
         raise WireError("malformed_cose", "COSE_Sign1 must be an array of 4 items")
@@ -182,9 +196,14 @@ def decode(message: bytes) -> Reading:
     # that nobody without the key can give a reading a second set of bytes
     if cbor2.dumps(cbor2.CBORTag(TAG_COSE_SIGN1, [protected, {}, payload, signature])) != message:
         raise WireError("malformed_cose", "COSE_Sign1 envelope is not in deterministic CBOR encoding")
-    device_id = _protected_header(protected)
-    seq, time, measurements = _senml(payload)
-    return Reading(device_id, seq, time, measurements, message, protected, payload, signature)
+    return Envelope(_protected_header(protected), message, protected, payload, signature)
+
+
+def decode(message: bytes) -> Reading:
+    """Parse a signed reading without checking its signature."""
+    env = decode_envelope(message)
+    seq, time, measurements = _senml(env.payload)
+    return Reading(env.kid, seq, time, measurements, env.message, env.protected, env.payload, env.signature)
 
 
 def _protected_header(protected: bytes) -> str:
@@ -294,7 +313,7 @@ def public_key_from_sec1(data: bytes) -> ec.EllipticCurvePublicKey:
         raise WireError("bad_key", f"not a P-256 public key: {exc}") from None
 
 
-def signature_valid(reading: Reading, key: ec.EllipticCurvePublicKey) -> bool:
+def signature_valid(reading: Reading | Envelope, key: ec.EllipticCurvePublicKey) -> bool:
     r = int.from_bytes(reading.signature[:32], "big")
     s = int.from_bytes(reading.signature[32:], "big")
     if not (0 < r < _P256_N and 0 < s < _P256_N):

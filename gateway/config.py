@@ -1,0 +1,121 @@
+"""gateway.toml: read, defaults filled in, checked; a wrong file names the key."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class MqttEndpoint:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""
+    user: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca: str | None = None  # PEM file of the CA the broker's certificate chains to
+    cert: str | None = None  # client certificate (PEM), for brokers that ask for one
+    key: str | None = None
+    keepalive: int = 60
+
+
+@dataclass
+class GatewayConfig:
+    gateway_id: str
+    key_file: Path
+    data_dir: Path
+    registry: Path
+    ingest: MqttEndpoint = field(default_factory=MqttEndpoint)
+    serial_ports: list[str] = field(default_factory=list)
+    serial_baud: int = 115200
+    hub: MqttEndpoint = field(default_factory=MqttEndpoint)
+    hub_topic: str = ""
+    max_future_s: int = 300
+    batch_interval_s: float = 10.0
+    batch_max_readings: int = 500
+    batch_mode: str = "raw"
+    commit_every_ms: int = 50
+    uplink_rate_per_s: float = 20.0
+    store_max_bytes: int = 2_000_000_000
+    store_max_age_days: int = 90
+    synchronous: str = "NORMAL"
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    filter: dict = field(default_factory=dict)
+    aggregate: dict = field(default_factory=dict)
+
+
+def _endpoint(section: dict, where: str, default_port: int) -> MqttEndpoint:
+    known = set(MqttEndpoint.__dataclass_fields__)
+    extra = set(section) - known
+    if extra:
+        raise ConfigError(f"{where}: unknown keys {sorted(extra)} (known: {sorted(known)})")
+    ep = MqttEndpoint(**{"port": default_port, **section})
+    if not isinstance(ep.port, int) or not 0 < ep.port < 65536:
+        raise ConfigError(f"{where}.port {ep.port!r} is not a TCP port")
+    return ep
+
+
+def load(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse(doc, base=path.parent)
+
+
+def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
+    gw = doc.get("gateway") or {}
+    for key in ("id", "key_file", "data_dir", "registry"):
+        if key not in gw:
+            raise ConfigError(f"[gateway] {key} is missing")
+    from govedge.wire import DEVICE_ID
+
+    if not DEVICE_ID.match(gw["id"]):
+        raise ConfigError(f"[gateway] id {gw['id']!r} is not valid: letters, digits, '.', '_', '-'")
+    ingest = doc.get("ingest") or {}
+    hub = doc.get("hub") or {}
+    batch = doc.get("batch") or {}
+    store = doc.get("store") or {}
+    cfg = GatewayConfig(
+        gateway_id=gw["id"],
+        key_file=base / gw["key_file"],
+        data_dir=base / gw["data_dir"],
+        registry=base / gw["registry"],
+        ingest=_endpoint(ingest.get("mqtt") or {}, "[ingest.mqtt]", 1883),
+        serial_ports=list((ingest.get("serial") or {}).get("ports", [])),
+        serial_baud=int((ingest.get("serial") or {}).get("baud", 115200)),
+        hub=_endpoint({k: v for k, v in hub.items() if k != "topic" and k != "rate_per_s"}, "[hub]", 8883),
+        hub_topic=hub.get("topic", f"govedge/v1/gateway/{gw['id']}/batch"),
+        uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
+        max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
+        batch_interval_s=float(batch.get("interval_s", 10.0)),
+        batch_max_readings=int(batch.get("max_readings", 500)),
+        batch_mode=batch.get("mode", "raw"),
+        commit_every_ms=int(store.get("commit_every_ms", 50)),
+        store_max_bytes=int(store.get("max_bytes", 2_000_000_000)),
+        store_max_age_days=int(store.get("max_age_days", 90)),
+        synchronous=store.get("synchronous", "NORMAL"),
+        metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
+        filter=doc.get("filter") or {},
+        aggregate=doc.get("aggregate") or {},
+    )
+    if not cfg.ingest.client_id:
+        cfg.ingest.client_id = f"govedge-gateway-{cfg.gateway_id}"
+    if not cfg.hub.client_id:
+        cfg.hub.client_id = f"govedge-uplink-{cfg.gateway_id}"
+    if cfg.batch_mode not in ("raw", "aggregate"):
+        raise ConfigError(f"[batch] mode must be 'raw' or 'aggregate', not {cfg.batch_mode!r}")
+    if cfg.synchronous not in ("NORMAL", "FULL"):
+        raise ConfigError(f"[store] synchronous must be 'NORMAL' or 'FULL', not {cfg.synchronous!r}")
+    if cfg.batch_max_readings < 1 or cfg.batch_interval_s <= 0:
+        raise ConfigError("[batch] max_readings and interval_s must be positive")
+    return cfg

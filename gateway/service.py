@@ -1,0 +1,268 @@
+"""`govedge gateway run`: the gateway's stages, one way through.
+
+ingest (MQTT, manual acks) -> verify (registry, replay, clock) -> store (SQLite,
+committed before the broker gets its PUBACK) -> batch (RFC 9162 root, gateway
+signature) -> uplink (MQTT QoS 1 to the hub, cursor advanced on PUBACK).
+A bad message is quarantined with its reason and acknowledged: it never blocks
+what comes after it and is never retried forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import paho.mqtt.client as paho
+from cryptography.hazmat.primitives import serialization
+
+from govedge import batch, topics, wire
+from govedge.registry import Registry
+
+from .config import GatewayConfig, MqttEndpoint
+from .store import Store
+
+log = logging.getLogger("govedge.gateway")
+
+
+@dataclass
+class Inbound:
+    source: str  # the MQTT topic or serial port it came from
+    payload: bytes
+    ack: Callable[[], None]  # tells the sender it is safe with us
+
+
+def _client(ep: MqttEndpoint, clean_session: bool, manual_ack: bool = False) -> paho.Client:
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=ep.client_id, clean_session=clean_session,
+                    manual_ack=manual_ack)
+    if ep.user:
+        c.username_pw_set(ep.user, ep.password)
+    if ep.tls:
+        c.tls_set(ca_certs=ep.ca, certfile=ep.cert, keyfile=ep.key)
+    # paho doubles the delay between tries up to a minute; a random start spreads gateways out
+    c.reconnect_delay_set(random.uniform(1, 2), 60)
+    return c
+
+
+class MqttIngest:
+    """The local broker's node topics, persistent session, QoS 1, acked only after commit."""
+
+    def __init__(self, ep: MqttEndpoint, inbox: "queue.Queue[Inbound]", counters: Counter):
+        self.inbox = inbox
+        self.counters = counters
+        self.ep = ep
+        self.client = _client(ep, clean_session=False, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = lambda *a: log.warning("ingest: disconnected from broker %s:%d", ep.host, ep.port)
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        if reason.is_failure:
+            log.error("ingest: broker %s:%d refused the connection: %s", self.ep.host, self.ep.port, reason)
+            return
+        client.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
+        log.info("ingest: subscribed on %s:%d", self.ep.host, self.ep.port)
+
+    def _on_message(self, client, userdata, msg):
+        self.counters["received"] += 1
+        mid, qos = msg.mid, msg.qos
+        self.inbox.put(Inbound(msg.topic, bytes(msg.payload), lambda: client.ack(mid, qos) if qos else None))
+
+    def start(self):
+        self.client.connect_async(self.ep.host, self.ep.port, self.ep.keepalive)
+        self.client.loop_start()
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class HubUplink(threading.Thread):
+    """Sends batches after the hub's cursor, oldest first, QoS 1; the cursor moves on PUBACK."""
+
+    DESTINATION = "hub"
+
+    def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event):
+        super().__init__(name="uplink", daemon=True)
+        self.cfg = cfg
+        self.db_path = db_path
+        self.counters = counters
+        self.wake = wake
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.state = "starting"
+        self.client = _client(cfg.hub, clean_session=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        if reason.is_failure:
+            self.state = f"refused by hub broker: {reason}"
+            return
+        self.state = "connected"
+        self.connected.set()
+        log.info("uplink: connected to hub %s:%d", self.cfg.hub.host, self.cfg.hub.port)
+        self.wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties):
+        if self.connected.is_set():
+            log.warning("uplink: lost the hub %s:%d (%s)", self.cfg.hub.host, self.cfg.hub.port, reason)
+        self.connected.clear()
+        self.state = "disconnected"
+
+    def run(self):
+        store = Store(self.db_path, self.cfg.synchronous)
+        self.client.connect_async(self.cfg.hub.host, self.cfg.hub.port, self.cfg.hub.keepalive)
+        self.client.loop_start()
+        gap = 1.0 / self.cfg.uplink_rate_per_s if self.cfg.uplink_rate_per_s > 0 else 0.0
+        try:
+            while not self.stopping.is_set():
+                if not self.connected.wait(0.5):
+                    continue
+                pending = store.batches_after(store.cursor(self.DESTINATION), 16)
+                if not pending:
+                    self.wake.wait(0.5)
+                    self.wake.clear()
+                    continue
+                for seq, cose, _created in pending:
+                    info = self.client.publish(self.cfg.hub_topic, cose, qos=1)
+                    deadline = time.monotonic() + 30
+                    while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                    if not info.is_published():
+                        break  # the hub is away; the batch stays after the cursor
+                    with store:
+                        store.advance(self.DESTINATION, seq)
+                    self.counters["batches_delivered"] += 1
+                    if gap:
+                        time.sleep(gap)  # the backlog after an outage goes out under the rate cap
+        finally:
+            self.client.loop_stop()
+            store.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig):
+        self.cfg = cfg
+        self.counters: Counter = Counter()
+        self.db_path = cfg.data_dir / "gateway.db"
+        self.store = Store(self.db_path, cfg.synchronous)
+        self.registry = Registry.load(cfg.registry)
+        self.key = serialization.load_pem_private_key(cfg.key_file.read_bytes(), password=None)
+        self.inbox: "queue.Queue[Inbound]" = queue.Queue()
+        self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters)
+        self.uplink_wake = threading.Event()
+        self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake)
+        self.last_seq: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.last_batch_at = time.monotonic()
+
+    # -- verify and store ------------------------------------------------------------
+
+    def accept(self, item: Inbound) -> None:
+        """One message, inside the caller's transaction: stored, quarantined or dropped as a repeat."""
+        topic_device = topics.device_of(item.source)
+        kind = "status" if item.source.endswith("/status") else "reading"
+        try:
+            reading = wire.verify(item.payload, self.registry)
+        except wire.WireError as exc:
+            self._quarantine(item, topic_device, exc.code, exc.reason)
+            return
+        if topic_device is not None and topic_device != reading.device_id:
+            self._quarantine(item, reading.device_id, "wrong_topic",
+                             f"published on the topic of {topic_device!r} but signed by {reading.device_id!r}")
+            return
+        if reading.time is not None and reading.time > time.time() + self.cfg.max_future_s:
+            self._quarantine(item, reading.device_id, "future_time",
+                             f"reading time {reading.time} is more than {self.cfg.max_future_s} s ahead of the gateway")
+            return
+        last = self.last_seq.get(reading.device_id)
+        if last is None:
+            last = self.store.last_seq(reading.device_id)
+        if last is not None and reading.seq <= last:
+            same = self.store.db.execute("SELECT message FROM readings WHERE device_id = ? AND seq = ?",
+                                         (reading.device_id, reading.seq)).fetchone()
+            if same and same[0] == reading.message:
+                self.counters["duplicates"] += 1  # sent again after a reboot or a lost ack: we have it
+                return
+            self._quarantine(item, reading.device_id, "replayed",
+                             f"sequence number {reading.seq} of {reading.device_id!r} is not above the last "
+                             f"accepted one ({last})")
+            return
+        self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message)
+        self.last_seq[reading.device_id] = reading.seq
+        self.counters["verified"] += 1
+
+    def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
+        self.store.quarantine(item.source, device, code, reason, item.payload)
+        self.counters["quarantined"] += 1
+        self.counters[f"quarantined_{code}"] += 1
+        log.warning("quarantine: %s from %s: %s", code, item.source, reason)
+
+    def drain(self, max_wait_s: float) -> int:
+        """Take what has arrived, commit it in one transaction, then acknowledge it."""
+        items: list[Inbound] = []
+        try:
+            items.append(self.inbox.get(timeout=max_wait_s))
+        except queue.Empty:
+            return 0
+        deadline = time.monotonic() + self.cfg.commit_every_ms / 1000
+        while len(items) < 2000:
+            try:
+                items.append(self.inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        with self.store:
+            for item in items:
+                self.accept(item)
+        for item in items:  # committed: now the senders may forget them
+            item.ack()
+        return len(items)
+
+    # -- batches -------------------------------------------------------------------
+
+    def maybe_batch(self, force: bool = False) -> int | None:
+        waiting = self.store.count_unbatched()
+        due = time.monotonic() - self.last_batch_at >= self.cfg.batch_interval_s
+        if not waiting or not (force or due or waiting >= self.cfg.batch_max_readings):
+            return None
+        rows = self.store.unbatched(self.cfg.batch_max_readings)
+        seq = self.store.next_batch_seq()
+        cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, int(time.time()),
+                                [r.message for r in rows], [], self.cfg.batch_mode)
+        with self.store:
+            self.store.add_batch(seq, [r.id for r in rows], root, cose)
+        self.last_batch_at = time.monotonic()
+        self.counters["batches"] += 1
+        self.uplink_wake.set()
+        log.info("batch %s/%d: %d readings, root %s", self.cfg.gateway_id, seq, len(rows), root.hex()[:16])
+        return seq
+
+    # -- the service -----------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        self.uplink.start()
+        self.ingest.start()
+        log.info("gateway %s running: ingest %s:%d, hub %s:%d", self.cfg.gateway_id, self.cfg.ingest.host,
+                 self.cfg.ingest.port, self.cfg.hub.host, self.cfg.hub.port)
+        try:
+            while not self.stopping.is_set() and not (until and until()):
+                self.drain(0.2)
+                self.maybe_batch()
+        finally:
+            self.ingest.stop()
+            self.uplink.stop()
+            self.uplink.join(5)
+            self.store.close()
+
+    def stop(self) -> None:
+        self.stopping.set()

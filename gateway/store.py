@@ -1,0 +1,192 @@
+"""The gateway's store: SQLite in WAL mode on the SD card.
+
+Everything the gateway accepts is committed here before it is acknowledged to
+anyone; everything it sends is read from here, and a cursor per destination
+records what the destination has acknowledged. One connection, used by the
+gateway's own thread; `govedge gateway status` opens the file read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,                 -- 'reading' or 'status'
+    node_time INTEGER,                  -- the node's clock; NULL when it was not set
+    received_at REAL NOT NULL,
+    message BLOB NOT NULL,              -- the device-signed bytes, as received
+    batch_seq INTEGER,                  -- NULL until batched
+    UNIQUE (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS readings_unbatched ON readings (id) WHERE batch_seq IS NULL;
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL           -- the highest sequence number accepted
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,               -- MQTT topic or serial port
+    device_id TEXT,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held_back (
+    id INTEGER PRIMARY KEY,
+    reading_id INTEGER NOT NULL REFERENCES readings(id),
+    name TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    held_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    cose BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    destination TEXT PRIMARY KEY,
+    batch_seq INTEGER NOT NULL          -- every batch up to this one is acknowledged
+);
+CREATE TABLE IF NOT EXISTS drops (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    what TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredReading:
+    id: int
+    device_id: str
+    seq: int
+    kind: str
+    message: bytes
+
+
+class Store:
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the process; FULL also a power cut
+        # before the next checkpoint, at the cost of one fsync per commit on the SD card
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions ----------------------------------------------------------
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+    # -- devices and readings ---------------------------------------------------
+
+    def last_seq(self, device_id: str) -> int | None:
+        row = self.db.execute("SELECT last_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        return row[0] if row else None
+
+    def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes) -> int:
+        cur = self.db.execute(
+            "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message) VALUES (?,?,?,?,?,?)",
+            (device_id, seq, kind, node_time, time.time(), message),
+        )
+        self.db.execute(
+            "INSERT INTO devices (device_id, last_seq) VALUES (?, ?) "
+            "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            (device_id, seq),
+        )
+        return cur.lastrowid
+
+    def quarantine(self, source: str, device_id: str | None, code: str, reason: str, message: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO quarantine (received_at, source, device_id, code, reason, message) VALUES (?,?,?,?,?,?)",
+            (time.time(), source, device_id, code, reason, bytes(message)),
+        )
+
+    def hold_back(self, reading_id: int, name: str, rule: str, reason: str) -> None:
+        self.db.execute(
+            "INSERT INTO held_back (reading_id, name, rule, reason, held_at) VALUES (?,?,?,?,?)",
+            (reading_id, name, rule, reason, time.time()),
+        )
+
+    def unbatched(self, limit: int) -> list[StoredReading]:
+        rows = self.db.execute(
+            "SELECT id, device_id, seq, kind, message FROM readings WHERE batch_seq IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [StoredReading(*r) for r in rows]
+
+    def count_unbatched(self) -> int:
+        return self.db.execute("SELECT count(*) FROM readings WHERE batch_seq IS NULL").fetchone()[0]
+
+    def oldest_unbatched_at(self) -> float | None:
+        row = self.db.execute(
+            "SELECT min(received_at) FROM readings WHERE batch_seq IS NULL").fetchone()
+        return row[0]
+
+    # -- batches and cursors -------------------------------------------------------
+
+    def next_batch_seq(self) -> int:
+        row = self.db.execute("SELECT max(seq) FROM batches").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def add_batch(self, seq: int, reading_ids: list[int], root: bytes, cose: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO batches (seq, created_at, size, root, cose) VALUES (?,?,?,?,?)",
+            (seq, time.time(), len(reading_ids), root, cose),
+        )
+        self.db.executemany("UPDATE readings SET batch_seq = ? WHERE id = ?", [(seq, i) for i in reading_ids])
+
+    def cursor(self, destination: str) -> int:
+        """The last batch the destination acknowledged (-1: none yet)."""
+        row = self.db.execute("SELECT batch_seq FROM cursors WHERE destination = ?", (destination,)).fetchone()
+        return -1 if row is None else row[0]
+
+    def advance(self, destination: str, batch_seq: int) -> None:
+        self.db.execute(
+            "INSERT INTO cursors (destination, batch_seq) VALUES (?, ?) "
+            "ON CONFLICT(destination) DO UPDATE SET batch_seq = max(batch_seq, excluded.batch_seq)",
+            (destination, batch_seq),
+        )
+
+    def batches_after(self, batch_seq: int, limit: int) -> list[tuple[int, bytes, float]]:
+        return self.db.execute(
+            "SELECT seq, cose, created_at FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (batch_seq, limit)
+        ).fetchall()
+
+    def record_drop(self, what: str, count: int, reason: str) -> None:
+        self.db.execute("INSERT INTO drops (at, what, count, reason) VALUES (?,?,?,?)",
+                        (time.time(), what, count, reason))
+
+    def counts(self) -> dict:
+        q = self.db.execute
+        return {
+            "readings": q("SELECT count(*) FROM readings").fetchone()[0],
+            "unbatched": self.count_unbatched(),
+            "quarantined": q("SELECT count(*) FROM quarantine").fetchone()[0],
+            "held_back": q("SELECT count(*) FROM held_back").fetchone()[0],
+            "batches": q("SELECT count(*) FROM batches").fetchone()[0],
+            "dropped": q("SELECT coalesce(sum(count), 0) FROM drops").fetchone()[0],
+        }

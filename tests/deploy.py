@@ -1,0 +1,139 @@
+"""A deployment on one machine for the tests: the gateway as its own process
+(`govedge gateway run`), the local broker the nodes publish to, the hub's
+broker, and a hub-side subscriber that verifies every batch and every device
+signature in it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from govedge import batch
+from govedge.registry import Registry
+
+GATEWAY_ID = "gw-test-01"
+
+
+def gateway_key(folder: Path) -> tuple[Path, ec.EllipticCurvePublicKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = folder / "gateway.key"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path, key.public_key()
+
+
+class GatewayProcess:
+    def __init__(self, folder: Path, registry: Path, local_port: int, hub_port: int, **settings):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.key_path, self.public_key = gateway_key(folder)
+        batch_cfg = {"interval_s": settings.pop("batch_interval_s", 0.5),
+                     "max_readings": settings.pop("batch_max_readings", 100)}
+        extra = settings.pop("extra", "")
+        (folder / "gateway.toml").write_text(
+            f'[gateway]\nid = "{GATEWAY_ID}"\nkey_file = "gateway.key"\ndata_dir = "data"\nregistry = "{registry}"\n\n'
+            f'[ingest.mqtt]\nhost = "127.0.0.1"\nport = {local_port}\n\n'
+            f'[hub]\nhost = "127.0.0.1"\nport = {hub_port}\nrate_per_s = 0\n\n'
+            f'[batch]\ninterval_s = {batch_cfg["interval_s"]}\nmax_readings = {batch_cfg["max_readings"]}\n'
+            + extra
+        )
+        self.proc: subprocess.Popen | None = None
+        self.log_path = folder / "gateway.log"
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "govedge.cli", "gateway", "run", "--config",
+                                      str(self.folder / "gateway.toml")], stdout=log, stderr=log,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"gateway log has no {text!r}:\n{self.log[-3000:]}")
+
+
+class HubSubscriber:
+    """The hub's side for these tests: every batch verified, duplicates dropped by batch id."""
+
+    def __init__(self, port: int, registry: Path, gateway_key: ec.EllipticCurvePublicKey):
+        self.registry = Registry.load(registry)
+        self.gateway_key = gateway_key
+        self.batches: dict[str, batch.Batch] = {}
+        self.deliveries = 0
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-hub", clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("govedge/v1/gateway/+/batch", qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            b = batch.verify(msg.payload, lambda gw: [self.gateway_key] if gw == GATEWAY_ID else [],
+                             self.registry)
+        except Exception as exc:  # noqa: BLE001 - the test reports every failure
+            with self.lock:
+                self.errors.append(repr(exc))
+            return
+        with self.lock:
+            self.deliveries += 1
+            self.batches.setdefault(b.id, b)
+
+    def readings(self) -> list[tuple[str, int]]:
+        """(device, seq) of every device message in the distinct batches, in batch order."""
+        from govedge import wire
+
+        with self.lock:
+            ordered = sorted(self.batches.values(), key=lambda b: b.seq)
+        out = []
+        for b in ordered:
+            for m in b.messages:
+                r = wire.decode(m)
+                out.append((r.device_id, r.seq))
+        return out
+
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"hub: {what} not reached within {timeout} s; errors: {self.errors[:3]}")
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,204 @@
+"""The gateway end to end: real nodes (MicroPython firmware), a real local
+Mosquitto, the gateway as its own process, a real hub broker, and a hub-side
+subscriber that verifies every batch and every device signature in it."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import sys
+import time
+
+import paho.mqtt.client as paho
+import pytest
+
+from govedge import firmware, topics
+from govedge.broker import Mosquitto
+from deploy import GatewayProcess, HubSubscriber
+from nodes import VirtualNode
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("build")
+    firmware.build(dest)
+    return dest
+
+
+@pytest.fixture
+def deployment(tmp_path, build_dir):
+    """Brokers, registry, gateway (not started), hub subscriber, and a node factory."""
+    local = Mosquitto(tmp_path / "local-broker", persistence=True).start()
+    hub = Mosquitto(tmp_path / "hub-broker", persistence=True).start()
+    registry = tmp_path / "registry.json"
+    nodes = []
+
+    def node(device_id, **kw):
+        n = VirtualNode(tmp_path / device_id, build_dir, registry, device_id, local.port, **kw)
+        nodes.append(n)
+        return n
+
+    # nodes are provisioned first: the gateway loads the registry when it starts
+    class D:
+        pass
+
+    d = D()
+    d.local, d.hub, d.registry, d.node, d.tmp = local, hub, registry, node, tmp_path
+    d.gateway = None
+    d.subscriber = None
+
+    def start_gateway(**settings):
+        d.gateway = GatewayProcess(tmp_path / "gateway", registry, local.port, hub.port, **settings).start()
+        d.subscriber = HubSubscriber(hub.port, registry, d.gateway.public_key)
+        # the gateway's persistent session must exist before nodes publish: from then on the
+        # broker keeps their messages for it, whether it runs or not
+        d.gateway.wait_for_log("ingest: subscribed")
+        return d.gateway
+
+    d.start_gateway = start_gateway
+    yield d
+    for n in nodes:
+        n.kill()
+    if d.gateway:
+        d.gateway.kill()
+    if d.subscriber:
+        d.subscriber.close()
+    local.stop()
+    hub.stop()
+
+
+def _per_device(readings):
+    out = {}
+    for device, seq in readings:
+        out.setdefault(device, []).append(seq)
+    return out
+
+
+def _delivered_by_node(node) -> int:
+    """The node's own record of what the gateway's broker acknowledged: every seq below this."""
+    proc = firmware.run_micropython("import counter; print(counter.FileCounter('buffer.dat.sent').load())",
+                                    path=[node.build_dir], cwd=node.root)
+    return int(proc.stdout)
+
+
+def test_readings_of_two_nodes_reach_the_hub_in_signed_batches(deployment):
+    a = deployment.node("esp32-0101")
+    b = deployment.node("esp32-0102", sensors=("bme280", "sds011"))
+    b.config["sensors"]["sds011"]["sim_interval_ms"] = 100
+    b.write_config()
+    gw = deployment.start_gateway()
+    a.start()
+    b.start()
+    sub = deployment.subscriber
+    sub.wait_for(lambda: all(len(v) >= 10 for v in _per_device(sub.readings()).values())
+                 and len(_per_device(sub.readings())) == 2, what="10 readings of each node")
+    for n in (a, b):
+        n.kill()
+    gw.stop()
+    assert not sub.errors
+    per = _per_device(sub.readings())
+    for device, seqs in per.items():
+        assert seqs == sorted(set(seqs)), f"{device}: repeated or out of order"
+    assert "batch gw-test-01/0" in gw.log
+
+
+def _publish_raw(port, topic, payload):
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"intruder-{random.random()}")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, payload, qos=1).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def _sign_as(key_file, device, seq, value=2100):
+    sys.path.insert(0, str(firmware.FIRMWARE_DIR))
+    try:
+        import config as node_config
+        import reading as node_reading
+    finally:
+        sys.path.pop(0)
+    d = node_config.load_key(str(key_file))
+    return node_reading.signed_reading(d, device, seq, int(time.time()), [("temp", "Cel", (value, -2))])
+
+
+def test_forged_replayed_unknown_and_garbled_messages_are_quarantined_while_good_traffic_flows(deployment):
+    good = deployment.node("esp32-0201")
+    victim = deployment.node("esp32-0202")
+    stranger_key = deployment.tmp / "stranger.key"
+    stranger_key.write_text("%064x\n" % 0x1234567890ABCDEF)
+    gw = deployment.start_gateway()
+    good.start()
+    sub = deployment.subscriber
+    sub.wait_for(lambda: len(sub.readings()) >= 3, what="first readings")
+    port = deployment.local.port
+    victim_key = victim.root / "device.key"
+    _publish_raw(port, topics.reading("esp32-0202"), _sign_as(victim_key, "esp32-0202", 50))  # accepted
+    _publish_raw(port, topics.reading("esp32-0202"), _sign_as(victim_key, "esp32-0202", 40, 9999))  # replayed
+    _publish_raw(port, topics.reading("esp32-0202"), _sign_as(stranger_key, "esp32-0202", 60))  # forged
+    _publish_raw(port, topics.reading("esp32-9999"), _sign_as(stranger_key, "esp32-9999", 1))  # unknown
+    _publish_raw(port, topics.reading("esp32-0202"), b"\xd2\x84garbled")  # garbled
+    _publish_raw(port, topics.reading("esp32-0201"), _sign_as(victim_key, "esp32-0202", 70))  # wrong topic
+    before = len(sub.readings())
+    sub.wait_for(lambda: len(sub.readings()) >= before + 5, what="good traffic after the bad messages")
+    good.kill()
+    gw.stop()
+    db = sqlite3.connect(deployment.tmp / "gateway" / "data" / "gateway.db")
+    codes = {code: reason for code, reason in db.execute("SELECT code, reason FROM quarantine")}
+    assert set(codes) == {"replayed", "bad_signature", "unknown_device", "not_cbor", "wrong_topic"}
+    assert "sequence number 40 of 'esp32-0202' is not above the last accepted one (50)" in codes["replayed"]
+    assert "esp32-9999" in codes["unknown_device"]
+    assert ("esp32-0202", 50) in sub.readings()
+
+
+def test_gateway_killed_at_random_moments_loses_nothing_and_repeats_nothing(deployment):
+    kills = int(os.environ.get("GOVEDGE_GATEWAY_KILLS", "20"))
+    rng = random.Random(4)
+    nodes = [deployment.node(f"esp32-03{i:02d}", interval_s=0.05) for i in range(2)]
+    gw = deployment.start_gateway(batch_interval_s=0.2, batch_max_readings=20)
+    for n in nodes:
+        n.start()
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.2, 1.0))
+        gw.kill()
+        gw.start()
+    time.sleep(1)
+    for n in nodes:
+        n.kill()
+    sub = deployment.subscriber
+    delivered = {n.device_id: _delivered_by_node(n) for n in nodes}
+    # every message the broker acknowledged to a node (readings and status records) reaches the hub
+    sub.wait_for(lambda: all(set(range(delivered[d])) <= set(_per_device(sub.readings()).get(d, []))
+                             for d in delivered), timeout=60, what="every acknowledged message")
+    gw.stop()
+    per = _per_device(sub.readings())
+    for device, seqs in per.items():
+        assert len(seqs) == len(set(seqs)), f"{device}: a reading came twice in distinct batches"
+    assert not sub.errors
+
+
+def test_hub_broker_down_for_a_while_loses_nothing_and_keeps_order(deployment):
+    node = deployment.node("esp32-0401")
+    gw = deployment.start_gateway()
+    node.start()
+    sub = deployment.subscriber
+    sub.wait_for(lambda: len(sub.readings()) >= 3, what="first readings")
+    deployment.hub.stop()
+    time.sleep(3)
+    deployment.hub.start()
+    time.sleep(2)
+    node.kill()
+    delivered = _delivered_by_node(node)
+    try:
+        sub.wait_for(lambda: set(range(delivered)) <= {s for _, s in sub.readings()}, timeout=60,
+                     what="the backlog after the outage")
+    except AssertionError:
+        missing = sorted(set(range(delivered)) - {s for _, s in sub.readings()})
+        got = sorted((b.seq, [__import__("govedge").wire.decode(m).seq for m in b.messages])
+                     for b in sub.batches.values())
+        raise AssertionError(f"missing {missing[:20]} of {delivered}; batches {got}\n{gw.log[-1000:]}")
+    gw.stop()
+    seqs = [s for _, s in sub.readings()]
+    assert seqs == sorted(set(seqs))
+    assert not sub.errors

@@ -1,0 +1,122 @@
+"""The gateway's batch on the wire (docs/FORMAT.md, "The batch"): build and verify.
+
+A batch is a COSE_Sign1 signed with the gateway's own P-256 key (ES256, kid =
+gateway id) over a CBOR map: the gateway id and batch sequence number (the
+batch id the hub de-duplicates by), the RFC 9162 Merkle root over the device
+messages it covers, the messages themselves ("raw" mode) or their leaf hashes
+("aggregate" mode), and the gateway's aggregates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import cbor2
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from . import merkle, wire
+from .wire import WireError
+
+FORMAT_VERSION = 1
+MODES = ("raw", "aggregate")
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Batch:
+    gateway_id: str
+    seq: int
+    created: int
+    mode: str
+    root: bytes
+    size: int
+    messages: tuple[bytes, ...]  # raw mode: the device-signed messages, in tree order
+    leaves: tuple[bytes, ...]  # RFC 9162 leaf hashes of the messages, in tree order
+    aggregates: tuple[dict, ...]
+    cose: bytes
+
+    @property
+    def id(self) -> str:
+        return f"{self.gateway_id}/{self.seq}"
+
+
+def sign(key: ec.EllipticCurvePrivateKey, gateway_id: str, seq: int, created: int, messages: list[bytes],
+         aggregates: list[dict], mode: str = "raw") -> tuple[bytes, bytes]:
+    """The batch's COSE_Sign1 bytes and its Merkle root."""
+    if mode not in MODES:
+        raise ValueError(f"batch mode must be one of {MODES}, not {mode!r}")
+    leaves = [merkle.leaf_hash(m) for m in messages]
+    root = merkle.root(leaves)
+    body = {
+        "v": FORMAT_VERSION, "gateway": gateway_id, "seq": seq, "created": created, "mode": mode,
+        "root": root, "size": len(messages), "aggregates": aggregates,
+    }
+    if mode == "raw":
+        body["messages"] = list(messages)
+    else:
+        body["leaves"] = leaves
+    payload = cbor2.dumps(body, canonical=True)
+    protected = cbor2.dumps({wire.HEADER_ALG: wire.ALG_ES256, wire.HEADER_KID: gateway_id.encode()})
+    der = key.sign(wire.sig_structure(protected, payload), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return cbor2.dumps(cbor2.CBORTag(wire.TAG_COSE_SIGN1, [protected, {}, payload, signature])), root
+
+
+def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurvePublicKey]],
+           device_keys: Callable[[str], Iterable[ec.EllipticCurvePublicKey]] | None = None) -> Batch:
+    """Check the gateway's signature, the Merkle root, and (given device_keys) every device message.
+
+    Raises WireError naming the first fault; a device message that fails is named by its position.
+    """
+    if len(data) > MAX_BATCH_BYTES:
+        raise WireError("too_large", f"batch of {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
+    envelope = wire.decode_envelope(data, max_bytes=MAX_BATCH_BYTES)
+    gateway_id = envelope.kid
+    keys = list(gateway_keys(gateway_id))
+    if not keys:
+        raise WireError("unknown_gateway", f"gateway {gateway_id!r} is unknown to the registry")
+    if not any(wire.signature_valid(envelope, k) for k in keys):
+        raise WireError("bad_signature", f"batch signature does not verify with the key of gateway {gateway_id!r}")
+    try:
+        body = cbor2.loads(envelope.payload)
+    except Exception as exc:
+        raise WireError("not_cbor", f"batch payload is not valid CBOR: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError("malformed_batch", "batch payload is not a map")
+    try:
+        version, gw, seq, created, mode = body["v"], body["gateway"], body["seq"], body["created"], body["mode"]
+        root, size, aggregates = body["root"], body["size"], body["aggregates"]
+    except KeyError as exc:
+        raise WireError("malformed_batch", f"batch has no {exc.args[0]!r}") from None
+    if version != FORMAT_VERSION:
+        raise WireError("malformed_batch", f"batch format version {version!r} is not {FORMAT_VERSION}")
+    if gw != gateway_id:
+        raise WireError("malformed_batch", f"batch names gateway {gw!r} but is signed by {gateway_id!r}")
+    if type(seq) is not int or seq < 0 or mode not in MODES or not isinstance(root, bytes) or len(root) != 32:
+        raise WireError("malformed_batch", "batch seq, mode or root is malformed")
+    messages: tuple[bytes, ...] = ()
+    if mode == "raw":
+        messages = tuple(body.get("messages") or ())
+        if not all(isinstance(m, bytes) for m in messages):
+            raise WireError("malformed_batch", "batch messages must be byte strings")
+        leaves = tuple(merkle.leaf_hash(m) for m in messages)
+    else:
+        leaves = tuple(body.get("leaves") or ())
+        if not all(isinstance(h, bytes) and len(h) == 32 for h in leaves):
+            raise WireError("malformed_batch", "batch leaves must be 32-byte hashes")
+    if len(leaves) != size:
+        raise WireError("malformed_batch", f"batch says {size} messages but carries {len(leaves)}")
+    if merkle.root(list(leaves)) != root:
+        raise WireError("bad_root", f"batch {gateway_id}/{seq}: Merkle root does not match its messages")
+    if device_keys is not None:
+        for i, m in enumerate(messages):
+            try:
+                wire.verify(m, device_keys)
+            except WireError as exc:
+                raise WireError(exc.code, f"batch {gateway_id}/{seq}, message {i}: {exc.reason}") from None
+    return Batch(gateway_id, seq, created, mode, root, size, messages, leaves,
+                 tuple(aggregates or ()), bytes(data))
