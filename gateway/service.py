@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from govedge import batch, topics, wire
 from govedge.registry import Registry
 
+from .aggregate import Aggregator, NotAggregated
 from .config import GatewayConfig, MqttEndpoint
+from .filter import Filter
 from .store import Store
 
 log = logging.getLogger("govedge.gateway")
@@ -163,6 +165,9 @@ class Gateway:
         self.uplink_wake = threading.Event()
         self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake)
         self.last_seq: dict[str, int] = {}
+        self.filter = Filter(cfg.filter)
+        self.aggregator = Aggregator.from_config(cfg.aggregate)
+        self.aggregates: list = []  # closed windows waiting for the next batch
         self.stopping = threading.Event()
         self.last_batch_at = time.monotonic()
 
@@ -198,9 +203,24 @@ class Gateway:
                              f"sequence number {reading.seq} of {reading.device_id!r} is not above the last "
                              f"accepted one ({last})")
             return
-        self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message)
+        reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message)
         self.last_seq[reading.device_id] = reading.seq
         self.counters["verified"] += 1
+        if kind == "reading":
+            self.condense(reading_id, reading)
+
+    def condense(self, reading_id: int, reading: wire.Reading) -> None:
+        """Filter and aggregate: the signed original is stored and batched whatever they decide."""
+        decision = self.filter.process(reading)
+        for held in decision.held:  # kept for audit, counted per rule
+            self.store.hold_back(reading_id, held.measurement.name, held.rule, held.reason)
+            self.counters[f"held_back_{held.rule}"] += 1
+        for m in decision.passed:
+            try:
+                self.aggregates.extend(self.aggregator.add(reading.device_id, reading.time, reading.seq,
+                                                           m.name, m.unit, m.value))
+            except NotAggregated as exc:
+                self.counters[f"not_aggregated_{exc.code}"] += 1
 
     def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
         self.store.quarantine(item.source, device, code, reason, item.payload)
@@ -237,10 +257,12 @@ class Gateway:
             return None
         rows = self.store.unbatched(self.cfg.batch_max_readings)
         seq = self.store.next_batch_seq()
+        aggregates = [a.to_cbor_map() for a in self.aggregates]
         cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, int(time.time()),
-                                [r.message for r in rows], [], self.cfg.batch_mode)
+                                [r.message for r in rows], aggregates, self.cfg.batch_mode)
         with self.store:
             self.store.add_batch(seq, [r.id for r in rows], root, cose)
+        self.aggregates.clear()
         self.last_batch_at = time.monotonic()
         self.counters["batches"] += 1
         self.uplink_wake.set()
@@ -258,6 +280,8 @@ class Gateway:
             while not self.stopping.is_set() and not (until and until()):
                 self.drain(0.2)
                 self.maybe_batch()
+            self.aggregates.extend(self.aggregator.flush())
+            self.maybe_batch(force=True)
         finally:
             self.ingest.stop()
             self.uplink.stop()

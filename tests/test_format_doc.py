@@ -107,3 +107,28 @@ def test_verifier_refuses_a_record_with_two_values():
     # enforce group choices inside maps, so this rule is held by the verifier alone
     with pytest.raises(wire.WireError, match="exactly one value"):
         wire._senml(cbor2.dumps([{0: "temp", 2: 1, 3: "x", "seq": 1}]))
+
+
+def _cddl_block(after: str) -> str:
+    text = DOC.read_text()
+    start = text.index(after)
+    return re.search(r"```cddl\n(.*?)```", text[start:], re.S).group(1)
+
+
+def test_gateway_batch_matches_the_documented_cddl(example):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from govedge import batch
+
+    message, _ = example
+    key = ec.generate_private_key(ec.SECP256R1())
+    agg = {"device_id": "esp32-0007", "name": "temp", "unit": "Cel", "window_start": 1764300000,
+           "window_end": 1764300060, "count": 1, "min": 21.53, "max": 21.53, "last": 21.53,
+           "mean": 21.53, "stdev": 0.0, "first_seq": 100000, "last_seq": 100000}
+    for mode in ("raw", "aggregate"):
+        cose, _root = batch.sign(key, "gw-muenster-01", 7, 1764300100, [message, message[:-1] + b"\x00"],
+                                 [agg], mode)
+        cddl = _cddl_block("## The batch")
+        payload = cbor2.loads(cose).value[2]
+        pycddl.Schema("root = batch\n" + cddl).validate_cbor(payload)
+        pycddl.Schema("root = signed-batch\n" + cddl.replace("bstr .cbor batch", "bstr")).validate_cbor(cose)

@@ -87,7 +87,8 @@ def test_readings_of_two_nodes_reach_the_hub_in_signed_batches(deployment):
     b = deployment.node("esp32-0102", sensors=("bme280", "sds011"))
     b.config["sensors"]["sds011"]["sim_interval_ms"] = 100
     b.write_config()
-    gw = deployment.start_gateway()
+    a.sim(temp=18.5)
+    gw = deployment.start_gateway(extra="[aggregate]\nwindow_s = 1\n")
     a.start()
     b.start()
     sub = deployment.subscriber
@@ -101,6 +102,11 @@ def test_readings_of_two_nodes_reach_the_hub_in_signed_batches(deployment):
     for device, seqs in per.items():
         assert seqs == sorted(set(seqs)), f"{device}: repeated or out of order"
     assert "batch gw-test-01/0" in gw.log
+    # the gateway's aggregates travel in the signed batches: one-second windows of each quantity
+    aggs = [a for bt in sub.batches.values() for a in bt.aggregates]
+    temp_a = [x for x in aggs if x["device_id"] == "esp32-0101" and x["name"] == "temp"]
+    assert temp_a and all(x["min"] == x["max"] == 18.5 and x["count"] >= 1 for x in temp_a)
+    assert {x["name"] for x in aggs if x["device_id"] == "esp32-0102"} >= {"pm2_5", "pm10", "temp"}
 
 
 def _publish_raw(port, topic, payload):
