@@ -272,6 +272,10 @@ class Gateway:
     # -- the service -----------------------------------------------------------------
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
+        if self.cfg.metrics_port:
+            from .metrics import serve
+
+            serve(self, self.cfg.metrics_port)
         self.uplink.start()
         self.ingest.start()
         log.info("gateway %s running: ingest %s:%d, hub %s:%d", self.cfg.gateway_id, self.cfg.ingest.host,

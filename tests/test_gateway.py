@@ -208,3 +208,41 @@ def test_hub_broker_down_for_a_while_loses_nothing_and_keeps_order(deployment):
     seqs = [s for _, s in sub.readings()]
     assert seqs == sorted(set(seqs))
     assert not sub.errors
+
+
+def test_the_example_gateway_toml_is_a_valid_configuration():
+    from govedge.gateway import config
+
+    cfg = config.load(firmware.FIRMWARE_DIR.parent / "gateway" / "gateway.toml")
+    assert cfg.gateway_id == "gw-muenster-01" and cfg.hub.tls and cfg.batch_mode == "raw"
+    assert str(cfg.data_dir) == "/var/lib/govedge"
+
+
+def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):
+    import subprocess
+    import urllib.request
+
+    from govedge.broker import free_port
+
+    port = free_port()
+    node = deployment.node("esp32-0501")
+    gw = deployment.start_gateway(extra=f"[metrics]\nport = {port}\n")
+    node.start()
+    _publish_raw(deployment.local.port, topics.reading("esp32-0501"), b"garbage")
+    sub = deployment.subscriber
+    sub.wait_for(lambda: len(sub.readings()) >= 4, what="first batches")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    metrics = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert metrics["govedge_verified_total"] >= 4
+    assert metrics['govedge_quarantined_by_reason_total{code="not_cbor"}'] == 1
+    assert metrics["govedge_uplink_connected"] == 1
+    assert metrics["govedge_batches_delivered_total"] >= 1
+    node.kill()
+    gw.stop()
+    out = subprocess.run([sys.executable, "-m", "govedge.cli", "gateway", "status", "--config",
+                          str(gw.folder / "gateway.toml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "gateway gw-test-01" in out.stdout
+    assert "quarantine  1 messages (not_cbor 1)" in out.stdout
+    assert "from 1 devices" in out.stdout

@@ -73,6 +73,19 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gateway_status(args: argparse.Namespace) -> int:
+    from .gateway import config as gwconfig
+    from .gateway.health import describe, snapshot
+
+    try:
+        cfg = gwconfig.load(args.config)
+        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id))
+    except (gwconfig.ConfigError, FileNotFoundError) as exc:
+        print(f"govedge gateway status: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="govedge",
@@ -109,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("run", help="run the gateway: ingest, verify, store, batch, forward to the hub")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_run)
+    p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    p.set_defaults(func=_cmd_gateway_status)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware"], help="what to measure")

@@ -1,0 +1,50 @@
+"""The gateway's Prometheus endpoint (prometheus-client), on localhost."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .health import snapshot
+
+_COUNTERS = {
+    "received": "messages taken from the local broker and serial lines",
+    "verified": "readings and status records whose signature and sequence number checked out",
+    "quarantined": "messages refused and kept in the quarantine table with their reason",
+    "duplicates": "messages received again that the gateway already had (a node's resend)",
+    "batches": "batches built and signed",
+    "batches_delivered": "batches the hub's broker acknowledged",
+}
+
+
+class GatewayCollector:
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def collect(self):
+        c = self.gateway.counters
+        for name, doc in _COUNTERS.items():
+            yield CounterMetricFamily(f"govedge_{name}", doc, value=c[name])
+        held = CounterMetricFamily("govedge_held_back", "values held back by the filters", labels=["rule"])
+        refused = CounterMetricFamily("govedge_quarantined_by_reason", "quarantined messages", labels=["code"])
+        for key, value in c.items():
+            if key.startswith("held_back_"):
+                held.add_metric([key[len("held_back_"):]], value)
+            elif key.startswith("quarantined_"):
+                refused.add_metric([key[len("quarantined_"):]], value)
+        yield held
+        yield refused
+        s = snapshot(self.gateway.db_path)
+        yield GaugeMetricFamily("govedge_queue_readings", "readings waiting for a batch", value=s["unbatched"])
+        yield GaugeMetricFamily("govedge_queue_batches", "batches the hub has not acknowledged",
+                                value=s["batches_unsent"])
+        yield GaugeMetricFamily("govedge_oldest_unsent_batch_age_seconds", "age of the oldest unsent batch",
+                                value=s["oldest_unsent_batch_age_s"])
+        yield GaugeMetricFamily("govedge_uplink_connected", "1 while connected to the hub's broker",
+                                value=1 if self.gateway.uplink.connected.is_set() else 0)
+
+
+def serve(gateway, port: int):
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(gateway))
+    return start_http_server(port, addr="127.0.0.1", registry=registry)
