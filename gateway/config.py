@@ -44,6 +44,7 @@ class GatewayConfig:
     uplink_rate_per_s: float = 20.0
     store_max_bytes: int = 2_000_000_000
     store_max_age_days: int = 90
+    store_policy: str = "drop_oldest"  # when full: "drop_oldest" unsent data (counted) or "refuse_new"
     synchronous: str = "NORMAL"
     metrics_port: int = 0  # 0: no Prometheus endpoint
     filter: dict = field(default_factory=dict)
@@ -103,6 +104,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         commit_every_ms=int(store.get("commit_every_ms", 50)),
         store_max_bytes=int(store.get("max_bytes", 2_000_000_000)),
         store_max_age_days=int(store.get("max_age_days", 90)),
+        store_policy=store.get("policy", "drop_oldest"),
         synchronous=store.get("synchronous", "NORMAL"),
         metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
         filter=doc.get("filter") or {},
@@ -114,6 +116,8 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         cfg.hub.client_id = f"govedge-uplink-{cfg.gateway_id}"
     if cfg.batch_mode not in ("raw", "aggregate"):
         raise ConfigError(f"[batch] mode must be 'raw' or 'aggregate', not {cfg.batch_mode!r}")
+    if cfg.store_policy not in ("drop_oldest", "refuse_new"):
+        raise ConfigError(f"[store] policy must be 'drop_oldest' or 'refuse_new', not {cfg.store_policy!r}")
     if cfg.synchronous not in ("NORMAL", "FULL"):
         raise ConfigError(f"[store] synchronous must be 'NORMAL' or 'FULL', not {cfg.synchronous!r}")
     if cfg.batch_max_readings < 1 or cfg.batch_interval_s <= 0:

@@ -14,6 +14,7 @@ _COUNTERS = {
     "duplicates": "messages received again that the gateway already had (a node's resend)",
     "batches": "batches built and signed",
     "batches_delivered": "batches the hub's broker acknowledged",
+    "dropped": "unsent readings dropped because the store reached its quota (policy drop_oldest)",
 }
 
 

@@ -170,6 +170,8 @@ class Gateway:
         self.aggregates: list = []  # closed windows waiting for the next batch
         self.stopping = threading.Event()
         self.last_batch_at = time.monotonic()
+        self.last_housekeeping = 0.0
+        self.refusing = False  # the store is full and the policy is refuse_new
 
     # -- verify and store ------------------------------------------------------------
 
@@ -230,6 +232,9 @@ class Gateway:
 
     def drain(self, max_wait_s: float) -> int:
         """Take what has arrived, commit it in one transaction, then acknowledge it."""
+        if self.refusing:  # unacknowledged, the messages wait in the broker and in the nodes' buffers
+            time.sleep(max_wait_s)
+            return 0
         items: list[Inbound] = []
         try:
             items.append(self.inbox.get(timeout=max_wait_s))
@@ -269,6 +274,39 @@ class Gateway:
         log.info("batch %s/%d: %d readings, root %s", self.cfg.gateway_id, seq, len(rows), root.hex()[:16])
         return seq
 
+    # -- disk quota ------------------------------------------------------------------
+
+    def keep_within_quota(self) -> None:
+        """Delivered data goes first (by age, then by size); unsent data only by the policy, counted."""
+        cfg, store = self.cfg, self.store
+        max_age = time.time() - cfg.store_max_age_days * 86400
+        with store:
+            store.prune_delivered(HubUplink.DESTINATION, max_age, 1000)
+        while store.used_bytes() > cfg.store_max_bytes:
+            with store:
+                pruned = store.prune_delivered(HubUplink.DESTINATION, time.time(), 50)
+            if pruned:
+                continue
+            if cfg.store_policy == "refuse_new":
+                if not self.refusing:
+                    log.error("store: %d bytes in use, over the quota of %d; policy refuse_new: not taking "
+                              "messages until the hub has caught up", store.used_bytes(), cfg.store_max_bytes)
+                self.refusing = True
+                return
+            with store:
+                batches, readings = store.drop_oldest_unsent(HubUplink.DESTINATION, 5)
+                if readings or batches:
+                    store.record_drop("readings", readings,
+                                      f"store over its quota of {cfg.store_max_bytes} bytes (policy drop_oldest)")
+            if not (readings or batches):
+                break
+            self.counters["dropped"] += readings
+            log.error("store: over the quota of %d bytes: dropped the %d oldest unsent readings (%d batches)",
+                      cfg.store_max_bytes, readings, batches)
+        if self.refusing and store.used_bytes() <= cfg.store_max_bytes:
+            log.info("store: back under its quota; taking messages again")
+            self.refusing = False
+
     # -- the service -----------------------------------------------------------------
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
@@ -284,6 +322,9 @@ class Gateway:
             while not self.stopping.is_set() and not (until and until()):
                 self.drain(0.2)
                 self.maybe_batch()
+                if time.monotonic() - self.last_housekeeping > 2:
+                    self.keep_within_quota()
+                    self.last_housekeeping = time.monotonic()
             self.aggregates.extend(self.aggregator.flush())
             self.maybe_batch(force=True)
         finally:

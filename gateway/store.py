@@ -180,6 +180,48 @@ class Store:
         self.db.execute("INSERT INTO drops (at, what, count, reason) VALUES (?,?,?,?)",
                         (time.time(), what, count, reason))
 
+    # -- quota ---------------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (free pages are reused, so they do not count)."""
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * page
+
+    def prune_delivered(self, destination: str, older_than: float, limit: int) -> int:
+        """Forget the oldest batches the destination acknowledged, with their readings."""
+        rows = self.db.execute(
+            "SELECT seq FROM batches WHERE seq <= ? AND created_at < ? ORDER BY seq LIMIT ?",
+            (self.cursor(destination), older_than, limit)).fetchall()
+        for (seq,) in rows:
+            self._delete_batch(seq)
+        return len(rows)
+
+    def drop_oldest_unsent(self, destination: str, limit: int) -> tuple[int, int]:
+        """Drop the oldest batches the destination does not have yet (else unbatched readings).
+
+        Returns (batches, readings) dropped; the caller records and counts them.
+        """
+        rows = self.db.execute("SELECT seq, size FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+                               (self.cursor(destination), limit)).fetchall()
+        if rows:
+            for seq, _size in rows:
+                self._delete_batch(seq)
+            self.advance(destination, rows[-1][0])  # the cursor moves past what is gone
+            return len(rows), sum(size for _, size in rows)
+        ids = [r[0] for r in self.db.execute(
+            "SELECT id FROM readings WHERE batch_seq IS NULL ORDER BY id LIMIT ?", (limit * 100,)).fetchall()]
+        self.db.executemany("DELETE FROM held_back WHERE reading_id = ?", [(i,) for i in ids])
+        self.db.executemany("DELETE FROM readings WHERE id = ?", [(i,) for i in ids])
+        return 0, len(ids)
+
+    def _delete_batch(self, seq: int) -> None:
+        self.db.execute("DELETE FROM held_back WHERE reading_id IN (SELECT id FROM readings WHERE batch_seq = ?)",
+                        (seq,))
+        self.db.execute("DELETE FROM readings WHERE batch_seq = ?", (seq,))
+        self.db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+
     def counts(self) -> dict:
         q = self.db.execute
         return {

@@ -95,10 +95,12 @@ class HubSubscriber:
         self.errors: list[str] = []
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-hub", clean_session=False)
+        self.subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("govedge/v1/gateway/+/batch", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 1)
-        self.client.connect("127.0.0.1", port)
+        self.client.connect_async("127.0.0.1", port)  # the hub may be down when the test starts
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg):

@@ -246,3 +246,38 @@ def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):
     assert "gateway gw-test-01" in out.stdout
     assert "quarantine  1 messages (not_cbor 1)" in out.stdout
     assert "from 1 devices" in out.stdout
+
+
+def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deployment):
+    import urllib.request
+
+    from govedge.broker import free_port
+
+    port = free_port()
+    node = deployment.node("esp32-0601", sensors=(), status_every=1, interval_s=0.02)
+    gw = deployment.start_gateway(extra=f"[store]\nmax_bytes = 90000\n[metrics]\nport = {port}\n")
+    gw.wait_for_log("uplink: connected to hub")
+    assert deployment.subscriber.subscribed.wait(10)  # the hub-side session exists; the broker keeps it
+    deployment.hub.stop()  # nothing can be delivered: unsent data fills the store
+    node.start()
+    gw.wait_for_log("dropped the", timeout=60)
+    node.kill()
+    time.sleep(1)
+    deployment.hub.start()
+
+    def metric(name):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+    sub = deployment.subscriber
+    sub.wait_for(lambda: metric("govedge_queue_batches") == 0 and metric("govedge_queue_readings") == 0,
+                 timeout=60, what="the backlog delivered")
+    verified, dropped = metric("govedge_verified_total"), metric("govedge_dropped_total")
+    gw.stop()
+    seqs = [s for _, s in sub.readings()]
+    assert dropped > 0
+    assert len(seqs) == len(set(seqs))
+    # every reading the gateway accepted either reached the hub or is counted as dropped
+    assert len(seqs) + dropped == verified
+    # what was dropped is the oldest: everything that arrived is newer than every gap
+    assert seqs == sorted(seqs) and seqs[-1] - seqs[0] + 1 == len(seqs)
