@@ -4,16 +4,17 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the test suite runs for real
-TEST_DEBIAN_PACKAGES := mosquitto
+# Debian packages the demo and the test suite run for real
+DEBIAN_PACKAGES := mosquitto
 
 .PHONY: demo test bench clean
 
 demo: $(VENV)/.installed-demo
+	sh tools/system-packages.sh $(DEBIAN_PACKAGES)
 	$(BIN)/govedge demo
 
 test: $(VENV)/.installed-test
-	sh tools/system-packages.sh $(TEST_DEBIAN_PACKAGES)
+	sh tools/system-packages.sh $(DEBIAN_PACKAGES)
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-demo

@@ -17,7 +17,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return demo.run(readings=args.readings, workdir=args.workdir)
+    return demo.run(nodes=args.nodes, duration=args.duration, workdir=args.workdir)
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
@@ -93,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="sign readings on the MicroPython node firmware and verify them here")
-    p.add_argument("--readings", type=int, default=3, help="how many readings the node signs (default 3)")
-    p.add_argument("--workdir", help="keep the demo's files (node key, compiled firmware) in this folder")
+    p = sub.add_parser("demo", help="a whole deployment on this machine: nodes, gateway, hub")
+    p.add_argument("--nodes", type=int, default=3, help="how many sensor nodes (default 3)")
+    p.add_argument("--duration", type=float, default=45, help="seconds the nodes run (default 45)")
+    p.add_argument("--workdir", help="keep the demo's files (keys, databases, logs) in this folder")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("provision", help="make a device's key, register it and write its board config")

@@ -52,7 +52,23 @@ def uplink(cfg, log):
         return serial_uplink.Uplink(pty_uart.PtyUART(cfg["serial"]["port"]), log)
     import mqtt  # umqtt.simple: the MicroPython client
 
-    return mqtt.Uplink(cfg, log)
+    return RadioLink(mqtt.Uplink(cfg, log))
+
+
+class RadioLink:
+    """The node's radio between it and the gateway: sim.json's "link_down" cuts it."""
+
+    def __init__(self, uplink):
+        self.uplink = uplink
+
+    def send(self, kind, seq, msg):
+        if world().get("link_down"):
+            self.uplink.close()
+            raise OSError("radio link down (simulated)")
+        self.uplink.send(kind, seq, msg)
+
+    def close(self):
+        self.uplink.close()
 
 
 def watchdog(seconds):
