@@ -40,7 +40,6 @@ class GatewayConfig:
     batch_interval_s: float = 10.0
     batch_max_readings: int = 500
     batch_mode: str = "raw"
-    commit_every_ms: int = 50
     uplink_rate_per_s: float = 20.0
     store_max_bytes: int = 2_000_000_000
     store_max_age_days: int = 90
@@ -101,7 +100,6 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         batch_interval_s=float(batch.get("interval_s", 10.0)),
         batch_max_readings=int(batch.get("max_readings", 500)),
         batch_mode=batch.get("mode", "raw"),
-        commit_every_ms=int(store.get("commit_every_ms", 50)),
         store_max_bytes=int(store.get("max_bytes", 2_000_000_000)),
         store_max_age_days=int(store.get("max_age_days", 90)),
         store_policy=store.get("policy", "drop_oldest"),
