@@ -281,3 +281,24 @@ def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deploy
     assert len(seqs) + dropped == verified
     # what was dropped is the oldest: everything that arrived is newer than every gap
     assert seqs == sorted(seqs) and seqs[-1] - seqs[0] + 1 == len(seqs)
+
+
+def test_wired_node_reaches_the_hub_through_the_gateways_serial_port(deployment):
+    from test_gateway_serial_ingest import Cable
+
+    cable = Cable(deployment.tmp)
+    node = deployment.node("esp32-0701", transport="serial", serial={"port": cable.node_port})
+    node.config.pop("mqtt", None)
+    node.write_config()
+    gw = deployment.start_gateway(extra=f'[ingest.serial]\nports = ["{cable.gateway_port}"]\n')
+    node.start()
+    sub = deployment.subscriber
+    try:
+        sub.wait_for(lambda: len(sub.readings()) >= 6, what="readings over the wire")
+    finally:
+        node.kill()
+        cable.close()
+        gw.stop()
+    seqs = [s for d, s in sub.readings() if d == "esp32-0701"]
+    assert seqs == sorted(set(seqs)) and seqs[0] == 0
+    assert f"serial {cable.gateway_port}: open at 115200 baud" in gw.log
