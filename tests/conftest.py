@@ -29,6 +29,14 @@ def mpy_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def build_dir(tmp_path_factory) -> Path:
+    """The firmware as a board gets it: .mpy files and main.py, umqtt.simple included."""
+    dest = tmp_path_factory.mktemp("build")
+    firmware.build(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
 def micropython(mpy_dir):
     """Run a script under the MicroPython unix port with only the .mpy directory on its path."""
 

@@ -19,13 +19,6 @@ from deploy import GatewayProcess, HubSubscriber
 from nodes import VirtualNode
 
 
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("build")
-    firmware.build(dest)
-    return dest
-
-
 @pytest.fixture
 def deployment(tmp_path, build_dir):
     """Brokers, registry, gateway (not started), hub subscriber, and a node factory."""

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from govedge import firmware, serialframe, wire
+from govedge import serialframe, wire
 from govedge.gateway.serial_ingest import SerialIngest
 from govedge.registry import Registry
 from nodes import VirtualNode
@@ -189,13 +189,6 @@ class Committer:
     def close(self):
         self.running = False
         self.thread.join(2)
-
-
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("build")
-    firmware.build(dest)
-    return dest
 
 
 @pytest.fixture

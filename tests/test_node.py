@@ -16,14 +16,6 @@ from govedge.broker import Mosquitto
 from nodes import Collector, VirtualNode
 
 
-@pytest.fixture(scope="session")
-def build_dir(tmp_path_factory):
-    """The firmware as a board gets it: .mpy files and main.py, umqtt.simple included."""
-    dest = tmp_path_factory.mktemp("build")
-    firmware.build(dest)
-    return dest
-
-
 @pytest.fixture
 def broker(tmp_path):
     with Mosquitto(tmp_path / "broker", persistence=True) as b:

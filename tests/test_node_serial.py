@@ -12,9 +12,7 @@ import threading
 import time
 import tty
 
-import pytest
-
-from govedge import firmware, serialframe, wire
+from govedge import serialframe, wire
 from govedge.registry import Registry
 from nodes import VirtualNode
 
@@ -68,13 +66,6 @@ class WiredGateway:
         self.thread.join(2)
         os.close(self.master)
         os.close(self.slave)
-
-
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("build")
-    firmware.build(dest)
-    return dest
 
 
 def _wired_node(tmp_path, build_dir, gateway, **kw):
