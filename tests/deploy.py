@@ -40,11 +40,12 @@ class GatewayProcess:
         batch_cfg = {"interval_s": settings.pop("batch_interval_s", 0.5),
                      "max_readings": settings.pop("batch_max_readings", 100)}
         extra = settings.pop("extra", "")
+        hub = settings.pop("hub", f'[hub]\nhost = "127.0.0.1"\nport = {hub_port}\nrate_per_s = 0\n')
         (folder / "gateway.toml").write_text(
             f'[gateway]\nid = "{GATEWAY_ID}"\nkey_file = "gateway.key"\ndata_dir = "data"\nregistry = "{registry}"\n\n'
             f'[ingest.mqtt]\nhost = "127.0.0.1"\nport = {local_port}\n\n'
-            f'[hub]\nhost = "127.0.0.1"\nport = {hub_port}\nrate_per_s = 0\n\n'
-            f'[batch]\ninterval_s = {batch_cfg["interval_s"]}\nmax_readings = {batch_cfg["max_readings"]}\n'
+            + hub + "\n"
+            + f'[batch]\ninterval_s = {batch_cfg["interval_s"]}\nmax_readings = {batch_cfg["max_readings"]}\n'
             + extra
         )
         self.proc: subprocess.Popen | None = None

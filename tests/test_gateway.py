@@ -15,6 +15,7 @@ import pytest
 
 from govedge import firmware, topics
 from govedge.broker import Mosquitto
+from govedge.registry import Registry
 from deploy import GatewayProcess, HubSubscriber
 from nodes import VirtualNode
 
@@ -295,3 +296,71 @@ def test_wired_node_reaches_the_hub_through_the_gateways_serial_port(deployment)
     seqs = [s for d, s in sub.readings() if d == "esp32-0701"]
     assert seqs == sorted(set(seqs)) and seqs[0] == 0
     assert f"serial {cable.gateway_port}: open at 115200 baud" in gw.log
+
+
+def test_uplink_to_a_hub_broker_that_requires_a_client_certificate(deployment, tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from deploy import GATEWAY_ID
+    from nodes import make_ca_and_server_cert
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "hub-tls")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    # the hub trusts a CA of its own for client certificates; it signs the gateway's
+    client_ca_key = ec.generate_private_key(ec.SECP256R1())
+    client_ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway CA")])
+    client_ca = (x509.CertificateBuilder().subject_name(client_ca_name).issuer_name(client_ca_name)
+                 .public_key(client_ca_key.public_key()).serial_number(1)
+                 .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=9))
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                 .sign(client_ca_key, hashes.SHA256()))
+    client_cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GATEWAY_ID)]))
+                   .issuer_name(client_ca_name).public_key(client_key.public_key()).serial_number(2)
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=9))
+                   .sign(client_ca_key, hashes.SHA256()))
+    folder = tmp_path / "hub-tls"
+    (folder / "client-ca.pem").write_bytes(client_ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "gw.pem").write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "gw.key").write_bytes(client_key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    tls_hub = Mosquitto(tmp_path / "tls-hub", persistence=True, extra_config=(
+        f"cafile {folder / 'client-ca.pem'}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\n")).start()
+    try:
+        # the hub-side subscriber needs a client certificate as well
+        import paho.mqtt.client as paho_client
+
+        got = []
+        sub = paho_client.Client(paho_client.CallbackAPIVersion.VERSION2, client_id="tls-hub-sub", clean_session=False)
+        sub.tls_set(ca_certs=str(ca), certfile=str(folder / "gw.pem"), keyfile=str(folder / "gw.key"))
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("govedge/v1/gateway/+/batch", qos=1)
+        sub.on_message = lambda c, u, m: got.append(m.payload)
+        sub.connect("127.0.0.1", tls_hub.port)
+        sub.loop_start()
+        node = deployment.node("esp32-0801")
+        hub_tls = (f'[hub]\nhost = "127.0.0.1"\nport = {tls_hub.port}\ntls = true\nca = "{ca}"\n'
+                   f'cert = "{folder / "gw.pem"}"\nkey = "{folder / "gw.key"}"\nrate_per_s = 0\n')
+        gw = GatewayProcess(tmp_path / "gw-tls", deployment.registry, deployment.local.port, tls_hub.port,
+                            hub=hub_tls).start()
+        gw.wait_for_log("ingest: subscribed")
+        node.start()
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.1)
+        node.kill()
+        gw.stop()
+        sub.loop_stop()
+        assert got, gw.log[-2000:]
+        from govedge import batch as batch_mod
+
+        b = batch_mod.verify(got[0], lambda g: [gw.public_key], Registry.load(deployment.registry))
+        assert b.gateway_id == GATEWAY_ID and b.size >= 1
+        assert "uplink: connected to hub" in gw.log
+    finally:
+        tls_hub.stop()
