@@ -43,6 +43,7 @@ class GatewayConfig:
     uplink_rate_per_s: float = 20.0
     store_max_bytes: int = 2_000_000_000
     store_max_age_days: int = 90
+    store_held_back_days: int = 30  # how long values held back by the filters are kept for audit
     store_policy: str = "drop_oldest"  # when full: "drop_oldest" unsent data (counted) or "refuse_new"
     synchronous: str = "NORMAL"
     metrics_port: int = 0  # 0: no Prometheus endpoint
@@ -103,6 +104,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         store_max_bytes=int(store.get("max_bytes", 2_000_000_000)),
         store_max_age_days=int(store.get("max_age_days", 90)),
         store_policy=store.get("policy", "drop_oldest"),
+        store_held_back_days=int(store.get("held_back_days", 30)),
         synchronous=store.get("synchronous", "NORMAL"),
         metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
         filter=doc.get("filter") or {},

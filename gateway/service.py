@@ -286,6 +286,15 @@ class Gateway:
         max_age = time.time() - cfg.store_max_age_days * 86400
         with store:
             store.prune_delivered(HubUplink.DESTINATION, max_age, 1000)
+            store.forget_held_back(time.time() - cfg.store_held_back_days * 86400)
+            if cfg.store_policy == "drop_oldest":
+                too_old = store.drop_unsent_older_than(HubUplink.DESTINATION, max_age)
+                if too_old:
+                    store.record_drop("readings", too_old,
+                                      f"unsent for more than {cfg.store_max_age_days} days (policy drop_oldest)")
+                    self.counters["dropped"] += too_old
+                    log.error("store: dropped %d readings unsent for more than %d days",
+                              too_old, cfg.store_max_age_days)
         while store.used_bytes() > cfg.store_max_bytes:
             with store:
                 pruned = store.prune_delivered(HubUplink.DESTINATION, time.time(), 50)

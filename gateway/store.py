@@ -216,6 +216,31 @@ class Store:
         self.db.executemany("DELETE FROM readings WHERE id = ?", [(i,) for i in ids])
         return 0, len(ids)
 
+    def forget_held_back(self, older_than: float) -> int:
+        """The audit record of filtered values is kept for a configured time, then forgotten."""
+        return self.db.execute("DELETE FROM held_back WHERE held_at < ?", (older_than,)).rowcount
+
+    def drop_unsent_older_than(self, destination: str, older_than: float) -> int:
+        """Readings not yet acknowledged by the destination and received before older_than (the age limit)."""
+        ids = [r[0] for r in self.db.execute(
+            "SELECT id FROM readings WHERE received_at < ? AND (batch_seq IS NULL OR batch_seq > ?)",
+            (older_than, self.cursor(destination))).fetchall()]
+        if not ids:
+            return 0
+        seqs = [r[0] for r in self.db.execute(
+            "SELECT DISTINCT batch_seq FROM readings WHERE batch_seq IS NOT NULL AND id IN (%s)"
+            % ",".join("?" * len(ids)), ids).fetchall()]
+        in_batches = 0
+        for seq in seqs:  # a batch goes whole: its signature covers all of it
+            in_batches += self.db.execute("SELECT count(*) FROM readings WHERE batch_seq = ?", (seq,)).fetchone()[0]
+            self._delete_batch(seq)
+        unbatched = [(i,) for i in ids if self.db.execute("SELECT 1 FROM readings WHERE id = ?", (i,)).fetchone()]
+        self.db.executemany("DELETE FROM held_back WHERE reading_id = ?", unbatched)
+        self.db.executemany("DELETE FROM readings WHERE id = ?", unbatched)
+        if seqs:
+            self.advance(destination, max(seqs))
+        return in_batches + len(unbatched)
+
     def _delete_batch(self, seq: int) -> None:
         self.db.execute("DELETE FROM held_back WHERE reading_id IN (SELECT id FROM readings WHERE batch_seq = ?)",
                         (seq,))

@@ -1,0 +1,40 @@
+"""The gateway's store forgets only what its configuration says, and says what it dropped."""
+
+import time
+
+from govedge.gateway.store import Store
+
+
+def _fill(store, n):
+    with store:
+        ids = [store.add_reading("esp32-0001", i, "reading", 1764300000 + i, b"m%d" % i) for i in range(n)]
+    return ids
+
+
+def test_held_back_values_are_forgotten_after_their_time_and_not_before(tmp_path):
+    store = Store(tmp_path / "gateway.db")
+    ids = _fill(store, 3)
+    with store:
+        for i in ids:
+            store.hold_back(i, "temp", "spike", "temp 84.9 Cel is a spike")
+        store.db.execute("UPDATE held_back SET held_at = held_at - 31 * 86400 WHERE reading_id = ?", (ids[0],))
+        assert store.forget_held_back(time.time() - 30 * 86400) == 1
+    assert store.counts()["held_back"] == 2
+
+
+def test_unsent_readings_past_the_age_limit_go_with_their_whole_batch_and_move_the_cursor(tmp_path):
+    store = Store(tmp_path / "gateway.db")
+    ids = _fill(store, 6)
+    with store:
+        store.add_batch(0, ids[:2], b"r" * 32, b"c0")
+        store.add_batch(1, ids[2:4], b"r" * 32, b"c1")
+        store.advance("hub", 0)  # batch 0 is delivered
+        store.db.execute("UPDATE readings SET received_at = received_at - 100 * 86400 WHERE id IN (?, ?, ?)",
+                         (ids[0], ids[2], ids[4]))
+        dropped = store.drop_unsent_older_than("hub", time.time() - 90 * 86400)
+    # batch 1 holds an old reading: it goes whole (2 readings, both counted); reading 4 was
+    # unbatched; batch 0 was delivered and stays
+    assert dropped == 3
+    assert store.cursor("hub") == 1
+    assert [s for s, _, _ in store.batches_after(-1, 10)] == [0]
+    assert [r.seq for r in store.unbatched(10)] == [5]
