@@ -199,9 +199,7 @@ class Gateway:
         if last is None:
             last = self.store.last_seq(reading.device_id)
         if last is not None and reading.seq <= last:
-            same = self.store.db.execute("SELECT message FROM readings WHERE device_id = ? AND seq = ?",
-                                         (reading.device_id, reading.seq)).fetchone()
-            if same and same[0] == reading.message:
+            if self.store.message_of(reading.device_id, reading.seq) == reading.message:
                 self.counters["duplicates"] += 1  # sent again after a reboot or a lost ack: we have it
                 return
             self._quarantine(item, reading.device_id, "replayed",

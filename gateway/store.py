@@ -119,6 +119,12 @@ class Store:
         )
         return cur.lastrowid
 
+    def message_of(self, device_id: str, seq: int) -> bytes | None:
+        """The stored signed bytes of a device's reading, if the gateway has it."""
+        row = self.db.execute("SELECT message FROM readings WHERE device_id = ? AND seq = ?",
+                              (device_id, seq)).fetchone()
+        return row[0] if row else None
+
     def quarantine(self, source: str, device_id: str | None, code: str, reason: str, message: bytes) -> None:
         self.db.execute(
             "INSERT INTO quarantine (received_at, source, device_id, code, reason, message) VALUES (?,?,?,?,?,?)",
@@ -140,11 +146,6 @@ class Store:
 
     def count_unbatched(self) -> int:
         return self.db.execute("SELECT count(*) FROM readings WHERE batch_seq IS NULL").fetchone()[0]
-
-    def oldest_unbatched_at(self) -> float | None:
-        row = self.db.execute(
-            "SELECT min(received_at) FROM readings WHERE batch_seq IS NULL").fetchone()
-        return row[0]
 
     # -- batches and cursors -------------------------------------------------------
 
@@ -246,14 +247,3 @@ class Store:
                         (seq,))
         self.db.execute("DELETE FROM readings WHERE batch_seq = ?", (seq,))
         self.db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-
-    def counts(self) -> dict:
-        q = self.db.execute
-        return {
-            "readings": q("SELECT count(*) FROM readings").fetchone()[0],
-            "unbatched": self.count_unbatched(),
-            "quarantined": q("SELECT count(*) FROM quarantine").fetchone()[0],
-            "held_back": q("SELECT count(*) FROM held_back").fetchone()[0],
-            "batches": q("SELECT count(*) FROM batches").fetchone()[0],
-            "dropped": q("SELECT coalesce(sum(count), 0) FROM drops").fetchone()[0],
-        }
