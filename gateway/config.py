@@ -37,6 +37,7 @@ class GatewayConfig:
     hub: MqttEndpoint = field(default_factory=MqttEndpoint)
     hub_topic: str = ""
     max_future_s: int = 300
+    verify_workers: int = 1  # processes checking signatures; 0: in the main process
     batch_interval_s: float = 10.0
     batch_max_readings: int = 500
     batch_mode: str = "raw"
@@ -60,6 +61,16 @@ def _endpoint(section: dict, where: str, default_port: int) -> MqttEndpoint:
     if not isinstance(ep.port, int) or not 0 < ep.port < 65536:
         raise ConfigError(f"{where}.port {ep.port!r} is not a TCP port")
     return ep
+
+
+def _workers(value) -> int:
+    if value == "auto":
+        from .verify import default_workers
+
+        return default_workers()
+    if type(value) is not int or not 0 <= value <= 64:
+        raise ConfigError(f"[verify] workers must be \"auto\" or a number of processes 0..64, not {value!r}")
+    return value
 
 
 def load(path: str | Path) -> GatewayConfig:
@@ -98,6 +109,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         hub_topic=hub.get("topic", f"govedge/v1/gateway/{gw['id']}/batch"),
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
+        verify_workers=_workers((doc.get("verify") or {}).get("workers", "auto")),
         batch_interval_s=float(batch.get("interval_s", 10.0)),
         batch_max_readings=int(batch.get("max_readings", 500)),
         batch_mode=batch.get("mode", "raw"),

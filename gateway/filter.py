@@ -288,19 +288,18 @@ class Filter:
 def _judge(m: Measurement, rules: QuantityRules, track: _Track, t) -> tuple[str, str] | None:
     """None if the measurement passes, else (rule, reason). Updates the track."""
     value = m.value
-    what = f"{m.name} {_show(value)} {m.unit or ''}".rstrip()
     if rules.unit is not None and m.unit != rules.unit:
         return RANGE, f"{m.name} given in {m.unit or 'no unit'}, expected {rules.unit}"
     if type(value) not in (int, float, Decimal):
         return RANGE, f"{m.name} value {_show(value)} is not a number"
     if (rules.min is not None and value < rules.min) or (rules.max is not None and value > rules.max):
-        return RANGE, f"{what} outside plausible range {rules.range_text()}"
+        return RANGE, f"{_what(m)} outside plausible range {rules.range_text()}"
     try:
         f = float(value)
     except OverflowError:
         f = math.inf
     if not math.isfinite(f):
-        return RANGE, f"{what} is not a finite number the gateway can compute with"
+        return RANGE, f"{_what(m)} is not a finite number the gateway can compute with"
 
     window = track.window
     if window is not None:
@@ -313,7 +312,7 @@ def _judge(m: Measurement, rules: QuantityRules, track: _Track, t) -> tuple[str,
             limit = max(rules.spike_threshold * MAD_TO_SIGMA * mad, rules.spike_floor)
             distance = abs(f - median)
             if distance > limit:
-                return SPIKE, (f"{what} is a spike: {_g(distance)} from the median {_g(median)} of the "
+                return SPIKE, (f"{_what(m)} is a spike: {_g(distance)} from the median {_g(median)} of the "
                                f"last {len(window)} values, above the limit {_g(limit)} = max("
                                f"{_g(rules.spike_threshold)} x 1.4826 x MAD {_g(mad)}, "
                                f"floor {_g(rules.spike_floor)})")
@@ -323,12 +322,16 @@ def _judge(m: Measurement, rules: QuantityRules, track: _Track, t) -> tuple[str,
         if last is not None:
             due = track.sent_time + rules.heartbeat_s
             if t < due and not _differs(value, last, rules):
-                return DEADBAND, (f"{what} within deadband {_show(rules.deadband)} of the last forwarded "
+                return DEADBAND, (f"{_what(m)} within deadband {_show(rules.deadband)} of the last forwarded "
                                   f"{_show(last)}; heartbeat due at device time {_show(due)}")
         track.sent_value = value
         if track.sent_time is None or t > track.sent_time:
             track.sent_time = t
     return None
+
+
+def _what(m: Measurement) -> str:
+    return f"{m.name} {_show(m.value)} {m.unit or ''}".rstrip()
 
 
 def _differs(value, last, rules: QuantityRules) -> bool:

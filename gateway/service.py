@@ -1,7 +1,8 @@
 """`govedge gateway run`: the gateway's stages, one way through.
 
-ingest (MQTT, manual acks) -> verify (registry, replay, clock) -> store (SQLite,
-committed before the broker gets its PUBACK) -> batch (RFC 9162 root, gateway
+ingest (MQTT, manual acks) -> verify (signatures in worker processes; then
+replay and clock in arrival order) -> store (SQLite, committed before the broker
+gets its PUBACK) -> batch (RFC 9162 root, gateway
 signature) -> uplink (MQTT QoS 1 to the hub, cursor advanced on PUBACK).
 A bad message is quarantined with its reason and acknowledged: it never blocks
 what comes after it and is never retried forever.
@@ -14,7 +15,8 @@ import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,12 +24,12 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 
 from govedge import batch, topics, wire
-from govedge.registry import Registry
 
 from .aggregate import Aggregator, NotAggregated
 from .config import GatewayConfig, MqttEndpoint
 from .filter import Filter
 from .store import Store
+from .verify import Result, Verifier
 
 log = logging.getLogger("govedge.gateway")
 
@@ -158,7 +160,8 @@ class Gateway:
         self.counters: Counter = Counter()
         self.db_path = cfg.data_dir / "gateway.db"
         self.store = Store(self.db_path, cfg.synchronous)
-        self.registry = Registry.load(cfg.registry)
+        self.verifier = Verifier(cfg.registry, cfg.verify_workers)
+        self.in_flight: deque[tuple[list[Inbound], Future]] = deque()  # chunks being verified, in order
         self.key = serialization.load_pem_private_key(cfg.key_file.read_bytes(), password=None)
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters)
@@ -175,18 +178,18 @@ class Gateway:
         self.last_batch_at = time.monotonic()
         self.last_housekeeping = 0.0
         self.refusing = False  # the store is full and the policy is refuse_new
+        self.waiting = self.store.count_unbatched()  # readings stored but not yet in a batch
 
     # -- verify and store ------------------------------------------------------------
 
-    def accept(self, item: Inbound) -> None:
-        """One message, inside the caller's transaction: stored, quarantined or dropped as a repeat."""
+    def accept(self, item: Inbound, checked: Result) -> None:
+        """One verified message, inside the caller's transaction: stored, quarantined or dropped as a repeat."""
         topic_device = topics.device_of(item.source)
         kind = "status" if item.source.endswith("/status") else "reading"
-        try:
-            reading = wire.verify(item.payload, self.registry)
-        except wire.WireError as exc:
-            self._quarantine(item, topic_device, exc.code, exc.reason)
+        if isinstance(checked, tuple):
+            self._quarantine(item, topic_device, *checked)
             return
+        reading = checked
         if topic_device is not None and topic_device != reading.device_id:
             self._quarantine(item, reading.device_id, "wrong_topic",
                              f"published on the topic of {topic_device!r} but signed by {reading.device_id!r}")
@@ -208,6 +211,7 @@ class Gateway:
             return
         reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message)
         self.last_seq[reading.device_id] = reading.seq
+        self.waiting += 1
         self.counters["verified"] += 1
         if kind == "reading":
             self.condense(reading_id, reading)
@@ -231,38 +235,81 @@ class Gateway:
         self.counters[f"quarantined_{code}"] += 1
         log.warning("quarantine: %s from %s: %s", code, item.source, reason)
 
+    CHUNK = 256  # messages per trip to a verification worker
+    TAKE = 2000  # messages taken from the inbox at a time
+
     def drain(self, max_wait_s: float) -> int:
-        """Take what has arrived, commit it in one transaction, then acknowledge it."""
+        """Take what has arrived into verification; commit the verified chunks, oldest first, then ack them.
+
+        Returns the number of messages committed. While the workers check one chunk
+        the main loop stores the one before, so both cores are busy under load.
+        """
         if self.refusing:  # unacknowledged, the messages wait in the broker and in the nodes' buffers
             time.sleep(max_wait_s)
             return 0
+        items = self._take(0.0 if self.in_flight else max_wait_s)
+        if items:
+            size = max(1, min(self.CHUNK, -(-len(items) // max(1, self.verifier.workers))))
+            for i in range(0, len(items), size):
+                chunk = items[i:i + size]
+                self.in_flight.append((chunk, self.verifier.submit([m.payload for m in chunk])))
+        return self._commit_verified(wait=not items)
+
+    def _commit_verified(self, wait: bool) -> int:
+        """Commit the chunks whose verification is done, oldest first; then acknowledge them.
+
+        ``wait``: wait for the oldest chunk (nothing new came in). Too many chunks in
+        flight are waited for as well, so that memory stays bounded.
+        """
+        limit = 4 * max(1, self.verifier.workers)
+        ready: list[tuple[list[Inbound], list[Result]]] = []
+        while self.in_flight and (wait or self.in_flight[0][1].done() or len(self.in_flight) > limit):
+            chunk, future = self.in_flight.popleft()
+            ready.append((chunk, self.verifier.result([m.payload for m in chunk], future)))
+            wait = False
+        if not ready:
+            return 0
+        with self.store:
+            for chunk, results in ready:
+                for item, checked in zip(chunk, results):
+                    self.accept(item, checked)
+        n = 0
+        for chunk, _ in ready:  # committed: now the senders may forget them
+            for item in chunk:
+                item.ack()
+            n += len(chunk)
+        return n
+
+    def _take(self, max_wait_s: float) -> list[Inbound]:
         items: list[Inbound] = []
         try:
-            items.append(self.inbox.get(timeout=max_wait_s))
+            items.append(self.inbox.get(timeout=max_wait_s) if max_wait_s > 0 else self.inbox.get_nowait())
         except queue.Empty:
-            return 0
-        # what arrived meanwhile shares the commit; waiting for more would stall a broker that
+            return items
+        # what arrived meanwhile goes along; waiting for more would stall a broker that
         # sends no more until it has its acknowledgements
-        while len(items) < 2000:
+        while len(items) < self.TAKE:
             try:
                 items.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
-        with self.store:
-            for item in items:
-                self.accept(item)
-        for item in items:  # committed: now the senders may forget them
-            item.ack()
-        return len(items)
+        return items
+
+    def finish_in_flight(self) -> None:
+        while self.in_flight:
+            self._commit_verified(wait=True)
 
     # -- batches -------------------------------------------------------------------
 
     def maybe_batch(self, force: bool = False) -> int | None:
-        waiting = self.store.count_unbatched()
+        waiting = self.waiting
         due = time.monotonic() - self.last_batch_at >= self.cfg.batch_interval_s
         if not waiting or not (force or due or waiting >= self.cfg.batch_max_readings):
             return None
         rows = self.store.unbatched(self.cfg.batch_max_readings)
+        if not rows:
+            self.waiting = 0
+            return None
         seq = self.store.next_batch_seq()
         aggregates = [a.to_cbor_map() for a in self.aggregates]
         cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, int(time.time()),
@@ -270,6 +317,7 @@ class Gateway:
         with self.store:
             self.store.add_batch(seq, [r.id for r in rows], root, cose)
         self.aggregates.clear()
+        self.waiting -= len(rows)
         self.last_batch_at = time.monotonic()
         self.counters["batches"] += 1
         self.uplink_wake.set()
@@ -334,13 +382,17 @@ class Gateway:
         try:
             while not self.stopping.is_set() and not (until and until()):
                 self.drain(0.2)
-                self.maybe_batch()
+                while self.maybe_batch() is not None:
+                    pass  # a backlog goes out in as many full batches as it makes
                 if time.monotonic() - self.last_housekeeping > 2:
                     self.keep_within_quota()
+                    self.waiting = self.store.count_unbatched()  # the quota may have dropped some
                     self.last_housekeeping = time.monotonic()
+            self.finish_in_flight()
             self.aggregates.extend(self.aggregator.flush())
             self.maybe_batch(force=True)
         finally:
+            self.verifier.close()
             for port in self.serial:
                 port.stop()
             self.ingest.stop()

@@ -88,6 +88,7 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
 
     def close(self) -> None:
         self.db.close()
@@ -99,24 +100,35 @@ class Store:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None and self._last_seq:  # one row per device per commit, not per reading
+                self.db.executemany(
+                    "INSERT INTO devices (device_id, last_seq) VALUES (?, ?) "
+                    "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                    self._last_seq.items())
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self._last_seq.clear()
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
     # -- devices and readings ---------------------------------------------------
 
     def last_seq(self, device_id: str) -> int | None:
+        if device_id in self._last_seq:
+            return self._last_seq[device_id]
         row = self.db.execute("SELECT last_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         return row[0] if row else None
 
     def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes) -> int:
+        """Inside a transaction (``with store:``): the device's last sequence number is written at commit."""
         cur = self.db.execute(
             "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message) VALUES (?,?,?,?,?,?)",
             (device_id, seq, kind, node_time, time.time(), message),
         )
-        self.db.execute(
-            "INSERT INTO devices (device_id, last_seq) VALUES (?, ?) "
-            "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-            (device_id, seq),
-        )
+        if seq > self._last_seq.get(device_id, -1):
+            self._last_seq[device_id] = seq  # written with the commit
         return cur.lastrowid
 
     def message_of(self, device_id: str, seq: int) -> bytes | None:

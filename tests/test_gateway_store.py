@@ -39,3 +39,20 @@ def test_unsent_readings_past_the_age_limit_go_with_their_whole_batch_and_move_t
     assert store.cursor("hub") == 1
     assert [s for s, _, _ in store.batches_after(-1, 10)] == [0]
     assert [r.seq for r in store.unbatched(10)] == [5]
+
+
+def test_last_sequence_number_is_written_at_commit_and_not_on_rollback(tmp_path):
+    store = Store(tmp_path / "gateway.db")
+    with store:
+        for seq in (3, 7, 5):
+            store.add_reading("esp32-0001", seq, "reading", None, b"m%d" % seq)
+        assert store.last_seq("esp32-0001") == 7  # seen inside the transaction already
+    try:
+        with store:
+            store.add_reading("esp32-0001", 9, "reading", None, b"m9")
+            raise RuntimeError("power cut")
+    except RuntimeError:
+        pass
+    assert store.last_seq("esp32-0001") == 7
+    store.close()
+    assert Store(tmp_path / "gateway.db").last_seq("esp32-0001") == 7

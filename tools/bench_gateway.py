@@ -1,11 +1,12 @@
 """`govedge bench gateway --json`: readings per second through the whole gateway.
 
 Pre-signed readings of many devices are published to a real Mosquitto as fast
-as it takes them; the gateway (its own process, default configuration but for
-the addresses) verifies, filters, aggregates, commits and forwards them in
-batches to a second Mosquitto, where a subscriber counts what arrives. The
-limit it is held against, P-256 verifications per second with cryptography on
-one core, is measured in the same run.
+as it takes them, where they wait for the gateway's persistent session; the
+gateway (its own processes, default configuration but for the addresses)
+verifies, filters, aggregates, commits and forwards them in batches to a second
+Mosquitto, where a subscriber notes what arrives. The limit it is held against,
+P-256 verifications per second with cryptography on one core, is measured in
+the same run.
 """
 
 from __future__ import annotations
@@ -64,7 +65,70 @@ def verify_limit_per_s(seconds: float = 1.5) -> float:
     return n / (time.perf_counter() - start)
 
 
-def bench_gateway(devices: int = 500, per_device: int = 20) -> dict:
+def _peak_rss_kib(pid: int) -> int:
+    """Peak resident memory of a process and its children (the verification workers)."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            total += int(line.split()[1])
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _peak_rss_kib(int(child))
+    return total
+
+
+def _log_time(line: bytes) -> float:
+    """The wall-clock time of a gateway log line (`asctime` format, milliseconds)."""
+    stamp, ms = line[:23].decode().split(",")
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+
+
+class _HubCounter:
+    """Subscribes to the hub broker and notes when each device message arrives (by its bytes)."""
+
+    def __init__(self, port: int):
+        self.arrived: dict[bytes, float] = {}
+        self.expected = 0
+        self.done = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-hub")
+        self.client.on_message = self._on_batch
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("govedge/v1/gateway/+/batch", qos=1)
+        self.client.loop_start()
+
+    def _on_batch(self, client, userdata, msg):
+        t = time.time()
+        for m in cbor2.loads(cbor2.loads(msg.payload).value[2])["messages"]:
+            self.arrived.setdefault(m, t)
+        if len(self.arrived) >= self.expected:
+            self.done.set()
+
+    def wait(self, expected: int, timeout: float) -> None:
+        self.expected = expected
+        if len(self.arrived) < expected and not self.done.wait(timeout):
+            raise RuntimeError(f"only {len(self.arrived)} of {expected} readings reached the hub")
+        self.done.clear()
+
+
+def _publisher(port: int) -> paho.Client:
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-nodes")
+    pub.max_inflight_messages_set(1000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    return pub
+
+
+def bench_gateway(devices: int = 500, per_device: int = 20, workers: int | None = None,
+                  latency_rate: float = 500.0, latency_readings: int = 2000) -> dict:
+    """Throughput from a backlog, then latency under a steady load.
+
+    Throughput: the readings wait in the local broker for the gateway's persistent
+    session (as after a gateway restart), so that the publishers, which in the field
+    are the nodes' own processors, do not share this machine's cores with the gateway;
+    the clock runs from the gateway's connection to the last reading at the hub.
+    Latency: further readings published at ``latency_rate`` per second, node publish
+    to hub arrival, with the default batching.
+    """
     reading = _firmware_modules()
     with tempfile.TemporaryDirectory(prefix="govedge-bench-gw-") as tmp:
         base = Path(tmp)
@@ -75,86 +139,83 @@ def bench_gateway(devices: int = 500, per_device: int = 20) -> dict:
                 serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
         registry.save()
         now = int(time.time())
-        messages = [(device, _signed(reading, key, device, seq, now - per_device + seq))
-                    for seq in range(per_device) for device, key in keys.items()]
+        rounds = per_device + -(-latency_readings // devices)
+        messages = [(device, _signed(reading, key, device, seq, now - rounds + seq))
+                    for seq in range(rounds) for device, key in keys.items()]
+        backlog, paced = messages[:devices * per_device], messages[devices * per_device:][:latency_readings]
         gw_key = ec.generate_private_key(ec.SECP256R1())
         (base / "gateway.key").write_bytes(gw_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         # as `govedge gateway install` configures the gateway's broker: many messages in flight
         broker_conf = "max_queued_messages 0\nmax_inflight_messages 1000\n"
+        verify = f"[verify]\nworkers = {workers}\n" if workers is not None else ""
         with Mosquitto(base / "local", persistence=False, extra_config=broker_conf) as local, \
                 Mosquitto(base / "hub", extra_config=broker_conf) as hub:
             (base / "gateway.toml").write_text(
                 f'[gateway]\nid = "gw-bench"\nkey_file = "gateway.key"\ndata_dir = "data"\n'
                 f'registry = "registry.json"\n[ingest.mqtt]\nport = {local.port}\n'
-                f'[hub]\nhost = "127.0.0.1"\nport = {hub.port}\nrate_per_s = 0\n'
+                f'[hub]\nhost = "127.0.0.1"\nport = {hub.port}\nrate_per_s = 0\n{verify}'
                 # the node's own rate limit would hold back a burst of pre-signed readings
                 f'[filter]\nrate = false\n')
-            arrived: dict[tuple[str, int], float] = {}
-            done = threading.Event()
-            total = len(messages)
+            from govedge.gateway import config
 
-            def on_batch(client, userdata, msg):
-                t = time.perf_counter()
-                body = cbor2.loads(cbor2.loads(msg.payload).value[2])
-                for m in body["messages"]:
-                    r = wire.decode(m)
-                    arrived.setdefault((r.device_id, r.seq), t)
-                if len(arrived) >= total:
-                    done.set()
-
-            sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-hub")
-            sub.on_message = on_batch
-            sub.connect("127.0.0.1", hub.port)
-            sub.subscribe("govedge/v1/gateway/+/batch", qos=1)
-            sub.loop_start()
-            log = open(base / "gateway.log", "ab")
+            cfg = config.load(base / "gateway.toml")
+            # the gateway's persistent session, as its first start leaves it
+            session = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cfg.ingest.client_id,
+                                  clean_session=False)
+            subscribed = threading.Event()
+            session.on_subscribe = lambda *a: subscribed.set()
+            session.connect("127.0.0.1", local.port)
+            session.loop_start()
+            session.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
+            if not subscribed.wait(10):
+                raise RuntimeError("the local broker did not confirm the gateway's subscription")
+            session.disconnect()
+            session.loop_stop()
+            pub = _publisher(local.port)
+            for info in [pub.publish(topics.reading(device), msg, qos=1) for device, msg in backlog]:
+                info.wait_for_publish(60)
+            counter = _HubCounter(hub.port)
+            log_path = base / "gateway.log"
+            log = open(log_path, "ab")
             gw = subprocess.Popen([sys.executable, "-m", "govedge.cli", "gateway", "run", "--config",
                                    str(base / "gateway.toml")], stdout=log, stderr=log)
             try:
-                deadline = time.monotonic() + 20
-                while b"ingest: subscribed" not in (base / "gateway.log").read_bytes():
-                    if time.monotonic() > deadline or gw.poll() is not None:
-                        raise RuntimeError("gateway did not start: " + (base / "gateway.log").read_text()[-500:])
-                    time.sleep(0.05)
-                pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-nodes")
-                pub.max_inflight_messages_set(1000)
-                pub.connect("127.0.0.1", local.port)
-                pub.loop_start()
-                sent: dict[tuple[str, int], float] = {}
-                start = time.perf_counter()
-                infos = []
-                for i, (device, msg) in enumerate(messages):
-                    key = (device, i // devices)
-                    sent[key] = time.perf_counter()
-                    infos.append(pub.publish(topics.reading(device), msg, qos=1))
-                for info in infos:
-                    info.wait_for_publish(60)
-                if not done.wait(300):
-                    raise RuntimeError(f"only {len(arrived)} of {total} readings reached the hub")
-                elapsed = max(arrived.values()) - start
-                rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{gw.pid}/status").read_text().splitlines()
-                               if line.startswith("VmHWM:"))
-                pub.loop_stop()
+                counter.wait(len(backlog), 300)
+                connected = next((line for line in log_path.read_bytes().splitlines()
+                                  if b"ingest: subscribed" in line), None)
+                if connected is None:
+                    raise RuntimeError("gateway did not log its connection: " + log_path.read_text()[-500:])
+                elapsed = max(counter.arrived.values()) - _log_time(connected)
+                sent: dict[bytes, float] = {}
+                start = time.time()
+                for i, (device, msg) in enumerate(paced):
+                    time.sleep(max(0.0, start + i / latency_rate - time.time()))
+                    sent[msg] = time.time()
+                    pub.publish(topics.reading(device), msg, qos=1)
+                counter.wait(len(backlog) + len(paced), 120)
+                rss_kib = _peak_rss_kib(gw.pid)
             finally:
+                pub.loop_stop()
                 gw.terminate()
                 gw.wait(20)
-                sub.loop_stop()
+                counter.client.loop_stop()
                 log.close()
-        latencies = sorted(arrived[k] - sent[k] for k in sent)
+        latencies = sorted(counter.arrived[m] - t for m, t in sent.items())
         limit = verify_limit_per_s()
-        rate = total / elapsed
+        rate = len(backlog) / elapsed
         return {
-            "readings": total,
+            "readings": len(backlog),
             "devices": devices,
+            "workers": cfg.verify_workers,
             "readings_per_s": round(rate, 1),
             "verify_limit_per_s": round(limit, 1),
             "ratio": round(rate / limit, 3),
             "target_ratio": TARGET_RATIO,
             "meets_target": rate / limit >= TARGET_RATIO,
+            "latency_rate_per_s": latency_rate,
             "p99_latency_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1),
             "rss_mb": round(rss_kib / 1024, 1),
-            "workers": 1,
         }
 
 

@@ -12,7 +12,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "gateway":
         from .bench_gateway import bench_gateway
 
-        result = bench_gateway(devices=args.devices, per_device=args.per_device)
+        result = bench_gateway(devices=args.devices, per_device=args.per_device, workers=args.workers)
     else:
         result = bench.bench_firmware(rounds=args.rounds)
     bench.print_result(result, args.json)
@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", choices=["firmware", "gateway"], help="what to measure")
     p.add_argument("--devices", type=int, default=500, help="gateway: devices publishing (default 500)")
     p.add_argument("--per-device", type=int, default=20, help="gateway: readings per device (default 20)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="gateway: verification processes (default: the gateway's default, one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rounds", type=int, default=201, help="signatures timed per interpreter (default 201)")
     p.set_defaults(func=_cmd_bench)

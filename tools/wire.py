@@ -11,11 +11,12 @@ technician can act on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping  # a map inside a CBOR tag decodes to a frozen mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Iterable, Union
@@ -95,11 +96,23 @@ class Reading:
     def to_be_signed(self) -> bytes:
         return sig_structure(self.protected, self.payload)
 
+    def __reduce__(self):
+        # plain tuples cross a process boundary four times faster than the dataclasses
+        # (the gateway's verification workers send every reading back this way)
+        return _reading_from_tuple, (self.device_id, self.seq, self.time,
+                                     tuple((m.name, m.unit, m.value) for m in self.measurements),
+                                     self.message, self.protected, self.payload, self.signature)
+
     def value(self, name: str) -> Value:
         for m in self.measurements:
             if m.name == name:
                 return m.value
         raise KeyError(name)
+
+
+def _reading_from_tuple(device_id, seq, time, measurements, message, protected, payload, signature) -> Reading:
+    return Reading(device_id, seq, time, tuple(Measurement(*m) for m in measurements),
+                   message, protected, payload, signature)
 
 
 KeyLookup = Callable[[str], Iterable[ec.EllipticCurvePublicKey]]
@@ -140,8 +153,10 @@ def _show(x) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _unexpected(mapping, allowed: set) -> list[str]:
+def _unexpected(mapping, allowed: frozenset) -> list[str]:
     # labels match by type as well as value: 1.0 and true are not label 1
+    if mapping.keys() <= allowed and all(type(k) is int or type(k) is str for k in mapping):
+        return []
     return sorted(_show(k) for k in mapping
                   if not (type(k) in (int, str) and k in allowed))
 
@@ -173,6 +188,10 @@ def decode_envelope(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES, what: st
         raise WireError("not_cbor", f"{what} is empty")
     if len(message) > max_bytes:
         raise WireError("too_large", f"{what} of {len(message)} bytes exceeds {max_bytes}")
+    fast = _deterministic_envelope(message)
+    if fast is not None:
+        protected, payload, signature = fast
+        return Envelope(_protected_header(protected), message, protected, payload, signature)
     item = _cbor(message, what)
     if not isinstance(item, cbor2.CBORTag):
         raise WireError("not_cose_sign1", f"{what} is not a tagged COSE_Sign1 (CBOR tag 18 missing)")
@@ -199,6 +218,41 @@ def decode_envelope(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES, what: st
     return Envelope(_protected_header(protected), message, protected, payload, signature)
 
 
+def _bstr(message: bytes, i: int) -> tuple[bytes, int] | None:
+    """The byte string at ``i`` if it has the shortest length encoding, and the index after it."""
+    if i >= len(message):
+        return None
+    head = message[i]
+    if 0x40 <= head <= 0x57:
+        n, i = head - 0x40, i + 1
+    elif head == 0x58 and i + 1 < len(message) and message[i + 1] >= 24:
+        n, i = message[i + 1], i + 2
+    elif head == 0x59 and i + 2 < len(message) and message[i + 1] << 8 | message[i + 2] >= 256:
+        n, i = message[i + 1] << 8 | message[i + 2], i + 3
+    else:
+        return None
+    return (message[i:i + n], i + n) if i + n <= len(message) else None
+
+
+def _deterministic_envelope(message: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(protected, payload, signature) if the message is exactly the deterministic encoding of
+    tag 18 [protected, {}, payload, 64-byte signature]; else None and the general decoder,
+    which names what is wrong, decides. Most messages are good, and this reads them in a
+    fraction of the time of decoding and encoding again."""
+    if message[:2] != b"\xd2\x84":
+        return None
+    protected = _bstr(message, 2)
+    if protected is None or message[protected[1]:protected[1] + 1] != b"\xa0":
+        return None
+    payload = _bstr(message, protected[1] + 1)
+    if payload is None:
+        return None
+    end = payload[1]
+    if message[end:end + 2] != b"\x58\x40" or len(message) != end + 66:
+        return None
+    return protected[0], payload[0], message[end + 2:]
+
+
 def decode(message: bytes) -> Reading:
     """Parse a signed reading without checking its signature."""
     env = decode_envelope(message)
@@ -206,13 +260,14 @@ def decode(message: bytes) -> Reading:
     return Reading(env.kid, seq, time, measurements, env.message, env.protected, env.payload, env.signature)
 
 
+@functools.lru_cache(maxsize=4096)  # a device sends the same protected header every time
 def _protected_header(protected: bytes) -> str:
     if not protected:
         raise WireError("bad_header", "protected header is empty: alg and kid are required")
     header = _cbor(protected, "protected header")
-    if not isinstance(header, Mapping):
+    if not isinstance(header, dict):
         raise WireError("bad_header", "protected header is not a map")
-    extra = _unexpected(header, {HEADER_ALG, HEADER_KID})
+    extra = _unexpected(header, _HEADER_LABELS)
     if extra:
         raise WireError("bad_header", f"protected header has unexpected labels {extra}")
     if HEADER_ALG not in header:
@@ -243,6 +298,11 @@ def _number(x) -> bool:
     return False
 
 
+_HEADER_LABELS = frozenset({HEADER_ALG, HEADER_KID})
+_RECORD_LABELS = frozenset({SENML_NAME, SENML_UNIT, SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE})
+_FIRST_RECORD_LABELS = _RECORD_LABELS | {SENML_BASE_TIME, SEQUENCE}
+
+
 def _senml(payload: bytes):
     pack = _cbor(payload, "payload")
     if not isinstance(pack, (list, tuple)):
@@ -252,7 +312,7 @@ def _senml(payload: bytes):
     if len(pack) > MAX_RECORDS:
         raise WireError("not_senml", f"SenML pack has {len(pack)} records, at most {MAX_RECORDS} allowed")
     first = pack[0]
-    if not isinstance(first, Mapping):
+    if not isinstance(first, dict):
         raise WireError("not_senml", "SenML record 1 is not a map")
     if SEQUENCE not in first:
         raise WireError("missing_field", "first SenML record has no sequence number ('seq')")
@@ -270,12 +330,9 @@ def _senml(payload: bytes):
     measurements = []
     names = set()
     for i, rec in enumerate(pack, 1):
-        if not isinstance(rec, Mapping):
+        if not isinstance(rec, dict):
             raise WireError("not_senml", f"SenML record {i} is not a map")
-        allowed = {SENML_NAME, SENML_UNIT, SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE}
-        if i == 1:
-            allowed |= {SENML_BASE_TIME, SEQUENCE}
-        extra = _unexpected(rec, allowed)
+        extra = _unexpected(rec, _FIRST_RECORD_LABELS if i == 1 else _RECORD_LABELS)
         if extra:
             raise WireError("bad_record", f"SenML record {i} has unexpected fields {extra}")
         name = rec.get(SENML_NAME)

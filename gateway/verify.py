@@ -1,0 +1,105 @@
+"""The verify stage: device signatures checked in worker processes.
+
+Checking a P-256 signature is the largest single cost per reading and needs no
+state but the registry, so it runs in a pool of worker processes (each loads
+the registry once). The gateway hands over the payloads of a chunk of messages
+and gets back, in the same order, a Reading or the (code, reason) of the
+WireError for each; replay checks, storing and filtering stay in the gateway's
+main loop, which takes the chunks' results in arrival order.
+
+With ``workers = 0`` the same work runs in the main process. A worker that
+dies (killed, out of memory) costs nothing: its chunk is checked again in the
+main process and the pool is started afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from govedge import wire
+from govedge.registry import Registry
+
+log = logging.getLogger("govedge.gateway")
+
+Result = wire.Reading | tuple[str, str]  # a verified reading, or why it is not one
+
+_registry: Registry | None = None  # a worker process's own copy
+
+
+def _load(path: str) -> None:
+    global _registry
+    _registry = Registry.load(path)
+
+
+def check(payloads: list[bytes], registry: Registry | None = None) -> list[Result]:
+    registry = registry or _registry
+    out: list[Result] = []
+    for payload in payloads:
+        try:
+            out.append(wire.verify(payload, registry))
+        except wire.WireError as exc:
+            out.append((exc.code, exc.reason))
+    return out
+
+
+def default_workers() -> int:
+    """One per core, at most four (measured: docs/BENCHMARKS.md, "Gateway")."""
+    return min(os.cpu_count() or 1, 4)
+
+
+class Verifier:
+    def __init__(self, registry_path: Path, workers: int):
+        self.registry_path = Path(registry_path)
+        self.registry = Registry.load(self.registry_path)  # for the main process's own checks
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+        self.restarts = 0
+        if workers:
+            self._start()
+
+    def _start(self) -> None:
+        # spawned, not forked: the gateway has network threads running by now
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_load, initargs=(str(self.registry_path),))
+        self.pool.submit(check, []).result()  # started and loaded before the first message
+
+    def submit(self, payloads: list[bytes]) -> Future:
+        if self.pool is None:
+            done: Future = Future()
+            done.set_result(check(payloads, self.registry))
+            return done
+        try:
+            return self.pool.submit(check, payloads)
+        except BrokenProcessPool:
+            done = Future()
+            done.set_exception(BrokenProcessPool("verification pool is broken"))
+            return done
+
+    def result(self, payloads: list[bytes], future: Future) -> list[Result]:
+        """The chunk's results; a chunk whose worker died is checked here instead."""
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            log.error("verify: a worker process died; checking its %d messages in the gateway and "
+                      "starting the workers again", len(payloads))
+            self._restart()
+            return check(payloads, self.registry)
+
+    def _restart(self) -> None:
+        try:  # once per breakage, not once per chunk of the broken pool
+            self.pool.submit(check, [])
+            return
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.restarts += 1
+            self._start()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
