@@ -315,7 +315,7 @@ class Gateway:
         cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, int(time.time()),
                                 [r.message for r in rows], aggregates, self.cfg.batch_mode)
         with self.store:
-            self.store.add_batch(seq, [r.id for r in rows], root, cose)
+            self.store.add_batch(seq, rows, root, cose)
         self.aggregates.clear()
         self.waiting -= len(rows)
         self.last_batch_at = time.monotonic()

@@ -165,12 +165,18 @@ class Store:
         row = self.db.execute("SELECT max(seq) FROM batches").fetchone()
         return 0 if row[0] is None else row[0] + 1
 
-    def add_batch(self, seq: int, reading_ids: list[int], root: bytes, cose: bytes) -> None:
+    def add_batch(self, seq: int, rows: list[StoredReading], root: bytes, cose: bytes) -> None:
+        """Record a batch of the oldest unbatched readings, as ``unbatched`` returned them."""
         self.db.execute(
             "INSERT INTO batches (seq, created_at, size, root, cose) VALUES (?,?,?,?,?)",
-            (seq, time.time(), len(reading_ids), root, cose),
+            (seq, time.time(), len(rows), root, cose),
         )
-        self.db.executemany("UPDATE readings SET batch_seq = ? WHERE id = ?", [(seq, i) for i in reading_ids])
+        # one statement for the whole batch: the rows are all unbatched ones up to the last id
+        marked = self.db.execute("UPDATE readings SET batch_seq = ? WHERE batch_seq IS NULL AND id <= ?",
+                                 (seq, rows[-1].id)).rowcount
+        if marked != len(rows):
+            raise RuntimeError(f"batch {seq}: {len(rows)} readings given but {marked} unbatched up to "
+                               f"id {rows[-1].id}; rows must be the oldest unbatched ones")
 
     def cursor(self, destination: str) -> int:
         """The last batch the destination acknowledged (-1: none yet)."""

@@ -66,7 +66,10 @@ class Verifier:
         # spawned, not forked: the gateway has network threads running by now
         self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_load, initargs=(str(self.registry_path),))
-        self.pool.submit(check, []).result()  # started and loaded before the first message
+        # all workers started and loaded before the first message (the pool would otherwise
+        # start them one by one as the load grows, each taking a good part of a second)
+        for warm_up in [self.pool.submit(check, []) for _ in range(self.workers)]:
+            warm_up.result()
 
     def submit(self, payloads: list[bytes]) -> Future:
         if self.pool is None:

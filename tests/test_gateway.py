@@ -178,6 +178,39 @@ def test_gateway_killed_at_random_moments_loses_nothing_and_repeats_nothing(depl
     assert not sub.errors
 
 
+def _verification_workers(pid: int) -> list[int]:
+    children = [int(c) for task in os.listdir(f"/proc/{pid}/task")
+                for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    return [c for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
+
+
+def test_a_verification_worker_killed_under_load_costs_nothing(deployment):
+    nodes = [deployment.node(f"esp32-04{i:02d}", interval_s=0.05) for i in range(2)]
+    gw = deployment.start_gateway(extra="[verify]\nworkers = 2\n")
+    for n in nodes:
+        n.start()
+    sub = deployment.subscriber
+    rng = random.Random(7)
+    for round_ in range(3):
+        sub.wait_for(lambda: len(sub.readings()) >= 10 * (round_ + 1), what="readings flowing")
+        workers = _verification_workers(gw.proc.pid)  # started as the load asks for them: one, or two
+        assert workers, "no verification worker is running"
+        os.kill(rng.choice(workers), 9)
+    time.sleep(1)
+    for n in nodes:
+        n.kill()
+    delivered = {n.device_id: _delivered_by_node(n) for n in nodes}
+    sub.wait_for(lambda: all(set(range(delivered[d])) <= set(_per_device(sub.readings()).get(d, []))
+                             for d in delivered), timeout=60, what="every acknowledged message")
+    gw.stop()
+    assert "verify: a worker process died" in gw.log
+    per = _per_device(sub.readings())
+    assert all(len(seqs) == len(set(seqs)) for seqs in per.values())
+    assert not sub.errors
+    db = sqlite3.connect(deployment.tmp / "gateway" / "data" / "gateway.db")
+    assert db.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+
+
 def test_hub_broker_down_for_a_while_loses_nothing_and_keeps_order(deployment):
     node = deployment.node("esp32-0401")
     gw = deployment.start_gateway()

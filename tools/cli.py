@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware", "gateway"], help="what to measure")
     p.add_argument("--devices", type=int, default=500, help="gateway: devices publishing (default 500)")
-    p.add_argument("--per-device", type=int, default=20, help="gateway: readings per device (default 20)")
+    p.add_argument("--per-device", type=int, default=40, help="gateway: readings per device (default 40)")
     p.add_argument("--workers", type=int, default=None,
                    help="gateway: verification processes (default: the gateway's default, one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
