@@ -4,13 +4,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the demo and the test suite run for real
+# Debian packages the test suite runs for real
 DEBIAN_PACKAGES := mosquitto
 
 .PHONY: demo test bench clean
 
+# the demo runs Mosquitto when it is installed, else the embedded amqtt: no root needed
 demo: $(VENV)/.installed-demo
-	sh tools/system-packages.sh $(DEBIAN_PACKAGES)
 	$(BIN)/govedge demo
 
 test: $(VENV)/.installed-test

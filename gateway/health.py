@@ -3,13 +3,64 @@
 `snapshot(db_path)` reads gateway.db read-only, so `govedge gateway status`
 works whether the service runs or not; the service adds its live counters
 and the uplink's state to the same figures for its Prometheus endpoint.
+
+The running service also keeps `live.json` next to gateway.db: its process
+id, when it started, and the state of its connections (local broker, hub,
+serial ports) with the time each last changed. It is written when something
+changes, never on a timer (an SD card wears with every write), and removed
+when the service stops cleanly; whether the service still runs is told by
+its process id.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
+
+LIVE_FILE = "live.json"
+
+
+class LiveState:
+    """The service's side of live.json: ``set(part, state)`` from any thread."""
+
+    def __init__(self, data_dir: Path, gateway_id: str, workers: int):
+        self.path = Path(data_dir) / LIVE_FILE
+        self._lock = threading.Lock()
+        self.doc = {"gateway_id": gateway_id, "pid": os.getpid(), "started_at": time.time(),
+                    "verify_workers": workers, "parts": {}}
+
+    def set(self, part: str, state: str, ok: bool) -> None:
+        with self._lock:
+            old = self.doc["parts"].get(part)
+            if old and old["state"] == state:
+                return
+            self.doc["parts"][part] = {"state": state, "ok": ok, "since": time.time()}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.doc, indent=1))
+            os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+
+
+def live(data_dir: Path) -> dict | None:
+    """The running service's live.json, or None when no service runs on this data_dir."""
+    path = Path(data_dir) / LIVE_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{doc['pid']}/cmdline").read_bytes()
+    except (OSError, KeyError, TypeError):
+        cmdline = b""
+    doc["running"] = b"gateway" in cmdline and b"run" in cmdline
+    return doc
 
 
 def snapshot(db_path: Path) -> dict:
@@ -43,9 +94,26 @@ def snapshot(db_path: Path) -> dict:
         db.close()
 
 
-def describe(s: dict, gateway_id: str) -> str:
-    """The snapshot in plain words, for `govedge gateway status`."""
+def _ago(t: float) -> str:
+    s = max(0, time.time() - t)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def describe(s: dict, gateway_id: str, live_doc: dict | None = None) -> str:
+    """The snapshot (and the live state, when given) in plain words, for `govedge gateway status`."""
     lines = [f"gateway {gateway_id}"]
+    if live_doc is None:
+        lines.append("  service     not running (no live state: stopped cleanly or never started)")
+    elif not live_doc["running"]:
+        lines.append(f"  service     NOT RUNNING: process {live_doc['pid']} is gone without stopping cleanly "
+                     f"(started {_ago(live_doc['started_at'])} ago) — see `journalctl -u govedge-gateway`")
+    else:
+        lines.append(f"  service     running for {_ago(live_doc['started_at'])} (process {live_doc['pid']}, "
+                     f"{live_doc['verify_workers']} verification workers)")
+    if live_doc is not None and live_doc["running"]:
+        for part, st in sorted(live_doc["parts"].items()):
+            mark = "" if st["ok"] else "PROBLEM: "
+            lines.append(f"  {part:<11} {mark}{st['state']} for {_ago(st['since'])}")
     if s["last_reading_age_s"] is None:
         lines.append("  readings    none received yet")
     else:
@@ -54,10 +122,10 @@ def describe(s: dict, gateway_id: str) -> str:
     lines.append(f"  waiting     {s['unbatched']} readings for the next batch, "
                  f"{s['batches_unsent']} batches not yet acknowledged by the hub")
     if s["batches_unsent"]:
-        lines.append(f"  uplink      the oldest unsent batch is {s['oldest_unsent_batch_age_s']:.0f} s old"
+        lines.append(f"  delivered   the oldest unsent batch is {s['oldest_unsent_batch_age_s']:.0f} s old"
                      " — check the hub connection if this keeps growing")
     else:
-        lines.append(f"  uplink      the hub has every batch (up to #{s['hub_cursor']})")
+        lines.append(f"  delivered   the hub has every batch (up to #{s['hub_cursor']})")
     q = ", ".join(f"{code} {n}" for code, n in s["quarantined_by_code"].items()) or "none"
     lines.append(f"  quarantine  {s['quarantined']} messages ({q})")
     h = ", ".join(f"{rule} {n}" for rule, n in s["held_back_by_rule"].items()) or "none"

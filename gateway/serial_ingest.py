@@ -62,8 +62,9 @@ class SerialIngest:
     """One serial port's nodes: frames in, Inbound items out, acks back after commit."""
 
     def __init__(self, port: str, baud: int, inbox: "queue.Queue[service.Inbound]", counters: Counter,
-                 reopen_s: float = REOPEN_S):
+                 reopen_s: float = REOPEN_S, on_state: Callable[[str, bool], None] | None = None):
         self.port = port
+        self.on_state = on_state or (lambda state, ok: None)  # for `govedge gateway status`
         self.baud = baud
         self.inbox = inbox
         self.counters = counters
@@ -106,9 +107,11 @@ class SerialIngest:
                     outage = True
                     self._count("serial_port_errors")
                     log.error("serial %s: cannot open (%s); trying again every %g s", self.port, exc, self.reopen_s)
+                    self.on_state(f"{self.port} cannot be opened ({exc})", False)
                 self._stopping.wait(self.reopen_s)
                 continue
             log.info("serial %s: %s at %d baud", self.port, "open again" if opened else "open", self.baud)
+            self.on_state(f"{self.port} open at {self.baud} baud", True)
             outage, opened = False, True
             with self._lock:
                 self._serial = port
@@ -118,6 +121,7 @@ class SerialIngest:
                 outage = True
                 self._count("serial_port_errors")
                 log.error("serial %s: port lost (%s); trying to reopen every %g s", self.port, exc, self.reopen_s)
+                self.on_state(f"{self.port} lost ({exc}), reopening", False)
             except Exception:  # a fault of ours must not end the thread: the port's nodes would go unheard
                 outage = True
                 self._count("serial_ingest_faults")

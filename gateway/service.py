@@ -28,6 +28,7 @@ from govedge import batch, topics, wire
 from .aggregate import Aggregator, NotAggregated
 from .config import GatewayConfig, MqttEndpoint
 from .filter import Filter
+from .health import LiveState
 from .store import Store
 from .verify import Result, Verifier
 
@@ -56,21 +57,30 @@ def _client(ep: MqttEndpoint, clean_session: bool, manual_ack: bool = False) -> 
 class MqttIngest:
     """The local broker's node topics, persistent session, QoS 1, acked only after commit."""
 
-    def __init__(self, ep: MqttEndpoint, inbox: "queue.Queue[Inbound]", counters: Counter):
+    def __init__(self, ep: MqttEndpoint, inbox: "queue.Queue[Inbound]", counters: Counter,
+                 on_state: Callable[[str, bool], None] = lambda state, ok: None):
         self.inbox = inbox
         self.counters = counters
         self.ep = ep
+        self.on_state = on_state
         self.client = _client(ep, clean_session=False, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *a: log.warning("ingest: disconnected from broker %s:%d", ep.host, ep.port)
+        self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         if reason.is_failure:
             log.error("ingest: broker %s:%d refused the connection: %s", self.ep.host, self.ep.port, reason)
+            self.on_state(f"refused by the local broker {self.ep.host}:{self.ep.port}: {reason}", False)
             return
         client.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
         log.info("ingest: subscribed on %s:%d", self.ep.host, self.ep.port)
+        self.on_state(f"subscribed on the local broker {self.ep.host}:{self.ep.port}", True)
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties):
+        log.warning("ingest: disconnected from broker %s:%d", self.ep.host, self.ep.port)
+        self.on_state(f"disconnected from the local broker {self.ep.host}:{self.ep.port} ({reason}), "
+                      "reconnecting", False)
 
     def _on_message(self, client, userdata, msg):
         self.counters["received"] += 1
@@ -78,6 +88,7 @@ class MqttIngest:
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), lambda: client.ack(mid, qos) if qos else None))
 
     def start(self):
+        self.on_state(f"connecting to the local broker {self.ep.host}:{self.ep.port}", False)
         self.client.connect_async(self.ep.host, self.ep.port, self.ep.keepalive)
         self.client.loop_start()
 
@@ -91,8 +102,10 @@ class HubUplink(threading.Thread):
 
     DESTINATION = "hub"
 
-    def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event):
+    def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event,
+                 on_state: Callable[[str, bool], None] = lambda state, ok: None):
         super().__init__(name="uplink", daemon=True)
+        self.on_state = on_state
         self.cfg = cfg
         self.db_path = db_path
         self.counters = counters
@@ -105,12 +118,17 @@ class HubUplink(threading.Thread):
         self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(self, client, userdata, flags, reason, properties):
+        hub = f"{self.cfg.hub.host}:{self.cfg.hub.port}"
         if reason.is_failure:
             self.state = f"refused by hub broker: {reason}"
+            log.error("uplink: the hub broker %s refused the connection: %s", hub, reason)
+            self.on_state(f"refused by the hub broker {hub}: {reason} (check [hub] user, password, "
+                          "certificates)", False)
             return
         self.state = "connected"
         self.connected.set()
-        log.info("uplink: connected to hub %s:%d", self.cfg.hub.host, self.cfg.hub.port)
+        log.info("uplink: connected to hub %s", hub)
+        self.on_state(f"connected to the hub broker {hub}", True)
         self.wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
@@ -118,9 +136,12 @@ class HubUplink(threading.Thread):
             log.warning("uplink: lost the hub %s:%d (%s)", self.cfg.hub.host, self.cfg.hub.port, reason)
         self.connected.clear()
         self.state = "disconnected"
+        self.on_state(f"no connection to the hub broker {self.cfg.hub.host}:{self.cfg.hub.port} ({reason}); "
+                      "batches wait on disk, trying again with growing pauses", False)
 
     def run(self):
         store = Store(self.db_path, self.cfg.synchronous)
+        self.on_state(f"connecting to the hub broker {self.cfg.hub.host}:{self.cfg.hub.port}", False)
         self.client.connect_async(self.cfg.hub.host, self.cfg.hub.port, self.cfg.hub.keepalive)
         self.client.loop_start()
         gap = 1.0 / self.cfg.uplink_rate_per_s if self.cfg.uplink_rate_per_s > 0 else 0.0
@@ -161,15 +182,20 @@ class Gateway:
         self.db_path = cfg.data_dir / "gateway.db"
         self.store = Store(self.db_path, cfg.synchronous)
         self.verifier = Verifier(cfg.registry, cfg.verify_workers)
+        self.live = LiveState(cfg.data_dir, cfg.gateway_id, cfg.verify_workers)
         self.in_flight: deque[tuple[list[Inbound], Future]] = deque()  # chunks being verified, in order
         self.key = serialization.load_pem_private_key(cfg.key_file.read_bytes(), password=None)
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
-        self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters)
+        self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
+                                 lambda state, ok: self.live.set("ingest", state, ok))
         from .serial_ingest import SerialIngest
 
-        self.serial = [SerialIngest(p, cfg.serial_baud, self.inbox, self.counters) for p in cfg.serial_ports]
+        self.serial = [SerialIngest(p, cfg.serial_baud, self.inbox, self.counters,
+                                    on_state=lambda state, ok, n=n: self.live.set(f"serial {n}", state, ok))
+                       for n, p in enumerate(cfg.serial_ports, 1)]
         self.uplink_wake = threading.Event()
-        self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake)
+        self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake,
+                                lambda state, ok: self.live.set("uplink", state, ok))
         self.last_seq: dict[str, int] = {}
         self.filter = Filter(cfg.filter)
         self.aggregator = Aggregator.from_config(cfg.aggregate)
@@ -373,6 +399,7 @@ class Gateway:
             from .metrics import serve
 
             serve(self, self.cfg.metrics_port)
+        self._tell_store_state()
         self.uplink.start()
         self.ingest.start()
         for port in self.serial:
@@ -387,6 +414,7 @@ class Gateway:
                 if time.monotonic() - self.last_housekeeping > 2:
                     self.keep_within_quota()
                     self.waiting = self.store.count_unbatched()  # the quota may have dropped some
+                    self._tell_store_state()
                     self.last_housekeeping = time.monotonic()
             self.finish_in_flight()
             self.aggregates.extend(self.aggregator.flush())
@@ -399,6 +427,15 @@ class Gateway:
             self.uplink.stop()
             self.uplink.join(5)
             self.store.close()
+            self.live.remove()
+
+    def _tell_store_state(self) -> None:
+        quota = f"{self.cfg.store_max_bytes / 1e6:g} MB"
+        if self.refusing:
+            self.live.set("store", f"over its quota of {quota}: refusing new messages until the hub has "
+                                   "caught up (policy refuse_new)", False)
+        else:
+            self.live.set("store", f"within its quota of {quota} (policy {self.cfg.store_policy})", True)
 
     def stop(self) -> None:
         self.stopping.set()

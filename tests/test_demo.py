@@ -4,11 +4,18 @@ import subprocess
 import sys
 
 
-def test_demo_runs_a_deployment_and_traces_a_reading_to_the_hub(tmp_path):
+import pytest
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_runs_a_deployment_and_traces_a_reading_to_the_hub(tmp_path, broker):
+    # Mosquitto where it is installed; amqtt, the embedded broker, where it is not
     proc = subprocess.run([sys.executable, "-m", "govedge.cli", "demo", "--nodes", "2", "--duration", "14",
-                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+                           "--workdir", str(tmp_path), "--broker", broker],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    assert ("brokers     Mosquitto on" if broker == "mosquitto" else "brokers     amqtt, embedded") in out
     assert "  lost                                    0" in out
     assert "quarantined                             1 (bad_signature)" in out
     assert "Merkle path of" in out and ": valid" in out

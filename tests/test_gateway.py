@@ -265,14 +265,36 @@ def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):
     assert metrics['govedge_quarantined_by_reason_total{code="not_cbor"}'] == 1
     assert metrics["govedge_uplink_connected"] == 1
     assert metrics["govedge_batches_delivered_total"] >= 1
+
+    def status():
+        out = subprocess.run([sys.executable, "-m", "govedge.cli", "gateway", "status", "--config",
+                              str(gw.folder / "gateway.toml")], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    running = status()
+    assert "service     running for" in running
+    assert f"uplink      connected to the hub broker 127.0.0.1:{deployment.hub.port}" in running
+    assert f"ingest      subscribed on the local broker 127.0.0.1:{deployment.local.port}" in running
+    deployment.hub.stop()  # the hub goes away: the technician sees it in plain words
+    deadline = time.monotonic() + 20
+    while "uplink      PROBLEM: no connection to the hub broker" not in (hub_down := status()):
+        assert time.monotonic() < deadline, hub_down
+        time.sleep(0.2)
     node.kill()
     gw.stop()
-    out = subprocess.run([sys.executable, "-m", "govedge.cli", "gateway", "status", "--config",
-                          str(gw.folder / "gateway.toml")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "gateway gw-test-01" in out.stdout
-    assert "quarantine  1 messages (not_cbor 1)" in out.stdout
-    assert "from 1 devices" in out.stdout
+    stopped = status()
+    assert "gateway gw-test-01" in stopped
+    assert "service     not running" in stopped
+    assert "quarantine  1 messages (not_cbor 1)" in stopped
+    assert "from 1 devices" in stopped
+    gw.start()
+    deadline = time.monotonic() + 20
+    while "service     running" not in status():
+        assert time.monotonic() < deadline, "the restarted gateway never said it runs"
+        time.sleep(0.2)
+    gw.kill()
+    assert "NOT RUNNING: process" in status()  # killed: the live state outlives it
 
 
 def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deployment):

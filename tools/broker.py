@@ -1,8 +1,10 @@
-"""A Mosquitto broker of our own on a loopback port: for tests, benchmarks and the demo.
+"""An MQTT broker of our own on a loopback port: for tests, benchmarks and the demo.
 
 Production gateways run the system's Mosquitto with the configuration that
 `govedge gateway install` writes; this starts a private one with a config
-file in a folder of its own, so several can run side by side.
+file in a folder of its own, so several can run side by side. Where Mosquitto
+is not installed, the demo runs amqtt (a broker written in Python, installed
+with this package) instead: `local_broker()`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,23 +35,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Mosquitto:
-    """start() / stop() / restart() a Mosquitto on 127.0.0.1:port."""
+class _BrokerProcess:
+    """start() / stop() a broker process listening on 127.0.0.1:port."""
+
+    name = "broker"
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / f"{self.name}.log"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 10.0):
+        if self.proc and self.proc.poll() is None:
+            return self
+        command = self._command()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"{self.name} exited with {self.proc.returncode}: "
+                                  f"{self.log_path.read_text()[-500:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"{self.name} did not listen on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Mosquitto(_BrokerProcess):
+    name = "mosquitto"
 
     def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "",
                  persistence: bool = False):
         self.binary = mosquitto_binary()
         if not self.binary:
             raise BrokerError("mosquitto is not installed (Debian package 'mosquitto'; make test installs it)")
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        super().__init__(workdir, port)
         self.extra_config = extra_config
         self.persistence = persistence
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.workdir / "mosquitto.log"
 
-    def _write_config(self) -> Path:
+    def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -61,39 +112,30 @@ class Mosquitto:
             + "log_type error\nlog_type warning\nlog_type notice\n"
             + self.extra_config
         )
-        return conf
+        return [self.binary, "-c", str(conf)]
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
-        if self.proc and self.proc.poll() is None:
-            return self
-        conf = self._write_config()
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {self.log_path.read_text()[-500:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout} s")
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+class Amqtt(_BrokerProcess):
+    """amqtt, MQTT 3.1.1 in Python: QoS 1 and persistent sessions, kept in memory only."""
 
-    def __enter__(self) -> "Mosquitto":
-        return self.start()
+    name = "amqtt"
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _command(self) -> list[str]:
+        conf = self.workdir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n"
+            "  default:\n"
+            "    type: tcp\n"
+            f"    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n"
+            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+        return [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+
+
+def local_broker(workdir: Path, persistence: bool = False, prefer: str = "auto") -> _BrokerProcess:
+    """Mosquitto when it is installed (or ``prefer="mosquitto"``), else amqtt (or ``prefer="amqtt"``)."""
+    if prefer == "amqtt" or (prefer == "auto" and not mosquitto_binary()):
+        return Amqtt(workdir)
+    return Mosquitto(workdir, persistence=persistence)

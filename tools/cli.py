@@ -22,7 +22,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return demo.run(nodes=args.nodes, duration=args.duration, workdir=args.workdir)
+    return demo.run(nodes=args.nodes, duration=args.duration, workdir=args.workdir, broker=args.broker)
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
@@ -80,11 +80,11 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
 
 def _cmd_gateway_status(args: argparse.Namespace) -> int:
     from .gateway import config as gwconfig
-    from .gateway.health import describe, snapshot
+    from .gateway.health import describe, live, snapshot
 
     try:
         cfg = gwconfig.load(args.config)
-        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id))
+        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id, live(cfg.data_dir)))
     except (gwconfig.ConfigError, FileNotFoundError) as exc:
         print(f"govedge gateway status: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=3, help="how many sensor nodes (default 3)")
     p.add_argument("--duration", type=float, default=45, help="seconds the nodes run (default 45)")
     p.add_argument("--workdir", help="keep the demo's files (keys, databases, logs) in this folder")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
+                   help="MQTT broker: Mosquitto when installed, else the embedded amqtt (default auto)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("provision", help="make a device's key, register it and write its board config")

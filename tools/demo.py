@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import batch, firmware, merkle, sim, wire
 from .annotate import annotate
-from .broker import BrokerError, Mosquitto
+from .broker import BrokerError, local_broker, mosquitto_binary
 from .provision import provision
 from .registry import Registry
 
@@ -124,7 +124,7 @@ def _weather(t: float, i: int) -> dict:
             "pm2_5": round(8 + 3 * math.sin(t / 30 + i), 1), "pm10": round(14 + 4 * math.sin(t / 30 + i), 1)}
 
 
-def run(nodes: int = 3, duration: float = 45.0, workdir: str | None = None) -> int:
+def run(nodes: int = 3, duration: float = 45.0, workdir: str | None = None, broker: str = "auto") -> int:
     if nodes < 1 or duration < 10:
         print("govedge demo: at least one node and 10 seconds")
         return 2
@@ -132,21 +132,21 @@ def run(nodes: int = 3, duration: float = 45.0, workdir: str | None = None) -> i
         base = Path(workdir) if workdir else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         try:
-            return _run(nodes, duration, base)
+            return _run(nodes, duration, base, broker)
         except BrokerError as exc:
             print(f"govedge demo: {exc}")
             return 2
 
 
-def _run(count: int, duration: float, base: Path) -> int:
+def _run(count: int, duration: float, base: Path, broker: str) -> int:
     from .gateway.config import parse
     from .gateway.service import Gateway
 
     print(f"govchain-edge demo: {count} nodes, a gateway and a hub on this machine, for {duration:.0f} s\n")
     build = base / "build"
     files = firmware.build(build)
-    local = Mosquitto(base / "local-broker", persistence=True).start()
-    hub_broker = Mosquitto(base / "hub-broker", persistence=True).start()
+    local = local_broker(base / "local-broker", persistence=True, prefer=broker).start()
+    hub_broker = local_broker(base / "hub-broker", persistence=True, prefer=broker).start()
     registry = base / "registry.json"
     nodes = [DemoNode(base / f"esp32-{i + 1:04d}", build, registry, f"esp32-{i + 1:04d}", local.port,
                       ["bme280", "sds011"] if i % 2 else ["bme280"]) for i in range(count)]
@@ -169,7 +169,10 @@ def _run(count: int, duration: float, base: Path) -> int:
     stop = threading.Event()
     gw_thread = threading.Thread(target=gateway.run, kwargs={"until": stop.is_set}, daemon=True)
     gw_thread.start()
-    print(f"  brokers     Mosquitto on 127.0.0.1:{local.port} (nodes, gateway) and :{hub_broker.port} (hub)")
+    kind = "Mosquitto" if local.name == "mosquitto" else \
+        "amqtt, embedded" + ("" if mosquitto_binary() else " (Mosquitto is not installed)")
+    print(f"  brokers     {kind} "
+          f"on 127.0.0.1:{local.port} (nodes, gateway) and :{hub_broker.port} (hub)")
     print(f"  firmware    {len(files)} files compiled with mpy-cross, run by MicroPython "
           f"{firmware.micropython_version()} (unix port), simulated BME280 and SDS011 chips")
     print(f"  nodes       {', '.join(n.device_id for n in nodes)}; {nodes[-1].device_id} loses its radio "
