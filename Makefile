@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite runs for real
-DEBIAN_PACKAGES := mosquitto
+DEBIAN_PACKAGES := mosquitto postgresql
 
 .PHONY: demo test bench clean
 

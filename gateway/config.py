@@ -63,25 +63,28 @@ def _endpoint(section: dict, where: str, default_port: int) -> MqttEndpoint:
     return ep
 
 
-def _workers(value) -> int:
+def _workers(value, where: str = "[verify] workers") -> int:
     if value == "auto":
         from .verify import default_workers
 
         return default_workers()
     if type(value) is not int or not 0 <= value <= 64:
-        raise ConfigError(f"[verify] workers must be \"auto\" or a number of processes 0..64, not {value!r}")
+        raise ConfigError(f"{where} must be \"auto\" or a number of processes 0..64, not {value!r}")
     return value
 
 
-def load(path: str | Path) -> GatewayConfig:
-    path = Path(path)
+def read_toml(path: Path) -> dict:
     try:
-        doc = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse(doc, base=path.parent)
+
+
+def load(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    return parse(read_toml(path), base=path.parent)
 
 
 def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
@@ -89,6 +92,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
     for key in ("id", "key_file", "data_dir", "registry"):
         if key not in gw:
             raise ConfigError(f"[gateway] {key} is missing")
+    from govedge import topics
     from govedge.wire import DEVICE_ID
 
     if not DEVICE_ID.match(gw["id"]):
@@ -106,7 +110,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         serial_ports=list((ingest.get("serial") or {}).get("ports", [])),
         serial_baud=int((ingest.get("serial") or {}).get("baud", 115200)),
         hub=_endpoint({k: v for k, v in hub.items() if k != "topic" and k != "rate_per_s"}, "[hub]", 8883),
-        hub_topic=hub.get("topic", f"govedge/v1/gateway/{gw['id']}/batch"),
+        hub_topic=hub.get("topic", topics.batch(gw["id"])),
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
         verify_workers=_workers((doc.get("verify") or {}).get("workers", "auto")),

@@ -91,6 +91,71 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hub_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from .gateway.config import ConfigError
+    from .hub import config as hubconfig
+    from .hub.gateways import GatewayListError
+    from .hub.service import HubService
+    from .hub.store import StoreError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        hub = HubService(hubconfig.load(args.config))
+    except (ConfigError, GatewayListError, StoreError, OSError, ValueError) as exc:
+        print(f"govedge hub: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *a: hub.stop())
+    hub.run()
+    return 0
+
+
+def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
+    from .gateway.config import ConfigError
+    from .hub import config as hubconfig
+    from .hub.gateways import GatewayListError, Gateways, load_public_key
+
+    try:
+        cfg = hubconfig.load(args.config)
+        gateways = Gateways.load(cfg.gateways, missing_ok=True)
+        what = gateways.add(args.gateway_id, load_public_key(args.key))
+        gateways.save()
+    except (ConfigError, GatewayListError, OSError) as exc:
+        print(f"govedge hub add-gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers read it when they start")
+    return 0
+
+
+def _cmd_hub_export(args: argparse.Namespace) -> int:
+    from .gateway.config import ConfigError
+    from .hub import config as hubconfig
+    from .hub import export
+    from .hub.store import HubStore, StoreError
+
+    try:
+        cfg = hubconfig.load(args.config)
+        since = export.parse_time(args.since) if args.since else None
+        until = export.parse_time(args.until) if args.until else None
+        store = HubStore(cfg.store)
+    except (ConfigError, StoreError, ValueError, OSError) as exc:
+        print(f"govedge hub export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.output:
+            with open(args.output, "wb") as out:
+                n = export.write(store.export_rows(since, until), args.format, out)
+        else:
+            n = export.write(store.export_rows(since, until), args.format, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    finally:
+        store.close()
+    print(f"govedge hub export: {n} readings ({args.format})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="govedge",
@@ -133,6 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_status)
+
+    p = sub.add_parser("hub", help="the hub's ingest service: verified batches into SQLite or PostgreSQL")
+    hsub = p.add_subparsers(dest="hub_command", required=True, metavar="HUB_COMMAND")
+    p = hsub.add_parser("run", help="subscribe to gateway batches (MQTT 5 shared subscription), verify, store")
+    p.add_argument("--config", required=True, help="hub.toml (hub/hub.toml is the example)")
+    p.set_defaults(func=_cmd_hub_run)
+    p = hsub.add_parser("add-gateway", help="trust a gateway's key (a new key retires its older ones)")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("gateway_id", metavar="GATEWAY_ID")
+    p.add_argument("key", metavar="KEY.pem", help="the gateway's public key (or its private key file)")
+    p.set_defaults(func=_cmd_hub_add_gateway)
+    p = hsub.add_parser("export", help="readings for analysts (csv, json) or the signed originals (cose)")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("--since", help="from this time on (RFC 3339, e.g. 2026-11-29T00:00:00Z, or seconds)")
+    p.add_argument("--until", help="before this time")
+    p.add_argument("--format", choices=["csv", "json", "cose"], default="csv")
+    p.add_argument("--output", help="file to write (default: standard output)")
+    p.set_defaults(func=_cmd_hub_export)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware", "gateway"], help="what to measure")

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages named as arguments when they are missing
-# (make test: mosquitto, the real broker the tests start on loopback).
+# (make test: mosquitto and postgresql, the real broker and database server the
+# tests start on loopback).
 set -eu
 missing=""
 for pkg in "$@"; do

@@ -11,6 +11,22 @@ def status(device_id: str) -> str:
     return f"{PREFIX}/{device_id}/status"
 
 
+def batch(gateway_id: str) -> str:
+    """Where a gateway publishes its signed batches on the hub's broker."""
+    return f"{PREFIX}/gateway/{gateway_id}/batch"
+
+
+def gateway_of(topic: str) -> str | None:
+    """The gateway id in a batch topic, or None for a topic outside the layout."""
+    parts = topic.split("/")
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/gateway" and parts[4] == "batch":
+        return parts[3]
+    return None
+
+
+# what the hub subscribes to
+ALL_BATCHES = f"{PREFIX}/gateway/+/batch"
+
 # what the gateway subscribes to
 ALL_READINGS = f"{PREFIX}/+/reading"
 ALL_STATUS = f"{PREFIX}/+/status"

@@ -1,0 +1,60 @@
+"""hub.toml: read, defaults filled in, checked; a wrong file names the key (hub/hub.toml is the example)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from govedge.gateway.config import ConfigError, MqttEndpoint, _endpoint, _workers, read_toml
+
+
+@dataclass
+class HubConfig:
+    registry: Path  # the device registry (govedge provision)
+    gateways: Path  # the gateways and their keys (govedge hub add-gateway)
+    store: str  # "sqlite:///path/hub.db", a path, or "postgresql://user@host/db"
+    mqtt: MqttEndpoint = field(default_factory=MqttEndpoint)
+    share_group: str = "govedge-hub"  # hub workers in one group split the batches between them
+    session_expiry_s: int = 86400  # how long the broker keeps batches for a worker that is away
+    verify_workers: int = 1
+
+
+_KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers"},
+          "store": {"url"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
+
+
+def load(path: str | Path) -> HubConfig:
+    path = Path(path)
+    return parse(read_toml(path), base=path.parent)
+
+
+def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
+    for section, keys in doc.items():
+        if section not in _KNOWN:
+            raise ConfigError(f"unknown section [{section}] (known: {sorted(_KNOWN)})")
+        extra = set(keys) - _KNOWN[section]
+        if extra:
+            raise ConfigError(f"[{section}]: unknown keys {sorted(extra)} (known: {sorted(_KNOWN[section])})")
+    hub = doc.get("hub") or {}
+    for key in ("registry", "gateways"):
+        if key not in hub:
+            raise ConfigError(f"[hub] {key} is missing")
+    url = (doc.get("store") or {}).get("url", "hub.db")
+    if not url.startswith(("postgresql://", "postgres://")):
+        url = "sqlite://" + str(base / url.removeprefix("sqlite://"))
+    cfg = HubConfig(
+        registry=base / hub["registry"],
+        gateways=base / hub["gateways"],
+        store=url,
+        mqtt=_endpoint(doc.get("mqtt") or {}, "[mqtt]", 8883),
+        share_group=hub.get("share_group", "govedge-hub"),
+        session_expiry_s=int(hub.get("session_expiry_s", 86400)),
+        verify_workers=_workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
+    )
+    if not cfg.mqtt.client_id:
+        # a worker's client id must be stable across its restarts (its session) and differ from its peers'
+        cfg.mqtt.client_id = f"govedge-hub-{socket.gethostname()}"
+    if not cfg.share_group or any(c in cfg.share_group for c in "/+#"):
+        raise ConfigError(f"[hub] share_group {cfg.share_group!r} must be a name without '/', '+' or '#'")
+    return cfg

@@ -1,0 +1,104 @@
+"""The hub's list of gateways and the public keys their batches are signed with.
+
+One JSON file, like the device registry (docs/REGISTRY.md):
+
+    {"format": "govedge-gateways/1",
+     "gateways": {"gw-koeln-01": {"keys": [{"public_key": "04...", "status": "active",
+                                            "added": "2026-11-29T09:00:00Z"}]}}}
+
+A gateway keeps every key it ever had; a replaced key is marked retired, so the
+batches it signed stay verifiable. `govedge hub add-gateway` writes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from govedge.wire import DEVICE_ID, WireError, public_key_from_sec1
+
+FORMAT = "govedge-gateways/1"
+
+
+class GatewayListError(ValueError):
+    pass
+
+
+class Gateways:
+    def __init__(self, doc: dict | None = None, path: Path | None = None):
+        self.doc = doc or {"format": FORMAT, "gateways": {}}
+        self.path = path
+        self._keys: dict[str, list[ec.EllipticCurvePublicKey]] = {}
+        for gateway_id, entry in self.doc["gateways"].items():
+            try:
+                self._keys[gateway_id] = [public_key_from_sec1(bytes.fromhex(k["public_key"])) for k in entry["keys"]]
+            except (KeyError, TypeError, ValueError, WireError) as exc:
+                raise GatewayListError(f"{path}: gateway {gateway_id!r} has a bad key entry: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, missing_ok: bool = False) -> "Gateways":
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            if missing_ok:
+                return cls(path=path)
+            raise GatewayListError(f"{path} not found: add gateways with `govedge hub add-gateway`") from None
+        except ValueError as exc:
+            raise GatewayListError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("gateways"), dict):
+            raise GatewayListError(f"{path} is not a gateway list (format {FORMAT!r} expected)")
+        return cls(doc, path)
+
+    def __call__(self, gateway_id: str) -> list[ec.EllipticCurvePublicKey]:
+        return self._keys.get(gateway_id, [])
+
+    def __contains__(self, gateway_id: str) -> bool:
+        return gateway_id in self._keys
+
+    def add(self, gateway_id: str, public_key: ec.EllipticCurvePublicKey) -> str:
+        """Adds the gateway, or a new key of a known one (its older keys are retired). Returns what happened."""
+        if not DEVICE_ID.match(gateway_id):
+            raise GatewayListError(f"gateway id {gateway_id!r} is not valid: letters, digits, '.', '_', '-'")
+        if not isinstance(public_key.curve, ec.SECP256R1):
+            raise GatewayListError(f"the key of {gateway_id} is not a P-256 key")
+        sec1 = public_key.public_bytes(serialization.Encoding.X962,
+                                       serialization.PublicFormat.UncompressedPoint).hex()
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        entry = self.doc["gateways"].setdefault(gateway_id, {"keys": []})
+        if any(k["public_key"] == sec1 for k in entry["keys"]):
+            return "unchanged"
+        for k in entry["keys"]:
+            if k["status"] == "active":
+                k["status"], k["retired"] = "retired", now
+        entry["keys"].append({"public_key": sec1, "status": "active", "added": now})
+        self._keys.setdefault(gateway_id, []).append(public_key)
+        return "key added" if len(entry["keys"]) > 1 else "added"
+
+    def save(self) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".gateways-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, self.path)
+
+
+def load_public_key(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
+    """A gateway's public key from a PEM file (its public key, or its private key file on the gateway)."""
+    data = Path(path).read_bytes()
+    try:
+        return serialization.load_pem_public_key(data)
+    except ValueError:
+        pass
+    try:
+        return serialization.load_pem_private_key(data, password=None).public_key()
+    except (ValueError, TypeError) as exc:
+        raise GatewayListError(f"{path} holds no PEM public or private key: {exc}") from None
