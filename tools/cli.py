@@ -13,6 +13,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .bench_gateway import bench_gateway
 
         result = bench_gateway(devices=args.devices, per_device=args.per_device, workers=args.workers)
+    elif args.target == "hub":
+        from .bench_hub import bench_hub
+
+        result = bench_hub(devices=args.devices, workers=args.workers)
     else:
         result = bench.bench_firmware(rounds=args.rounds)
     bench.print_result(result, args.json)
@@ -218,11 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_hub_export)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
-    p.add_argument("target", choices=["firmware", "gateway"], help="what to measure")
-    p.add_argument("--devices", type=int, default=500, help="gateway: devices publishing (default 500)")
+    p.add_argument("target", choices=["firmware", "gateway", "hub"], help="what to measure")
+    p.add_argument("--devices", type=int, default=500, help="gateway, hub: devices publishing (default 500)")
     p.add_argument("--per-device", type=int, default=40, help="gateway: readings per device (default 40)")
     p.add_argument("--workers", type=int, default=None,
-                   help="gateway: verification processes (default: the gateway's default, one per core)")
+                   help="gateway, hub: verification processes (default: the service's default, one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rounds", type=int, default=201, help="signatures timed per interpreter (default 201)")
     p.set_defaults(func=_cmd_bench)
