@@ -23,7 +23,7 @@ from typing import Callable
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 
-from govedge import batch, topics, wire
+from govedge import batch, proof, topics, wire
 
 from .aggregate import Aggregator, NotAggregated
 from .config import GatewayConfig, MqttEndpoint
@@ -196,6 +196,11 @@ class Gateway:
         self.uplink_wake = threading.Event()
         self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake,
                                 lambda state, ok: self.live.set("uplink", state, ok))
+        from .anchoring import Anchorer, make_backend
+
+        backend = make_backend(cfg)
+        self.anchorer = None if backend is None else Anchorer(
+            self.db_path, backend, self.counters, cfg.synchronous, lambda state, ok: self.live.set("anchor", state, ok))
         self.last_seq: dict[str, int] = {}
         self.filter = Filter(cfg.filter)
         self.aggregator = Aggregator.from_config(cfg.aggregate)
@@ -338,10 +343,12 @@ class Gateway:
             return None
         seq = self.store.next_batch_seq()
         aggregates = [a.to_cbor_map() for a in self.aggregates]
-        cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, int(time.time()),
+        created = int(time.time())
+        cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, created,
                                 [r.message for r in rows], aggregates, self.cfg.batch_mode)
+        head = proof.batch_head(self.cfg.gateway_id, seq, created, self.cfg.batch_mode, len(rows), root)
         with self.store:
-            self.store.add_batch(seq, rows, root, cose)
+            self.store.add_batch(seq, rows, root, cose, head)
         self.aggregates.clear()
         self.waiting -= len(rows)
         self.last_batch_at = time.monotonic()
@@ -349,6 +356,25 @@ class Gateway:
         self.uplink_wake.set()
         log.info("batch %s/%d: %d readings, root %s", self.cfg.gateway_id, seq, len(rows), root.hex()[:16])
         return seq
+
+    # -- epochs ----------------------------------------------------------------------
+
+    def maybe_close_epoch(self, force: bool = False) -> int | None:
+        """Close the open epoch (the batches since the last one) once it is epoch_s old; its root is anchored."""
+        last = self.store.last_epoch()
+        number, first = (0, 0) if last is None else (last[0] + 1, last[1] + 1)
+        heads = self.store.batch_heads(first, self.store.next_batch_seq() - 1)
+        if not heads or not (force or time.time() - heads[0][2] >= self.cfg.epoch_s):
+            return None
+        root = proof.epoch_root([h for _, h, _ in heads])
+        with self.store:
+            self.store.add_epoch(number, first, heads[-1][0], root, [h for _, h, _ in heads])
+        self.counters["epochs"] += 1
+        if self.anchorer is not None:
+            self.anchorer.wake.set()
+        log.info("epoch %s/%d: batches %d..%d, root %s", self.cfg.gateway_id, number, first, heads[-1][0],
+                 root.hex()[:16])
+        return number
 
     # -- disk quota ------------------------------------------------------------------
 
@@ -401,6 +427,8 @@ class Gateway:
             serve(self, self.cfg.metrics_port)
         self._tell_store_state()
         self.uplink.start()
+        if self.anchorer is not None:
+            self.anchorer.start()
         self.ingest.start()
         for port in self.serial:
             port.start()
@@ -415,11 +443,19 @@ class Gateway:
                     self.keep_within_quota()
                     self.waiting = self.store.count_unbatched()  # the quota may have dropped some
                     self._tell_store_state()
+                    self.maybe_close_epoch()
                     self.last_housekeeping = time.monotonic()
             self.finish_in_flight()
             self.aggregates.extend(self.aggregator.flush())
             self.maybe_batch(force=True)
+            self.maybe_close_epoch(force=True)  # what was made is anchored, even if the epoch is short
+            if self.anchorer is not None:
+                self.anchorer.wake.set()
+                time.sleep(0.5)  # a moment for the chain to take it; else it goes at the next start
         finally:
+            if self.anchorer is not None:
+                self.anchorer.stop()
+                self.anchorer.join(10)
             self.verifier.close()
             for port in self.serial:
                 port.stop()

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cbor2
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY,
@@ -52,7 +54,21 @@ CREATE TABLE IF NOT EXISTS batches (
     created_at REAL NOT NULL,
     size INTEGER NOT NULL,
     root BLOB NOT NULL,
-    cose BLOB NOT NULL
+    cose BLOB NOT NULL,
+    head BLOB                           -- the batch head an epoch tree commits to (govedge.proof)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    number INTEGER PRIMARY KEY,
+    first_batch INTEGER NOT NULL,
+    last_batch INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,                 -- RFC 9162 root over the batch heads: what is anchored
+    heads BLOB NOT NULL,                -- CBOR array of the batch heads, in order
+    closed_at REAL NOT NULL,
+    receipt TEXT,                       -- the anchor receipt (JSON); NULL until the chain took it
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT                          -- the last thing that went wrong while anchoring
 );
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
@@ -88,6 +104,8 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        if "head" not in {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}:
+            self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
         self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
 
     def close(self) -> None:
@@ -165,11 +183,11 @@ class Store:
         row = self.db.execute("SELECT max(seq) FROM batches").fetchone()
         return 0 if row[0] is None else row[0] + 1
 
-    def add_batch(self, seq: int, rows: list[StoredReading], root: bytes, cose: bytes) -> None:
+    def add_batch(self, seq: int, rows: list[StoredReading], root: bytes, cose: bytes, head: bytes) -> None:
         """Record a batch of the oldest unbatched readings, as ``unbatched`` returned them."""
         self.db.execute(
-            "INSERT INTO batches (seq, created_at, size, root, cose) VALUES (?,?,?,?,?)",
-            (seq, time.time(), len(rows), root, cose),
+            "INSERT INTO batches (seq, created_at, size, root, cose, head) VALUES (?,?,?,?,?,?)",
+            (seq, time.time(), len(rows), root, cose, head),
         )
         # one statement for the whole batch: the rows are all unbatched ones up to the last id
         marked = self.db.execute("UPDATE readings SET batch_seq = ? WHERE batch_seq IS NULL AND id <= ?",
@@ -194,6 +212,52 @@ class Store:
         return self.db.execute(
             "SELECT seq, cose, created_at FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (batch_seq, limit)
         ).fetchall()
+
+    # -- epochs ----------------------------------------------------------------------
+
+    def last_epoch(self) -> tuple[int, int] | None:
+        """(number, last batch) of the newest epoch, or None."""
+        return self.db.execute("SELECT number, last_batch FROM epochs ORDER BY number DESC LIMIT 1").fetchone()
+
+    def batch_heads(self, first: int, last: int) -> list[tuple[int, bytes, float]]:
+        """(seq, head, created_at) of the batches first..last that have a head, in order."""
+        return self.db.execute("SELECT seq, head, created_at FROM batches WHERE seq BETWEEN ? AND ? "
+                               "AND head IS NOT NULL ORDER BY seq", (first, last)).fetchall()
+
+    def add_epoch(self, number: int, first: int, last: int, root: bytes, heads: list[bytes]) -> None:
+        self.db.execute("INSERT INTO epochs (number, first_batch, last_batch, size, root, heads, closed_at) "
+                        "VALUES (?,?,?,?,?,?,?)", (number, first, last, len(heads), root,
+                                                   cbor2.dumps(heads), time.time()))
+
+    def epoch_of_batch(self, batch_seq: int):
+        """(number, heads, receipt JSON or None) of the epoch holding the batch, or None."""
+        row = self.db.execute("SELECT number, heads, receipt FROM epochs WHERE ? BETWEEN first_batch AND last_batch",
+                              (batch_seq,)).fetchone()
+        return None if row is None else (row[0], cbor2.loads(row[1]), row[2])
+
+    def epochs_to_anchor(self, limit: int) -> list[tuple[int, bytes, str | None]]:
+        """(number, root, receipt JSON or None) of the epochs not confirmed on the chain yet, oldest first."""
+        return self.db.execute("SELECT number, root, receipt FROM epochs WHERE confirmed = 0 ORDER BY number "
+                               "LIMIT ?", (limit,)).fetchall()
+
+    def set_receipt(self, number: int, receipt: str, confirmed: bool) -> None:
+        self.db.execute("UPDATE epochs SET receipt = ?, confirmed = ?, error = NULL WHERE number = ?",
+                        (receipt, int(confirmed), number))
+
+    def clear_receipt(self, number: int) -> None:
+        self.db.execute("UPDATE epochs SET receipt = NULL, confirmed = 0 WHERE number = ?", (number,))
+
+    def anchor_failed(self, number: int, error: str) -> None:
+        self.db.execute("UPDATE epochs SET attempts = attempts + 1, error = ? WHERE number = ?", (error, number))
+
+    def reading_row(self, device_id: str, seq: int) -> tuple[bytes, int | None] | None:
+        """(message, batch seq or None) of a stored reading."""
+        return self.db.execute("SELECT message, batch_seq FROM readings WHERE device_id = ? AND seq = ?",
+                               (device_id, seq)).fetchone()
+
+    def batch_cose(self, seq: int) -> tuple[bytes, bytes] | None:
+        """(signed bytes, head) of a batch."""
+        return self.db.execute("SELECT cose, head FROM batches WHERE seq = ?", (seq,)).fetchone()
 
     def record_drop(self, what: str, count: int, reason: str) -> None:
         self.db.execute("INSERT INTO drops (at, what, count, reason) VALUES (?,?,?,?)",

@@ -27,8 +27,8 @@ def test_unsent_readings_past_the_age_limit_go_with_their_whole_batch_and_move_t
     store = Store(tmp_path / "gateway.db")
     ids = _fill(store, 6)
     with store:
-        store.add_batch(0, store.unbatched(2), b"r" * 32, b"c0")
-        store.add_batch(1, store.unbatched(2), b"r" * 32, b"c1")
+        store.add_batch(0, store.unbatched(2), b"r" * 32, b"c0", b"h0")
+        store.add_batch(1, store.unbatched(2), b"r" * 32, b"c1", b"h1")
         store.advance("hub", 0)  # batch 0 is delivered
         store.db.execute("UPDATE readings SET received_at = received_at - 100 * 86400 WHERE id IN (?, ?, ?)",
                          (ids[0], ids[2], ids[4]))
@@ -64,7 +64,7 @@ def test_a_batch_must_be_the_oldest_unbatched_readings(tmp_path):
     newest_two = store.unbatched(4)[2:]
     try:
         with store:
-            store.add_batch(0, newest_two, b"r" * 32, b"c0")
+            store.add_batch(0, newest_two, b"r" * 32, b"c0", b"h0")
     except RuntimeError as exc:
         assert "rows must be the oldest unbatched ones" in str(exc)
     else:

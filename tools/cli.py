@@ -95,6 +95,69 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gateway_proof(args: argparse.Namespace) -> int:
+    from . import proof
+    from .gateway import config as gwconfig
+    from .gateway.proofs import ProofUnavailable, bundle_for
+
+    try:
+        text = proof.dumps(bundle_for(gwconfig.load(args.config), args.device_id, args.seq))
+    except (gwconfig.ConfigError, ProofUnavailable, OSError) as exc:
+        print(f"govedge gateway proof: {exc}", file=sys.stderr)
+        return 2
+    _write_text(text, args.output)
+    return 0
+
+
+def _write_text(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from . import proof
+    from .anchor import AnchorError
+    from .registry import Registry, RegistryError
+
+    try:
+        bundle = json.loads(open(args.bundle).read())
+        registry = Registry.load(args.registry)
+    except (OSError, ValueError, RegistryError) as exc:
+        print(f"govedge verify: {exc}", file=sys.stderr)
+        return 2
+    chain = None
+    try:
+        if args.rpc:
+            from .anchor.evm import EvmAnchor
+
+            if not args.contract:
+                print("govedge verify: --rpc needs --contract, the anchor contract's address you trust",
+                      file=sys.stderr)
+                return 2
+            chain = EvmAnchor(args.rpc, args.contract, None)
+        elif args.observer:
+            from .anchor.rest import RestAnchor
+
+            chain = RestAnchor(args.observer, ca_file=args.ca)
+    except (AnchorError, ValueError) as exc:
+        print(f"govedge verify: {exc}", file=sys.stderr)
+        return 2
+    try:
+        for line in proof.verify(bundle, registry, chain):
+            print(f"  ok  {line}")
+    except proof.ProofError as exc:
+        print(f"  FAILED  {exc.link}: {exc.reason}")
+        return 1
+    if chain is None:
+        print("  (the chain was not asked: give --rpc and --contract, or --observer, to check the anchor there)")
+    return 0
+
+
 def _cmd_hub_run(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -202,6 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_status)
+
+    p = gsub.add_parser("proof", help="a reading's proof bundle (JSON): message, batch path, epoch path, receipt")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("seq", metavar="SEQ", type=int, help="the reading's sequence number")
+    p.add_argument("--output", help="file to write (default: standard output)")
+    p.set_defaults(func=_cmd_gateway_proof)
+
+    p = sub.add_parser("verify", help="check a proof bundle link by link, offline, and on the chain if given")
+    p.add_argument("bundle", metavar="BUNDLE.json")
+    p.add_argument("--registry", required=True, help="the device registry (registry.json)")
+    p.add_argument("--rpc", help="EVM chain: a JSON-RPC URL to check the anchor on")
+    p.add_argument("--contract", help="EVM chain: the anchor contract's address")
+    p.add_argument("--observer", help="REST chain: the observer's base URL")
+    p.add_argument("--ca", help="REST chain: CA file for the observer's certificate")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("hub", help="the hub's ingest service: verified batches into SQLite or PostgreSQL")
     hsub = p.add_subparsers(dest="hub_command", required=True, metavar="HUB_COMMAND")

@@ -1,0 +1,179 @@
+"""Proof bundles: one reading, proven from its device to the govchain (docs/PROOF.md).
+
+The links, each checked on its own so that a failure names the one that broke:
+
+1. ``reading``           the device's COSE_Sign1, decoded
+2. ``device_signature``  its signature, with the device's key from the registry
+3. ``batch_path``        RFC 9162 inclusion of the message in its batch's Merkle root
+4. ``epoch_path``        RFC 9162 inclusion of the batch's head in the epoch root
+5. ``anchor_receipt``    the receipt is for that epoch root and the chain put it in a block
+6. ``chain``             (with a chain to ask) the chain itself holds the root, in that block
+
+The epoch tree's leaves are the batches' heads: a small deterministic CBOR map
+of the batch's id, creation time, mode, size and Merkle root, which is what
+the epoch needs to commit to every message of every batch. A bundle therefore
+carries about 100 bytes of batch instead of the whole batch, and grows with
+the logarithm of the number of readings in the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import cbor2
+
+from . import merkle, wire
+from .anchor import AnchorBackend, AnchorError, Receipt
+from .batch import Batch
+
+FORMAT = "govedge-proof/1"
+LINKS = ("reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain")
+
+
+class ProofError(Exception):
+    def __init__(self, link: str, reason: str):
+        super().__init__(f"{link}: {reason}")
+        self.link = link
+        self.reason = reason
+
+
+def batch_head(gateway_id: str, seq: int, created: int, mode: str, size: int, root: bytes) -> bytes:
+    """The batch's head: what an epoch tree commits to, deterministic CBOR (RFC 8949 section 4.2.1)."""
+    return cbor2.dumps({"gateway": gateway_id, "seq": seq, "created": created, "mode": mode, "size": size,
+                        "root": root}, canonical=True)
+
+
+def head_of(b: Batch) -> bytes:
+    return batch_head(b.gateway_id, b.seq, b.created, b.mode, b.size, b.root)
+
+
+def epoch_root(heads: Sequence[bytes]) -> bytes:
+    return merkle.root([merkle.leaf_hash(h) for h in heads])
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """A gateway's epoch: the heads of the batches it made in one period, and their root."""
+
+    gateway_id: str
+    number: int
+    heads: tuple[bytes, ...]
+
+    @property
+    def root(self) -> bytes:
+        return epoch_root(self.heads)
+
+
+def build(message: bytes, batch_leaves: Sequence[bytes], head: bytes, epoch: Epoch,
+          receipt: Receipt | None) -> dict:
+    """A bundle for the message, which must be a leaf of the batch whose head is given."""
+    leaf = merkle.leaf_hash(message)
+    index = list(batch_leaves).index(leaf)
+    epoch_index = list(epoch.heads).index(head)
+    h = cbor2.loads(head)
+    return {
+        "format": FORMAT,
+        "reading": {"message": message.hex()},
+        "batch": {"id": f"{h['gateway']}/{h['seq']}", "head": head.hex(), "leaf_index": index,
+                  "path": [p.hex() for p in merkle.inclusion_proof(index, list(batch_leaves))]},
+        "epoch": {"gateway": epoch.gateway_id, "number": epoch.number, "size": len(epoch.heads),
+                  "root": epoch.root.hex(), "leaf_index": epoch_index,
+                  "path": [p.hex() for p in merkle.inclusion_proof(epoch_index, [merkle.leaf_hash(x)
+                                                                                 for x in epoch.heads])]},
+        "anchor": receipt.to_json() if receipt else None,
+    }
+
+
+def dumps(bundle: dict) -> str:
+    return json.dumps(bundle, indent=1, sort_keys=True) + "\n"
+
+
+def _hex(value, link: str, what: str, size: int | None = None) -> bytes:
+    try:
+        data = bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise ProofError(link, f"{what} is not hex") from None
+    if size is not None and len(data) != size:
+        raise ProofError(link, f"{what} is {len(data)} bytes, not {size}")
+    return data
+
+
+def _get(d, key: str, link: str):
+    if not isinstance(d, dict) or key not in d:
+        raise ProofError(link, f"the bundle has no {key!r}")
+    return d[key]
+
+
+def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBackend | None = None) -> list[str]:
+    """Checks every link; returns one line per link that holds. Raises ProofError naming the first that fails."""
+    done: list[str] = []
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise ProofError("reading", f"not a proof bundle (format {FORMAT!r} expected)")
+    # 1, 2: the reading and its signature
+    message = _hex(_get(_get(bundle, "reading", "reading"), "message", "reading"), "reading", "the message")
+    try:
+        reading = wire.decode(message)
+    except wire.WireError as exc:
+        raise ProofError("reading", f"{exc.code}: {exc.reason}") from None
+    done.append(f"reading          {reading.device_id} #{reading.seq}, {len(message)} bytes")
+    try:
+        wire.verify(message, device_keys)
+    except wire.WireError as exc:
+        raise ProofError("device_signature", f"{exc.code}: {exc.reason}") from None
+    done.append(f"device_signature ES256 by {reading.device_id}: valid")
+    # 3: the message in its batch
+    b = _get(bundle, "batch", "batch_path")
+    head_bytes = _hex(_get(b, "head", "batch_path"), "batch_path", "the batch head")
+    try:
+        head = cbor2.loads(head_bytes)
+        gateway_id, seq, size, root = head["gateway"], head["seq"], head["size"], head["root"]
+    except Exception:  # noqa: BLE001 - any fault of the head is the same fault
+        raise ProofError("batch_path", "the batch head is not a CBOR map with gateway, seq, size and root") from None
+    if batch_head(gateway_id, seq, head.get("created"), head.get("mode"), size, root) != head_bytes:
+        raise ProofError("batch_path", "the batch head is not in its deterministic encoding")
+    path = [_hex(p, "batch_path", "a batch path hash", 32) for p in _get(b, "path", "batch_path")]
+    index = _get(b, "leaf_index", "batch_path")
+    if not merkle.verify_inclusion(merkle.leaf_hash(message), index, size, path, root):
+        raise ProofError("batch_path", f"the message is not leaf {index} of batch {gateway_id}/{seq} "
+                                       f"(root {root.hex()[:16]}..., {size} messages)")
+    done.append(f"batch_path       leaf {index} of {size} in batch {gateway_id}/{seq}: valid")
+    # 4: the batch in its epoch
+    e = _get(bundle, "epoch", "epoch_path")
+    e_root = _hex(_get(e, "root", "epoch_path"), "epoch_path", "the epoch root", 32)
+    e_path = [_hex(p, "epoch_path", "an epoch path hash", 32) for p in _get(e, "path", "epoch_path")]
+    e_index, e_size = _get(e, "leaf_index", "epoch_path"), _get(e, "size", "epoch_path")
+    if _get(e, "gateway", "epoch_path") != gateway_id:
+        raise ProofError("epoch_path", f"the epoch is gateway {e['gateway']!r}'s, the batch {gateway_id!r}'s")
+    if not merkle.verify_inclusion(merkle.leaf_hash(head_bytes), e_index, e_size, e_path, e_root):
+        raise ProofError("epoch_path", f"batch {gateway_id}/{seq} is not leaf {e_index} of epoch "
+                                       f"{e.get('number')} (root {e_root.hex()[:16]}..., {e_size} batches)")
+    done.append(f"epoch_path       batch {e_index} of {e_size} in epoch {e.get('number')} of {gateway_id}: valid")
+    # 5: the receipt
+    a = bundle.get("anchor")
+    if a is None:
+        raise ProofError("anchor_receipt", "the bundle has no anchor receipt: the epoch was not anchored yet")
+    try:
+        receipt = Receipt.from_json(a)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ProofError("anchor_receipt", f"the receipt is malformed: {exc}") from None
+    if receipt.root != e_root:
+        raise ProofError("anchor_receipt", f"the receipt is for root {receipt.root.hex()[:16]}..., "
+                                           f"not the epoch's {e_root.hex()[:16]}...")
+    if not receipt.confirmed:
+        raise ProofError("anchor_receipt", f"the receipt ({receipt.reference}) is not confirmed in a block")
+    done.append(f"anchor_receipt   {receipt.backend} {receipt.chain}, block {receipt.block}, {receipt.reference}")
+    # 6: the chain itself
+    if chain is not None:
+        try:
+            seen = chain.lookup(e_root)
+        except AnchorError as exc:
+            raise ProofError("chain", f"{exc.code}: {exc.reason}") from None
+        if seen is None:
+            raise ProofError("chain", f"the chain does not hold root {e_root.hex()[:16]}...")
+        if seen.block != receipt.block or seen.reference.lower() != receipt.reference.lower():
+            raise ProofError("chain", f"the chain holds the root in block {seen.block} ({seen.reference}), "
+                                      f"the receipt says block {receipt.block} ({receipt.reference})")
+        done.append(f"chain            {seen.chain} holds the root in block {seen.block}: valid")
+    return done
