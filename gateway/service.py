@@ -10,6 +10,7 @@ what comes after it and is never retried forever.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
@@ -20,10 +21,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
+import cbor2
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 
 from govedge import batch, proof, topics, wire
+from govedge.anchor import Receipt
 
 from .aggregate import Aggregator, NotAggregated
 from .config import GatewayConfig, MqttEndpoint
@@ -101,11 +104,15 @@ class HubUplink(threading.Thread):
     """Sends batches after the hub's cursor, oldest first, QoS 1; the cursor moves on PUBACK."""
 
     DESTINATION = "hub"
+    EPOCHS = "hub-epochs"
 
-    def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event,
+    def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event, key=None,
                  on_state: Callable[[str, bool], None] = lambda state, ok: None):
         super().__init__(name="uplink", daemon=True)
         self.on_state = on_state
+        self.key = key  # signs the epoch records
+        self.epoch_topic = (cfg.hub_topic[:-len("batch")] + "epoch" if cfg.hub_topic.endswith("/batch")
+                            else topics.epoch(cfg.gateway_id))
         self.cfg = cfg
         self.db_path = db_path
         self.counters = counters
@@ -151,15 +158,12 @@ class HubUplink(threading.Thread):
                     continue
                 pending = store.batches_after(store.cursor(self.DESTINATION), 16)
                 if not pending:
-                    self.wake.wait(0.5)
-                    self.wake.clear()
+                    if not self._send_epochs(store):
+                        self.wake.wait(0.5)
+                        self.wake.clear()
                     continue
                 for seq, cose, _created in pending:
-                    info = self.client.publish(self.cfg.hub_topic, cose, qos=1)
-                    deadline = time.monotonic() + 30
-                    while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
-                        time.sleep(0.005)
-                    if not info.is_published():
+                    if not self._publish(self.cfg.hub_topic, cose):
                         break  # the hub is away; the batch stays after the cursor
                     with store:
                         store.advance(self.DESTINATION, seq)
@@ -169,6 +173,28 @@ class HubUplink(threading.Thread):
         finally:
             self.client.loop_stop()
             store.close()
+
+    def _publish(self, topic: str, payload: bytes) -> bool:
+        """QoS 1; True once the hub's broker acknowledged it."""
+        info = self.client.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 30
+        while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return info.is_published()
+
+    def _send_epochs(self, store: Store) -> bool:
+        """Anchored epochs to the hub, after every batch went; True if any went."""
+        sent = False
+        for number, first, last, heads, receipt in store.confirmed_epochs_after(store.cursor(self.EPOCHS), 4):
+            epoch = proof.Epoch(self.cfg.gateway_id, number, tuple(cbor2.loads(heads)))
+            record = proof.sign_epoch(self.key, epoch, first, last, Receipt.from_json(json.loads(receipt)))
+            if not self._publish(self.epoch_topic, record):
+                return sent
+            with store:
+                store.advance(self.EPOCHS, number)
+            self.counters["epochs_delivered"] += 1
+            sent = True
+        return sent
 
     def stop(self):
         self.stopping.set()
@@ -194,7 +220,7 @@ class Gateway:
                                     on_state=lambda state, ok, n=n: self.live.set(f"serial {n}", state, ok))
                        for n, p in enumerate(cfg.serial_ports, 1)]
         self.uplink_wake = threading.Event()
-        self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake,
+        self.uplink = HubUplink(cfg, self.db_path, self.counters, self.uplink_wake, self.key,
                                 lambda state, ok: self.live.set("uplink", state, ok))
         from .anchoring import Anchorer, make_backend
 

@@ -71,8 +71,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     error TEXT                          -- the last thing that went wrong while anchoring
 );
 CREATE TABLE IF NOT EXISTS cursors (
-    destination TEXT PRIMARY KEY,
-    batch_seq INTEGER NOT NULL          -- every batch up to this one is acknowledged
+    destination TEXT PRIMARY KEY,       -- 'hub': batches; 'hub-epochs': epoch records
+    batch_seq INTEGER NOT NULL          -- every item up to this one is acknowledged
 );
 CREATE TABLE IF NOT EXISTS drops (
     id INTEGER PRIMARY KEY,
@@ -243,6 +243,11 @@ class Store:
     def set_receipt(self, number: int, receipt: str, confirmed: bool) -> None:
         self.db.execute("UPDATE epochs SET receipt = ?, confirmed = ?, error = NULL WHERE number = ?",
                         (receipt, int(confirmed), number))
+
+    def confirmed_epochs_after(self, number: int, limit: int) -> list[tuple[int, int, int, bytes, str]]:
+        """(number, first batch, last batch, heads CBOR, receipt JSON) of anchored epochs after number."""
+        return self.db.execute("SELECT number, first_batch, last_batch, heads, receipt FROM epochs "
+                               "WHERE confirmed = 1 AND number > ? ORDER BY number LIMIT ?", (number, limit)).fetchall()
 
     def clear_receipt(self, number: int) -> None:
         self.db.execute("UPDATE epochs SET receipt = NULL, confirmed = 0 WHERE number = ?", (number,))

@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from govedge import batch, topics, wire
+from govedge import batch, proof, topics, wire
 from govedge.gateway.verify import Result, Verifier
 
 from .config import HubConfig
@@ -54,6 +54,7 @@ class Pending:
     batch: batch.Batch | None
     error: tuple[str, str] | None  # (code, reason) when it failed before the device messages
     chunks: list[Future]
+    epoch: proof.EpochRecord | None = None  # an epoch record instead of a batch
 
 
 class HubService:
@@ -80,6 +81,7 @@ class HubService:
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
         self.topic = f"$share/{cfg.share_group}/{topics.ALL_BATCHES}"
+        self.epoch_topic = f"$share/{cfg.share_group}/{topics.ALL_EPOCHS}"
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -87,7 +89,7 @@ class HubService:
         if reason.is_failure:
             log.error("hub: broker %s:%d refused the connection: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, reason)
             return
-        client.subscribe(self.topic, options=SubscribeOptions(qos=1))
+        client.subscribe([(self.topic, SubscribeOptions(qos=1)), (self.epoch_topic, SubscribeOptions(qos=1))])
         log.info("hub: subscribed to %s on %s:%d as %s", self.topic, self.cfg.mqtt.host, self.cfg.mqtt.port,
                  self.cfg.mqtt.client_id)
 
@@ -104,6 +106,15 @@ class HubService:
 
     def _check(self, d: Delivery) -> Pending:
         """The gateway's part here; the device messages go to the workers."""
+        if d.topic.endswith("/epoch"):
+            try:
+                rec = proof.verify_epoch(d.payload, self.gateways)
+            except wire.WireError as exc:
+                return Pending(d, None, (exc.code, exc.reason), [])
+            if topics.gateway_of(d.topic) != rec.epoch.gateway_id:
+                return Pending(d, None, ("wrong_topic", f"epoch record of {rec.epoch.gateway_id!r} came on "
+                                                       f"{d.topic}"), [])
+            return Pending(d, None, None, [], rec)
         try:
             b = batch.verify(d.payload, self.gateways)
         except wire.WireError as exc:
@@ -125,6 +136,13 @@ class HubService:
     def _store(self, p: Pending) -> None:
         """Inside the caller's transaction: stored, counted as a duplicate, or rejected."""
         code_reason = p.error
+        if p.epoch is not None:
+            stored = self.store.add_epoch(p.epoch)
+            self.counters["epochs" if stored else "duplicates"] += 1
+            log.info("epoch %s/%d: %d batches, %s", p.epoch.epoch.gateway_id, p.epoch.epoch.number,
+                     len(p.epoch.epoch.heads), "anchored in block %s" % p.epoch.receipt.block if stored else
+                     "had it already")
+            return
         readings: list[wire.Reading] = []
         if code_reason is None:
             for i, r in enumerate(self._results(p)):

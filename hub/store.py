@@ -4,6 +4,7 @@
     readings      one row per device message (device id + sequence number), its signed bytes
     measurements  the values of each reading, exactly as signed (value_text) and as a number
     aggregates    the gateway's window aggregates, per batch
+    epochs        the gateways' anchored epochs: batch heads, root, anchor receipt
     rejected      batches the hub refused, with the reason and the bytes as received
 
 A batch is stored in one transaction with its readings and aggregates; a
@@ -15,6 +16,7 @@ pass 2**63.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
+
+import cbor2
 
 from govedge import wire
 from govedge.batch import Batch
@@ -80,6 +84,18 @@ CREATE TABLE IF NOT EXISTS aggregates (
     first_seq {INT} NOT NULL,
     last_seq {INT} NOT NULL,
     PRIMARY KEY (gateway_id, batch_seq, device_id, name, window_start)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    gateway_id TEXT NOT NULL,
+    number {INT} NOT NULL,
+    first_batch {INT} NOT NULL,
+    last_batch {INT} NOT NULL,
+    size {INT} NOT NULL,
+    root {BLOB} NOT NULL,               -- the anchored RFC 9162 root over the batch heads
+    heads {BLOB} NOT NULL,              -- CBOR array of the batch heads
+    receipt TEXT NOT NULL,              -- the anchor receipt (JSON)
+    cose {BLOB} NOT NULL,               -- the gateway-signed epoch record
+    PRIMARY KEY (gateway_id, number)
 );
 CREATE TABLE IF NOT EXISTS rejected (
     id {SERIAL},
@@ -216,6 +232,30 @@ class HubStore:
                  a["first_seq"], a["last_seq"]))
         return True
 
+    def add_epoch(self, rec) -> bool:
+        """Stores a verified epoch record (govedge.proof.EpochRecord); False if it was here already."""
+        return bool(self._exec(
+            "INSERT INTO epochs (gateway_id, number, first_batch, last_batch, size, root, heads, receipt, cose) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, number) DO NOTHING",
+            (rec.epoch.gateway_id, rec.epoch.number, rec.first, rec.last, len(rec.epoch.heads), rec.epoch.root,
+             cbor2.dumps(list(rec.epoch.heads)), json.dumps(rec.receipt.to_json(), sort_keys=True), rec.cose)).rowcount)
+
+    def reading_of(self, device_id: str, seq: int) -> tuple[bytes, str, int] | None:
+        """(message, gateway id, batch seq) of a stored reading."""
+        row = self._exec("SELECT message, gateway_id, batch_seq FROM readings WHERE device_id = ? AND seq = ?",
+                         (device_id, seq)).fetchone()
+        return None if row is None else (bytes(row[0]), row[1], row[2])
+
+    def batch_bytes(self, gateway_id: str, seq: int) -> bytes | None:
+        row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND seq = ?", (gateway_id, seq)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def epoch_of(self, gateway_id: str, batch_seq: int) -> tuple[int, list[bytes], str] | None:
+        """(number, heads, receipt JSON) of the gateway's epoch holding the batch."""
+        row = self._exec("SELECT number, heads, receipt FROM epochs WHERE gateway_id = ? AND ? BETWEEN first_batch "
+                         "AND last_batch", (gateway_id, batch_seq)).fetchone()
+        return None if row is None else (row[0], cbor2.loads(bytes(row[1])), row[2])
+
     def reject(self, topic: str, gateway_id: str | None, code: str, reason: str, payload: bytes) -> None:
         self._exec("INSERT INTO rejected (received_at, topic, gateway_id, code, reason, payload) "
                    "VALUES (?,?,?,?,?,?)", (time.time(), topic, gateway_id, code, reason, bytes(payload)))
@@ -223,7 +263,7 @@ class HubStore:
     # -- reading ------------------------------------------------------------------------
 
     def count(self, table: str) -> int:
-        assert table in ("batches", "readings", "measurements", "aggregates", "rejected")
+        assert table in ("batches", "readings", "measurements", "aggregates", "epochs", "rejected")
         return self._exec(f"SELECT count(*) FROM {table}").fetchone()[0]
 
     def rejections(self) -> list[tuple[str, str]]:

@@ -158,6 +158,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hub_proof(args: argparse.Namespace) -> int:
+    from . import proof
+    from .gateway.config import ConfigError
+    from .hub import config as hubconfig
+    from .hub.proofs import ProofUnavailable, bundle_for
+    from .hub.store import StoreError
+
+    try:
+        text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq))
+    except (ConfigError, ProofUnavailable, StoreError, OSError) as exc:
+        print(f"govedge hub proof: {exc}", file=sys.stderr)
+        return 2
+    _write_text(text, args.output)
+    return 0
+
+
 def _cmd_hub_run(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -292,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gateway_id", metavar="GATEWAY_ID")
     p.add_argument("key", metavar="KEY.pem", help="the gateway's public key (or its private key file)")
     p.set_defaults(func=_cmd_hub_add_gateway)
+    p = hsub.add_parser("proof", help="a reading's proof bundle (JSON), from the hub's store")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("seq", metavar="SEQ", type=int, help="the reading's sequence number")
+    p.add_argument("--output", help="file to write (default: standard output)")
+    p.set_defaults(func=_cmd_hub_proof)
     p = hsub.add_parser("export", help="readings for analysts (csv, json) or the signed originals (cose)")
     p.add_argument("--config", required=True, help="hub.toml")
     p.add_argument("--since", help="from this time on (RFC 3339, e.g. 2026-11-29T00:00:00Z, or seconds)")

@@ -66,6 +66,61 @@ class Epoch:
         return epoch_root(self.heads)
 
 
+EPOCH_FORMAT_VERSION = 1
+MAX_EPOCH_RECORD_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What a gateway tells the hub of an anchored epoch: its batch heads and the receipt."""
+
+    epoch: Epoch
+    first: int  # first and last batch sequence number in the epoch
+    last: int
+    receipt: Receipt
+    cose: bytes
+
+
+def sign_epoch(key, epoch: Epoch, first: int, last: int, receipt: Receipt) -> bytes:
+    """The epoch record as the gateway's COSE_Sign1 (docs/PROOF.md, "Epoch records")."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    payload = cbor2.dumps({"v": EPOCH_FORMAT_VERSION, "gateway": epoch.gateway_id, "epoch": epoch.number,
+                           "first": first, "last": last, "root": epoch.root, "heads": list(epoch.heads),
+                           "anchor": json.dumps(receipt.to_json(), sort_keys=True)}, canonical=True)
+    protected = cbor2.dumps({wire.HEADER_ALG: wire.ALG_ES256, wire.HEADER_KID: epoch.gateway_id.encode()})
+    r, s = decode_dss_signature(key.sign(wire.sig_structure(protected, payload), ec.ECDSA(hashes.SHA256())))
+    return cbor2.dumps(cbor2.CBORTag(wire.TAG_COSE_SIGN1, [protected, {}, payload,
+                                                           r.to_bytes(32, "big") + s.to_bytes(32, "big")]))
+
+
+def verify_epoch(data: bytes, gateway_keys: Callable[[str], Iterable]) -> EpochRecord:
+    """Checks the gateway's signature and that the heads make the root the receipt is for.
+
+    Raises WireError naming the fault."""
+    env = wire.decode_envelope(data, max_bytes=MAX_EPOCH_RECORD_BYTES, what="epoch record")
+    keys = list(gateway_keys(env.kid))
+    if not keys:
+        raise wire.WireError("unknown_gateway", f"gateway {env.kid!r} is unknown to the registry")
+    if not any(wire.signature_valid(env, k) for k in keys):
+        raise wire.WireError("bad_signature", f"epoch record signature does not verify with the key of "
+                                              f"gateway {env.kid!r}")
+    try:
+        body = cbor2.loads(env.payload)
+        epoch = Epoch(body["gateway"], body["epoch"], tuple(body["heads"]))
+        first, last, root = body["first"], body["last"], body["root"]
+        receipt = Receipt.from_json(json.loads(body["anchor"]))
+    except Exception as exc:  # noqa: BLE001 - any fault of the body is the same fault
+        raise wire.WireError("malformed_epoch", f"epoch record body is malformed: {exc}") from None
+    if body.get("v") != EPOCH_FORMAT_VERSION or epoch.gateway_id != env.kid:
+        raise wire.WireError("malformed_epoch", "epoch record version or gateway does not match its signer")
+    if not epoch.heads or epoch.root != root or receipt.root != root:
+        raise wire.WireError("bad_root", f"epoch {env.kid}/{epoch.number}: its heads, root and receipt disagree")
+    return EpochRecord(epoch, first, last, receipt, bytes(data))
+
+
 def build(message: bytes, batch_leaves: Sequence[bytes], head: bytes, epoch: Epoch,
           receipt: Receipt | None) -> dict:
     """A bundle for the message, which must be a leaf of the batch whose head is given."""

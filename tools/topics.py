@@ -16,16 +16,22 @@ def batch(gateway_id: str) -> str:
     return f"{PREFIX}/gateway/{gateway_id}/batch"
 
 
+def epoch(gateway_id: str) -> str:
+    """Where a gateway publishes its anchored epochs (docs/PROOF.md, "Epoch records")."""
+    return f"{PREFIX}/gateway/{gateway_id}/epoch"
+
+
 def gateway_of(topic: str) -> str | None:
-    """The gateway id in a batch topic, or None for a topic outside the layout."""
+    """The gateway id in a batch or epoch topic, or None for a topic outside the layout."""
     parts = topic.split("/")
-    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/gateway" and parts[4] == "batch":
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/gateway" and parts[4] in ("batch", "epoch"):
         return parts[3]
     return None
 
 
 # what the hub subscribes to
 ALL_BATCHES = f"{PREFIX}/gateway/+/batch"
+ALL_EPOCHS = f"{PREFIX}/gateway/+/epoch"
 
 # what the gateway subscribes to
 ALL_READINGS = f"{PREFIX}/+/reading"

@@ -1,0 +1,39 @@
+"""`govedge hub proof`: a reading's proof bundle from the hub's store (govedge.proof)."""
+
+from __future__ import annotations
+
+import json
+
+from govedge import batch, proof
+from govedge.anchor import Receipt
+
+from .config import HubConfig
+from .gateways import Gateways
+from .store import HubStore
+
+
+class ProofUnavailable(LookupError):
+    pass
+
+
+def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
+    store = HubStore(cfg.store)
+    try:
+        found = store.reading_of(device_id, seq)
+        if found is None:
+            raise ProofUnavailable(f"the hub has no reading {device_id} #{seq}")
+        message, gateway_id, batch_seq = found
+        cose = store.batch_bytes(gateway_id, batch_seq)
+        epoch = store.epoch_of(gateway_id, batch_seq)
+    finally:
+        store.close()
+    if epoch is None:
+        raise ProofUnavailable(f"batch {gateway_id}/{batch_seq} is in no epoch the hub has yet: the gateway "
+                               "sends an epoch once the chain has confirmed its anchor")
+    number, heads, receipt_json = epoch
+    b = batch.verify(cose, Gateways.load(cfg.gateways))
+    head = proof.head_of(b)
+    if head not in heads:
+        raise ProofUnavailable(f"epoch {gateway_id}/{number} does not hold batch {batch_seq}'s head")
+    return proof.build(message, b.leaves, head, proof.Epoch(gateway_id, number, tuple(heads)),
+                       Receipt.from_json(json.loads(receipt_json)))
