@@ -132,3 +132,26 @@ def test_gateway_batch_matches_the_documented_cddl(example):
         payload = cbor2.loads(cose).value[2]
         pycddl.Schema("root = batch\n" + cddl).validate_cbor(payload)
         pycddl.Schema("root = signed-batch\n" + cddl.replace("bstr .cbor batch", "bstr")).validate_cbor(cose)
+
+
+def test_epoch_record_and_batch_head_match_the_documented_cddl(example):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from govedge import batch, proof
+    from govedge.anchor import Receipt
+
+    message, _ = example
+    key = ec.generate_private_key(ec.SECP256R1())
+    heads = []
+    for seq in (7, 8):
+        cose, _root = batch.sign(key, "gw-muenster-01", seq, 1764300100 + seq, [message], [], "raw")
+        heads.append(proof.head_of(batch.verify(cose, lambda g: [key.public_key()])))
+    epoch = proof.Epoch("gw-muenster-01", 3, tuple(heads))
+    receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "5e" * 32, block=812, block_time=1764300200)
+    record = proof.sign_epoch(key, epoch, 7, 8, receipt)
+    cddl = _cddl_block("## The batch head and the epoch record")
+    for head in heads:
+        pycddl.Schema("root = batch-head\n" + cddl).validate_cbor(head)
+    pycddl.Schema("root = epoch-record\n" + cddl).validate_cbor(cbor2.loads(record).value[2])
+    pycddl.Schema("root = signed-epoch\n" + cddl.replace("bstr .cbor epoch-record", "bstr")).validate_cbor(record)
+    assert proof.verify_epoch(record, lambda g: [key.public_key()]).receipt == receipt
