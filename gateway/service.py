@@ -202,7 +202,9 @@ class HubUplink(threading.Thread):
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig):
+    def __init__(self, cfg: GatewayConfig, anchor_backend=None):
+        """``anchor_backend``: a govedge.anchor backend to use instead of the configured one
+        (the demo's in-process chain)."""
         self.cfg = cfg
         self.counters: Counter = Counter()
         self.db_path = cfg.data_dir / "gateway.db"
@@ -224,7 +226,8 @@ class Gateway:
                                 lambda state, ok: self.live.set("uplink", state, ok))
         from .anchoring import Anchorer, make_backend
 
-        backend = make_backend(cfg)
+        backend = anchor_backend or make_backend(cfg)
+        self.epoch_close_requested = threading.Event()
         self.anchorer = None if backend is None else Anchorer(
             self.db_path, backend, self.counters, cfg.synchronous, lambda state, ok: self.live.set("anchor", state, ok))
         self.last_seq: dict[str, int] = {}
@@ -470,14 +473,20 @@ class Gateway:
                     self.waiting = self.store.count_unbatched()  # the quota may have dropped some
                     self._tell_store_state()
                     self.maybe_close_epoch()
+                if self.epoch_close_requested.is_set():
+                    self.epoch_close_requested.clear()
+                    self.maybe_batch(force=True)
+                    self.maybe_close_epoch(force=True)
                     self.last_housekeeping = time.monotonic()
             self.finish_in_flight()
             self.aggregates.extend(self.aggregator.flush())
             self.maybe_batch(force=True)
             self.maybe_close_epoch(force=True)  # what was made is anchored, even if the epoch is short
-            if self.anchorer is not None:
+            if self.anchorer is not None:  # a few seconds for the chain to take it; else at the next start
                 self.anchorer.wake.set()
-                time.sleep(0.5)  # a moment for the chain to take it; else it goes at the next start
+                deadline = time.monotonic() + 5
+                while self.store.epochs_to_anchor(1) and time.monotonic() < deadline:
+                    time.sleep(0.1)
         finally:
             if self.anchorer is not None:
                 self.anchorer.stop()
@@ -498,6 +507,10 @@ class Gateway:
                                    "caught up (policy refuse_new)", False)
         else:
             self.live.set("store", f"within its quota of {quota} (policy {self.cfg.store_policy})", True)
+
+    def request_epoch_close(self) -> None:
+        """Batch what waits and close the epoch now, from any thread (its anchoring follows)."""
+        self.epoch_close_requested.set()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -1,0 +1,37 @@
+"""A real EVM node for the anchoring tests: anvil (npm @foundry-rs/anvil, installed in
+tools/anchor/node_modules by `make test`) on a free loopback port, with accounts
+funded on it, and the contract's storage as the chain holds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from Crypto.Hash import keccak as _keccak
+
+from govedge.anchor.evm import Anvil, create_key_file
+
+CHAIN_ID = 31337
+
+
+def start_anvil(folder: Path, **options) -> Anvil:
+    """anvil on 127.0.0.1 and a free port, chain id CHAIN_ID, silent; returns once it answers eth_chainId.
+    ``state=True`` keeps the chain across stop() and start()."""
+    return Anvil(folder, chain_id=CHAIN_ID, **options).start()
+
+
+def funded_key(node: Anvil, path: Path, wei: int = 10**21) -> Path:
+    """A new account key file at ``path`` whose account holds ``wei`` on the node."""
+    node.fund(create_key_file(path), wei)
+    return path
+
+
+def keccak(data: bytes) -> bytes:
+    """Keccak-256 from pycryptodome: the tests' own, not web3's."""
+    h = _keccak.new(digest_bits=256)
+    h.update(data)
+    return h.digest()
+
+
+def first_block_slot(root: bytes) -> str:
+    """The storage slot of ``firstBlock[root]`` in Anchor.sol (a mapping in slot 0: keccak(key . slot))."""
+    return "0x" + keccak(root + bytes(32)).hex()
