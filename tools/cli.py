@@ -13,6 +13,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .bench_gateway import bench_gateway
 
         result = bench_gateway(devices=args.devices, per_device=args.per_device, workers=args.workers)
+    elif args.target == "anchor":
+        from .bench_anchor import bench_anchor
+
+        result = bench_anchor()
     elif args.target == "hub":
         from .bench_hub import bench_hub
 
@@ -143,8 +147,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         elif args.observer:
             from .anchor.rest import RestAnchor
 
-            chain = RestAnchor(args.observer, ca_file=args.ca)
-    except (AnchorError, ValueError) as exc:
+            creator_keys = None
+            if args.gateway_key:  # the observer's records must be signed by the gateway itself
+                from .hub.gateways import load_public_key
+
+                gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
+                creator_keys = {gateway_id: [load_public_key(args.gateway_key)]}
+            chain = RestAnchor(args.observer, ca_file=args.ca, creator_keys=creator_keys)
+    except (AnchorError, ValueError, OSError) as exc:
         print(f"govedge verify: {exc}", file=sys.stderr)
         return 2
     try:
@@ -296,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contract", help="EVM chain: the anchor contract's address")
     p.add_argument("--observer", help="REST chain: the observer's base URL")
     p.add_argument("--ca", help="REST chain: CA file for the observer's certificate")
+    p.add_argument("--gateway-key", help="REST chain: the gateway's public key (PEM); the observer's record "
+                                         "of the anchor must carry its signature")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("hub", help="the hub's ingest service: verified batches into SQLite or PostgreSQL")
@@ -323,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_hub_export)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
-    p.add_argument("target", choices=["firmware", "gateway", "hub"], help="what to measure")
+    p.add_argument("target", choices=["firmware", "gateway", "hub", "anchor"], help="what to measure")
     p.add_argument("--devices", type=int, default=500, help="gateway, hub: devices publishing (default 500)")
     p.add_argument("--per-device", type=int, default=40, help="gateway: readings per device (default 40)")
     p.add_argument("--workers", type=int, default=None,
