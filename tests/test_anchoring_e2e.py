@@ -112,3 +112,53 @@ def test_a_root_taken_off_the_chain_is_named(anchored):
     assert out.returncode == 1 and "FAILED  chain:" in out.stdout, out.stdout
     out = _cli("verify", str(bundle), "--registry", str(a["registry"]))  # offline, the rest still holds
     assert out.returncode == 0 and "the chain was not asked" in out.stdout
+
+
+def test_rest_anchoring_survives_an_observer_outage_and_proves_a_reading(tmp_path, build_dir):
+    import sqlite3
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+
+    from rest_observer import Observer
+
+    observer = Observer(block_interval=0.3).start()
+    local = Mosquitto(tmp_path / "local", persistence=True).start()
+    hub_broker = Mosquitto(tmp_path / "hub", persistence=True).start()
+    registry = tmp_path / "registry.json"
+    node = VirtualNode(tmp_path / "esp32-0902", build_dir, registry, "esp32-0902", local.port, interval_s=0.1)
+    gw = GatewayProcess(tmp_path / "gateway", registry, local.port, hub_broker.port, batch_interval_s=0.3,
+                        batch_max_readings=5,
+                        extra=f'[anchor]\nbackend = "rest"\nepoch_s = 1\n[anchor.rest]\nurl = "{observer.url}"\n'
+                              f'timeout_s = 2\n')
+    observer.register(GATEWAY_ID, gw.public_key)
+    pem = tmp_path / "gateway.pub.pem"
+    pem.write_bytes(gw.public_key.public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo))
+    observer.stop()  # the chain is away when the gateway starts
+    gw.start()
+    try:
+        gw.wait_for_log("ingest: subscribed")
+        node.start()
+        gw.wait_for_log("anchor: epoch 0: chain unreachable", timeout=30)
+        time.sleep(1.5)  # it tries again, with growing pauses
+        observer.start()
+        gw.wait_for_log("anchor: epoch 0 in block", timeout=30)
+        gw.wait_for_log("anchor: epoch 2 in block", timeout=30)
+        node.kill()
+        out = _cli("gateway", "proof", "--config", str(gw.folder / "gateway.toml"), "esp32-0902", "2",
+                   "--output", str(tmp_path / "bundle.json"))
+        assert out.returncode == 0, out.stderr
+        out = _cli("verify", str(tmp_path / "bundle.json"), "--registry", str(registry), "--observer", observer.url,
+                   "--gateway-key", str(pem))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "ok  chain            govchain-nrw-conformance holds the root" in out.stdout
+    finally:
+        node.kill()
+        gw.stop()
+        observer.stop()
+        local.stop()
+        hub_broker.stop()
+    db = sqlite3.connect(tmp_path / "gateway" / "data" / "gateway.db")
+    epochs, confirmed, attempts = db.execute("SELECT count(*), sum(confirmed), max(attempts) FROM epochs").fetchone()
+    assert epochs >= 3 and confirmed == epochs and attempts >= 1  # every one anchored in the end, receipts kept
