@@ -15,7 +15,7 @@ class HubConfig:
     gateways: Path  # the gateways and their keys (govedge hub add-gateway)
     store: str  # "sqlite:///path/hub.db", a path, or "postgresql://user@host/db"
     mqtt: MqttEndpoint = field(default_factory=MqttEndpoint)
-    share_group: str = "govedge-hub"  # hub workers in one group split the batches between them
+    share_group: str = "govedge-hub"  # hub workers in one group split the batches; "": one worker, MQTT 3.1.1
     session_expiry_s: int = 86400  # how long the broker keeps batches for a worker that is away
     verify_workers: int = 1
 
@@ -55,6 +55,6 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
     if not cfg.mqtt.client_id:
         # a worker's client id must be stable across its restarts (its session) and differ from its peers'
         cfg.mqtt.client_id = f"govedge-hub-{socket.gethostname()}"
-    if not cfg.share_group or any(c in cfg.share_group for c in "/+#"):
+    if any(c in cfg.share_group for c in "/+#"):
         raise ConfigError(f"[hub] share_group {cfg.share_group!r} must be a name without '/', '+' or '#'")
     return cfg

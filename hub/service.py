@@ -70,7 +70,8 @@ class HubService:
         self.subscribed = threading.Event()
         ep = cfg.mqtt
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=ep.client_id,
-                                  protocol=paho.MQTTv5, manual_ack=True)
+                                  protocol=paho.MQTTv5 if cfg.share_group else paho.MQTTv311,
+                                  clean_session=None if cfg.share_group else False, manual_ack=True)
         if ep.user:
             self.client.username_pw_set(ep.user, ep.password)
         if ep.tls:
@@ -80,8 +81,10 @@ class HubService:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
-        self.topic = f"$share/{cfg.share_group}/{topics.ALL_BATCHES}"
-        self.epoch_topic = f"$share/{cfg.share_group}/{topics.ALL_EPOCHS}"
+        # without a share group (a broker without MQTT 5, such as the demo's amqtt): one worker alone
+        share = f"$share/{cfg.share_group}/" if cfg.share_group else ""
+        self.topic = share + topics.ALL_BATCHES
+        self.epoch_topic = share + topics.ALL_EPOCHS
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -89,7 +92,10 @@ class HubService:
         if reason.is_failure:
             log.error("hub: broker %s:%d refused the connection: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, reason)
             return
-        client.subscribe([(self.topic, SubscribeOptions(qos=1)), (self.epoch_topic, SubscribeOptions(qos=1))])
+        if self.cfg.share_group:
+            client.subscribe([(self.topic, SubscribeOptions(qos=1)), (self.epoch_topic, SubscribeOptions(qos=1))])
+        else:
+            client.subscribe([(self.topic, 1), (self.epoch_topic, 1)])
         log.info("hub: subscribed to %s on %s:%d as %s", self.topic, self.cfg.mqtt.host, self.cfg.mqtt.port,
                  self.cfg.mqtt.client_id)
 
@@ -199,10 +205,13 @@ class HubService:
     # -- the service ----------------------------------------------------------------------
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive,
-                                  clean_start=False, properties=props)
+        if self.cfg.share_group:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive)
         self.client.loop_start()
         log.info("hub running: store %s, %d verification workers", self.store.dialect, self.verifier.workers)
         try:

@@ -266,6 +266,13 @@ class HubStore:
         assert table in ("batches", "readings", "measurements", "aggregates", "epochs", "rejected")
         return self._exec(f"SELECT count(*) FROM {table}").fetchone()[0]
 
+    def batches_in_epochs(self) -> int:
+        """How many batches the stored epochs cover."""
+        return self._exec("SELECT coalesce(sum(size), 0) FROM epochs").fetchone()[0]
+
+    def reading_ids(self) -> set[tuple[str, int]]:
+        return {(d, s) for d, s in self._exec("SELECT device_id, seq FROM readings").fetchall()}
+
     def rejections(self) -> list[tuple[str, str]]:
         return [(c, r) for c, r in self._exec("SELECT code, reason FROM rejected ORDER BY id").fetchall()]
 

@@ -3,9 +3,10 @@
 Several nodes run the firmware under the MicroPython unix port with simulated
 sensor chips whose weather drifts, spikes and drops out; one node loses its
 radio link for a while and replays its flash buffer afterwards; the gateway
-verifies, filters, aggregates, batches and forwards; a hub-side subscriber
-verifies every batch and every device signature in it. At the end: a summary,
-and one reading traced from its node to the hub with its Merkle path.
+verifies, filters, aggregates, batches and forwards, and anchors its epochs
+on an in-process EVM chain; the hub's ingest service verifies every batch and
+every device signature in it and stores them. At the end: a summary, and one
+reading's proof bundle from the hub checked link by link, the chain included.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import batch, firmware, merkle, sim, wire
+from . import firmware, sim, wire
 from .annotate import annotate
 from .broker import BrokerError, local_broker, mosquitto_binary
 from .provision import provision
@@ -74,46 +75,33 @@ class DemoNode:
         return int(proc.stdout or 0)
 
 
-class Hub:
-    """The hub's side: every batch verified, every device signature in it, duplicates dropped by id."""
+class DemoChain:
+    """The govchain of the demo: an in-process EVM (web3's EthereumTesterProvider) with the
+    anchor contract deployed on it, and the gateway's funded account."""
 
-    def __init__(self, port: int, registry: Path, gateway_key: ec.EllipticCurvePublicKey):
-        self.registry = Registry.load(registry)
-        self.gateway_key = gateway_key
-        self.batches: dict[str, batch.Batch] = {}
-        self.refused: list[str] = []
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="demo-hub", clean_session=False)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("govedge/v1/gateway/+/batch", qos=1)
-        self.client.on_subscribe = lambda *a: self.ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+    def __init__(self, base: Path):
+        from web3 import EthereumTesterProvider
 
-    def _on_message(self, client, userdata, msg):
-        try:
-            b = batch.verify(msg.payload, lambda gw: [self.gateway_key] if gw == GATEWAY_ID else [],
-                             self.registry)
-        except wire.WireError as exc:
-            with self.lock:
-                self.refused.append(exc.reason)
-            return
-        with self.lock:
-            self.batches.setdefault(b.id, b)
+        from .anchor import evm
 
-    def readings(self) -> dict[tuple[str, int], tuple[batch.Batch, int]]:
-        with self.lock:
-            found = {}
-            for b in self.batches.values():
-                for i, m in enumerate(b.messages):
-                    r = wire.decode(m)
-                    found[(r.device_id, r.seq)] = (b, i)
-            return found
+        self.provider = EthereumTesterProvider()
+        funded = self.provider.ethereum_tester.backend.account_keys
+        self.key_file = base / "anchor.key"
+        self.key_file.write_text(funded[1].to_bytes().hex() + "\n")
+        self.key_file.chmod(0o600)
+        self.contract = evm.deploy(self.provider, funded[0].to_bytes())
+        self.chain_id = evm.connect(self.provider).eth.chain_id
 
-    def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
+    def gateway_backend(self):
+        from .anchor.evm import EvmAnchor
+
+        return EvmAnchor(self.provider, self.contract, self.key_file)
+
+    def auditor_view(self):
+        """The chain as an auditor asks it: read-only, no key."""
+        from .anchor.evm import EvmAnchor
+
+        return EvmAnchor(self.provider, self.contract, None)
 
 
 def _weather(t: float, i: int) -> dict:
@@ -160,12 +148,13 @@ def _run(count: int, duration: float, base: Path, broker: str) -> int:
         "batch": {"interval_s": 5, "max_readings": 200},
         "aggregate": {"window_s": 10, "lateness_s": 2},
         "filter": {"rate": {"readings": 120, "per_s": 60}},  # the demo's nodes read every second
+        "anchor": {"epoch_s": max(5.0, duration / 3)},  # a few epochs in a run
     }, base=base)
     logging.basicConfig(filename=base / "gateway.log", level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
-    gateway = Gateway(cfg)
-    hub = Hub(hub_broker.port, registry, gw_key.public_key())
-    hub.ready.wait(5)
+    chain = DemoChain(base)
+    gateway = Gateway(cfg, anchor_backend=chain.gateway_backend())
+    hub = _start_hub(base, registry, gw_key, hub_broker)
     stop = threading.Event()
     gw_thread = threading.Thread(target=gateway.run, kwargs={"until": stop.is_set}, daemon=True)
     gw_thread.start()
@@ -173,6 +162,9 @@ def _run(count: int, duration: float, base: Path, broker: str) -> int:
         "amqtt, embedded" + ("" if mosquitto_binary() else " (Mosquitto is not installed)")
     print(f"  brokers     {kind} "
           f"on 127.0.0.1:{local.port} (nodes, gateway) and :{hub_broker.port} (hub)")
+    print(f"  govchain    in-process EVM (eip155:{chain.chain_id}), anchor contract {chain.contract}, "
+          f"an epoch every {cfg.epoch_s:.0f} s")
+    print(f"  hub         govedge hub service, SQLite {base / 'hub.db'}")
     print(f"  firmware    {len(files)} files compiled with mpy-cross, run by MicroPython "
           f"{firmware.micropython_version()} (unix port), simulated BME280 and SDS011 chips")
     print(f"  nodes       {', '.join(n.device_id for n in nodes)}; {nodes[-1].device_id} loses its radio "
@@ -202,7 +194,8 @@ def _run(count: int, duration: float, base: Path, broker: str) -> int:
                 c = gateway.counters
                 print(f"  {t:4.0f} s   verified {c['verified']:4d}   held back "
                       f"{sum(v for k, v in c.items() if k.startswith('held_back_')):3d}   quarantined "
-                      f"{c['quarantined']}   batches {c['batches']:3d}   at the hub {len(hub.batches):3d}")
+                      f"{c['quarantined']}   batches {c['batches']:3d}   at the hub "
+                      f"{hub.service.counters['batches']:3d}   epochs anchored {c['epochs_anchored']}")
                 next_report += 5
             time.sleep(1)
         for n in nodes:
@@ -211,22 +204,75 @@ def _run(count: int, duration: float, base: Path, broker: str) -> int:
         for n in nodes:
             n.stop()
         delivered = {n.device_id: n.delivered() for n in nodes}
+        wanted = {(d, s) for d, upto in delivered.items() for s in range(upto)}
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            got = hub.readings()
-            if all((d, s) in got for d, upto in delivered.items() for s in range(upto)):
-                break
+        while time.monotonic() < deadline and not wanted <= _hub_readings(hub):
+            time.sleep(0.5)
+        # the last epoch closes now, is anchored, and reaches the hub: then any reading can be proven
+        gateway.request_epoch_close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _hub_epoch_batches(hub) < gateway.counters["batches"]:
             time.sleep(0.5)
         stop.set()
         gw_thread.join(15)
-        return _summary(nodes, delivered, gateway, hub, base)
+        hub.service.stop()
+        hub.thread.join(15)
+        return _summary(nodes, delivered, gateway, hub, chain, registry, base)
     finally:
         for n in nodes:
             n.stop()
         stop.set()
-        hub.close()
+        hub.service.stop()
         local.stop()
         hub_broker.stop()
+
+
+class _Hub:
+    def __init__(self, cfg, service, thread):
+        self.cfg, self.service, self.thread = cfg, service, thread
+
+
+def _start_hub(base: Path, registry: Path, gw_key, hub_broker) -> _Hub:
+    from .hub.config import HubConfig
+    from .hub.gateways import Gateways
+    from .hub.service import HubService
+    from .gateway.config import MqttEndpoint
+
+    gateways = Gateways(path=base / "gateways.json")
+    gateways.add(GATEWAY_ID, gw_key.public_key())
+    gateways.save()
+    # Mosquitto speaks MQTT 5: a shared subscription, as hub workers use; amqtt does not: one worker alone
+    cfg = HubConfig(registry=registry, gateways=base / "gateways.json", store="sqlite://" + str(base / "hub.db"),
+                    mqtt=MqttEndpoint(port=hub_broker.port, client_id="demo-hub"),
+                    share_group="govedge-hub" if hub_broker.name == "mosquitto" else "", verify_workers=1)
+    service = HubService(cfg)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    service.subscribed.wait(10)
+    return _Hub(cfg, service, thread)
+
+
+def _hub_store(hub: _Hub):
+    from .hub.store import HubStore
+
+    return HubStore(hub.cfg.store)
+
+
+def _hub_readings(hub: _Hub) -> set:
+    store = _hub_store(hub)
+    try:
+        return store.reading_ids()
+    finally:
+        store.close()
+
+
+def _hub_epoch_batches(hub: _Hub) -> int:
+    """How many batches the hub's epochs cover."""
+    store = _hub_store(hub)
+    try:
+        return store.batches_in_epochs()
+    finally:
+        store.close()
 
 
 def _publish_forgery(port: int, device_id: str) -> None:
@@ -247,12 +293,21 @@ def _publish_forgery(port: int, device_id: str) -> None:
     c.disconnect()
 
 
-def _summary(nodes, delivered, gateway, hub, base: Path) -> int:
+def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: Path, base: Path) -> int:
+    from . import proof
+    from .hub.proofs import ProofUnavailable, bundle_for
+
     c = gateway.counters
-    got = hub.readings()
+    store = _hub_store(hub)
+    try:
+        got = store.reading_ids()
+        batches, rejected, epochs = store.count("batches"), store.rejections(), store.count("epochs")
+    finally:
+        store.close()
     signed = sum(delivered.values())
     missing = [(d, s) for d, upto in delivered.items() for s in range(upto) if (d, s) not in got]
     held = {k[len("held_back_"):]: v for k, v in c.items() if k.startswith("held_back_")}
+    h = hub.service.counters
     print("\nsummary")
     print(f"  acknowledged to the nodes               {signed} messages (readings and status records), "
           "as the nodes' flash records it")
@@ -261,27 +316,37 @@ def _summary(nodes, delivered, gateway, hub, base: Path) -> int:
           f"({', '.join(f'{k} {v}' for k, v in sorted(held.items())) or 'none'}); kept for audit")
     print(f"  quarantined                             {c['quarantined']} "
           f"({', '.join(k[len('quarantined_'):] for k in c if k.startswith('quarantined_')) or 'none'})")
-    print(f"  batches delivered to the hub            {len(hub.batches)}, every signature checked there")
+    print(f"  batches stored by the hub               {batches}, every signature checked there")
     print(f"  lost                                    {len(missing)}")
-    print(f"  duplicates at the hub                   0 (batches de-duplicated by id: "
-          f"{c['batches_delivered']} deliveries of {len(hub.batches)} batches)")
-    if hub.refused:
-        print(f"  refused at the hub                      {len(hub.refused)}: {hub.refused[0]}")
+    print(f"  duplicates at the hub                   {h['duplicates']} (stored once, by batch id)")
+    print(f"  epochs anchored on the chain            {c['epochs_anchored']} "
+          f"(gas paid by the gateway's account; {epochs} epoch records at the hub)")
+    if rejected:
+        print(f"  rejected at the hub                     {len(rejected)}: {rejected[0][1]}")
     if not got:
         return 1
     device, seq = sorted(got)[len(got) // 2]
-    b, i = got[(device, seq)]
-    msg = b.messages[i]
+    try:
+        bundle = bundle_for(hub.cfg, device, seq)
+    except ProofUnavailable as exc:
+        print(f"\nno proof for {device} #{seq}: {exc}")
+        return 1
+    path = base / "proof.json"
+    path.write_text(proof.dumps(bundle))
+    msg = bytes.fromhex(bundle["reading"]["message"])
     r = wire.decode(msg)
-    path = merkle.inclusion_proof(i, list(b.leaves))
-    ok = merkle.verify_inclusion(merkle.leaf_hash(msg), i, b.size, path, b.root)
     values = ", ".join(f"{m.name} {m.value} {m.unit or ''}".strip() for m in r.measurements)
-    print(f"\none reading from node to hub: {device} #{seq}")
-    print(f"  node        signed on the node: {values}")
-    print(f"  gateway     leaf {i} of batch {b.id} ({b.size} messages), root {b.root.hex()[:16]}...")
-    print(f"  hub         batch signature by {b.gateway_id} checked, device signature checked, "
-          f"Merkle path of {len(path)} hashes to the root: {'valid' if ok else 'INVALID'}")
+    print(f"\none reading from node to chain: {device} #{seq}, signed on the node: {values}")
+    print(f"  proof bundle {path} ({path.stat().st_size} bytes), from the hub's store, checked link by link:")
+    ok = True
+    try:
+        for line in proof.verify(bundle, Registry.load(registry), chain.auditor_view()):
+            print(f"    ok  {line}")
+    except proof.ProofError as exc:
+        print(f"    FAILED  {exc.link}: {exc.reason}")
+        ok = False
+    print(f"  the same by hand: govedge verify {path} --registry {registry}")
     print(f"\nthe reading on the wire ({len(msg)} bytes, docs/FORMAT.md):")
     print(annotate(msg))
     print(f"\nlogs: {base}/gateway.log and each node's node.log")
-    return 0 if not missing and ok and not hub.refused else 1
+    return 0 if not missing and ok and not rejected else 1
