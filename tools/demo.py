@@ -120,13 +120,13 @@ def run(nodes: int = 3, duration: float = 45.0, workdir: str | None = None, brok
         base = Path(workdir) if workdir else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         try:
-            return _run(nodes, duration, base, broker)
+            return _run(nodes, duration, base, broker, kept=workdir is not None)
         except BrokerError as exc:
             print(f"govedge demo: {exc}")
             return 2
 
 
-def _run(count: int, duration: float, base: Path, broker: str) -> int:
+def _run(count: int, duration: float, base: Path, broker: str, kept: bool) -> int:
     from .gateway.config import parse
     from .gateway.service import Gateway
 
@@ -217,7 +217,7 @@ def _run(count: int, duration: float, base: Path, broker: str) -> int:
         gw_thread.join(15)
         hub.service.stop()
         hub.thread.join(15)
-        return _summary(nodes, delivered, gateway, hub, chain, registry, base)
+        return _summary(nodes, delivered, gateway, hub, chain, registry, base, kept)
     finally:
         for n in nodes:
             n.stop()
@@ -293,7 +293,8 @@ def _publish_forgery(port: int, device_id: str) -> None:
     c.disconnect()
 
 
-def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: Path, base: Path) -> int:
+def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: Path, base: Path,
+             kept: bool) -> int:
     from . import proof
     from .hub.proofs import ProofUnavailable, bundle_for
 
@@ -345,8 +346,13 @@ def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: P
     except proof.ProofError as exc:
         print(f"    FAILED  {exc.link}: {exc.reason}")
         ok = False
-    print(f"  the same by hand: govedge verify {path} --registry {registry}")
+    if kept:
+        print(f"  the same by hand: govedge verify {path} --registry {registry}")
+    else:
+        print("  the same by hand: run the demo with --workdir DIR, then govedge verify DIR/proof.json "
+              "--registry DIR/registry.json")
     print(f"\nthe reading on the wire ({len(msg)} bytes, docs/FORMAT.md):")
     print(annotate(msg))
-    print(f"\nlogs: {base}/gateway.log and each node's node.log")
+    if kept:
+        print(f"\nlogs: {base}/gateway.log and each node's node.log")
     return 0 if not missing and ok and not rejected else 1
