@@ -88,6 +88,11 @@ def snapshot(db_path: Path) -> dict:
             "held_back_by_rule": dict(db.execute(
                 "SELECT rule, count(*) FROM held_back GROUP BY rule ORDER BY rule").fetchall()),
             "dropped": q("SELECT coalesce(sum(count), 0) FROM drops")[0],
+            "epochs": q("SELECT count(*) FROM epochs")[0],
+            "epochs_unanchored": (u := q("SELECT count(*), min(closed_at) FROM epochs WHERE confirmed = 0"))[0],
+            "oldest_unanchored_epoch_age_s": (now - u[1]) if u[1] else 0.0,
+            "anchor_error": (e[0] if (e := q("SELECT error FROM epochs WHERE confirmed = 0 AND error IS NOT NULL "
+                                             "ORDER BY number LIMIT 1")) else None),
             "last_reading_age_s": (now - r[0]) if (r := q("SELECT max(received_at) FROM readings"))[0] else None,
         }
     finally:
@@ -131,4 +136,12 @@ def describe(s: dict, gateway_id: str, live_doc: dict | None = None) -> str:
     h = ", ".join(f"{rule} {n}" for rule, n in s["held_back_by_rule"].items()) or "none"
     lines.append(f"  held back   {s['held_back']} values by the filters ({h})")
     lines.append(f"  dropped     {s['dropped']} (disk quota)")
+    if not s["epochs"]:
+        lines.append("  epochs      none closed yet")
+    elif s["epochs_unanchored"]:
+        lines.append(f"  epochs      {s['epochs']}, of which {s['epochs_unanchored']} not yet on the chain, the "
+                     f"oldest for {s['oldest_unanchored_epoch_age_s']:.0f} s"
+                     + (f" (last error: {s['anchor_error']})" if s["anchor_error"] else ""))
+    else:
+        lines.append(f"  epochs      {s['epochs']}, every one anchored on the chain")
     return "\n".join(lines)

@@ -15,6 +15,8 @@ _COUNTERS = {
     "batches": "batches built and signed",
     "batches_delivered": "batches the hub's broker acknowledged",
     "dropped": "unsent readings dropped because the store reached its quota (policy drop_oldest)",
+    "epochs": "epochs closed (their roots are anchored on the govchain)",
+    "epochs_anchored": "epochs the govchain confirmed",
 }
 
 
@@ -41,6 +43,10 @@ class GatewayCollector:
                                 value=s["batches_unsent"])
         yield GaugeMetricFamily("govedge_oldest_unsent_batch_age_seconds", "age of the oldest unsent batch",
                                 value=s["oldest_unsent_batch_age_s"])
+        yield GaugeMetricFamily("govedge_epochs_unanchored", "closed epochs the govchain has not confirmed yet",
+                                value=s["epochs_unanchored"])
+        yield GaugeMetricFamily("govedge_oldest_unanchored_epoch_age_seconds", "age of the oldest unanchored epoch",
+                                value=s["oldest_unanchored_epoch_age_s"])
         yield GaugeMetricFamily("govedge_uplink_connected", "1 while connected to the hub's broker",
                                 value=1 if self.gateway.uplink.connected.is_set() else 0)
 

@@ -141,6 +141,9 @@ def test_rest_anchoring_survives_an_observer_outage_and_proves_a_reading(tmp_pat
         gw.wait_for_log("ingest: subscribed")
         node.start()
         gw.wait_for_log("anchor: epoch 0: chain unreachable", timeout=30)
+        status = _cli("gateway", "status", "--config", str(gw.folder / "gateway.toml")).stdout
+        assert "anchor      PROBLEM: chain unreachable" in status, status
+        assert "not yet on the chain" in status and "(last error: unreachable:" in status, status
         time.sleep(1.5)  # it tries again, with growing pauses
         observer.start()
         gw.wait_for_log("anchor: epoch 0 in block", timeout=30)
@@ -159,6 +162,8 @@ def test_rest_anchoring_survives_an_observer_outage_and_proves_a_reading(tmp_pat
         observer.stop()
         local.stop()
         hub_broker.stop()
+    assert "every one anchored on the chain" in _cli("gateway", "status", "--config",
+                                                     str(gw.folder / "gateway.toml")).stdout
     db = sqlite3.connect(tmp_path / "gateway" / "data" / "gateway.db")
     epochs, confirmed, attempts = db.execute("SELECT count(*), sum(confirmed), max(attempts) FROM epochs").fetchone()
     assert epochs >= 3 and confirmed == epochs and attempts >= 1  # every one anchored in the end, receipts kept
