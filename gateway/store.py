@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,       -- 'hub': batches; 'hub-epochs': epoch records
     batch_seq INTEGER NOT NULL          -- every item up to this one is acknowledged
 );
+CREATE TABLE IF NOT EXISTS sequences (
+    name TEXT PRIMARY KEY,              -- 'batch': the next batch sequence number
+    next INTEGER NOT NULL               -- never goes back, whatever is pruned or dropped
+);
 CREATE TABLE IF NOT EXISTS drops (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -180,11 +184,21 @@ class Store:
     # -- batches and cursors -------------------------------------------------------
 
     def next_batch_seq(self) -> int:
-        row = self.db.execute("SELECT max(seq) FROM batches").fetchone()
+        """The next batch's sequence number: above every batch ever made, even one dropped or pruned
+        since (a receiver drops a batch whose id it has seen)."""
+        row = self.db.execute("SELECT next FROM sequences WHERE name = 'batch'").fetchone()
+        if row is not None:
+            return row[0]
+        # a store from before the sequences table: above every batch it still knows of
+        row = self.db.execute(
+            "SELECT max(m) FROM (SELECT max(seq) AS m FROM batches UNION ALL SELECT max(last_batch) FROM epochs "
+            "UNION ALL SELECT batch_seq FROM cursors WHERE destination = 'hub')").fetchone()
         return 0 if row[0] is None else row[0] + 1
 
     def add_batch(self, seq: int, rows: list[StoredReading], root: bytes, cose: bytes, head: bytes) -> None:
         """Record a batch of the oldest unbatched readings, as ``unbatched`` returned them."""
+        self.db.execute("INSERT INTO sequences (name, next) VALUES ('batch', ?) "
+                        "ON CONFLICT (name) DO UPDATE SET next = max(next, excluded.next)", (seq + 1,))
         self.db.execute(
             "INSERT INTO batches (seq, created_at, size, root, cose, head) VALUES (?,?,?,?,?,?)",
             (seq, time.time(), len(rows), root, cose, head),

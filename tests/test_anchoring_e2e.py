@@ -90,6 +90,16 @@ def test_a_reading_is_proven_from_its_node_to_the_chain(anchored):
     assert out.returncode == 0, out.stdout + out.stderr
     assert [line.split()[1] for line in out.stdout.splitlines() if line.startswith("  ok")] == [
         "reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain"]
+    from govedge.anchor.evm import read_key_file
+    from eth_account import Account
+
+    account = Account.from_key(read_key_file(a["tmp"] / "anchor.key")).address
+    out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"], "--account", account)
+    assert out.returncode == 0 and f"anchored by {account}" in out.stdout, out.stdout + out.stderr
+    out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"], "--account", "0x" + "11" * 20)
+    assert out.returncode == 1 and "FAILED  chain: the root was anchored by account" in out.stdout, out.stdout
     # a receipt that names another block than the chain's is found out on the chain
     bundle["anchor"]["block"] += 1
     forged = a["tmp"] / "forged.json"

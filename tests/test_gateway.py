@@ -322,6 +322,8 @@ def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deploy
     sub.wait_for(lambda: metric("govedge_queue_batches") == 0 and metric("govedge_queue_readings") == 0,
                  timeout=60, what="the backlog delivered")
     verified, dropped = metric("govedge_verified_total"), metric("govedge_dropped_total")
+    # the hub's broker has every batch; the subscriber gets them once its session is back
+    sub.wait_for(lambda: len(sub.readings()) + dropped >= verified, timeout=30, what="the batches at the subscriber")
     gw.stop()
     seqs = [s for _, s in sub.readings()]
     assert dropped > 0

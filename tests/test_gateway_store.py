@@ -70,3 +70,16 @@ def test_a_batch_must_be_the_oldest_unbatched_readings(tmp_path):
     else:
         raise AssertionError("a batch that skips older readings was recorded")
     assert store.count_unbatched() == 4 and store.next_batch_seq() == 0  # rolled back whole
+
+
+def test_batch_sequence_numbers_never_go_back_when_batches_are_dropped(tmp_path):
+    # the receivers drop a batch whose id they have seen: an id must never come again
+    store = Store(tmp_path / "gateway.db")
+    _fill(store, 4)
+    with store:
+        for seq in (0, 1):
+            store.add_batch(store.next_batch_seq(), store.unbatched(2), b"r" * 32, b"c%d" % seq, b"h")
+        assert store.drop_oldest_unsent("hub", 10) == (2, 4)  # the quota took every batch
+    assert store.next_batch_seq() == 2
+    store.close()
+    assert Store(tmp_path / "gateway.db").next_batch_seq() == 2

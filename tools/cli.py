@@ -158,7 +158,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"govedge verify: {exc}", file=sys.stderr)
         return 2
     try:
-        for line in proof.verify(bundle, registry, chain):
+        for line in proof.verify(bundle, registry, chain, account=args.account):
             print(f"  ok  {line}")
     except proof.ProofError as exc:
         print(f"  FAILED  {exc.link}: {exc.reason}")
@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", required=True, help="the device registry (registry.json)")
     p.add_argument("--rpc", help="EVM chain: a JSON-RPC URL to check the anchor on")
     p.add_argument("--contract", help="EVM chain: the anchor contract's address")
+    p.add_argument("--account", help="EVM chain: the gateway's account address; the root must be anchored by it")
     p.add_argument("--observer", help="REST chain: the observer's base URL")
     p.add_argument("--ca", help="REST chain: CA file for the observer's certificate")
     p.add_argument("--gateway-key", help="REST chain: the gateway's public key (PEM); the observer's record "

@@ -161,8 +161,11 @@ def _get(d, key: str, link: str):
     return d[key]
 
 
-def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBackend | None = None) -> list[str]:
-    """Checks every link; returns one line per link that holds. Raises ProofError naming the first that fails."""
+def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBackend | None = None,
+           account: str | None = None) -> list[str]:
+    """Checks every link; returns one line per link that holds. Raises ProofError naming the first that fails.
+
+    ``account``: on an EVM chain, the gateway's account; the root must have been anchored by it."""
     done: list[str] = []
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise ProofError("reading", f"not a proof bundle (format {FORMAT!r} expected)")
@@ -230,5 +233,9 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
         if seen.block != receipt.block or seen.reference.lower() != receipt.reference.lower():
             raise ProofError("chain", f"the chain holds the root in block {seen.block} ({seen.reference}), "
                                       f"the receipt says block {receipt.block} ({receipt.reference})")
-        done.append(f"chain            {seen.chain} holds the root in block {seen.block}: valid")
+        sender = seen.details.get("gateway")
+        if account is not None and (sender or "").lower() != account.lower():
+            raise ProofError("chain", f"the root was anchored by account {sender}, not the gateway's {account}")
+        by = f", anchored by {sender}" if account is not None else ""
+        done.append(f"chain            {seen.chain} holds the root in block {seen.block}{by}: valid")
     return done
