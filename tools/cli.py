@@ -99,6 +99,71 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(value, question: str, default: str | None = None) -> str:
+    """A value from its flag, else from the technician at the terminal, else its default."""
+    if value:
+        return value
+    if sys.stdin.isatty():
+        answer = input(f"{question}{f' [{default}]' if default else ''}: ").strip()
+        if answer or default:
+            return answer or default
+    if default:
+        return default
+    raise SystemExit(f"govedge gateway install: {question.lower()} is needed (give it as a flag)")
+
+
+def _cmd_gateway_install(args: argparse.Namespace) -> int:
+    import socket
+    from pathlib import Path
+
+    from .gateway import install
+
+    anchor_settings = {}
+    if args.anchor == "rest":
+        anchor_settings = {"url": _ask(args.observer, "The govchain observer's URL (REST anchoring)")}
+    elif args.anchor == "evm":
+        anchor_settings = {"rpc_url": _ask(args.rpc, "The govchain node's JSON-RPC URL"),
+                           "contract": _ask(args.contract, "The anchor contract's address"),
+                           "key_file": _ask(args.anchor_key, "The gateway's Ethereum account key file")}
+    options = install.Options(
+        root=Path(args.root).resolve(),
+        gateway_id=_ask(args.gateway_id, "Gateway id (e.g. gw-koeln-01)"),
+        hub_host=_ask(args.hub_host, "The hub broker's host name"),
+        hub_port=args.hub_port, hub_ca=args.hub_ca, hub_cert=args.hub_cert, hub_key=args.hub_key,
+        broker_port=args.broker_port,
+        broker_names=args.broker_name or [socket.gethostname() + ".local", "127.0.0.1"],
+        registry=Path(args.registry) if args.registry else None,
+        devices=Path(args.devices) if args.devices else None,
+        anchor=args.anchor, anchor_settings=anchor_settings)
+    try:
+        result = install.install(options)
+    except (install.InstallError, OSError, ValueError) as exc:
+        print(f"govedge gateway install: {exc}", file=sys.stderr)
+        return 2
+    lay = result["layout"]
+    print(f"gateway {options.gateway_id} installed under {options.root}")
+    if result["changed"]:
+        for path in result["changed"]:
+            print(f"  wrote     {path}")
+    else:
+        print("  nothing changed: keys, credentials, certificates and data were all in place")
+    print(f"  devices   {len(result['devices'])} in the registry, each with its own broker credential"
+          + (f"; configs updated: {', '.join(result['configured_devices'])}" if result["configured_devices"] else ""))
+    print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway {options.gateway_id} KEY.pem")
+    if args.no_self_test:
+        return 0
+    print("\nself-test")
+    failed = 0
+    for name, ok, text in install.self_test(lay.toml):
+        mark = "ok  " if ok else "??  " if ok is None else "FAIL"
+        failed += ok is False
+        print(f"  [{mark}] {name:<14} {text}")
+    if failed:
+        print(f"\n{failed} check(s) failed: fix them, then run govedge gateway install again (it changes nothing "
+              "that is in place) or systemctl restart govedge-gateway")
+    return 1 if failed else 0
+
+
 def _cmd_gateway_proof(args: argparse.Namespace) -> int:
     from . import proof
     from .gateway import config as gwconfig
@@ -291,6 +356,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_status)
+
+    p = gsub.add_parser("install", help="make this Pi a gateway: key, config, broker with TLS and per-device "
+                                        "credentials, systemd unit; then a self-test")
+    p.add_argument("--root", default="/", help="install into this folder instead of / (default /)")
+    p.add_argument("--gateway-id", help="the gateway's id, e.g. gw-koeln-01 (asked if not given)")
+    p.add_argument("--registry", help="the device registry to install (govedge provision writes it)")
+    p.add_argument("--devices", help="provisioning's folder: each device's config gets its broker credential")
+    p.add_argument("--broker-port", type=int, default=8883, help="the local broker's TLS port (default 8883)")
+    p.add_argument("--broker-name", action="append",
+                   help="a host name or address the nodes reach the gateway by (repeatable; default: "
+                        "<host name>.local and 127.0.0.1); the first goes into the devices' configs")
+    p.add_argument("--hub-host", help="the hub broker's host name (asked if not given)")
+    p.add_argument("--hub-port", type=int, default=8883)
+    p.add_argument("--hub-ca", help="CA file of the hub broker's certificate")
+    p.add_argument("--hub-cert", help="the gateway's client certificate for the hub broker")
+    p.add_argument("--hub-key", help="its key")
+    p.add_argument("--anchor", choices=["none", "rest", "evm"], default="none", help="anchoring backend")
+    p.add_argument("--observer", help="REST anchoring: the observer's URL")
+    p.add_argument("--rpc", help="EVM anchoring: the node's JSON-RPC URL")
+    p.add_argument("--contract", help="EVM anchoring: the anchor contract's address")
+    p.add_argument("--anchor-key", help="EVM anchoring: the gateway's account key file")
+    p.add_argument("--no-self-test", action="store_true", help="skip the self-test")
+    p.set_defaults(func=_cmd_gateway_install)
 
     p = gsub.add_parser("proof", help="a reading's proof bundle (JSON): message, batch path, epoch path, receipt")
     p.add_argument("--config", required=True, help="gateway.toml")

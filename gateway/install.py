@@ -1,0 +1,417 @@
+"""`govedge gateway install`: a Raspberry Pi made into a gateway, or a folder made into one.
+
+What it puts in place (paths under ``root``, which is / on the Pi):
+
+    etc/govedge/gateway.toml            the configuration (gateway/gateway.toml explains every key)
+    etc/govedge/gateway.key             the gateway's P-256 key (owner only), its identity
+    etc/govedge/gateway.pub.pem         its public half, for the hub operator (govedge hub add-gateway)
+    etc/govedge/registry.json           the device registry (from --registry; kept if there)
+    etc/govedge/tls/                    a CA of the gateway's own and the local broker's certificate
+    etc/govedge/mosquitto/passwd        one credential per device (and one for the gateway)
+    etc/govedge/mosquitto/acl           each device may publish only to its own topics
+    etc/govedge/credentials.json        the passwords, owner only: they go into the devices' configs
+    etc/mosquitto/conf.d/govedge.conf   the local broker: TLS only, no anonymous clients
+    etc/systemd/system/govedge-gateway.service
+    var/lib/govedge/                    the gateway's store
+
+Running it again changes nothing that is there: keys, passwords, certificates and
+data are kept; devices new in the registry get their credentials; gateway.toml is
+written again from the flags, with what it had as the defaults.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from govedge import topics
+from govedge.registry import Registry
+
+GATEWAY_USER = "gateway"  # the gateway's own user on its broker
+UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway.service")
+
+
+class InstallError(RuntimeError):
+    pass
+
+
+@dataclass
+class Options:
+    root: Path
+    gateway_id: str
+    hub_host: str
+    hub_port: int = 8883
+    hub_ca: str | None = None
+    hub_cert: str | None = None
+    hub_key: str | None = None
+    broker_port: int = 8883
+    broker_names: list[str] = field(default_factory=list)  # host names and addresses the nodes use
+    registry: Path | None = None
+    devices: Path | None = None  # provisioning's folder: the devices' configs get their credentials
+    anchor: str = "none"
+    anchor_settings: dict = field(default_factory=dict)
+
+
+class Layout:
+    def __init__(self, root: Path):
+        self.root = root
+        self.etc = root / "etc/govedge"
+        self.tls = self.etc / "tls"
+        self.mosq = self.etc / "mosquitto"
+        self.toml = self.etc / "gateway.toml"
+        self.key = self.etc / "gateway.key"
+        self.pub = self.etc / "gateway.pub.pem"
+        self.registry = self.etc / "registry.json"
+        self.credentials = self.etc / "credentials.json"
+        self.passwd = self.mosq / "passwd"
+        self.acl = self.mosq / "acl"
+        self.broker_conf = root / "etc/mosquitto/conf.d/govedge.conf"
+        self.unit = root / "etc/systemd/system/govedge-gateway.service"
+        self.data = root / "var/lib/govedge"
+        self.broker_data = root / "var/lib/govedge/mosquitto"
+
+
+def _write(path: Path, data: bytes | str, mode: int = 0o644, changed: list | None = None) -> None:
+    """Writes only if the content differs (a second install changes nothing), atomically."""
+    data = data.encode() if isinstance(data, str) else data
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+    if changed is not None:
+        changed.append(path)
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _gateway_key(lay: Layout, changed: list) -> ec.EllipticCurvePrivateKey:
+    if lay.key.exists():
+        return serialization.load_pem_private_key(lay.key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write(lay.key, _pem_key(key), 0o600, changed)
+    return key
+
+
+def _tls(lay: Layout, names: list[str], changed: list) -> None:
+    """The gateway's own CA and the broker's certificate for the names the nodes connect to."""
+    ca_pem, ca_key_pem = lay.tls / "ca.pem", lay.tls / "ca.key"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if not ca_pem.exists():
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "govchain-edge gateway CA")])
+        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ca_key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+              .not_valid_after(now + datetime.timedelta(days=3650))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                           data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                           crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        _write(ca_key_pem, _pem_key(ca_key), 0o600, changed)
+        _write(ca_pem, ca.public_bytes(serialization.Encoding.PEM), 0o644, changed)
+    ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+    _write(lay.tls / "ca.der", ca.public_bytes(serialization.Encoding.DER), 0o644, changed)
+    broker_pem = lay.tls / "broker.pem"
+    wanted = sorted(set(names))
+    if broker_pem.exists():
+        cert = x509.load_pem_x509_certificate(broker_pem.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = sorted([str(n) for n in san.get_values_for_type(x509.DNSName)]
+                      + [str(a) for a in san.get_values_for_type(x509.IPAddress)])
+        if have == wanted and cert.not_valid_after_utc > now + datetime.timedelta(days=30):
+            return
+    ca_key = serialization.load_pem_private_key(ca_key_pem.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt = []
+    for n in wanted:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            alt.append(x509.DNSName(n))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, wanted[0])]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write(lay.tls / "broker.key", _pem_key(key), 0o600, changed)
+    _write(broker_pem, cert.public_bytes(serialization.Encoding.PEM), 0o644, changed)
+
+
+def _mosquitto_passwd() -> str:
+    found = shutil.which("mosquitto_passwd") or ("/usr/bin/mosquitto_passwd"
+                                                  if Path("/usr/bin/mosquitto_passwd").exists() else None)
+    if not found:
+        raise InstallError("mosquitto_passwd not found: install Debian's mosquitto package first "
+                           "(apt-get install mosquitto)")
+    return found
+
+
+def _credentials(lay: Layout, devices: list[str], changed: list) -> dict[str, str]:
+    """One password per device and one for the gateway; existing ones are kept."""
+    creds = json.loads(lay.credentials.read_text()) if lay.credentials.exists() else {}
+    new = [u for u in [GATEWAY_USER, *devices] if u not in creds]
+    for user in new:
+        creds[user] = secrets.token_urlsafe(24)
+    if new or not lay.passwd.exists():
+        _write(lay.credentials, json.dumps(creds, indent=1, sort_keys=True) + "\n", 0o600, changed)
+        lay.passwd.parent.mkdir(parents=True, exist_ok=True)
+        tool = _mosquitto_passwd()
+        for user in (creds if not lay.passwd.exists() else new):
+            args = [tool, "-b"] + ([] if lay.passwd.exists() else ["-c"]) + [str(lay.passwd), user, creds[user]]
+            proc = subprocess.run(args, capture_output=True, text=True)
+            if proc.returncode:
+                raise InstallError(f"mosquitto_passwd failed for {user}: {proc.stderr.strip() or proc.stdout}")
+        lay.passwd.chmod(0o640)
+        changed.append(lay.passwd)
+    return creds
+
+
+def _acl() -> str:
+    return (
+        "# written by govedge gateway install: who may publish and read what on the gateway's broker\n"
+        f"user {GATEWAY_USER}\n"
+        f"topic read {topics.ALL_READINGS}\n"
+        f"topic read {topics.ALL_STATUS}\n\n"
+        "# every device (user name = device id) may publish to its own topics, and nothing else\n"
+        f"pattern write {topics.PREFIX}/%u/reading\n"
+        f"pattern write {topics.PREFIX}/%u/status\n"
+    )
+
+
+def _broker_conf(lay: Layout, port: int) -> str:
+    return (
+        "# written by govedge gateway install: the local broker the nodes publish to\n"
+        "per_listener_settings false\n"
+        "allow_anonymous false\n"
+        f"password_file {lay.passwd}\n"
+        f"acl_file {lay.acl}\n"
+        f"listener {port}\n"
+        f"cafile {lay.tls / 'ca.pem'}\n"
+        f"certfile {lay.tls / 'broker.pem'}\n"
+        f"keyfile {lay.tls / 'broker.key'}\n"
+        "tls_version tlsv1.2\n"
+        "# the gateway's persistent session keeps the nodes' messages while it restarts\n"
+        "persistence true\n"
+        f"persistence_location {lay.broker_data}/\n"
+        "max_queued_messages 100000\n"
+        "max_inflight_messages 1000\n"
+    )
+
+
+def _toml(o: Options, lay: Layout, password: str, old: dict) -> str:
+    def q(v) -> str:
+        return json.dumps(v)  # a TOML basic string is a JSON string
+
+    hub = [f"host = {q(o.hub_host)}", f"port = {o.hub_port}", "tls = true"]
+    for k, v in (("ca", o.hub_ca), ("cert", o.hub_cert), ("key", o.hub_key)):
+        if v:
+            hub.append(f"{k} = {q(str(v))}")
+    anchor = [f"backend = {q(o.anchor)}", f"epoch_s = {old.get('anchor', {}).get('epoch_s', 600)}"]
+    if o.anchor != "none":
+        anchor.append(f"\n[anchor.{o.anchor}]")
+        anchor += [f"{k} = {q(v) if isinstance(v, str) else v}" for k, v in sorted(o.anchor_settings.items())]
+    return "\n".join([
+        "# written by govedge gateway install; gateway/gateway.toml in the source explains every key",
+        "[gateway]", f"id = {q(o.gateway_id)}", f"key_file = {q(str(lay.key))}", f"data_dir = {q(str(lay.data))}",
+        f"registry = {q(str(lay.registry))}", "",
+        "[ingest.mqtt]", 'host = "127.0.0.1"', f"port = {o.broker_port}", "tls = true",
+        f"ca = {q(str(lay.tls / 'ca.pem'))}", f"user = {q(GATEWAY_USER)}", f"password = {q(password)}", "",
+        "[hub]", *hub, "",
+        "[metrics]", f"port = {old.get('metrics', {}).get('port', 9108)}", "",
+        "[anchor]", *anchor, "",
+    ])
+
+
+def _unit(lay: Layout) -> str:
+    text = UNIT_TEMPLATE.read_text()
+    return text.replace("--config /etc/govedge/gateway.toml", f"--config {lay.toml}").replace(
+        "ReadWritePaths=/var/lib/govedge", f"ReadWritePaths={lay.data}")
+
+
+def _update_devices(o: Options, lay: Layout, creds: dict[str, str], changed: list) -> list[str]:
+    """Each provisioned device's config gets its credential, TLS and the broker; returns the devices done."""
+    done = []
+    if o.devices is None:
+        return done
+    ca_der = (lay.tls / "ca.der").read_bytes()
+    for folder in sorted(p for p in o.devices.iterdir() if (p / "config.json").exists()):
+        device = folder.name
+        if device not in creds:
+            continue
+        cfg = json.loads((folder / "config.json").read_text())
+        if "mqtt" not in cfg:
+            continue  # a wired node: the serial line needs no credential
+        cfg["mqtt"].update(host=o.broker_names[0], port=o.broker_port, tls=True, user=device,
+                           password=creds[device], ca="ca.der")
+        _write(folder / "config.json", json.dumps(cfg, indent=1) + "\n", 0o600, changed)
+        _write(folder / "ca.der", ca_der, 0o644, changed)
+        done.append(device)
+    return done
+
+
+def install(o: Options) -> dict:
+    """Puts everything in place; returns what changed (a second run changes nothing)."""
+    lay = Layout(o.root)
+    changed: list[Path] = []
+    if not o.broker_names:
+        o.broker_names = [socket.gethostname() + ".local", "127.0.0.1"]
+    key = _gateway_key(lay, changed)
+    _write(lay.pub, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo), 0o644, changed)
+    if o.registry is not None:
+        _write(lay.registry, Path(o.registry).read_bytes(), 0o644, changed)
+    elif not lay.registry.exists():
+        Registry(path=lay.registry).save()
+        changed.append(lay.registry)
+    registry = Registry.load(lay.registry)
+    _tls(lay, o.broker_names, changed)
+    creds = _credentials(lay, sorted(registry.devices), changed)
+    _write(lay.acl, _acl(), 0o644, changed)
+    _write(lay.broker_conf, _broker_conf(lay, o.broker_port), 0o644, changed)
+    lay.data.mkdir(parents=True, exist_ok=True)
+    lay.broker_data.mkdir(parents=True, exist_ok=True)
+    old = tomllib.loads(lay.toml.read_text()) if lay.toml.exists() else {}
+    _write(lay.toml, _toml(o, lay, creds[GATEWAY_USER], old), 0o600, changed)
+    _write(lay.unit, _unit(lay), 0o644, changed)
+    configured = _update_devices(o, lay, creds, changed)
+    _let_mosquitto_read(o.root, [lay.tls / "broker.key", lay.passwd])
+    return {"changed": [str(p.relative_to(o.root)) if p.is_relative_to(o.root) else str(p) for p in changed],
+            "devices": sorted(registry.devices),
+            "configured_devices": configured, "layout": lay}
+
+
+def _let_mosquitto_read(root: Path, files: list[Path]) -> None:
+    """On the Pi, Mosquitto reads its key and password file as its own user, after dropping root."""
+    if root != Path("/") or os.geteuid() != 0:
+        return
+    try:
+        import grp
+
+        gid = grp.getgrnam("mosquitto").gr_gid
+    except KeyError:
+        raise InstallError("the mosquitto group does not exist: install Debian's mosquitto package first") from None
+    for f in files:
+        os.chown(f, 0, gid)
+        f.chmod(0o640)
+
+
+# -- the self-test ---------------------------------------------------------------------------
+
+
+def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | None = None) -> list[tuple[str, bool | None, str]]:
+    """(check, passed (None: could not tell), what was found) for each point of the checklist."""
+    from . import config as gwconfig
+
+    results: list[tuple[str, bool | None, str]] = []
+    try:
+        cfg = gwconfig.load(toml)
+    except gwconfig.ConfigError as exc:
+        return [("configuration", False, str(exc))]
+    results.append(("configuration", True, f"{toml} is valid"))
+    results.append(_check_broker(cfg))
+    try:
+        reg = Registry.load(cfg.registry)
+        results.append(("registry", True, f"{len(reg.devices)} devices in {cfg.registry}"))
+    except Exception as exc:  # noqa: BLE001 - the checklist names any fault
+        results.append(("registry", False, f"{cfg.registry}: {exc}"))
+    results.append(_check_tcp("hub", cfg.hub.host, cfg.hub.port))
+    results.append(_check_chain(cfg))
+    usage = shutil.disk_usage(cfg.data_dir)
+    free_gb = usage.free / 1e9
+    results.append(("disk space", usage.free > 2 * min(cfg.store_max_bytes, 2e9) or usage.free > 1e9,
+                    f"{free_gb:.1f} GB free at {cfg.data_dir} (store quota {cfg.store_max_bytes / 1e9:g} GB)"))
+    results.append(("clock", *(check_clock or _clock_synchronised)()))
+    return results
+
+
+def _check_broker(cfg) -> tuple[str, bool, str]:
+    import paho.mqtt.client as paho
+
+    ep = cfg.ingest
+    result: dict = {}
+    done = __import__("threading").Event()
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"govedge-install-check-{os.getpid()}")
+    if ep.user:
+        c.username_pw_set(ep.user, ep.password)
+    if ep.tls:
+        c.tls_set(ca_certs=ep.ca)
+
+    def on_connect(client, userdata, flags, reason, properties):
+        result["reason"] = reason
+        done.set()
+
+    c.on_connect = on_connect
+    try:
+        c.connect(ep.host, ep.port, 10)
+    except Exception as exc:  # noqa: BLE001
+        return ("local broker", False, f"{ep.host}:{ep.port} unreachable: {exc} (is mosquitto running?)")
+    c.loop_start()
+    done.wait(10)
+    c.loop_stop()
+    c.disconnect()
+    reason = result.get("reason")
+    if reason is None:
+        return ("local broker", False, f"{ep.host}:{ep.port} did not answer")
+    if reason.is_failure:
+        return ("local broker", False, f"{ep.host}:{ep.port} refused the gateway: {reason}")
+    return ("local broker", True, f"TLS connection to {ep.host}:{ep.port} as {ep.user!r} accepted")
+
+
+def _check_tcp(name: str, host: str, port: int) -> tuple[str, bool, str]:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return (name, True, f"{host}:{port} reachable")
+    except OSError as exc:
+        return (name, False, f"{host}:{port} unreachable: {exc}")
+
+
+def _check_chain(cfg) -> tuple[str, bool | None, str]:
+    if cfg.anchor_backend == "none":
+        return ("govchain", None, "no anchoring configured ([anchor] backend = \"none\")")
+    from govedge.anchor import AnchorError
+
+    from .anchoring import make_backend
+
+    try:
+        backend = make_backend(cfg)
+        backend.lookup(bytes(31) + b"\x01")  # any root: the answer proves the chain answers
+    except (AnchorError, OSError, ValueError) as exc:
+        return ("govchain", False, f"{cfg.anchor_backend}: {exc}")
+    return ("govchain", True, f"{cfg.anchor_backend} chain answers")
+
+
+def _clock_synchronised() -> tuple[bool | None, str]:
+    """NTP synchronisation as systemd sees it; readings get the gateway's time checks from it."""
+    tool = shutil.which("timedatectl")
+    if tool:
+        proc = subprocess.run([tool, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip() in ("yes", "no"):
+            ok = proc.stdout.strip() == "yes"
+            return ok, "synchronised (NTP)" if ok else "NOT synchronised: check NTP (timedatectl timesync-status)"
+    return None, (f"cannot tell here (no timedatectl); the clock reads "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: compare it with a phone")

@@ -1,0 +1,176 @@
+"""`govedge gateway install` into a folder, twice, and the Mosquitto it configured started
+for real: devices can publish only to their own topics, a wrong password gets nowhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes  # noqa: F401 - reason codes below are MQTT 5's
+
+from govedge import topics
+from govedge.broker import free_port, mosquitto_binary
+from govedge.provision import provision
+
+
+HUB_PORT = free_port()  # nothing listens there: the self-test says so
+
+
+def _install(root: Path, registry: Path, devices: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "govedge.cli", "gateway", "install", "--root", str(root), "--gateway-id", "gw-inst-01",
+         "--registry", str(registry), "--devices", str(devices), "--broker-port", str(port),
+         "--broker-name", "127.0.0.1", "--hub-host", "127.0.0.1", "--hub-port", str(HUB_PORT), *extra],
+        capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def installed(tmp_path):
+    registry, devices = tmp_path / "registry.json", tmp_path / "devices"
+    for device in ("esp32-0101", "esp32-0102"):
+        provision(device, "esp32", ["bme280"], registry, devices, broker_host="gateway.local", broker_port=1883)
+    root, port = tmp_path / "root", free_port()
+    first = _install(root, registry, devices, port)
+    return {"root": root, "port": port, "registry": registry, "devices": devices, "first": first, "tmp": tmp_path}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_install_twice_changes_nothing_and_keeps_keys(installed):
+    first = installed["first"]
+    # the self-test runs against a broker that is not started here: it fails, and says so
+    assert "gateway gw-inst-01 installed" in first.stdout, first.stdout + first.stderr
+    assert "[FAIL] local broker" in first.stdout and first.returncode == 1
+    root = installed["root"]
+    before = _tree(root)
+    for name in ("etc/govedge/gateway.toml", "etc/govedge/gateway.key", "etc/govedge/tls/broker.pem",
+                 "etc/mosquitto/conf.d/govedge.conf", "etc/govedge/mosquitto/passwd", "etc/govedge/mosquitto/acl",
+                 "etc/systemd/system/govedge-gateway.service", "etc/govedge/credentials.json"):
+        assert name in before, name
+    assert (root / "etc/govedge/gateway.key").stat().st_mode & 0o077 == 0
+    assert (root / "etc/govedge/credentials.json").stat().st_mode & 0o077 == 0
+    second = _install(root, installed["registry"], installed["devices"], installed["port"], "--no-self-test")
+    assert second.returncode == 0, second.stderr
+    assert "nothing changed" in second.stdout
+    assert _tree(root) == before
+    # the devices' configs now point at the gateway's broker, with TLS and a credential of their own
+    creds = json.loads((root / "etc/govedge/credentials.json").read_text())
+    cfg = json.loads((installed["devices"] / "esp32-0101" / "config.json").read_text())
+    assert cfg["mqtt"] == {**cfg["mqtt"], "host": "127.0.0.1", "port": installed["port"], "tls": True,
+                           "user": "esp32-0101", "password": creds["esp32-0101"], "ca": "ca.der"}
+    assert creds["esp32-0101"] != creds["esp32-0102"]
+    # a device added to the registry later gets its credential; nothing else moves
+    provision("esp32-0103", "esp32", ["bme280"], installed["registry"], installed["devices"])
+    third = _install(root, installed["registry"], installed["devices"], installed["port"], "--no-self-test")
+    assert third.returncode == 0, third.stderr
+    after = _tree(root)
+    assert after["etc/govedge/gateway.key"] == before["etc/govedge/gateway.key"]
+    assert after["etc/govedge/tls/ca.pem"] == before["etc/govedge/tls/ca.pem"]
+    assert "esp32-0103" in json.loads(after["etc/govedge/credentials.json"])
+
+
+@pytest.fixture
+def broker(installed):
+    if not mosquitto_binary():
+        pytest.fail("mosquitto is not installed (make test installs it)")
+    root = installed["root"]
+    conf = installed["tmp"] / "run.conf"
+    # the configuration as installed; as root, Mosquitto must not switch to its own user here
+    conf.write_text(("user root\n" if os.geteuid() == 0 else "") + f"include_dir {root / 'etc/mosquitto/conf.d'}\n")
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    import socket
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", installed["port"]), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "mosquitto did not listen"
+            time.sleep(0.05)
+    yield installed
+    proc.terminate()
+    proc.wait(10)
+
+
+def _client(installed, user: str, password: str, on_message=None) -> tuple[paho.Client, object]:
+    root = installed["root"]
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{os.urandom(3).hex()}",
+                    protocol=paho.MQTTv5)
+    c.username_pw_set(user, password)
+    c.tls_set(ca_certs=str(root / "etc/govedge/tls/ca.pem"))
+    connected, result = threading.Event(), {}
+
+    def on_connect(client, userdata, flags, reason, properties):
+        result["reason"] = reason
+        connected.set()
+
+    c.on_connect = on_connect
+    if on_message:
+        c.on_message = on_message
+    c.connect("127.0.0.1", installed["port"])
+    c.loop_start()
+    assert connected.wait(10)
+    return c, result["reason"]
+
+
+def test_the_installed_broker_lets_each_device_publish_only_to_its_own_topic(broker):
+    creds = json.loads((broker["root"] / "etc/govedge/credentials.json").read_text())
+    got: list[str] = []
+    arrived = threading.Event()
+
+    def on_message(client, userdata, msg):
+        got.append(msg.topic)
+        arrived.set()
+
+    gw, reason = _client(broker, "gateway", creds["gateway"], on_message)
+    assert not reason.is_failure
+    subscribed = threading.Event()
+    gw.on_subscribe = lambda *a: subscribed.set()
+    gw.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
+    assert subscribed.wait(5)
+    dev, reason = _client(broker, "esp32-0101", creds["esp32-0101"])
+    assert not reason.is_failure
+    own = dev.publish(topics.reading("esp32-0101"), b"own", qos=1)
+    own.wait_for_publish(5)
+    assert arrived.wait(5) and got == [topics.reading("esp32-0101")]
+    # another device's topic: the broker refuses it (MQTT 5 PUBACK reason 0x87, not authorized)
+    refused = {}
+    dev.on_publish = lambda client, userdata, mid, reason, properties: refused.setdefault(mid, reason)
+    other = dev.publish(topics.reading("esp32-0102"), b"forged", qos=1)
+    other.wait_for_publish(5)
+    import time
+
+    time.sleep(0.5)
+    assert refused[other.mid].value == 0x87, refused
+    assert got == [topics.reading("esp32-0101")]  # nothing of it reached the gateway
+    dev.loop_stop()
+    gw.loop_stop()
+
+
+def test_a_device_with_a_wrong_password_cannot_connect(broker):
+    c, reason = _client(broker, "esp32-0101", "not-its-password")
+    c.loop_stop()
+    assert reason.is_failure and reason.value in (0x86, 0x87), reason  # bad user name or password / not authorized
+
+
+def test_the_self_test_passes_the_local_broker_and_names_what_is_missing(broker):
+    from govedge.gateway.install import self_test
+
+    results = {name: (ok, text) for name, ok, text in
+               self_test(broker["root"] / "etc/govedge/gateway.toml", lambda: (True, "synchronised (test)"))}
+    assert results["configuration"][0] and results["local broker"][0], results
+    assert results["registry"] == (True, f"2 devices in {broker['root'] / 'etc/govedge/registry.json'}")
+    assert results["hub"][0] is False and "unreachable" in results["hub"][1]
+    assert results["govchain"][0] is None  # no anchoring configured
+    assert results["disk space"][0] and results["clock"][0]
