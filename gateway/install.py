@@ -84,7 +84,6 @@ class Layout:
         self.broker_conf = root / "etc/mosquitto/conf.d/govedge.conf"
         self.unit = root / "etc/systemd/system/govedge-gateway.service"
         self.data = root / "var/lib/govedge"
-        self.broker_data = root / "var/lib/govedge/mosquitto"
 
 
 def _write(path: Path, data: bytes | str, mode: int = 0o644, changed: list | None = None) -> None:
@@ -215,9 +214,8 @@ def _broker_conf(lay: Layout, port: int) -> str:
         f"certfile {lay.tls / 'broker.pem'}\n"
         f"keyfile {lay.tls / 'broker.key'}\n"
         "tls_version tlsv1.2\n"
-        "# the gateway's persistent session keeps the nodes' messages while it restarts\n"
-        "persistence true\n"
-        f"persistence_location {lay.broker_data}/\n"
+        "# the gateway's persistent session keeps the nodes' messages while it restarts; Debian's\n"
+        "# mosquitto.conf turns persistence on (setting it here again would be a duplicate, an error)\n"
         "max_queued_messages 100000\n"
         "max_inflight_messages 1000\n"
     )
@@ -294,7 +292,6 @@ def install(o: Options) -> dict:
     _write(lay.acl, _acl(), 0o644, changed)
     _write(lay.broker_conf, _broker_conf(lay, o.broker_port), 0o644, changed)
     lay.data.mkdir(parents=True, exist_ok=True)
-    lay.broker_data.mkdir(parents=True, exist_ok=True)
     old = tomllib.loads(lay.toml.read_text()) if lay.toml.exists() else {}
     _write(lay.toml, _toml(o, lay, creds[GATEWAY_USER], old), 0o600, changed)
     _write(lay.unit, _unit(lay), 0o644, changed)

@@ -83,8 +83,13 @@ def broker(installed):
         pytest.fail("mosquitto is not installed (make test installs it)")
     root = installed["root"]
     conf = installed["tmp"] / "run.conf"
-    # the configuration as installed; as root, Mosquitto must not switch to its own user here
-    conf.write_text(("user root\n" if os.geteuid() == 0 else "") + f"include_dir {root / 'etc/mosquitto/conf.d'}\n")
+    # Debian's mosquitto.conf, with our folder for its paths, including the configuration as installed;
+    # as root, Mosquitto must not switch to its own user here
+    (installed["tmp"] / "mosquitto-data").mkdir()
+    conf.write_text(("user root\n" if os.geteuid() == 0 else "")
+                    + f"pid_file {installed['tmp'] / 'mosquitto.pid'}\npersistence true\n"
+                    + f"persistence_location {installed['tmp'] / 'mosquitto-data'}/\n"
+                    + f"include_dir {root / 'etc/mosquitto/conf.d'}\n")
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     import socket
     import time
