@@ -287,7 +287,7 @@ def install(o: Options) -> dict:
         Registry(path=lay.registry).save()
         changed.append(lay.registry)
     registry = Registry.load(lay.registry)
-    _tls(lay, o.broker_names, changed)
+    _tls(lay, list(dict.fromkeys(o.broker_names + ["127.0.0.1"])), changed)  # the gateway itself uses 127.0.0.1
     creds = _credentials(lay, sorted(registry.devices), changed)
     _write(lay.acl, _acl(), 0o644, changed)
     _write(lay.broker_conf, _broker_conf(lay, o.broker_port), 0o644, changed)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -77,32 +80,32 @@ def test_install_twice_changes_nothing_and_keeps_keys(installed):
     assert "esp32-0103" in json.loads(after["etc/govedge/credentials.json"])
 
 
-@pytest.fixture
-def broker(installed):
+def _start_installed_broker(root: Path, folder: Path, port: int) -> subprocess.Popen:
+    """Mosquitto with Debian's mosquitto.conf shape (our folder for its paths), which includes the
+    configuration as installed; as root, Mosquitto must not switch to its own user here."""
     if not mosquitto_binary():
         pytest.fail("mosquitto is not installed (make test installs it)")
-    root = installed["root"]
-    conf = installed["tmp"] / "run.conf"
-    # Debian's mosquitto.conf, with our folder for its paths, including the configuration as installed;
-    # as root, Mosquitto must not switch to its own user here
-    (installed["tmp"] / "mosquitto-data").mkdir()
+    (folder / "mosquitto-data").mkdir(exist_ok=True)
+    conf = folder / "run.conf"
     conf.write_text(("user root\n" if os.geteuid() == 0 else "")
-                    + f"pid_file {installed['tmp'] / 'mosquitto.pid'}\npersistence true\n"
-                    + f"persistence_location {installed['tmp'] / 'mosquitto-data'}/\n"
+                    + f"pid_file {folder / 'mosquitto.pid'}\npersistence true\n"
+                    + f"persistence_location {folder / 'mosquitto-data'}/\n"
                     + f"include_dir {root / 'etc/mosquitto/conf.d'}\n")
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    import socket
-    import time
-
     deadline = time.monotonic() + 10
     while True:
         try:
-            socket.create_connection(("127.0.0.1", installed["port"]), timeout=0.2).close()
-            break
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
         except OSError:
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "mosquitto did not listen"
             time.sleep(0.05)
+
+
+@pytest.fixture
+def broker(installed):
+    proc = _start_installed_broker(installed["root"], installed["tmp"], installed["port"])
     yield installed
     proc.terminate()
     proc.wait(10)
@@ -154,8 +157,6 @@ def test_the_installed_broker_lets_each_device_publish_only_to_its_own_topic(bro
     dev.on_publish = lambda client, userdata, mid, reason, properties: refused.setdefault(mid, reason)
     other = dev.publish(topics.reading("esp32-0102"), b"forged", qos=1)
     other.wait_for_publish(5)
-    import time
-
     time.sleep(0.5)
     assert refused[other.mid].value == 0x87, refused
     assert got == [topics.reading("esp32-0101")]  # nothing of it reached the gateway
@@ -179,3 +180,40 @@ def test_the_self_test_passes_the_local_broker_and_names_what_is_missing(broker)
     assert results["hub"][0] is False and "unreachable" in results["hub"][1]
     assert results["govchain"][0] is None  # no anchoring configured
     assert results["disk space"][0] and results["clock"][0]
+
+
+def test_a_node_and_the_gateway_work_through_the_installed_broker(tmp_path, build_dir):
+    # the firmware connects with TLS (the installed CA) and its own credential; the gateway with its
+    # own; the reading is verified and stored
+    from nodes import VirtualNode
+
+    registry, port = tmp_path / "registry.json", free_port()
+    node = VirtualNode(tmp_path / "esp32-0201", build_dir, registry, "esp32-0201", port)
+    root = tmp_path / "root"
+    done = _install(root, registry, tmp_path / "esp32-0201-provisioning", port, "--no-self-test")
+    assert done.returncode == 0, done.stderr
+    provisioned = tmp_path / "esp32-0201-provisioning" / "esp32-0201"
+    node.config["mqtt"] = json.loads((provisioned / "config.json").read_text())["mqtt"]
+    node.write_config()
+    (node.root / "ca.der").write_bytes((provisioned / "ca.der").read_bytes())
+    broker = _start_installed_broker(root, tmp_path, port)
+    log = open(tmp_path / "gateway.log", "wb")
+    gw = subprocess.Popen([sys.executable, "-m", "govedge.cli", "gateway", "run", "--config",
+                           str(root / "etc/govedge/gateway.toml")], stdout=log, stderr=log)
+    try:
+        node.start()
+        node.wait_for_log(r"mqtt: connected", timeout=30)
+        db = root / "var/lib/govedge/gateway.db"
+        deadline = time.monotonic() + 30
+        while not (db.exists() and sqlite3.connect(db).execute(
+                "SELECT count(*) FROM readings WHERE device_id = 'esp32-0201'").fetchone()[0] >= 2):
+            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        node.kill()
+        gw.terminate()
+        gw.wait(20)
+        log.close()
+        broker.terminate()
+        broker.wait(10)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
