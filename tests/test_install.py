@@ -15,7 +15,6 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.packettypes import PacketTypes  # noqa: F401 - reason codes below are MQTT 5's
 
 from govedge import topics
 from govedge.broker import free_port, mosquitto_binary
