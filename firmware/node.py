@@ -47,6 +47,7 @@ class Node:
         self.last_error = None
         self.cycles = 0
         self.backoff_ms = 0
+        self.delivered_once = False
         self.retry_at = clock.ticks_ms()
         self.synced_at = None
         self.wdt = None
@@ -132,6 +133,9 @@ class Node:
                 self.buffer.save_cursor()
                 return False
             self.buffer.delivered(seq)
+            if not self.delivered_once:  # once per boot: the technician (and govedge flash) see it work
+                self.delivered_once = True
+                log("uplink", "first message delivered (#%d)" % seq)
             progress = True
             self.feed()
         if self.backoff_ms:

@@ -67,6 +67,32 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flash(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import flash
+
+    try:
+        result = flash.flash(args.device_id, args.port, devices=Path(args.devices), registry=Path(args.registry),
+                             baud=args.baud, micropython=Path(args.micropython) if args.micropython else None,
+                             timeout=args.timeout)
+    except flash.NodeFailed as exc:
+        print(f"govedge flash: {args.device_id} is on the board but not running: {exc.what}\n"
+              f"  the node's line: {exc.line}", file=sys.stderr)
+        return 1
+    except flash.FlashError as exc:
+        print(f"govedge flash: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.device_id} is running: {result}")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from . import flash
+
+    return flash.monitor(args.port, args.baud)
+
+
 def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -347,6 +373,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-slots", type=int, default=256, help="readings kept while offline (default 256)")
     p.add_argument("--deep-sleep", action="store_true", help="battery node: deep sleep between readings")
     p.set_defaults(func=_cmd_provision)
+
+    p = sub.add_parser("flash", help="put a provisioned device onto its board: firmware, config and key, "
+                                     "checked by SHA-256; then follow the node until its first reading")
+    p.add_argument("device_id", metavar="DEVICE_ID", help="e.g. esp32-0007")
+    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0 or /dev/ttyACM0")
+    p.add_argument("--devices", default="devices", help="provisioning's folder (default devices)")
+    p.add_argument("--registry", default="registry.json",
+                   help="the key must be the device's active key here (default registry.json; skipped if absent)")
+    p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
+    p.add_argument("--micropython", metavar="IMAGE.bin",
+                   help="first erase a blank ESP32-family board and write this MicroPython image "
+                        "(for a Pico W: the UF2 steps)")
+    p.add_argument("--timeout", type=float, default=90,
+                   help="seconds to wait for the node's first reading after the reset (default 90)")
+    p.set_defaults(func=_cmd_flash)
+
+    p = sub.add_parser("monitor", help="show a board's log as it comes, until Ctrl-C")
+    p.add_argument("--port", required=True, help="the board's serial port")
+    p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
+    p.set_defaults(func=_cmd_monitor)
 
     gw = sub.add_parser("gateway", help="the Raspberry Pi gateway service")
     gsub = gw.add_subparsers(dest="gateway_command", required=True, metavar="COMMAND")
