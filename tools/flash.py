@@ -11,7 +11,8 @@ flash, step by step (docs/NODE.md, "Flashing a board"):
     cut off halfway boots to its REPL, never into half a firmware. A line that breaks is
     reconnected and the upload resumed; files already in place are recognised by their hash;
  4. every file's SHA-256 read back once more; a soft reset; the node's log followed until its
-    first reading is published, or until its first error line, named in plain words.
+    first signed message is delivered ("uplink: first message delivered"), or until its first
+    error line, named in plain words.
 
 monitor prints a board's log lines as they come, until Ctrl-C.
 """
