@@ -125,9 +125,11 @@ def _plain(x: Number) -> int | float:
 
 
 class _Window:
-    """One open window: fixed-size running statistics (Welford)."""
+    """One open window: fixed-size running statistics (Welford), on values scaled by a power of
+    two, the binary exponent of the largest value so far, so that squared deviations of very
+    small values do not underflow to 0 and those of very large ones do not overflow."""
 
-    __slots__ = ("start", "name", "unit", "count", "mean", "m2", "min", "max",
+    __slots__ = ("start", "name", "unit", "count", "exp", "mean", "m2", "min", "max",
                  "last", "last_time", "last_seq_of_last", "first_seq", "last_seq")
 
     def __init__(self, start: int, name: str, unit: str | None):
@@ -135,6 +137,7 @@ class _Window:
         self.name = name
         self.unit = unit
         self.count = 0
+        self.exp = None  # the values are scaled by 2**-exp; None while every value was 0
         self.mean = 0.0
         self.m2 = 0.0
         self.min = self.max = self.last = None
@@ -143,6 +146,15 @@ class _Window:
 
     def add(self, time, seq: int, value: Number, x: float) -> None:
         # Welford (1962): running mean and sum of squared deviations, one pass
+        if x:
+            e = math.frexp(x)[1]
+            if self.exp is None:
+                self.exp = e  # every value so far was 0: scaled or not, the sums are 0
+            elif e > self.exp:  # a larger value: the sums so far to its scale
+                self.mean = math.ldexp(self.mean, self.exp - e)
+                self.m2 = math.ldexp(self.m2, 2 * (self.exp - e))
+                self.exp = e
+            x = math.ldexp(x, -self.exp)
         self.count += 1
         delta = x - self.mean
         self.mean += delta / self.count
@@ -161,7 +173,8 @@ class _Window:
     def aggregate(self, device_id: str, window_s: int) -> Aggregate:
         return Aggregate(
             device_id, self.name, self.unit, self.start, self.start + window_s, self.count,
-            self.min, self.max, self.mean, math.sqrt(max(self.m2, 0.0) / self.count),
+            self.min, self.max, math.ldexp(self.mean, self.exp or 0),
+            math.ldexp(math.sqrt(max(self.m2, 0.0) / self.count), self.exp or 0),
             self.last, self.first_seq, self.last_seq,
         )
 
