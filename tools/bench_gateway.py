@@ -51,6 +51,17 @@ def _signed(reading, key: ec.EllipticCurvePrivateKey, device: str, seq: int, t: 
     return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big")]))
 
 
+def bench_devices(count: int, registry_path: Path) -> dict[str, ec.EllipticCurvePrivateKey]:
+    """``count`` devices with fresh keys, provisioned into a registry at registry_path."""
+    keys = {f"bench-{i:04d}": ec.generate_private_key(ec.SECP256R1()) for i in range(count)}
+    registry = Registry(path=registry_path)
+    for device, key in keys.items():
+        registry.add(device, "esp32", ["bme280"], key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+    registry.save()
+    return keys
+
+
 def verify_limit_per_s(seconds: float = 1.5) -> float:
     """P-256 verifications per second with cryptography, one core."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -147,12 +158,7 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
     reading = _firmware_modules()
     with tempfile.TemporaryDirectory(prefix="govedge-bench-gw-") as tmp:
         base = Path(tmp)
-        keys = {f"bench-{i:04d}": ec.generate_private_key(ec.SECP256R1()) for i in range(devices)}
-        registry = Registry(path=base / "registry.json")
-        for device, key in keys.items():
-            registry.add(device, "esp32", ["bme280"], key.public_key().public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
-        registry.save()
+        keys = bench_devices(devices, base / "registry.json")
         now = int(time.time())
         rounds = per_device + -(-latency_readings // devices)
         messages = [(device, _signed(reading, key, device, seq, now - rounds + seq))

@@ -23,21 +23,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import batch, topics
-from .bench_gateway import TARGET_RATIO, _cpu_s, _firmware_modules, _peak_rss_kib, _signed, verify_limit_per_s
+from .bench_gateway import (TARGET_RATIO, _cpu_s, _firmware_modules, _peak_rss_kib, _signed, bench_devices,
+                            verify_limit_per_s)
 from .broker import Mosquitto
-from .registry import Registry
 
 
 def bench_hub(devices: int = 500, batches: int = 40, per_batch: int = 500, workers: int | None = None) -> dict:
     reading = _firmware_modules()
     with tempfile.TemporaryDirectory(prefix="govedge-bench-hub-") as tmp:
         base = Path(tmp)
-        keys = {f"bench-{i:04d}": ec.generate_private_key(ec.SECP256R1()) for i in range(devices)}
-        registry = Registry(path=base / "registry.json")
-        for device, key in keys.items():
-            registry.add(device, "esp32", ["bme280"], key.public_key().public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
-        registry.save()
+        keys = bench_devices(devices, base / "registry.json")
         gw_key = ec.generate_private_key(ec.SECP256R1())
         pem = base / "gateway.pem"
         pem.write_bytes(gw_key.public_key().public_bytes(serialization.Encoding.PEM,
