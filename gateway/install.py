@@ -29,6 +29,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -351,7 +352,7 @@ def _check_broker(cfg) -> tuple[str, bool, str]:
 
     ep = cfg.ingest
     result: dict = {}
-    done = __import__("threading").Event()
+    done = threading.Event()
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"govedge-install-check-{os.getpid()}")
     if ep.user:
         c.username_pw_set(ep.user, ep.password)

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     device_id TEXT NOT NULL,
     seq {INT} NOT NULL,
     name TEXT NOT NULL,
+    pos {INT} NOT NULL,                 -- its place in the reading's SenML pack
     unit TEXT,
     value {REAL},                       -- numbers only
     value_text TEXT NOT NULL,           -- exactly as signed: 21.41, 100800, true, a string
@@ -218,10 +219,10 @@ class HubStore:
                     "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
                     (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message)).rowcount:
                 continue  # in an earlier batch already (a gateway that sent it twice): kept once
-            for m in r.measurements:
-                self._exec("INSERT INTO measurements (device_id, seq, name, unit, value, value_text) "
-                           "VALUES (?,?,?,?,?,?)",
-                           (r.device_id, r.seq, m.name, m.unit, _number(m.value), value_text(m.value)))
+            for pos, m in enumerate(r.measurements):
+                self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
+                           "VALUES (?,?,?,?,?,?,?)",
+                           (r.device_id, r.seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
         for a in b.aggregates:
             self._exec(
                 "INSERT INTO aggregates (gateway_id, batch_seq, device_id, name, unit, window_start, window_end, "
@@ -281,19 +282,23 @@ class HubStore:
         or to the batch's creation time for readings of a node whose clock was not set."""
         order = 'r.device_id COLLATE "C", r.seq' if self.dialect == "postgresql" else "r.device_id, r.seq"
         when = "coalesce(r.time, b.created)"
-        sql = ("SELECT r.device_id, r.seq, r.time, r.gateway_id, r.batch_seq, r.message, b.created "
+        sql = ("SELECT r.device_id, r.seq, r.time, r.gateway_id, r.batch_seq, r.message, b.created, "
+               "m.name, m.unit, m.value_text "
                "FROM readings r JOIN batches b ON b.gateway_id = r.gateway_id AND b.seq = r.batch_seq "
-               f"WHERE (? IS NULL OR {when} >= ?) AND (? IS NULL OR {when} < ?) ORDER BY {order}")
+               "JOIN measurements m ON m.device_id = r.device_id AND m.seq = r.seq "
+               f"WHERE (? IS NULL OR {when} >= ?) AND (? IS NULL OR {when} < ?) ORDER BY {order}, m.pos")
         if self.dialect == "postgresql":
             sql = sql.replace("? IS NULL", "?::double precision IS NULL")
-        rows = self._exec(sql, (since, since, until, until)).fetchall()
-        for device_id, seq, t, gateway_id, batch_seq, message, created in rows:
-            ms = self._exec("SELECT name, unit, value_text FROM measurements WHERE device_id = ? AND seq = ?",
-                            (device_id, seq)).fetchall()
-            order_in_message = [m.name for m in wire.decode(bytes(message)).measurements]
-            ms.sort(key=lambda m: order_in_message.index(m[0]))
-            yield ExportRow(device_id, seq, t, gateway_id, batch_seq, bytes(message), created,
-                            tuple((n, u, v) for n, u, v in ms))
+        head, values = None, []
+        for device_id, seq, t, gateway_id, batch_seq, message, created, name, unit, text in \
+                self._exec(sql, (since, since, until, until)):
+            if head is not None and (device_id, seq) != head[:2]:
+                yield ExportRow(*head, tuple(values))
+                values = []
+            head = (device_id, seq, t, gateway_id, batch_seq, bytes(message), created)
+            values.append((name, unit, text))
+        if head is not None:
+            yield ExportRow(*head, tuple(values))
 
 
 def _redacted(url: str) -> str:
