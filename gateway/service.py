@@ -473,11 +473,11 @@ class Gateway:
                     self.waiting = self.store.count_unbatched()  # the quota may have dropped some
                     self._tell_store_state()
                     self.maybe_close_epoch()
+                    self.last_housekeeping = time.monotonic()
                 if self.epoch_close_requested.is_set():
                     self.epoch_close_requested.clear()
                     self.maybe_batch(force=True)
                     self.maybe_close_epoch(force=True)
-                    self.last_housekeeping = time.monotonic()
             self.finish_in_flight()
             self.aggregates.extend(self.aggregator.flush())
             self.maybe_batch(force=True)
