@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -29,6 +30,9 @@ log = logging.getLogger("govedge.gateway")
 Result = wire.Reading | tuple[str, str]  # a verified reading, or why it is not one
 
 _registry: Registry | None = None  # a worker process's own copy
+
+START_ATTEMPTS = 3
+RETRY_S = 60
 
 
 def _load(path: str) -> None:
@@ -59,19 +63,37 @@ class Verifier:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
         self.restarts = 0
+        self.retry_at = 0.0  # when the workers would not start: when to try again
         if workers:
             self._start()
 
     def _start(self) -> None:
-        # spawned, not forked: the gateway has network threads running by now
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_load, initargs=(str(self.registry_path),))
-        # all workers started and loaded before the first message (the pool would otherwise
-        # start them one by one as the load grows, each taking a good part of a second)
-        for warm_up in [self.pool.submit(check, []) for _ in range(self.workers)]:
-            warm_up.result()
+        """Starts the workers; when they will not start, the gateway checks signatures itself
+        and tries again after RETRY_S (a worker killed while starting is one such case)."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            # spawned, not forked: the gateway has network threads running by now
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_load, initargs=(str(self.registry_path),))
+            try:
+                # all workers started and loaded before the first message (the pool would otherwise
+                # start them one by one as the load grows, each taking a good part of a second)
+                for warm_up in [pool.submit(check, []) for _ in range(self.workers)]:
+                    warm_up.result()
+            except BrokenProcessPool as exc:
+                pool.shutdown(wait=False, cancel_futures=True)
+                log.error("verify: a worker process died while starting (%s; attempt %d of %d)",
+                          exc, attempt, START_ATTEMPTS)
+                continue
+            self.pool = pool
+            return
+        self.pool = None
+        self.retry_at = time.monotonic() + RETRY_S
+        log.error("verify: the worker processes do not start; the gateway checks signatures itself "
+                  "and tries again in %d s", RETRY_S)
 
     def submit(self, payloads: list[bytes]) -> Future:
+        if self.pool is None and self.workers and time.monotonic() >= self.retry_at:
+            self._start()
         if self.pool is None:
             done: Future = Future()
             done.set_result(check(payloads, self.registry))
@@ -94,6 +116,8 @@ class Verifier:
             return check(payloads, self.registry)
 
     def _restart(self) -> None:
+        if self.pool is None:
+            return  # checking in the gateway itself until the retry is due
         try:  # once per breakage, not once per chunk of the broken pool
             self.pool.submit(check, [])
             return
