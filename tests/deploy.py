@@ -32,7 +32,42 @@ def gateway_key(folder: Path) -> tuple[Path, ec.EllipticCurvePublicKey]:
     return path, key.public_key()
 
 
-class GatewayProcess:
+class CliProcess:
+    """A `govedge` service (gateway run, hub run) as its own process group, its output in a log file."""
+
+    stop_timeout = 10.0
+
+    def __init__(self, args: list[str], log_path: Path):
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "govedge.cli", *self.args], stdout=log, stderr=log,
+                                         start_new_session=True)
+        return self
+
+    def kill(self):
+        """SIGKILL to the whole group (the gateway's verification workers too)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class GatewayProcess(CliProcess):
     def __init__(self, folder: Path, registry: Path, local_port: int, hub_port: int, **settings):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -48,33 +83,7 @@ class GatewayProcess:
             + f'[batch]\ninterval_s = {batch_cfg["interval_s"]}\nmax_readings = {batch_cfg["max_readings"]}\n'
             + extra
         )
-        self.proc: subprocess.Popen | None = None
-        self.log_path = folder / "gateway.log"
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "govedge.cli", "gateway", "run", "--config",
-                                      str(self.folder / "gateway.toml")], stdout=log, stderr=log,
-                                     start_new_session=True)
-        log.close()
-        return self
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
+        super().__init__(["gateway", "run", "--config", str(folder / "gateway.toml")], folder / "gateway.log")
 
     def wait_for_log(self, text: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from govedge import batch, topics
 from govedge.hub.gateways import Gateways
 from govedge.registry import Registry
+from deploy import CliProcess
 from support import firmware, private_key, scalar, sec1
 
 GATEWAY = "gw-hub-test"
@@ -86,21 +84,12 @@ def publish_batches(port: int, batches: list[bytes], gateway: str = GATEWAY) -> 
     publish(port, [(topics.batch(gateway), b) for b in batches])
 
 
-class HubProcess:
+class HubProcess(CliProcess):
+    stop_timeout = 15.0
+
     def __init__(self, config: Path):
         self.config = config
-        self.log_path = config.with_suffix(".log")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "HubProcess":
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "govedge.cli", "hub", "run", "--config",
-                                          str(self.config)], stdout=log, stderr=log, start_new_session=True)
-        return self
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
+        super().__init__(["hub", "run", "--config", str(config)], config.with_suffix(".log"))
 
     def wait_subscribed(self, times: int = 1, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -108,19 +97,6 @@ class HubProcess:
             assert self.proc.poll() is None, f"hub exited:\n{self.log[-2000:]}"
             assert time.monotonic() < deadline, f"hub did not subscribe:\n{self.log[-2000:]}"
             time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def wait_until(predicate, timeout: float = 30, what: str = "condition") -> None:
