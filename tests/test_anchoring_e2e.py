@@ -25,20 +25,28 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "govedge.cli", *args], capture_output=True, text=True, timeout=60)
 
 
+def _deployment(tmp_path, build_dir, device: str, anchor: str):
+    """Local and hub brokers (started), a node (not started), a gateway anchoring as ``anchor`` says
+    (not started): small batches, so that epochs fill quickly."""
+    local = Mosquitto(tmp_path / "local", persistence=True).start()
+    hub_broker = Mosquitto(tmp_path / "hub", persistence=True).start()
+    registry = tmp_path / "registry.json"
+    node = VirtualNode(tmp_path / device, build_dir, registry, device, local.port, interval_s=0.1)
+    gw = GatewayProcess(tmp_path / "gateway", registry, local.port, hub_broker.port, batch_interval_s=0.3,
+                        batch_max_readings=5, extra=anchor)
+    return local, hub_broker, registry, node, gw
+
+
 @pytest.fixture
 def anchored(tmp_path, build_dir):
     """A running deployment whose gateway has anchored at least one epoch the hub has."""
     anvil = start_anvil(tmp_path / "anvil")
     key = funded_key(anvil, tmp_path / "anchor.key")
     contract = deploy(anvil.url, key)
-    local = Mosquitto(tmp_path / "local", persistence=True).start()
-    hub_broker = Mosquitto(tmp_path / "hub", persistence=True).start()
-    registry = tmp_path / "registry.json"
-    node = VirtualNode(tmp_path / "esp32-0901", build_dir, registry, "esp32-0901", local.port, interval_s=0.1)
-    gw = GatewayProcess(tmp_path / "gateway", registry, local.port, hub_broker.port, batch_interval_s=0.3,
-                        batch_max_readings=5,
-                        extra=f'[anchor]\nbackend = "evm"\nepoch_s = 1.5\n[anchor.evm]\nrpc_url = "{anvil.url}"\n'
-                              f'contract = "{contract}"\nkey_file = "{key}"\n').start()
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, "esp32-0901", f'[anchor]\nbackend = "evm"\nepoch_s = 1.5\n[anchor.evm]\n'
+                                           f'rpc_url = "{anvil.url}"\ncontract = "{contract}"\nkey_file = "{key}"\n')
+    gw.start()
     hub_folder = tmp_path / "hubside"
     hub_folder.mkdir()
     gateways = Gateways(path=hub_folder / "gateways.json")
@@ -133,14 +141,9 @@ def test_rest_anchoring_survives_an_observer_outage_and_proves_a_reading(tmp_pat
     from rest_observer import Observer
 
     observer = Observer(block_interval=0.3).start()
-    local = Mosquitto(tmp_path / "local", persistence=True).start()
-    hub_broker = Mosquitto(tmp_path / "hub", persistence=True).start()
-    registry = tmp_path / "registry.json"
-    node = VirtualNode(tmp_path / "esp32-0902", build_dir, registry, "esp32-0902", local.port, interval_s=0.1)
-    gw = GatewayProcess(tmp_path / "gateway", registry, local.port, hub_broker.port, batch_interval_s=0.3,
-                        batch_max_readings=5,
-                        extra=f'[anchor]\nbackend = "rest"\nepoch_s = 1\n[anchor.rest]\nurl = "{observer.url}"\n'
-                              f'timeout_s = 2\n')
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, "esp32-0902",
+        f'[anchor]\nbackend = "rest"\nepoch_s = 1\n[anchor.rest]\nurl = "{observer.url}"\ntimeout_s = 2\n')
     observer.register(GATEWAY_ID, gw.public_key)
     pem = tmp_path / "gateway.pub.pem"
     pem.write_bytes(gw.public_key.public_bytes(serialization.Encoding.PEM,
