@@ -255,11 +255,11 @@ READINGS = {
     "extremes": dict(
         d=scalar("pole_9"),
         device_id="pole_9",
-        seq=2**64 - 1,
+        seq=2**63 - 1,
         time=4_102_444_800,
         measurements=[
-            ("count", None, 2**64 - 1),
-            ("offset", "m", -(2**64)),
+            ("count", None, 2**63 - 1),
+            ("offset", "m", -(2**63)),
             ("tilt", "rad", -1.0e300),
             ("level", "m", (-(2**40), -12)),
             ("flag", None, False),

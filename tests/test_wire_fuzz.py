@@ -25,9 +25,9 @@ DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 def assert_reading_invariants(reading: wire.Reading):
     """What every accepted message must satisfy (docs/FORMAT.md), checked on the result."""
     assert DEVICE_ID.match(reading.device_id)
-    assert type(reading.seq) is int and 0 <= reading.seq <= 2**64 - 1
+    assert type(reading.seq) is int and 0 <= reading.seq <= 2**63 - 1
     assert reading.time is None or (
-        type(reading.time) in (int, float) and math.isfinite(reading.time) and reading.time >= 2**28
+        type(reading.time) in (int, float) and math.isfinite(reading.time) and 2**28 <= reading.time < 2**32
     )
     assert 1 <= len(reading.measurements) <= 32
     names = [m.name for m in reading.measurements]
@@ -39,6 +39,10 @@ def assert_reading_invariants(reading: wire.Reading):
             continue
         assert type(m.value) in (int, float, Decimal), m
         assert m.value.is_finite() if isinstance(m.value, Decimal) else math.isfinite(m.value)
+        if isinstance(m.value, Decimal):  # what the hub can write out in a few bytes
+            assert -18 <= m.value.as_tuple().exponent <= 18 and abs(m.value.scaleb(-m.value.as_tuple().exponent)) <= 2**53
+        elif isinstance(m.value, int):
+            assert -(2**63) <= m.value <= 2**63 - 1
     assert len(reading.signature) == 64
     assert len(reading.message) <= 2048
 

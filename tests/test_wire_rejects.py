@@ -119,7 +119,7 @@ CASES = {
     "seq-float": (signed(payload=senml(seq=1.0)), "bad_sequence", "not an integer: 1.0"),
     "seq-string": (signed(payload=senml(seq="1")), "bad_sequence", "not an integer: '1'"),
     "seq-bool": (signed(payload=senml(seq=True)), "bad_sequence", "not an integer: True"),
-    "seq-negative": (signed(payload=senml(seq=-1)), "bad_sequence", "outside 0..2**64-1"),
+    "seq-negative": (signed(payload=senml(seq=-1)), "bad_sequence", "outside 0..2**63-1"),
     "seq-2**64": (signed(payload=senml(seq=2**64)), "not_cbor", "bignum"),  # past the 64-bit head
     "seq-in-second-record": (signed(payload=senml(records=[{0: "a", 2: 1}, {0: "b", 2: 2, "seq": 3}])),
                              "bad_record", "record 2 has unexpected fields"),
@@ -161,7 +161,36 @@ CASES = {
     "duplicate-key-in-header": (signed(protected=b"\xa3\x01\x26\x04\x48sensor-1\x01\x26"), "not_cbor",
                                 "protected header is not valid CBOR"),
     "oversize": (signed(payload=senml(records=[{0: "blob", 3: "x" * 2000}])), "too_large", "exceeds 2048"),
-    "deep-nesting": (b"\xc6" * 2000 + b"\x00", "not_cbor", "not valid CBOR"),
+    "deep-nesting": (b"\xd2" + b"\x81" * 2000 + b"\x00", "not_cbor", "not valid CBOR"),
+    # hostile input: each of these once stopped or swamped a service downstream
+    "shared-value-referring-to-itself": (signed(protected=bytes.fromhex("a201d81c81d81d0004")
+                                                + cbor2.dumps(DEVICE.encode())),
+                                         "not_cbor", "protected header holds a CBOR shared"),
+    "shared-value-in-payload": (signed(payload=bytes.fromhex("81d81c81d81d00")), "not_cbor",
+                                "payload holds a CBOR shared"),
+    "seq-2**63": (signed(payload=senml(seq=2**63)), "bad_sequence", "outside 0..2**63-1"),
+    "decimal-exponent-huge": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(4, [3_000_000_000, 5])}])),
+                              "bad_record", "exponent outside -18..18"),
+    "decimal-exponent-tiny": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(4, [-19, 5])}])),
+                              "bad_record", "exponent outside -18..18"),
+    "decimal-mantissa-2**53+1": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(4, [-2, 2**53 + 1])}])),
+                                 "bad_record", "mantissa outside"),
+    "decimal-not-a-pair": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(4, "x")}])),
+                           "not_cbor", "payload is not valid CBOR"),
+    "value-integer-2**63": (signed(payload=senml(records=[{0: "temp", 2: 2**63}])), "bad_record",
+                            "outside the 64-bit range"),
+    "value-epoch-date-tag": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(1, 5)}])), "not_cbor",
+                             "epoch date (CBOR tag 1)"),
+    "value-unknown-tag": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(40000, 5)}])), "not_cbor",
+                          "CBOR tag 40000, which this format does not use"),
+    "cose-tag-inside-payload": (signed(payload=senml(records=[{0: "temp", 2: cbor2.CBORTag(18, [1])}])),
+                                "not_cbor", "COSE_Sign1 (CBOR tag 18)"),
+    "bt-2**32": (signed(payload=senml(bt=2**32)), "bad_time", "after 2106"),
+    "bt-2**63": (signed(payload=senml(bt=2**63)), "bad_time", "after 2106"),
+    "name-65-chars": (signed(payload=senml(records=[{0: "t" * 65, 2: 1}])), "bad_record", "invalid name"),
+    "unit-65-chars": (signed(payload=senml(records=[{0: "temp", 1: "C" * 65, 2: 1}])), "bad_record",
+                      "invalid unit"),
+    "tag-not-cose": (b"\xc6" * 2000 + b"\x00", "not_cose_sign1", "has CBOR tag 6, expected 18"),
 }
 
 
@@ -212,8 +241,23 @@ def test_message_type_must_be_bytes():
 
 
 def test_sequence_number_range_edges_verify():
-    for seq in (0, 2**64 - 1):
+    for seq in (0, 2**63 - 1):
         assert wire.verify(signed(payload=senml(seq=seq)), KEYS).seq == seq
+
+
+def test_value_bounds_edges_verify():
+    edges = [{0: "a", 2: cbor2.CBORTag(4, [-18, 2**53])}, {0: "b", 2: cbor2.CBORTag(4, [18, -(2**53)])},
+             {0: "c", 2: 2**63 - 1}, {0: "d", 2: -(2**63)}, {0: "e", 1: "u" * 64, 2: 1}, {0: "n" * 64, 2: 1}]
+    reading = wire.verify(signed(payload=senml(records=edges, bt=2**32 - 1)), KEYS)
+    assert reading.time == 2**32 - 1 and [m.value for m in reading.measurements][2:4] == [2**63 - 1, -(2**63)]
+
+
+def test_error_messages_are_short_for_any_value():
+    # a refused value is named in a few words, however large or deep it is
+    deep = [[[[[[[[[[[[1]]]]]]]]]]]]
+    for value in (deep, {i: i for i in range(200)}, "x" * 1500, b"y" * 1500, cbor2.CBORTag(4, [10**9, 1])):
+        exc = refused(signed(payload=senml(records=[{0: "temp", 2: value}])))
+        assert exc.code in ("bad_record", "not_cbor") and len(str(exc)) < 200, str(exc)
 
 
 def test_earliest_absolute_time_verifies():

@@ -9,6 +9,7 @@ messages it covers, the messages themselves ("raw" mode) or their leaf hashes
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -66,6 +67,44 @@ def sign(key: ec.EllipticCurvePrivateKey, gateway_id: str, seq: int, created: in
     return cbor2.dumps(cbor2.CBORTag(wire.TAG_COSE_SIGN1, [protected, {}, payload, signature])), root
 
 
+# docs/FORMAT.md, "The batch": each aggregate's keys and the types of their values
+_AGGREGATE_TEXT = ("device_id", "name")
+_AGGREGATE_INT = ("window_start", "window_end")
+_AGGREGATE_UINT = ("count", "first_seq", "last_seq")
+_AGGREGATE_NUMBER = ("min", "max", "last", "mean", "stdev")
+_AGGREGATE_KEYS = frozenset(_AGGREGATE_TEXT + _AGGREGATE_INT + _AGGREGATE_UINT + _AGGREGATE_NUMBER + ("unit",))
+
+
+def _uint(x) -> bool:
+    return type(x) is int and 0 <= x <= wire.MAX_SEQUENCE
+
+
+def _aggregate_fault(a) -> str | None:
+    """Why a batch's aggregate is not of the format's shape, or None (everything the hub stores of it)."""
+    if not isinstance(a, dict):
+        return "not a map"
+    missing = [k for k in _AGGREGATE_KEYS if k != "unit" and k not in a]
+    if missing:
+        return f"has no {sorted(missing)[0]!r}"
+    if not a.keys() <= _AGGREGATE_KEYS:
+        return "has unexpected keys"
+    for k in _AGGREGATE_TEXT + (("unit",) if "unit" in a else ()):
+        if not isinstance(a[k], str) or not 0 < len(a[k]) <= 64:
+            return f"{k} is not a text of 1 to 64 characters"
+    for k in _AGGREGATE_INT:
+        if type(a[k]) is not int or not wire.MIN_INTEGER <= a[k] <= wire.MAX_INTEGER:
+            return f"{k} is not a 64-bit integer"
+    for k in _AGGREGATE_UINT:
+        if not _uint(a[k]):
+            return f"{k} is not an unsigned 64-bit integer"
+    for k in _AGGREGATE_NUMBER:
+        v = a[k]
+        if not ((type(v) is int and wire.MIN_INTEGER <= v <= wire.MAX_INTEGER)
+                or (type(v) is float and math.isfinite(v))):
+            return f"{k} is not a finite number"
+    return None
+
+
 def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurvePublicKey]],
            device_keys: Callable[[str], Iterable[ec.EllipticCurvePublicKey]] | None = None) -> Batch:
     """Check the gateway's signature, the Merkle root, and (given device_keys) every device message.
@@ -81,10 +120,7 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
         raise WireError("unknown_gateway", f"gateway {gateway_id!r} is unknown to the registry")
     if not any(wire.signature_valid(envelope, k) for k in keys):
         raise WireError("bad_signature", f"batch signature does not verify with the key of gateway {gateway_id!r}")
-    try:
-        body = cbor2.loads(envelope.payload)
-    except Exception as exc:
-        raise WireError("not_cbor", f"batch payload is not valid CBOR: {exc}") from None
+    body = wire.strict_loads(envelope.payload, "batch payload")
     if not isinstance(body, dict):
         raise WireError("malformed_batch", "batch payload is not a map")
     try:
@@ -96,18 +132,29 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
         raise WireError("malformed_batch", f"batch format version {version!r} is not {FORMAT_VERSION}")
     if gw != gateway_id:
         raise WireError("malformed_batch", f"batch names gateway {gw!r} but is signed by {gateway_id!r}")
-    if type(seq) is not int or seq < 0 or mode not in MODES or not isinstance(root, bytes) or len(root) != 32:
+    if not _uint(seq) or not isinstance(mode, str) or mode not in MODES or not isinstance(root, bytes) \
+            or len(root) != 32:
         raise WireError("malformed_batch", "batch seq, mode or root is malformed")
+    if not _uint(created) or not _uint(size):
+        raise WireError("malformed_batch", "batch created or size is not an unsigned 64-bit integer")
+    if not isinstance(aggregates, list):
+        raise WireError("malformed_batch", "batch aggregates must be an array")
+    for i, a in enumerate(aggregates):
+        fault = _aggregate_fault(a)
+        if fault:
+            raise WireError("malformed_batch", f"batch {gateway_id}/{seq}, aggregate {i}: {fault}")
     messages: tuple[bytes, ...] = ()
     if mode == "raw":
-        messages = tuple(body.get("messages") or ())
-        if not all(isinstance(m, bytes) for m in messages):
+        messages = body.get("messages") or ()
+        if not isinstance(messages, list) or not all(isinstance(m, bytes) for m in messages):
             raise WireError("malformed_batch", "batch messages must be byte strings")
+        messages = tuple(messages)
         leaves = tuple(merkle.leaf_hash(m) for m in messages)
     else:
-        leaves = tuple(body.get("leaves") or ())
-        if not all(isinstance(h, bytes) and len(h) == 32 for h in leaves):
+        leaves = body.get("leaves") or ()
+        if not isinstance(leaves, list) or not all(isinstance(h, bytes) and len(h) == 32 for h in leaves):
             raise WireError("malformed_batch", "batch leaves must be 32-byte hashes")
+    leaves = tuple(leaves)
     if len(leaves) != size:
         raise WireError("malformed_batch", f"batch says {size} messages but carries {len(leaves)}")
     if merkle.root(list(leaves)) != root:

@@ -107,8 +107,8 @@ def verify_epoch(data: bytes, gateway_keys: Callable[[str], Iterable]) -> EpochR
     if not any(wire.signature_valid(env, k) for k in keys):
         raise wire.WireError("bad_signature", f"epoch record signature does not verify with the key of "
                                               f"gateway {env.kid!r}")
+    body = wire.strict_loads(env.payload, "epoch record")
     try:
-        body = cbor2.loads(env.payload)
         epoch = Epoch(body["gateway"], body["epoch"], tuple(body["heads"]))
         first, last, root = body["first"], body["last"], body["root"]
         receipt = Receipt.from_json(json.loads(body["anchor"]))
@@ -116,6 +116,9 @@ def verify_epoch(data: bytes, gateway_keys: Callable[[str], Iterable]) -> EpochR
         raise wire.WireError("malformed_epoch", f"epoch record body is malformed: {exc}") from None
     if body.get("v") != EPOCH_FORMAT_VERSION or epoch.gateway_id != env.kid:
         raise wire.WireError("malformed_epoch", "epoch record version or gateway does not match its signer")
+    if not all(type(n) is int and 0 <= n <= wire.MAX_SEQUENCE for n in (epoch.number, first, last)) \
+            or not all(isinstance(h, bytes) for h in epoch.heads):
+        raise wire.WireError("malformed_epoch", "epoch record number, first, last or heads are malformed")
     if not epoch.heads or epoch.root != root or receipt.root != root:
         raise wire.WireError("bad_root", f"epoch {env.kid}/{epoch.number}: its heads, root and receipt disagree")
     return EpochRecord(epoch, first, last, receipt, bytes(data))

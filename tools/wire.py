@@ -44,10 +44,20 @@ SEQUENCE = "seq"  # extension field, first record only
 
 MAX_MESSAGE_BYTES = 2048
 MAX_RECORDS = 32
-MAX_SEQUENCE = 2**64 - 1
+# a signed 64-bit integer: what SQLite and PostgreSQL store, in the gateway and the hub
+MAX_SEQUENCE = 2**63 - 1
+MIN_INTEGER, MAX_INTEGER = -2**63, 2**63 - 1  # integer values: the same 64-bit range
 # SenML: times below 2**28 are relative to "now"; a reading's time must be absolute
 MIN_ABSOLUTE_TIME = 2**28
+# 2106-02-07T06:28:16Z: a node clock past it is broken, not early (and fits any 64-bit column)
+MAX_ABSOLUTE_TIME = 2**32
+# decimal fractions (RFC 8949 section 3.4.4): 10**-18 .. 10**18 spans every sensor's range and
+# resolution with room to spare; a mantissa up to 2**53 keeps the value exact as a double
+MAX_DECIMAL_EXPONENT = 18
+MAX_DECIMAL_MANTISSA = 2**53
+TAG_DECIMAL_FRACTION = 4
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+MAX_NAME_CHARS = 64  # names and units; the longest SenML unit in the registry has 11 characters
 SENML_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*\Z")  # RFC 8428 section 4.5.1
 
 _P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -123,34 +133,108 @@ def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -
     return cbor2.dumps(["Signature1", protected, external_aad, payload])
 
 
-def _cbor(data: bytes, what: str):
+class _OnlyTags(Mapping):
+    """cbor2's semantic decoders for every tag but the allowed ones: a refusal.
+
+    cbor2 looks a tag up here before it decodes the tag's content; a tag allowed
+    is missing from this mapping and gets cbor2's own decoder. So shared values
+    (tags 28/29, which can make a value contain itself), bignums, dates, regexes
+    and every tag nobody has defined yet never become Python objects."""
+
+    def __init__(self, allowed: frozenset):
+        self.allowed = allowed
+
+    def __getitem__(self, tag):
+        if tag in self.allowed:
+            raise KeyError(tag)
+        return _refuse_tag
+
+    def __contains__(self, tag) -> bool:
+        return tag not in self.allowed
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _RefusedTag(ValueError):
+    pass
+
+
+def _refuse_tag(decoder, *args):
+    raise _RefusedTag("this format does not use it")
+
+
+# RFC 8949 section 3.4 and the IANA CBOR tags registry: the ones an attacker reaches for first
+_TAG_NAMES = {0: "date string", 1: "epoch date", 2: "bignum", 3: "bignum", 4: "decimal fraction",
+              5: "bigfloat", 18: "COSE_Sign1", 24: "embedded CBOR item", 28: "shared value",
+              29: "shared-value reference", 258: "set"}
+_TAGS_NONE = _OnlyTags(frozenset())
+_TAGS_ENVELOPE = _OnlyTags(frozenset({TAG_COSE_SIGN1}))
+_TAGS_PAYLOAD = _OnlyTags(frozenset({TAG_DECIMAL_FRACTION}))
+
+
+def _cbor(data: bytes, what: str, tags: Mapping = _TAGS_NONE):
     fp = io.BytesIO(data)
     try:
         item = cbor2.CBORDecoder(
-            fp, allow_indefinite=False, allow_duplicate_keys=False, max_depth=16,
-            semantic_decoders={2: _no_bignum, 3: _no_bignum},
+            fp, allow_indefinite=False, allow_duplicate_keys=False, max_depth=16, semantic_decoders=tags,
         ).decode()
     except Exception as exc:  # cbor2 raises several kinds for bad bytes; all mean the same here
-        if isinstance(exc.__cause__, ValueError) and "bignum" in str(exc.__cause__):
-            raise WireError("not_cbor", f"{what} holds a CBOR bignum (tag 2 or 3): {exc.__cause__}") from None
-        raise WireError("not_cbor", f"{what} is not valid CBOR: {exc}") from None
+        if isinstance(exc.__cause__, _RefusedTag):
+            tag = re.search(r"semantic tag (\d+)", str(exc))
+            number = int(tag.group(1)) if tag else None
+            name = f"CBOR tag {number}" if tag else "a CBOR tag"
+            if number in _TAG_NAMES:
+                name = f"a CBOR {_TAG_NAMES[number]} ({name})"
+            raise WireError("not_cbor", f"{what} holds {name}, which this format does not use") from None
+        raise WireError("not_cbor", f"{what} is not valid CBOR: {_clip(str(exc))}") from None
     if fp.tell() != len(data):
         raise WireError("not_cbor", f"{what} has {len(data) - fp.tell()} bytes after its CBOR item")
     return item
+
+
+def strict_loads(data: bytes, what: str):
+    """A CBOR item of this project's formats other than the reading (batch, epoch record, batch
+    head): definite lengths, no duplicate keys, nesting at most 16, and no tags at all."""
+    return _cbor(data, what, _TAGS_NONE)
 
 
 def _is_int(x) -> bool:
     return type(x) is int
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _show(x) -> str:
-    """A value for an error message: short, and never a huge integer turned to text."""
-    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 64:
-        return f"an integer of {x.bit_length()} bits"
+    """A value for an error message: short, built without recursion, and never a huge
+    number turned into text (whatever a message holds, naming it costs a few bytes)."""
+    if isinstance(x, bool) or x is None:
+        return repr(x)
+    if isinstance(x, int):
+        return f"an integer of {x.bit_length()} bits" if x.bit_length() > 64 else str(x)
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, Decimal):
+        sign, digits, exponent = x.as_tuple()
+        if not isinstance(exponent, int):
+            return str(x)  # NaN, Infinity
+        if len(digits) > 20 or not -64 <= exponent <= 64:
+            return f"a decimal fraction of {len(digits)} digits, exponent {exponent}"
+        return f"4([{exponent}, {'-' if sign else ''}{''.join(map(str, digits))}])"
+    if isinstance(x, (str, bytes, bytearray)):
+        return repr(x[:40]) + ("..." if len(x) > 40 else "")
     if isinstance(x, (list, tuple)):
-        return "[" + ", ".join(_show(v) for v in list(x)[:4]) + (", ..." if len(x) > 4 else "") + "]"
-    text = repr(x)
-    return text if len(text) <= 40 else text[:37] + "..."
+        return f"an array of {len(x)} items"
+    if isinstance(x, Mapping):
+        return f"a map of {len(x)} entries"
+    if isinstance(x, cbor2.CBORTag):
+        return f"CBOR tag {x.tag}"
+    return f"a {type(x).__name__}"
 
 
 def _unexpected(mapping, allowed: frozenset) -> list[str]:
@@ -159,10 +243,6 @@ def _unexpected(mapping, allowed: frozenset) -> list[str]:
         return []
     return sorted(_show(k) for k in mapping
                   if not (type(k) in (int, str) and k in allowed))
-
-
-def _no_bignum(decoder, value, *args):
-    raise ValueError("bignums (tags 2 and 3) are not used in this format")
 
 
 @dataclass(frozen=True)
@@ -192,7 +272,10 @@ def decode_envelope(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES, what: st
     if fast is not None:
         protected, payload, signature = fast
         return Envelope(_protected_header(protected), message, protected, payload, signature)
-    item = _cbor(message, what)
+    tag = _leading_tag(message)
+    if tag is not None and tag != TAG_COSE_SIGN1:
+        raise WireError("not_cose_sign1", f"{what} has CBOR tag {tag}, expected 18 (COSE_Sign1)")
+    item = _cbor(message, what, _TAGS_ENVELOPE)
     if not isinstance(item, cbor2.CBORTag):
         raise WireError("not_cose_sign1", f"{what} is not a tagged COSE_Sign1 (CBOR tag 18 missing)")
     if item.tag != TAG_COSE_SIGN1:
@@ -216,6 +299,20 @@ def decode_envelope(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES, what: st
     if cbor2.dumps(cbor2.CBORTag(TAG_COSE_SIGN1, [protected, {}, payload, signature])) != message:
         raise WireError("malformed_cose", "COSE_Sign1 envelope is not in deterministic CBOR encoding")
     return Envelope(_protected_header(protected), message, protected, payload, signature)
+
+
+def _leading_tag(message: bytes) -> int | None:
+    """The number of the tag the message starts with (RFC 8949 section 3, major type 6), if any."""
+    head = message[0]
+    if head >> 5 != 6:
+        return None
+    info = head & 0x1F
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or len(message) < 1 + width:
+        return None
+    return int.from_bytes(message[1:1 + width], "big")
 
 
 def _bstr(message: bytes, i: int) -> tuple[bytes, int] | None:
@@ -288,14 +385,22 @@ def _protected_header(protected: bytes) -> str:
     return device_id
 
 
-def _number(x) -> bool:
+def _number_fault(x) -> str | None:
+    """Why x is not a value this format carries, or None: the bounds are in docs/FORMAT.md."""
     if _is_int(x):
-        return True
+        return None if MIN_INTEGER <= x <= MAX_INTEGER else "an integer outside the 64-bit range"
     if isinstance(x, float):
-        return math.isfinite(x)
+        return None if math.isfinite(x) else "not a finite number"
     if isinstance(x, Decimal):
-        return x.is_finite()
-    return False
+        sign, digits, exponent = x.as_tuple()
+        if not isinstance(exponent, int):
+            return "not a finite number"
+        if not -MAX_DECIMAL_EXPONENT <= exponent <= MAX_DECIMAL_EXPONENT:
+            return f"a decimal fraction with an exponent outside -{MAX_DECIMAL_EXPONENT}..{MAX_DECIMAL_EXPONENT}"
+        if len(digits) >= 16 and int("".join(map(str, digits))) > MAX_DECIMAL_MANTISSA:
+            return "a decimal fraction with a mantissa outside -2**53..2**53"
+        return None
+    return "not a finite number"
 
 
 _HEADER_LABELS = frozenset({HEADER_ALG, HEADER_KID})
@@ -304,7 +409,7 @@ _FIRST_RECORD_LABELS = _RECORD_LABELS | {SENML_BASE_TIME, SEQUENCE}
 
 
 def _senml(payload: bytes):
-    pack = _cbor(payload, "payload")
+    pack = _cbor(payload, "payload", _TAGS_PAYLOAD)
     if not isinstance(pack, (list, tuple)):
         raise WireError("not_senml", "payload is not a SenML pack (a CBOR array of records)")
     if not pack:
@@ -320,13 +425,15 @@ def _senml(payload: bytes):
     if not _is_int(seq):
         raise WireError("bad_sequence", f"sequence number is not an integer: {_show(seq)}")
     if not 0 <= seq <= MAX_SEQUENCE:
-        raise WireError("bad_sequence", f"sequence number {_show(seq)} is outside 0..2**64-1")
+        raise WireError("bad_sequence", f"sequence number {_show(seq)} is outside 0..2**63-1")
     time = first.get(SENML_BASE_TIME)
     if SENML_BASE_TIME in first:
         if not _is_int(time) and not (isinstance(time, float) and math.isfinite(time)):
             raise WireError("bad_time", f"base time (bt) is not a number of seconds: {_show(time)}")
         if time < MIN_ABSOLUTE_TIME:
             raise WireError("bad_time", f"base time {_show(time)} is not an absolute time (seconds since 1970)")
+        if time >= MAX_ABSOLUTE_TIME:
+            raise WireError("bad_time", f"base time {_show(time)} is after 2106-02-07 (2**32 s): a broken clock")
     measurements = []
     names = set()
     for i, rec in enumerate(pack, 1):
@@ -338,22 +445,23 @@ def _senml(payload: bytes):
         name = rec.get(SENML_NAME)
         if name is None:
             raise WireError("missing_field", f"SenML record {i} has no name (n)")
-        if not isinstance(name, str) or not SENML_NAME_CHARS.match(name):
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS or not SENML_NAME_CHARS.match(name):
             raise WireError("bad_record", f"SenML record {i} has an invalid name {_show(name)}")
         if name in names:
             raise WireError("bad_record", f"SenML record {i} repeats the name {_show(name)}")
         names.add(name)
         unit = rec.get(SENML_UNIT)
-        if SENML_UNIT in rec and (not isinstance(unit, str) or not unit):
+        if SENML_UNIT in rec and (not isinstance(unit, str) or not unit or len(unit) > MAX_NAME_CHARS):
             raise WireError("bad_record", f"SenML record {i} ({name}) has an invalid unit {_show(unit)}")
         present = [k for k in (SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE) if k in rec]
         if len(present) != 1:
             raise WireError("missing_field" if not present else "bad_record",
                             f"SenML record {i} ({name}) must have exactly one value (v, vs or vb)")
         value = rec[present[0]]
-        if present[0] == SENML_VALUE and not _number(value):
-            raise WireError("bad_record",
-                            f"SenML record {i} ({name}) has a value that is not a finite number: {_show(value)}")
+        if present[0] == SENML_VALUE:
+            fault = _number_fault(value)
+            if fault:
+                raise WireError("bad_record", f"SenML record {i} ({name}) has a value that is {fault}: {_show(value)}")
         if present[0] == SENML_STRING_VALUE and not isinstance(value, str):
             raise WireError("bad_record", f"SenML record {i} ({name}) has a string value that is not text")
         if present[0] == SENML_BOOL_VALUE and not isinstance(value, bool):
