@@ -92,7 +92,6 @@ def test_node_message_matches_the_cddl(example):
         [{0: "temp", 2: 1, "seq": 1, -3: 5}],  # relative time
         [{1: "Cel", 2: 1, "seq": 1}],  # no name
         [],
-        [{0: "temp", 2: 2**63, "seq": 1}],  # integer beyond 64 bits signed
         [{0: "t" * 65, 2: 1, "seq": 1}],  # name too long
     ],
 )
@@ -108,6 +107,7 @@ def test_cddl_and_verifier_refuse_the_same_payloads(pack):
     "pack",
     [
         [{0: "temp", 2: 1, "seq": 2**63}],  # beyond what the stores hold
+        [{0: "temp", 2: 2**63, "seq": 1}],  # integer beyond 64 bits signed
         [{0: "temp", 2: 1, "seq": 1, -3: 2**32}],  # a clock past 2106
         [{0: "temp", 2: cbor2.CBORTag(4, [19, 1]), "seq": 1}],  # exponent out of bounds
         [{0: "temp", 2: cbor2.CBORTag(4, [-19, 1]), "seq": 1}],
