@@ -10,12 +10,13 @@ So before a group of inputs is handled, their SHA-256 digests are written to a
 small journal file, and the journal is emptied once they are committed. A
 process that finds the journal not empty when it starts died while handling
 one of them: they become *suspects*. A suspect is handled alone, with only
-itself in the journal; a process that dies with a suspect alone in the journal
-has found the input that kills it, which becomes *poison* and is refused from
-then on with the code ``internal_error`` (quarantined or rejected, and
-acknowledged). An input must thus end the process twice, once in its group and
-once alone, to be refused: a power cut or a ``kill -9`` while a good message
-is handled makes it a suspect, handled alone once more, never poison.
+itself in the journal; a process that dies ``ALONE_DEATHS`` (2) times with a
+suspect alone in the journal has found the input that kills it, which becomes
+*poison* and is refused from then on with the code ``internal_error``
+(quarantined or rejected, and acknowledged). An input must thus end the
+process three times, once in its group and twice alone, to be refused: one
+power cut or ``kill -9`` while a good message is handled, even alone, never
+condemns it, and a poisonous input costs three restarts, not a loop.
 
 The journal is written with ``pwrite`` into an open file, without fsync: a
 process's death leaves the page cache as it was; a power cut may lose the
@@ -38,6 +39,7 @@ log = logging.getLogger("govedge.crashguard")
 SUSPECT = "suspect"
 POISON = "poison"
 MAX_ENTRIES = 10_000  # suspects and poison kept; the oldest go first
+ALONE_DEATHS = 2  # deaths with the input alone in hand that make it poison
 DIGEST = 32
 
 
@@ -57,7 +59,7 @@ class CrashGuard:
         left = os.pread(self.fd, 1 + MAX_ENTRIES * DIGEST, 0)
         if left:
             self._died_while_handling(left)
-        self._clear_journal()
+        self.clear()
 
     # -- what a start finds ---------------------------------------------------------
 
@@ -77,13 +79,19 @@ class CrashGuard:
         now = time.time()
         for d in digests:
             key = d.hex()
-            entry = self.entries.setdefault(key, {"state": SUSPECT, "since": now, "deaths": 0})
+            entry = self.entries.setdefault(key, {"state": SUSPECT, "since": now, "deaths": 0, "alone": 0})
             entry["deaths"] += 1
-            if alone and entry["state"] == SUSPECT:
-                entry["state"] = POISON
-        if alone and digests:
-            log.error("crash guard: the process died twice while handling input %s, the second time with it "
-                      "alone; it is refused from now on (internal_error)", digests[0].hex()[:16])
+            if alone:
+                entry["alone"] = entry.get("alone", 0) + 1
+                if entry["alone"] >= ALONE_DEATHS:
+                    entry["state"] = POISON
+        if alone and digests and self.entries[digests[0].hex()]["state"] == POISON:
+            log.error("crash guard: the process died %d times while handling input %s, %d times with it alone; "
+                      "it is refused from now on (internal_error)", self.entries[digests[0].hex()]["deaths"],
+                      digests[0].hex()[:16], ALONE_DEATHS)
+        elif alone and digests:
+            log.error("crash guard: the process died while handling suspect input %s alone; once more and it "
+                      "is refused", digests[0].hex()[:16])
         elif digests:
             log.error("crash guard: the process died while handling %d inputs; each is handled alone when it "
                       "comes again", len(digests))
@@ -106,16 +114,19 @@ class CrashGuard:
         entry = self.entries.get(digest(payload).hex())
         return None if entry is None else entry["state"]
 
+    def note(self, digests: bytes, alone: bool = False) -> None:
+        """The inputs in hand now (their SHA-256 digests, concatenated), replacing what was noted."""
+        os.pwrite(self.fd, (b"1" if alone else b"0") + digests, 0)
+        os.ftruncate(self.fd, 1 + len(digests))
+
     @contextmanager
     def handling(self, payloads: Iterable[bytes], alone: bool = False) -> Iterator[None]:
         """Notes the inputs for the time the block runs. ``alone``: a suspect, by itself."""
-        digests = b"".join(digest(p) for p in payloads)
-        os.pwrite(self.fd, (b"1" if alone else b"0") + digests, 0)
-        os.ftruncate(self.fd, 1 + len(digests))
+        self.note(b"".join(digest(p) for p in payloads), alone)
         try:
             yield
         finally:
-            self._clear_journal()  # an exception is no death: the caller refused the input itself
+            self.clear()  # an exception is no death: the caller refused the input itself
 
     def handled(self, payloads: Iterable[bytes]) -> None:
         """Suspects among these were handled (committed) without a death: they are suspects no more."""
@@ -131,12 +142,14 @@ class CrashGuard:
         """Words for the refusal of a poisonous input."""
         entry = self.entries.get(digest(payload).hex(), {})
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.get("since", time.time())))
-        return (f"the service process died {entry.get('deaths', 2)} times while handling this input (first at "
-                f"{since}), the last time with it alone; refused so that it cannot stop the service again")
+        return (f"the service process died {entry.get('deaths', 0)} times while handling this input (first at "
+                f"{since}), {entry.get('alone', 0)} times with it alone; refused so that it cannot stop the "
+                "service again")
 
-    def _clear_journal(self) -> None:
+    def clear(self) -> None:
+        """Nothing in hand any more."""
         os.ftruncate(self.fd, 0)
 
     def close(self) -> None:
-        self._clear_journal()
+        self.clear()
         os.close(self.fd)
