@@ -56,7 +56,8 @@ MAX_ABSOLUTE_TIME = 2**32
 MAX_DECIMAL_EXPONENT = 18
 MAX_DECIMAL_MANTISSA = 2**53
 TAG_DECIMAL_FRACTION = 4
-DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+MAX_DEVICE_ID_CHARS = 64  # device and gateway ids; the longest topic a device publishes to follows from it
+DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_DEVICE_ID_CHARS - 1}}}\Z")
 MAX_NAME_CHARS = 64  # names and units; the longest SenML unit in the registry has 11 characters
 SENML_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*\Z")  # RFC 8428 section 4.5.1
 
