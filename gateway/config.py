@@ -38,6 +38,8 @@ class GatewayConfig:
     hub_topic: str = ""
     max_future_s: int = 300
     verify_workers: int = 1  # processes checking signatures; 0: in the main process
+    device_burst: int = 4096  # messages a sender may send at once (govedge.gateway.admit)
+    device_rate_per_s: float = 10.0  # and how fast its share refills
     batch_interval_s: float = 10.0
     batch_max_readings: int = 500
     batch_mode: str = "raw"
@@ -46,6 +48,8 @@ class GatewayConfig:
     store_max_age_days: int = 90
     store_held_back_days: int = 30  # how long values held back by the filters are kept for audit
     store_policy: str = "drop_oldest"  # when full: "drop_oldest" unsent data (counted) or "refuse_new"
+    quarantine_max_bytes: int = 64_000_000  # the quarantine's own budget, apart from the store's quota
+    quarantine_max_rows: int = 100_000
     synchronous: str = "NORMAL"
     metrics_port: int = 0  # 0: no Prometheus endpoint
     filter: dict = field(default_factory=dict)
@@ -124,6 +128,8 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
         verify_workers=_workers((doc.get("verify") or {}).get("workers", "auto")),
+        device_burst=int((doc.get("verify") or {}).get("device_burst", 4096)),
+        device_rate_per_s=float((doc.get("verify") or {}).get("device_rate_per_s", 10.0)),
         batch_interval_s=float(batch.get("interval_s", 10.0)),
         batch_max_readings=int(batch.get("max_readings", 500)),
         batch_mode=batch.get("mode", "raw"),
@@ -131,6 +137,8 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         store_max_age_days=int(store.get("max_age_days", 90)),
         store_policy=store.get("policy", "drop_oldest"),
         store_held_back_days=int(store.get("held_back_days", 30)),
+        quarantine_max_bytes=int(store.get("quarantine_max_bytes", 64_000_000)),
+        quarantine_max_rows=int(store.get("quarantine_max_rows", 100_000)),
         synchronous=store.get("synchronous", "NORMAL"),
         metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
         filter=doc.get("filter") or {},
@@ -168,6 +176,10 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         raise ConfigError(f"[store] policy must be 'drop_oldest' or 'refuse_new', not {cfg.store_policy!r}")
     if cfg.synchronous not in ("NORMAL", "FULL"):
         raise ConfigError(f"[store] synchronous must be 'NORMAL' or 'FULL', not {cfg.synchronous!r}")
+    if cfg.device_burst < 1 or cfg.device_rate_per_s <= 0:
+        raise ConfigError("[verify] device_burst and device_rate_per_s must be positive")
+    if cfg.quarantine_max_bytes < 1 or cfg.quarantine_max_rows < 1:
+        raise ConfigError("[store] quarantine_max_bytes and quarantine_max_rows must be positive")
     if cfg.batch_max_readings < 1 or cfg.batch_interval_s <= 0:
         raise ConfigError("[batch] max_readings and interval_s must be positive")
     return cfg

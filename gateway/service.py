@@ -1,11 +1,15 @@
 """`govedge gateway run`: the gateway's stages, one way through.
 
-ingest (MQTT, manual acks) -> verify (signatures in worker processes; then
-replay and clock in arrival order) -> store (SQLite, committed before the broker
-gets its PUBACK) -> batch (RFC 9162 root, gateway
-signature) -> uplink (MQTT QoS 1 to the hub, cursor advanced on PUBACK).
+ingest (MQTT, manual acks) -> admit (crash guard, fair share per sender) ->
+verify (signatures in worker processes; then replay and clock in arrival
+order) -> store (SQLite, committed before the broker gets its PUBACK) -> batch
+(RFC 9162 root, gateway signature) -> uplink (MQTT QoS 1 to the hub, cursor
+advanced on PUBACK).
 A bad message is quarantined with its reason and acknowledged: it never blocks
-what comes after it and is never retried forever.
+what comes after it and is never retried forever. Whatever handling one
+message raises quarantines that message alone (``internal_error``); whatever
+ends the process while it handles messages is caught by the crash guard
+(govedge.crashguard) on the next start.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from cryptography.hazmat.primitives import serialization
 
 from govedge import batch, proof, topics, wire
 from govedge.anchor import Receipt
+from govedge.crashguard import POISON, SUSPECT, CrashGuard, digest
 
+from .admit import FairShare, sender_of
 from .aggregate import Aggregator, NotAggregated
 from .config import GatewayConfig, MqttEndpoint
 from .filter import Filter
 from .health import LiveState
 from .store import Store
-from .verify import Result, Verifier
+from .verify import Result, Verifier, check, internal_error
 
 log = logging.getLogger("govedge.gateway")
 
@@ -211,7 +217,11 @@ class Gateway:
         self.store = Store(self.db_path, cfg.synchronous)
         self.verifier = Verifier(cfg.registry, cfg.verify_workers)
         self.live = LiveState(cfg.data_dir, cfg.gateway_id, cfg.verify_workers)
-        self.in_flight: deque[tuple[list[Inbound], Future]] = deque()  # chunks being verified, in order
+        # chunks being verified, in order, with the SHA-256 digests of their messages (the crash guard's journal)
+        self.in_flight: deque[tuple[list[Inbound], Future, bytes]] = deque()
+        self.guard = CrashGuard(cfg.data_dir / "handling")
+        self.share = FairShare(cfg.device_burst, cfg.device_rate_per_s)
+        self.quarantined_bytes = 0  # added to the quarantine since its budget was last enforced
         self.key = serialization.load_pem_private_key(cfg.key_file.read_bytes(), password=None)
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
@@ -289,8 +299,27 @@ class Gateway:
             except NotAggregated as exc:
                 self.counters[f"not_aggregated_{exc.code}"] += 1
 
+    def accept_isolated(self, item: Inbound, checked: Result) -> None:
+        """``accept`` in a savepoint: whatever it raises undoes its own work alone and quarantines the
+        message as internal_error; the messages committed with it are not touched."""
+        device = None if isinstance(checked, tuple) else checked.device_id
+        last_seq, waiting, n_aggregates = self.last_seq.get(device), self.waiting, len(self.aggregates)
+        try:
+            with self.store.part(device):
+                self.accept(item, checked)
+        except Exception as exc:  # noqa: BLE001 - a fault of ours on one message is that message's alone
+            if last_seq is None:
+                self.last_seq.pop(device, None)
+            else:
+                self.last_seq[device] = last_seq
+            self.waiting = waiting
+            del self.aggregates[n_aggregates:]
+            log.error("internal error while handling a message from %s; quarantined", item.source, exc_info=exc)
+            self._quarantine(item, device, *internal_error(exc))
+
     def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
-        self.store.quarantine(item.source, device, code, reason, item.payload)
+        self.quarantined_bytes += self.store.quarantine(item.source, device, code, reason, item.payload,
+                                                        sender_of(item.source))
         self.counters["quarantined"] += 1
         self.counters[f"quarantined_{code}"] += 1
         log.warning("quarantine: %s from %s: %s", code, item.source, reason)
@@ -307,13 +336,74 @@ class Gateway:
         if self.refusing:  # unacknowledged, the messages wait in the broker and in the nodes' buffers
             time.sleep(max_wait_s)
             return 0
-        items = self._take(0.0 if self.in_flight else max_wait_s)
-        if items:
-            size = max(1, min(self.CHUNK, -(-len(items) // max(1, self.verifier.workers))))
-            for i in range(0, len(items), size):
-                chunk = items[i:i + size]
-                self.in_flight.append((chunk, self.verifier.submit([m.payload for m in chunk])))
-        return self._commit_verified(wait=not items)
+        taken = self._take(0.0 if self.in_flight else max_wait_s)
+        done = 0
+        items, refused = self._admit(taken)
+        if refused:
+            done += self._refuse(refused)
+        while items:
+            normal, suspect, items = self._until_suspect(items)
+            self._submit(normal)
+            if suspect is not None:  # handled alone, after everything before it, in order
+                done += self.finish_in_flight()
+                done += self._handle_alone(suspect)
+        if self.quarantined_bytes > self.cfg.quarantine_max_bytes // 8:
+            self.keep_quarantine_within_budget()
+        return done + self._commit_verified(wait=not taken)
+
+    def _admit(self, items: list[Inbound]) -> tuple[list[Inbound], list[tuple[Inbound, str, str]]]:
+        """The admit stage (govedge.gateway.admit): poison and messages over their sender's share are
+        refused here, unverified; the rest go on."""
+        admitted: list[Inbound] = []
+        refused: list[tuple[Inbound, str, str]] = []
+        for item in items:
+            if self.guard.verdict(item.payload) == POISON:
+                refused.append((item, "internal_error", self.guard.poison_note(item.payload)))
+            elif not self.share.take(sender_of(item.source)):
+                refused.append((item, "over_share", f"{sender_of(item.source)} sent more than its share "
+                                                    f"({self.cfg.device_burst} messages at once, "
+                                                    f"{self.cfg.device_rate_per_s:g} a second after that)"))
+            else:
+                admitted.append(item)
+        return admitted, refused
+
+    def _refuse(self, refused: list[tuple[Inbound, str, str]]) -> int:
+        with self.store:
+            for item, code, reason in refused:
+                self._quarantine(item, topics.device_of(item.source), code, reason)
+        for item, _, _ in refused:
+            item.ack()
+        return len(refused)
+
+    def _until_suspect(self, items: list[Inbound]) -> tuple[list[Inbound], Inbound | None, list[Inbound]]:
+        """(the messages before the first suspect, the suspect, the rest)."""
+        if not self.guard.entries:
+            return items, None, []
+        for i, item in enumerate(items):
+            if self.guard.verdict(item.payload) == SUSPECT:
+                return items[:i], item, items[i + 1:]
+        return items, None, []
+
+    def _submit(self, items: list[Inbound]) -> None:
+        if not items:
+            return
+        size = max(1, min(self.CHUNK, -(-len(items) // max(1, self.verifier.workers))))
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        digests = [b"".join(digest(m.payload) for m in chunk) for chunk in chunks]
+        # noted before the first check: with no worker processes, submit checks in this process
+        self.guard.note(b"".join(d for _, _, d in self.in_flight) + b"".join(digests))
+        for chunk, d in zip(chunks, digests):
+            self.in_flight.append((chunk, self.verifier.submit([m.payload for m in chunk]), d))
+
+    def _handle_alone(self, item: Inbound) -> int:
+        """A message the process was handling when it died: checked and stored with nothing else in hand."""
+        with self.guard.handling([item.payload], alone=True):
+            checked = check([item.payload], self.verifier.registry)[0]
+            with self.store:
+                self.accept_isolated(item, checked)
+            item.ack()
+        self.guard.handled([item.payload])
+        return 1
 
     def _commit_verified(self, wait: bool) -> int:
         """Commit the chunks whose verification is done, oldest first; then acknowledge them.
@@ -324,7 +414,7 @@ class Gateway:
         limit = 4 * max(1, self.verifier.workers)
         ready: list[tuple[list[Inbound], list[Result]]] = []
         while self.in_flight and (wait or self.in_flight[0][1].done() or len(self.in_flight) > limit):
-            chunk, future = self.in_flight.popleft()
+            chunk, future, _ = self.in_flight.popleft()
             ready.append((chunk, self.verifier.result([m.payload for m in chunk], future)))
             wait = False
         if not ready:
@@ -332,12 +422,15 @@ class Gateway:
         with self.store:
             for chunk, results in ready:
                 for item, checked in zip(chunk, results):
-                    self.accept(item, checked)
+                    self.accept_isolated(item, checked)
         n = 0
         for chunk, _ in ready:  # committed: now the senders may forget them
             for item in chunk:
                 item.ack()
             n += len(chunk)
+        self.guard.note(b"".join(d for _, _, d in self.in_flight)) if self.in_flight else self.guard.clear()
+        if self.guard.entries:  # suspects committed without a death are suspects no more
+            self.guard.handled([item.payload for chunk, _ in ready for item in chunk])
         return n
 
     def _take(self, max_wait_s: float) -> list[Inbound]:
@@ -355,9 +448,11 @@ class Gateway:
                 break
         return items
 
-    def finish_in_flight(self) -> None:
+    def finish_in_flight(self) -> int:
+        n = 0
         while self.in_flight:
-            self._commit_verified(wait=True)
+            n += self._commit_verified(wait=True)
+        return n
 
     # -- batches -------------------------------------------------------------------
 
@@ -406,6 +501,18 @@ class Gateway:
         return number
 
     # -- disk quota ------------------------------------------------------------------
+
+    def keep_quarantine_within_budget(self) -> None:
+        """The quarantine's own budget (bytes and rows): the sender with the most loses its oldest first."""
+        with self.store:
+            pruned = self.store.trim_quarantine(self.cfg.quarantine_max_bytes, self.cfg.quarantine_max_rows)
+            if pruned:
+                self.store.record_drop("quarantine", pruned, f"quarantine over its budget of "
+                                       f"{self.cfg.quarantine_max_bytes} bytes or {self.cfg.quarantine_max_rows} rows")
+        self.quarantined_bytes = 0
+        if pruned:
+            self.counters["quarantine_pruned"] += pruned
+            log.warning("quarantine: over its budget, the oldest %d rows of the largest senders deleted", pruned)
 
     def keep_within_quota(self) -> None:
         """Delivered data goes first (by age, then by size); unsent data only by the policy, counted."""
@@ -469,6 +576,8 @@ class Gateway:
                 while self.maybe_batch() is not None:
                     pass  # a backlog goes out in as many full batches as it makes
                 if time.monotonic() - self.last_housekeeping > 2:
+                    self.keep_quarantine_within_budget()
+                    self.share.forget_full()
                     self.keep_within_quota()
                     self.waiting = self.store.count_unbatched()  # the quota may have dropped some
                     self._tell_store_state()
@@ -498,6 +607,7 @@ class Gateway:
             self.uplink.stop()
             self.uplink.join(5)
             self.store.close()
+            self.guard.close()
             self.live.remove()
 
     def _tell_store_state(self) -> None:

@@ -8,8 +8,11 @@ gateway's own thread; `govedge gateway status` opens the file read-only.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +42,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
     device_id TEXT,
     code TEXT NOT NULL,
     reason TEXT NOT NULL,
-    message BLOB NOT NULL
+    message BLOB NOT NULL,              -- the message as received, its first QUARANTINE_KEEP_BYTES bytes
+    sender TEXT,                        -- whose share it counts against: the topic's device or the port
+    sha256 BLOB,                        -- of the whole message
+    size INTEGER                        -- of the whole message, in bytes
 );
 CREATE TABLE IF NOT EXISTS held_back (
     id INTEGER PRIMARY KEY,
@@ -88,6 +94,13 @@ CREATE TABLE IF NOT EXISTS drops (
 """
 
 
+# a quarantined message is kept up to the size of the largest message the decoder accepts, so
+# anything that could ever be a reading is kept whole; of larger garbage, the start, its size and hash
+QUARANTINE_KEEP_BYTES = 2048
+QUARANTINE_ROW_BYTES = 64  # what a row costs beyond its message, reason and source (accounting)
+_QUARANTINE_BYTES = f"length(message) + length(reason) + length(source) + {QUARANTINE_ROW_BYTES}"
+
+
 @dataclass(frozen=True)
 class StoredReading:
     id: int
@@ -110,6 +123,11 @@ class Store:
         self.db.executescript(SCHEMA)
         if "head" not in {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}:
             self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
+        for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
+            if column not in columns:  # a store from before the quarantine had its budget
+                self.db.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {kind}")
+        self.db.execute("CREATE INDEX IF NOT EXISTS quarantine_sender ON quarantine (sender, id)")
         self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
 
     def close(self) -> None:
@@ -135,6 +153,24 @@ class Store:
             self._last_seq.clear()
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
+    @contextmanager
+    def part(self, device_id: str | None = None):
+        """A savepoint inside the open transaction: an exception in the block undoes the block's
+        writes alone (and the device's last sequence number it noted), then goes on up."""
+        noted = self._last_seq.get(device_id)
+        self.db.execute("SAVEPOINT part")
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK TO part")
+            if noted is None:
+                self._last_seq.pop(device_id, None)
+            else:
+                self._last_seq[device_id] = noted
+            raise
+        finally:
+            self.db.execute("RELEASE part")
+
     # -- devices and readings ---------------------------------------------------
 
     def last_seq(self, device_id: str) -> int | None:
@@ -159,11 +195,45 @@ class Store:
                               (device_id, seq)).fetchone()
         return row[0] if row else None
 
-    def quarantine(self, source: str, device_id: str | None, code: str, reason: str, message: bytes) -> None:
+    def quarantine(self, source: str, device_id: str | None, code: str, reason: str, message: bytes,
+                   sender: str | None = None) -> int:
+        """Keeps a refused message (its first QUARANTINE_KEEP_BYTES) with the reason; returns the bytes it
+        counts against the quarantine's budget."""
+        message = bytes(message)
+        kept = message[:QUARANTINE_KEEP_BYTES]
         self.db.execute(
-            "INSERT INTO quarantine (received_at, source, device_id, code, reason, message) VALUES (?,?,?,?,?,?)",
-            (time.time(), source, device_id, code, reason, bytes(message)),
+            "INSERT INTO quarantine (received_at, source, device_id, code, reason, message, sender, sha256, size) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (time.time(), source, device_id, code, reason, kept, sender, hashlib.sha256(message).digest(),
+             len(message)),
         )
+        return len(kept) + len(reason.encode()) + len(source.encode()) + QUARANTINE_ROW_BYTES
+
+    def quarantine_usage(self) -> tuple[int, int]:
+        """(rows, bytes) of the quarantine, as its budget counts them."""
+        rows, used = self.db.execute(f"SELECT count(*), coalesce(sum({_QUARANTINE_BYTES}), 0) FROM quarantine").fetchone()
+        return rows, used
+
+    def trim_quarantine(self, max_bytes: int, max_rows: int) -> int:
+        """Within its budget again: the sender with the most bytes (rows, when over the row budget)
+        loses its oldest rows first, so one sender's garbage never pushes out another's evidence.
+        Returns the rows deleted."""
+        rows, used = self.quarantine_usage()
+        pruned = 0
+        while rows > max_rows or used > max_bytes:
+            by = "count(*)" if rows > max_rows else f"sum({_QUARANTINE_BYTES})"
+            sender, n, b = self.db.execute(
+                f"SELECT sender, count(*), sum({_QUARANTINE_BYTES}) FROM quarantine GROUP BY sender "
+                f"ORDER BY {by} DESC LIMIT 1").fetchone()
+            excess = max(rows - max_rows, math.ceil((used - max_bytes) / (b / n)))
+            take = max(1, min(n, excess, 1000))
+            gone, freed = self.db.execute(
+                f"SELECT count(*), sum({_QUARANTINE_BYTES}) FROM (SELECT * FROM quarantine WHERE sender IS ? "
+                "ORDER BY id LIMIT ?)", (sender, take)).fetchone()
+            self.db.execute("DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE sender IS ? "
+                            "ORDER BY id LIMIT ?)", (sender, take))
+            rows, used, pruned = rows - gone, used - freed, pruned + gone
+        return pruned
 
     def hold_back(self, reading_id: int, name: str, rule: str, reason: str) -> None:
         self.db.execute(
@@ -285,11 +355,19 @@ class Store:
     # -- quota ---------------------------------------------------------------------
 
     def used_bytes(self) -> int:
-        """Bytes of the database in use (free pages are reused, so they do not count)."""
+        """Bytes of the database in use for the store's quota (free pages are reused, so they do not
+        count; nor does the quarantine, which has its own budget: garbage never crowds out readings)."""
         page = self.db.execute("PRAGMA page_size").fetchone()[0]
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
-        return (pages - free) * page
+        return (pages - free) * page - self._quarantine_pages_bytes()
+
+    def _quarantine_pages_bytes(self) -> int:
+        try:  # SQLite's dbstat table: the pages the quarantine and its index take, exactly
+            return self.db.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
+                                   "WHERE name IN ('quarantine', 'quarantine_sender')").fetchone()[0]
+        except sqlite3.OperationalError:  # an SQLite built without dbstat: the budget's own count
+            return self.quarantine_usage()[1]
 
     def prune_delivered(self, destination: str, older_than: float, limit: int) -> int:
         """Forget the oldest batches the destination acknowledged, with their readings."""

@@ -48,7 +48,19 @@ def check(payloads: list[bytes], registry: Registry | None = None) -> list[Resul
             out.append(wire.verify(payload, registry))
         except wire.WireError as exc:
             out.append((exc.code, exc.reason))
+        except Exception as exc:  # noqa: BLE001 - a fault of ours on one message is that message's alone
+            out.append(internal_error(exc))
     return out
+
+
+def internal_error(exc: BaseException) -> tuple[str, str]:
+    """The quarantine code and reason for an exception nobody foresaw: its class and (short) text."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - even the text of the exception may fail
+        text = "(its text cannot be shown)"
+    text = " ".join(text.split())
+    return "internal_error", f"{type(exc).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 def default_workers() -> int:
@@ -106,14 +118,22 @@ class Verifier:
             return done
 
     def result(self, payloads: list[bytes], future: Future) -> list[Result]:
-        """The chunk's results; a chunk whose worker died is checked here instead."""
+        """The chunk's results; a chunk whose worker died, or whose results did not come back, is
+        checked here instead (the crash guard covers this process while it does)."""
         try:
-            return future.result()
+            results = future.result()
         except BrokenProcessPool:
             log.error("verify: a worker process died; checking its %d messages in the gateway and "
                       "starting the workers again", len(payloads))
             self._restart()
             return check(payloads, self.registry)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that would not cross the process boundary
+            log.error("verify: a chunk of %d messages came back with %s; checking it in the gateway",
+                      len(payloads), internal_error(exc)[1])
+            return check(payloads, self.registry)
+        if len(results) != len(payloads):
+            return check(payloads, self.registry)
+        return results
 
     def _restart(self) -> None:
         if self.pool is None:
