@@ -10,9 +10,21 @@ What it puts in place (paths under ``root``, which is / on the Pi):
     etc/govedge/mosquitto/passwd        one credential per device (and one for the gateway)
     etc/govedge/mosquitto/acl           each device may publish only to its own topics
     etc/govedge/credentials.json        the passwords, owner only: they go into the devices' configs
-    etc/mosquitto/conf.d/govedge.conf   the local broker: TLS only, no anonymous clients
+    etc/mosquitto/conf.d/govedge.conf   the local broker: TLS only, no anonymous clients, no message
+                                        larger than the gateway accepts
     etc/systemd/system/govedge-gateway.service
     var/lib/govedge/                    the gateway's store
+
+The broker refuses what the gateway's decoder would refuse for its size anyway, before it
+takes up the broker's memory and disk or the gateway's time. A message of more than 2048
+bytes (govedge.wire.MAX_MESSAGE_BYTES) is dropped, whatever its topic
+(``message_size_limit 2048``; the sender still gets its PUBACK, under MQTT 5 with a failure
+reason code). Every packet is bounded by the largest a device needs, 2048 bytes on the
+longest topic a device may publish to (``max_packet_size 2139``, max_publish_packet_bytes()):
+a larger one, such as a 1 MB message, ends the sender's connection as soon as the broker has
+read its length, before the rest is read in. Mosquitto 2.0 notes at its start that it recommends
+max_packet_size over message_size_limit: both are there on purpose, the first alone would
+let a few bytes more through on a device's shorter topics.
 
 Running it again changes nothing that is there: keys, passwords, certificates and
 data are kept; devices new in the registry get their credentials; gateway.toml is
@@ -41,7 +53,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from govedge import topics
+from govedge import topics, wire
 from govedge.registry import Registry
 
 GATEWAY_USER = "gateway"  # the gateway's own user on its broker
@@ -203,6 +215,17 @@ def _acl() -> str:
     )
 
 
+def max_publish_packet_bytes() -> int:
+    """The largest MQTT PUBLISH a device needs: a message of the most the decoder accepts on the
+    longest topic a device may publish to, QoS 1, MQTT 5 (section 3.3; MQTT 3.1.1 has no properties)."""
+    longest_id = "x" * wire.MAX_DEVICE_ID_CHARS
+    topic = max(len(topics.reading(longest_id).encode()), len(topics.status(longest_id).encode()))
+    # topic name with its 2-byte length, packet identifier, property length (no properties), payload
+    remaining = 2 + topic + 2 + 1 + wire.MAX_MESSAGE_BYTES
+    length_bytes = 1 + (remaining >= 128) + (remaining >= 16384) + (remaining >= 2097152)  # section 1.5.5
+    return 1 + length_bytes + remaining  # the packet type byte, the remaining length, the rest
+
+
 def _broker_conf(lay: Layout, port: int) -> str:
     return (
         "# written by govedge gateway install: the local broker the nodes publish to\n"
@@ -219,6 +242,10 @@ def _broker_conf(lay: Layout, port: int) -> str:
         "# mosquitto.conf turns persistence on (setting it here again would be a duplicate, an error)\n"
         "max_queued_messages 100000\n"
         "max_inflight_messages 1000\n"
+        "# nothing larger than the gateway accepts (govedge.wire.MAX_MESSAGE_BYTES): a larger message is\n"
+        "# dropped; a packet larger than such a message on the longest device topic ends the connection\n"
+        f"message_size_limit {wire.MAX_MESSAGE_BYTES}\n"
+        f"max_packet_size {max_publish_packet_bytes()}\n"
     )
 
 

@@ -1,5 +1,6 @@
 """`govedge gateway install` into a folder, twice, and the Mosquitto it configured started
-for real: devices can publish only to their own topics, a wrong password gets nowhere."""
+for real: devices can publish only to their own topics, a wrong password gets nowhere, and
+no message larger than the gateway accepts gets through."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from govedge import topics
+from govedge import topics, wire
 from govedge.broker import free_port, mosquitto_binary
+from govedge.gateway.install import max_publish_packet_bytes
 from govedge.provision import provision
 
 
 HUB_PORT = free_port()  # nothing listens there: the self-test says so
+LONGEST_ID = "esp32-" + "9" * (wire.MAX_DEVICE_ID_CHARS - len("esp32-"))  # the longest topics a device has
 
 
 def _install(root: Path, registry: Path, devices: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
@@ -35,7 +38,7 @@ def _install(root: Path, registry: Path, devices: Path, port: int, *extra: str) 
 @pytest.fixture
 def installed(tmp_path):
     registry, devices = tmp_path / "registry.json", tmp_path / "devices"
-    for device in ("esp32-0101", "esp32-0102"):
+    for device in ("esp32-0101", "esp32-0102", LONGEST_ID):
         provision(device, "esp32", ["bme280"], registry, devices, broker_host="gateway.local", broker_port=1883)
     root, port = tmp_path / "root", free_port()
     first = _install(root, registry, devices, port)
@@ -110,10 +113,11 @@ def broker(installed):
     proc.wait(10)
 
 
-def _client(installed, user: str, password: str, on_message=None) -> tuple[paho.Client, object]:
+def _client(installed, user: str, password: str, on_message=None,
+            protocol=paho.MQTTv5) -> tuple[paho.Client, object]:
     root = installed["root"]
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{os.urandom(3).hex()}",
-                    protocol=paho.MQTTv5)
+                    protocol=protocol)
     c.username_pw_set(user, password)
     c.tls_set(ca_certs=str(root / "etc/govedge/tls/ca.pem"))
     connected, result = threading.Event(), {}
@@ -163,6 +167,64 @@ def test_the_installed_broker_lets_each_device_publish_only_to_its_own_topic(bro
     gw.loop_stop()
 
 
+def test_the_installed_broker_passes_the_largest_message_and_nothing_larger(broker):
+    creds = json.loads((broker["root"] / "etc/govedge/credentials.json").read_text())
+    got: list[tuple[str, int]] = []
+    arrived = threading.Condition()
+
+    def on_message(client, userdata, msg):
+        with arrived:
+            got.append((msg.topic, len(msg.payload)))
+            arrived.notify_all()
+
+    def wait_for(item):
+        with arrived:
+            assert arrived.wait_for(lambda: item in got, 10), got
+
+    gw, _ = _client(broker, "gateway", creds["gateway"], on_message)
+    subscribed = threading.Event()
+    gw.on_subscribe = lambda *a: subscribed.set()
+    gw.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
+    assert subscribed.wait(5)
+    # the largest message a device may send, on the longest topic, MQTT 5: it gets through whole
+    longest, _ = _client(broker, LONGEST_ID, creds[LONGEST_ID])
+    for topic in (topics.reading(LONGEST_ID), topics.status(LONGEST_ID)):
+        longest.publish(topic, bytes(wire.MAX_MESSAGE_BYTES), qos=1).wait_for_publish(5)
+        wait_for((topic, wire.MAX_MESSAGE_BYTES))
+    longest.loop_stop()
+    # MQTT 3.1.1 as the nodes speak it: the broker cannot announce its limit, the sender learns nothing
+    dev, _ = _client(broker, "esp32-0101", creds["esp32-0101"], protocol=paho.MQTTv311)
+    own = topics.reading("esp32-0101")
+    dev.publish(own, bytes(wire.MAX_MESSAGE_BYTES + 1), qos=1).wait_for_publish(5)  # acknowledged, dropped
+    dev.publish(own, b"after", qos=1).wait_for_publish(5)
+    wait_for((own, 5))  # in order from one client: the one before it would have come first
+    cut = threading.Event()
+    dev.on_disconnect = lambda *a: cut.set()
+    dev.publish(own, bytes(1_000_000), qos=1)
+    assert cut.wait(10), "the broker kept the connection that sent 1 MB"
+    dev.loop_stop()
+    # the broker goes on serving the other devices
+    other, _ = _client(broker, "esp32-0102", creds["esp32-0102"], protocol=paho.MQTTv311)
+    other.publish(topics.reading("esp32-0102"), b"still here", qos=1).wait_for_publish(5)
+    wait_for((topics.reading("esp32-0102"), 10))
+    other.loop_stop()
+    gw.loop_stop()
+    assert [n for _, n in got] == [wire.MAX_MESSAGE_BYTES, wire.MAX_MESSAGE_BYTES, 5, 10]
+    conf = (broker["root"] / "etc/mosquitto/conf.d/govedge.conf").read_text()
+    assert f"max_packet_size {max_publish_packet_bytes()}\n" in conf
+    assert f"message_size_limit {wire.MAX_MESSAGE_BYTES}\n" in conf
+
+
+def test_the_broker_limits_are_documented_as_installed():
+    from govedge.gateway import install
+
+    for text in (install.__doc__, (Path(__file__).parents[1] / "hardware/INSTALL.md").read_text()):
+        text = " ".join(text.split())
+        assert f"more than {wire.MAX_MESSAGE_BYTES} bytes" in text
+        assert f"`message_size_limit {wire.MAX_MESSAGE_BYTES}`" in text
+        assert f"`max_packet_size {max_publish_packet_bytes()}`" in text
+
+
 def test_a_device_with_a_wrong_password_cannot_connect(broker):
     c, reason = _client(broker, "esp32-0101", "not-its-password")
     c.loop_stop()
@@ -175,7 +237,7 @@ def test_the_self_test_passes_the_local_broker_and_names_what_is_missing(broker)
     results = {name: (ok, text) for name, ok, text in
                self_test(broker["root"] / "etc/govedge/gateway.toml", lambda: (True, "synchronised (test)"))}
     assert results["configuration"][0] and results["local broker"][0], results
-    assert results["registry"] == (True, f"2 devices in {broker['root'] / 'etc/govedge/registry.json'}")
+    assert results["registry"] == (True, f"3 devices in {broker['root'] / 'etc/govedge/registry.json'}")
     assert results["hub"][0] is False and "unreachable" in results["hub"][1]
     assert results["govchain"][0] is None  # no anchoring configured
     assert results["disk space"][0] and results["clock"][0]
