@@ -87,7 +87,8 @@ def snapshot(db_path: Path) -> dict:
             "held_back": q("SELECT count(*) FROM held_back")[0],
             "held_back_by_rule": dict(db.execute(
                 "SELECT rule, count(*) FROM held_back GROUP BY rule ORDER BY rule").fetchall()),
-            "dropped": q("SELECT coalesce(sum(count), 0) FROM drops")[0],
+            "dropped": q("SELECT coalesce(sum(count), 0) FROM drops WHERE what <> 'quarantine'")[0],
+            "quarantine_pruned": q("SELECT coalesce(sum(count), 0) FROM drops WHERE what = 'quarantine'")[0],
             "epochs": q("SELECT count(*) FROM epochs")[0],
             "epochs_unanchored": (u := q("SELECT count(*), min(closed_at) FROM epochs WHERE confirmed = 0"))[0],
             "oldest_unanchored_epoch_age_s": (now - u[1]) if u[1] else 0.0,
@@ -132,7 +133,8 @@ def describe(s: dict, gateway_id: str, live_doc: dict | None = None) -> str:
     else:
         lines.append(f"  delivered   the hub has every batch (up to #{s['hub_cursor']})")
     q = ", ".join(f"{code} {n}" for code, n in s["quarantined_by_code"].items()) or "none"
-    lines.append(f"  quarantine  {s['quarantined']} messages ({q})")
+    pruned = f"; {s['quarantine_pruned']} older rows deleted to stay within its budget" if s["quarantine_pruned"] else ""
+    lines.append(f"  quarantine  {s['quarantined']} messages ({q}){pruned}")
     h = ", ".join(f"{rule} {n}" for rule, n in s["held_back_by_rule"].items()) or "none"
     lines.append(f"  held back   {s['held_back']} values by the filters ({h})")
     lines.append(f"  dropped     {s['dropped']} (disk quota)")

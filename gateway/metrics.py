@@ -11,6 +11,8 @@ _COUNTERS = {
     "received": "messages taken from the local broker and serial lines",
     "verified": "readings and status records whose signature and sequence number checked out",
     "quarantined": "messages refused and kept in the quarantine table with their reason",
+    "quarantine_pruned": "quarantine rows deleted to keep the quarantine within its own budget "
+                         "(the sender with the most loses its oldest first)",
     "duplicates": "messages received again that the gateway already had (a node's resend)",
     "batches": "batches built and signed",
     "batches_delivered": "batches the hub's broker acknowledged",

@@ -9,6 +9,7 @@ adapter pulled out) is logged once and opened again every few seconds.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import queue
 import threading
@@ -27,6 +28,9 @@ log = logging.getLogger("govedge.gateway")
 
 KINDS = {1: "reading", 2: "status"}  # the kind byte in front of the signed message
 ACK = b"\x06"
+# a message with no sequence number to acknowledge (it does not decode) is refused by the CRC-32 of
+# its frame's message: the node drops it and goes on with the next (docs/FORMAT.md, "Serial framing")
+REFUSED = b"\x15"
 IDLE = b"\x00"  # sent before every frame: noise on the line ends here, not in the frame
 READ_TIMEOUT_S = 0.1
 WRITE_TIMEOUT_S = 1.0  # an ack must never hang the gateway's commit loop on a stuck port
@@ -43,19 +47,6 @@ DEFRAMER_COUNTERS = {
 
 # several ports share the gateway's counters; `counter[k] += n` is not atomic across threads
 _counters_lock = threading.Lock()
-
-
-def _no_ack() -> None:
-    # The message did not decode, so there is no sequence number to acknowledge: the
-    # verify stage quarantines it with the reason, the node sends it again after its 3 s
-    # timeout (then with backoff up to a minute) and it is quarantined again. Tolerable,
-    # not good: the CRC-32 rules out line noise, so only a node whose firmware disagrees
-    # with the gateway on the format sends this; the repeated quarantine rows make that
-    # visible, but the node's later messages wait behind it until its full buffer
-    # overwrites it. Better: the sequence number in the frame itself, next to the kind
-    # byte, so that any committed frame can be acknowledged (a change to docs/FORMAT.md
-    # and firmware/serial_uplink.py).
-    return None
 
 
 class SerialIngest:
@@ -158,7 +149,8 @@ class SerialIngest:
                                         "counted in serial_bad_kind)", self.port, message[0])
                         continue
                     payload = bytes(message[1:])
-                    self.inbox.put(service.Inbound(f"serial:{self.port}/{name}", payload, self._ack_for(payload)))
+                    self.inbox.put(service.Inbound(f"serial:{self.port}/{name}", payload,
+                                                   self._ack_for(bytes(message))))
                 seen = self._count_deframer(deframer, seen)
         finally:
             self._count_deframer(deframer, seen)
@@ -167,15 +159,19 @@ class SerialIngest:
 
     # -- acknowledgements ------------------------------------------------------------
 
-    def _ack_for(self, payload: bytes) -> Callable[[], None]:
+    def _ack_for(self, message: bytes) -> Callable[[], None]:
+        """What the gateway sends once the frame's message (kind byte and signed message) is committed:
+        the acknowledgement of its sequence number or, when it has none, its refusal."""
         try:
-            seq = wire.decode(payload).seq
-        except wire.WireError:
-            return _no_ack
+            seq = wire.decode(message[1:]).seq
+        except Exception:  # noqa: BLE001 - undecodable: quarantined by the verify stage, refused here
+            crc = binascii.crc32(message).to_bytes(4, "little")
+            frame = IDLE + serialframe.encode(REFUSED + crc)
+            return lambda: self._write_ack(f"refusal of the message with CRC-32 {crc[::-1].hex()}", frame)
         frame = IDLE + serialframe.encode(ACK + seq.to_bytes(8, "big"))
-        return lambda: self._write_ack(seq, frame)
+        return lambda: self._write_ack(f"acknowledgement of message {seq}", frame)
 
-    def _write_ack(self, seq: int, frame: bytes) -> None:
+    def _write_ack(self, what: str, frame: bytes) -> None:
         # Written to the port as it is now: after an unplug and replug the node behind it
         # may still wait for this ack, and one for a message it no longer holds is ignored.
         with self._lock:
@@ -189,8 +185,7 @@ class SerialIngest:
                 reason = exc
         # called from the gateway's commit loop: a lost ack is counted, never raised there
         self._count("serial_acks_unsent")
-        log.warning("serial %s: acknowledgement of message %d not sent (%s); the node will send it again",
-                    self.port, seq, reason)
+        log.warning("serial %s: %s not sent (%s); the node will send it again", self.port, what, reason)
 
     # -- counters ------------------------------------------------------------------
 

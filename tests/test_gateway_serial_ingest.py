@@ -19,6 +19,8 @@ comes back, pointing at a new tty, when it is plugged in again (a pty's own
 
 from __future__ import annotations
 
+import binascii
+
 import logging
 import os
 import pty
@@ -67,6 +69,7 @@ class Cable:
         self.rng = random.Random(11)
         self.noise_bursts = 0
         self.acks: list[int] = []  # the sequence numbers the node was sent acks for, off the wire
+        self.refusals: list[int] = []  # the CRC-32s of the messages the node was told are refused
         self.lock = threading.Lock()
         self.adapter: tuple[int, int] | None = None  # (master, slave) while plugged in
         self.plug()
@@ -107,7 +110,11 @@ class Cable:
                 if self.adapter and self.adapter[0] in ready:
                     data = self._read(self.adapter[0])
                     self._write(self.node_master, data)
-                    self.acks.extend(int.from_bytes(m[1:], "big") for m in acks.feed(data) if m[0] == 6)
+                    for m in acks.feed(data):
+                        if m[0] == 6:
+                            self.acks.append(int.from_bytes(m[1:], "big"))
+                        elif m[0] == 0x15:
+                            self.refusals.append(int.from_bytes(m[1:], "little"))
 
     def _line(self, data: bytes, last: int) -> tuple[bytes, int]:
         """What the line does to the node's bytes on their way to the gateway."""
@@ -321,7 +328,7 @@ def test_port_missing_at_start_is_logged_once_and_opened_when_it_appears(tmp_pat
     assert not ingest.running
 
 
-def test_foreign_frames_are_dropped_and_undecodable_messages_quarantined_without_ack(tmp_path, caplog):
+def test_foreign_frames_are_dropped_and_undecodable_messages_quarantined_and_refused(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="govedge.gateway")
     cable = Cable(tmp_path)
     key = private_key(scalar("wired"))
@@ -335,7 +342,7 @@ def test_foreign_frames_are_dropped_and_undecodable_messages_quarantined_without
                         b"\x01" + b"not a signed reading",
                         b"\x02" + cose_sign1(key, senml(seq=2))):
             os.write(cable.node_slave, b"\x00" + serialframe.encode(message))
-        wait_until(lambda: cable.acks == [2], "the ack of the status record")
+        wait_until(lambda: cable.acks == [2] and cable.refusals, "the ack of the status record and the refusal")
     finally:
         ingest.stop()
         committer.close()
@@ -345,6 +352,8 @@ def test_foreign_frames_are_dropped_and_undecodable_messages_quarantined_without
     assert committer.quarantined == [(f"serial:{cable.gateway_port}/reading", "not_cbor")]
     assert [(source, r.seq) for source, r in committer.committed] == [(f"serial:{cable.gateway_port}/status", 2)]
     assert cable.acks == [2], "the undecodable message has no sequence number to acknowledge"
+    # it is refused by its frame's CRC-32 instead, so that the node goes on with its next message
+    assert cable.refusals == [binascii.crc32(b"\x01" + b"not a signed reading")]
 
 
 def test_ack_for_a_port_that_went_away_is_counted_not_raised(tmp_path, caplog):

@@ -4,6 +4,7 @@ side reads them with govedge.serialframe and acknowledges what it has."""
 
 from __future__ import annotations
 
+import binascii
 import os
 import pty
 import random
@@ -22,12 +23,13 @@ ACK = b"\x06"
 class WiredGateway:
     """The gateway's end of the wire: deframe, verify, acknowledge (or, when told, not)."""
 
-    def __init__(self, registry_path, lose_acks=(), noise=False):
+    def __init__(self, registry_path, lose_acks=(), noise=False, refuse=()):
         self.master, self.slave = pty.openpty()
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
         self.registry_path = registry_path
         self.lose_acks = set(lose_acks)  # which messages (1st, 2nd, ...) get no answer
+        self.refuse = set(refuse)  # which get the refusal an undecodable message gets
         self.noise = noise
         self.received: list[tuple[int, wire.Reading]] = []
         self.deframer = serialframe.Deframer()
@@ -55,6 +57,10 @@ class WiredGateway:
                 if self.noise:  # line noise before the answer; the node must find the ack anyway
                     os.write(self.master, bytes(self.rng.getrandbits(8) for _ in range(self.rng.randint(1, 20))))
                 if count in self.lose_acks:
+                    continue
+                if count in self.refuse:
+                    crc = binascii.crc32(body).to_bytes(4, "little")
+                    os.write(self.master, b"\x00" + serialframe.encode(b"\x15" + crc))
                     continue
                 os.write(self.master, b"\x00" + serialframe.encode(ACK + reading.seq.to_bytes(8, "big")))
 
@@ -109,3 +115,21 @@ def test_unacknowledged_message_is_sent_again_and_noise_does_not_confuse_the_nod
     assert [s for s in seqs if seqs.count(s) > 1]
     everything = sorted(set(seqs) | set(gateway.seqs(kind=2)))
     assert everything == list(range(everything[0], everything[-1] + 1))
+
+
+def test_a_refused_message_is_done_with_and_the_node_goes_on_with_the_next(tmp_path, build_dir):
+    # the gateway refuses (by the frame's CRC-32) a message it cannot read; the node must not
+    # send it again and again, holding back everything behind it
+    gateway = WiredGateway(tmp_path / "registry.json", refuse={2})
+    node = _wired_node(tmp_path, build_dir, gateway).start()
+    try:
+        node.wait_for_log(r"uplink: the gateway refused message \d+ \(it keeps it in its quarantine\); going on",
+                          timeout=30)
+        deadline = time.time() + 30
+        while len(gateway.received) < 6 and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        node.kill()
+        gateway.close()
+    sent = [(k, r.seq) for k, r in gateway.received]
+    assert len(sent) >= 6 and len(set(sent)) == len(sent), "nothing was sent twice, the refused one neither"
