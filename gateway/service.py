@@ -428,7 +428,10 @@ class Gateway:
             for item in chunk:
                 item.ack()
             n += len(chunk)
-        self.guard.note(b"".join(d for _, _, d in self.in_flight)) if self.in_flight else self.guard.clear()
+        if self.in_flight:  # the journal names what is still in hand
+            self.guard.note(b"".join(d for _, _, d in self.in_flight))
+        else:
+            self.guard.clear()
         if self.guard.entries:  # suspects committed without a death are suspects no more
             self.guard.handled([item.payload for chunk, _ in ready for item in chunk])
         return n
