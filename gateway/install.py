@@ -217,7 +217,10 @@ def _acl() -> str:
 
 def max_publish_packet_bytes() -> int:
     """The largest MQTT PUBLISH a device needs: a message of the most the decoder accepts on the
-    longest topic a device may publish to, QoS 1, MQTT 5 (section 3.3; MQTT 3.1.1 has no properties)."""
+    longest topic a device may publish to, QoS 1, MQTT 5 (section 3.3; MQTT 3.1.1 has no properties).
+
+    Mosquitto 2.0 counts a packet without its remaining-length bytes and so takes up to 2 bytes
+    more; message_size_limit holds the message itself to the exact limit."""
     longest_id = "x" * wire.MAX_DEVICE_ID_CHARS
     topic = max(len(topics.reading(longest_id).encode()), len(topics.status(longest_id).encode()))
     # topic name with its 2-byte length, packet identifier, property length (no properties), payload
