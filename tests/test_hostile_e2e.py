@@ -178,7 +178,7 @@ def _quota_attack(deployment, policy: str):
         d.send_hostile(garbage)
         d.wait_until(lambda: len(d.quarantine()) == 4, what="the garbage quarantined")
         time.sleep(5)  # the quota is kept every 2 s: twice at least since the garbage came
-        assert d.gateway_table("SELECT what, count, reason FROM drops") == []
+        assert d.gateway_table("SELECT what, count, reason FROM drops WHERE what <> 'quarantine'") == []
         assert d.at_gateway() == d.sent  # no real reading deleted
         assert d.gateway_table("SELECT batch_seq FROM cursors WHERE destination = 'hub'") == []  # all unsent
         # quarantined with its size and digest, and no more of it kept than a reading can have
