@@ -188,7 +188,7 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
     b = _get(bundle, "batch", "batch_path")
     head_bytes = _hex(_get(b, "head", "batch_path"), "batch_path", "the batch head")
     try:
-        head = cbor2.loads(head_bytes)
+        head = wire.strict_loads(head_bytes, "the batch head")
         gateway_id, seq, size, root = head["gateway"], head["seq"], head["size"], head["root"]
     except Exception:  # noqa: BLE001 - any fault of the head is the same fault
         raise ProofError("batch_path", "the batch head is not a CBOR map with gateway, seq, size and root") from None
