@@ -15,6 +15,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from govedge import wire
+from fuzzgen import apply_edits, byte_edits
 from support import cose_sign1, lookup, private_key, public_key, scalar
 
 KEY = private_key(scalar("fuzz-device"))
@@ -91,32 +92,11 @@ def test_arbitrary_bytes_after_a_cose_sign1_head_give_only_wire_errors(tail):
 
 # --- mutated firmware messages -------------------------------------------------------------
 
-edits = st.lists(
-    st.tuples(st.sampled_from(["insert", "delete", "replace"]), st.integers(min_value=0), st.integers(0, 255)),
-    min_size=1,
-    max_size=6,
-)
-
-
-def apply(message: bytes, ops) -> bytes:
-    buf = bytearray(message)
-    for op, where, value in ops:
-        pos = where % (len(buf) + 1)
-        if op == "insert":
-            buf.insert(pos, value)
-        elif buf and pos < len(buf):
-            if op == "delete":
-                del buf[pos]
-            else:
-                buf[pos] = value
-    return bytes(buf)
-
-
 @settings(max_examples=1500)
-@given(name=st.sampled_from(["small", "street", "no_clock", "extremes"]), ops=edits)
+@given(name=st.sampled_from(["small", "street", "no_clock", "extremes"]), ops=byte_edits)
 def test_mutated_firmware_messages_give_a_wire_error_or_the_signed_reading(firmware_readings, name, ops):
     fr = firmware_readings[name]
-    mutated = apply(fr.message, ops)
+    mutated = apply_edits(fr.message, ops)
     decode_outcome(mutated)
     outcome = verify_outcome(mutated, lookup(public_key(fr.d)))
     if isinstance(outcome, wire.Reading):
