@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from govedge.gateway.config import ConfigError, MqttEndpoint, _endpoint, _workers, read_toml
+from govedge.wire import MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -18,10 +19,21 @@ class HubConfig:
     share_group: str = "govedge-hub"  # hub workers in one group split the batches; "": one worker, MQTT 3.1.1
     session_expiry_s: int = 86400  # how long the broker keeps batches for a worker that is away
     verify_workers: int = 1
+    # the crash guard's journal of each worker (govedge.crashguard); None: the SQLite store's folder,
+    # or the working directory (hub.toml's own default is its folder)
+    state_dir: Path | None = None
+    # the rejected table's own budget, apart from the readings; over it the oldest go first
+    rejected_max_bytes: int = 256_000_000
+    rejected_max_rows: int = 100_000
+    rejected_keep_bytes: int = 65536  # of each rejected payload; a device message is always kept whole
 
 
-_KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers"},
+_KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers", "state_dir",
+                  "rejected_max_bytes", "rejected_max_rows", "rejected_keep_bytes"},
           "store": {"url"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
+
+# the smallest value of each size: a device message is always kept whole (govedge.wire)
+_LEAST = {"rejected_max_bytes": MAX_MESSAGE_BYTES, "rejected_max_rows": 1, "rejected_keep_bytes": MAX_MESSAGE_BYTES}
 
 
 def load(path: str | Path) -> HubConfig:
@@ -40,6 +52,13 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
     for key in ("registry", "gateways"):
         if key not in hub:
             raise ConfigError(f"[hub] {key} is missing")
+    for key, least in _LEAST.items():
+        value = hub.get(key, HubConfig.__dataclass_fields__[key].default)
+        if type(value) is not int or value < least:
+            raise ConfigError(f"[hub] {key} must be a whole number of at least {least}, not {value!r}")
+    state_dir = hub.get("state_dir", ".")
+    if not isinstance(state_dir, str) or not state_dir:
+        raise ConfigError(f"[hub] state_dir must be a folder, not {state_dir!r}")
     url = (doc.get("store") or {}).get("url", "hub.db")
     if not url.startswith(("postgresql://", "postgres://")):
         url = "sqlite://" + str(base / url.removeprefix("sqlite://"))
@@ -51,6 +70,8 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
         share_group=hub.get("share_group", "govedge-hub"),
         session_expiry_s=int(hub.get("session_expiry_s", 86400)),
         verify_workers=_workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
+        state_dir=base / state_dir,
+        **{key: hub[key] for key in _LEAST if key in hub},
     )
     if not cfg.mqtt.client_id:
         # a worker's client id must be stable across its restarts (its session) and differ from its peers'

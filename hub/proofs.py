@@ -21,6 +21,11 @@ def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
     try:
         found = store.reading_of(device_id, seq)
         if found is None:
+            refusal = store.refusal_of(device_id, seq)
+            if refusal is not None:
+                code, reason = refusal
+                raise ProofUnavailable(f"the hub refused reading {device_id} #{seq} ({code}: {reason}); a refused "
+                                       "reading is not stored and has no proof")
             raise ProofUnavailable(f"the hub has no reading {device_id} #{seq}")
         message, gateway_id, batch_seq = found
         cose = store.batch_bytes(gateway_id, batch_seq)

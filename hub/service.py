@@ -8,15 +8,26 @@ Several hub workers with the same ``share_group`` on one broker (or cluster)
 split the batches between them: the broker hands each batch to one worker.
 A batch that comes again (a redelivery, a gateway that sent it twice) is
 stored once, by its id. A batch that fails a check is kept in the ``rejected``
-table with its reason and acknowledged: it never blocks the ones behind it.
+table with its reason and acknowledged: it never blocks the ones behind it. A
+device message that fails in a correctly signed batch is refused alone: the
+batch and its other readings are stored.
+
+No input can stop the service: whatever handling one batch or epoch record
+raises refuses that one (``internal_error``), each in a savepoint of the
+step's transaction; and a crash guard (govedge.crashguard) notes what is being
+handled, so that an input the process dies on (twice) is refused, not
+handled again and again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import random
+import re
 import threading
+import time
 from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -28,15 +39,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from govedge import batch, proof, topics, wire
-from govedge.gateway.verify import Result, Verifier
+from govedge.crashguard import POISON, SUSPECT, CrashGuard
+from govedge.gateway.config import ConfigError
+from govedge.gateway.verify import Result, Verifier, check
 
 from .config import HubConfig
 from .gateways import Gateways
-from .store import HubStore, StoreError
+from .store import HubStore, StoreError, one_line
 
 log = logging.getLogger("govedge.hub")
 
 CHUNK = 128  # device messages per trip to a verification worker
+HOUSEKEEPING_S = 2.0  # how often the rejected table is held to its budget, when something was rejected
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
@@ -57,11 +72,31 @@ class Pending:
     epoch: proof.EpochRecord | None = None  # an epoch record instead of a batch
 
 
+def internal_error(exc: BaseException, what: str = "") -> tuple[str, str]:
+    """The refusal of an input whose handling raised: the exception's class and text."""
+    return INTERNAL_ERROR, f"{what}the hub raised {type(exc).__name__}: {text_of(exc)}"
+
+
+def text_of(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text, clipped to one line; never raises (its __str__ might)."""
+    try:
+        return one_line(exc, limit)
+    except Exception:  # noqa: BLE001
+        return "(its text cannot be shown)"
+
+
 class HubService:
     def __init__(self, cfg: HubConfig):
         self.cfg = cfg
         self.counters: Counter = Counter()
-        self.store = HubStore(cfg.store)
+        self.store = HubStore(cfg.store, cfg.rejected_keep_bytes)
+        state_dir = _state_dir(cfg)
+        try:
+            self.guard = CrashGuard(state_dir / ("handling-" + re.sub(r"[^A-Za-z0-9._-]", "_", cfg.mqtt.client_id)))
+        except OSError as exc:
+            raise ConfigError(f"[hub] state_dir {state_dir}: the crash guard's journal cannot be kept there "
+                              f"({exc.strerror or exc}); give a folder the hub may write") from None
+        self.prune_due = 0.0  # when the rejected table is held to its budget next (monotonic)
         self.gateways = Gateways.load(cfg.gateways)
         self.verifier = Verifier(cfg.registry, cfg.verify_workers)
         self.inbox: "queue.Queue[Delivery]" = queue.Queue()
@@ -111,7 +146,13 @@ class HubService:
     # -- verify ---------------------------------------------------------------------------
 
     def _check(self, d: Delivery) -> Pending:
-        """The gateway's part here; the device messages go to the workers."""
+        """The gateway's part here; the device messages go to the workers. Never raises."""
+        try:
+            return self._check_unguarded(d)
+        except Exception as exc:  # noqa: BLE001 - whatever one input raises refuses it alone
+            return Pending(d, None, internal_error(exc), [])
+
+    def _check_unguarded(self, d: Delivery) -> Pending:
         if d.topic.endswith("/epoch"):
             try:
                 rec = proof.verify_epoch(d.payload, self.gateways)
@@ -134,46 +175,108 @@ class HubService:
     def _results(self, p: Pending) -> list[Result]:
         out: list[Result] = []
         for i, future in enumerate(p.chunks):
-            out.extend(self.verifier.result(list(p.batch.messages[i * CHUNK:(i + 1) * CHUNK]), future))
+            chunk = list(p.batch.messages[i * CHUNK:(i + 1) * CHUNK])
+            try:
+                out.extend(self.verifier.result(chunk, future))
+            except Exception as exc:  # noqa: BLE001 - checking the chunk raised: each message alone, here
+                log.error("batch %s: checking messages %d to %d raised %s; checking each alone", p.batch.id,
+                          i * CHUNK, i * CHUNK + len(chunk) - 1, type(exc).__name__)
+                out.extend(self._check_each(chunk))
+        return out
+
+    def _check_each(self, messages: list[bytes]) -> list[Result]:
+        out: list[Result] = []
+        for m in messages:
+            try:
+                out.extend(check([m], self.verifier.registry))
+            except Exception as exc:  # noqa: BLE001 - this message alone is refused
+                out.append(internal_error(exc))
         return out
 
     # -- store ----------------------------------------------------------------------------
 
     def _store(self, p: Pending) -> None:
-        """Inside the caller's transaction: stored, counted as a duplicate, or rejected."""
-        code_reason = p.error
-        if p.epoch is not None:
+        """Inside the caller's transaction: stored, counted as a duplicate, or rejected. Raises only
+        when the store is unavailable; whatever else handling ``p`` raises refuses it alone."""
+        self.store.savepoint("delivery")
+        try:
+            self._store_unguarded(p)
+        except Exception as exc:  # noqa: BLE001 - whatever one input raises refuses it alone
+            if self.store.unavailable(exc):
+                raise
+            self.store.undo_to("delivery")
+            what = f"batch {p.batch.id}: " if p.batch else ""
+            log.error("%sthe hub raised %s while handling a delivery on %s: %s", what, type(exc).__name__,
+                      one_line(p.delivery.topic, 200), text_of(exc))
+            try:
+                self._reject(p, *internal_error(exc, what))
+            except Exception as again:  # noqa: BLE001 - not even its refusal can be kept: counted, logged
+                if self.store.unavailable(again):
+                    raise
+                self.store.undo_to("delivery")
+                self.counters["rejected_unrecorded"] += 1
+                log.error("a delivery on %s (SHA-256 %s, %d bytes) could not be kept in rejected either (%s); "
+                          "acknowledged without a record", one_line(p.delivery.topic, 200),
+                          hashlib.sha256(p.delivery.payload).hexdigest(), len(p.delivery.payload),
+                          type(again).__name__)
+        self.store.release("delivery")
+
+    def _store_unguarded(self, p: Pending) -> None:
+        if p.epoch is not None and p.error is None:
             stored = self.store.add_epoch(p.epoch)
             self.counters["epochs" if stored else "duplicates"] += 1
             log.info("epoch %s/%d: %d batches, %s", p.epoch.epoch.gateway_id, p.epoch.epoch.number,
                      len(p.epoch.epoch.heads), "anchored in block %s" % p.epoch.receipt.block if stored else
                      "had it already")
             return
-        readings: list[wire.Reading] = []
-        if code_reason is None:
-            for i, r in enumerate(self._results(p)):
-                if isinstance(r, tuple):
-                    code_reason = (r[0], f"batch {p.batch.id}, message {i}: {r[1]}")
-                    break
-                readings.append(r)
-        if code_reason is None:
-            try:
-                if self.store.add_batch(p.batch, readings):
-                    self.counters["batches"] += 1
-                    self.counters["readings"] += len(readings)
-                    log.info("batch %s: %d readings, %d aggregates", p.batch.id, len(readings),
-                             len(p.batch.aggregates))
-                else:
-                    self.counters["duplicates"] += 1
-                    log.info("batch %s: had it already", p.batch.id)
-                return
-            except StoreError as exc:
-                code_reason = ("conflicting_batch", str(exc))
-        code, reason = code_reason
-        self.store.reject(p.delivery.topic, p.batch.gateway_id if p.batch else None, code, reason, p.delivery.payload)
+        if p.error is not None:
+            self._reject(p, *p.error)
+            return
+        b = p.batch
+        results = self._results(p)
+        readings = [None if isinstance(r, tuple) else r for r in results]
+        try:
+            stored = self.store.add_batch(b, readings)
+        except StoreError as exc:
+            self._reject(p, "conflicting_batch", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - something in the batch the store cannot take: find it
+            if self.store.unavailable(exc):
+                raise
+            self.store.undo_to("delivery")  # the caller's savepoint (_store)
+            log.error("batch %s: %s while storing it; storing its readings one by one", b.id, type(exc).__name__)
+            failed = self.store.add_batch_each(b, readings)
+            stored = failed is not None
+            for leaf, err in (failed or {}).items():
+                results[leaf] = internal_error(err, "could not be stored: ")
+        if not stored:
+            self.counters["duplicates"] += 1
+            log.info("batch %s: had it already", b.id)
+            return
+        refused = [(leaf, r) for leaf, r in enumerate(results) if isinstance(r, tuple)]
+        for leaf, (code, reason) in refused:
+            self._reject(p, code, f"batch {b.id}, message {leaf}: {reason}", b.messages[leaf])
+        self.counters["batches"] += 1
+        self.counters["readings"] += len(results) - len(refused)
+        if refused:
+            leaf, (code, reason) = refused[0]
+            log.warning("batch %s: %d readings, %d aggregates; %d refused (message %d: %s: %s)", b.id,
+                        len(results) - len(refused), len(b.aggregates), len(refused), leaf, code, reason)
+        else:
+            log.info("batch %s: %d readings, %d aggregates", b.id, len(results), len(b.aggregates))
+
+    def _reject(self, p: Pending, code: str, reason: str, message: bytes | None = None) -> None:
+        """Keeps the refused delivery, or one refused device ``message`` of its batch, in ``rejected``."""
+        device_id = seq = None
+        if message is not None:
+            device_id, seq = _unverified_id(message)
+        self.store.reject(p.delivery.topic, topics.gateway_of(p.delivery.topic), code, reason,
+                          p.delivery.payload if message is None else message, device_id, seq)
         self.counters["rejected"] += 1
         self.counters[f"rejected_{code}"] += 1
-        log.warning("rejected: %s from %s: %s", code, p.delivery.topic, reason)
+        self.prune_due = min(self.prune_due, time.monotonic() + HOUSEKEEPING_S)
+        if message is None:
+            log.warning("rejected: %s from %s: %s", code, one_line(p.delivery.topic, 200), reason)
 
     def step(self, max_wait_s: float) -> int:
         """Take what arrived into verification; store the verified batches in order; ack them."""
@@ -185,8 +288,20 @@ class HubService:
                 items.append(self.inbox.get_nowait())
         except queue.Empty:
             pass
+        done = 0
+        group: list[Delivery] = []
         for d in items:
-            self.in_flight.append(self._check(d))
+            verdict = self.guard.verdict(d.payload)
+            if verdict == SUSPECT:
+                self._alone(d)
+                done += 1
+            elif verdict == POISON:
+                self.in_flight.append(Pending(d, None, (INTERNAL_ERROR, self.guard.poison_note(d.payload)), []))
+            else:
+                group.append(d)
+        if group:  # noted from here until committed: a process that dies meanwhile makes them suspects
+            with self.guard.handling(d.payload for d in group):
+                self.in_flight.extend(self._check(d) for d in group)
         wait = not items
         ready: list[Pending] = []
         while self.in_flight and (wait or all(f.done() for f in self.in_flight[0].chunks)
@@ -194,13 +309,47 @@ class HubService:
             ready.append(self.in_flight.popleft())
             wait = False
         if not ready:
-            return 0
-        with self.store.transaction():
-            for p in ready:
-                self._store(p)
+            return done
+        with self.guard.handling(p.delivery.payload for p in ready):
+            with self.store.transaction():
+                for p in ready:
+                    self._store(p)
         for p in ready:  # committed: now the broker may forget them
             p.delivery.ack()
-        return len(ready)
+        return done + len(ready)
+
+    def _alone(self, d: Delivery) -> None:
+        """A suspect: the process died while handling it among others. Handled by itself."""
+        log.warning("crash guard: a suspect from %s (the process died with it in hand), handled by itself",
+                    one_line(d.topic, 200))
+        with self.guard.handling([d.payload], alone=True):
+            p = self._check(d)
+            with self.store.transaction():
+                self._store(p)
+        d.ack()
+        self.guard.handled([d.payload])
+
+    def housekeeping(self) -> None:
+        """Holds the rejected table to its budget (when something was rejected since the last time)."""
+        if time.monotonic() < self.prune_due:
+            return
+        self.prune_due = float("inf")
+        try:
+            with self.store.transaction():
+                pruned = self.store.prune_rejected(self.cfg.rejected_max_bytes, self.cfg.rejected_max_rows)
+        except Exception as exc:
+            if self.store.unavailable(exc):
+                raise
+            log.error("rejected: holding it to its budget raised %s: %s; trying again in a minute",
+                      type(exc).__name__, text_of(exc))
+            self.prune_due = time.monotonic() + 60
+            return
+        if pruned:
+            self.counters["rejected_pruned"] += sum(pruned.values())
+            log.warning("rejected: over its budget (%d bytes, %d rows); pruned the oldest %d rows (%s); %d "
+                        "pruned since the start", self.cfg.rejected_max_bytes, self.cfg.rejected_max_rows,
+                        sum(pruned.values()), ", ".join(f"{g or '?'}: {n}" for g, n in sorted(pruned.items())),
+                        self.counters["rejected_pruned"])
 
     # -- the service ----------------------------------------------------------------------
 
@@ -217,13 +366,43 @@ class HubService:
         try:
             while not self.stopping.is_set() and not (until and until()):
                 self.step(0.2)
+                self.housekeeping()
             while self.in_flight:
                 self.step(0.0)
+        except Exception as exc:
+            if not self.store.unavailable(exc):
+                raise
+            # nothing uncommitted was acknowledged: the broker hands it over again
+            log.error("hub: the store %s cannot be used (%s: %s); stopping", self.store.where,
+                      type(exc).__name__, text_of(exc))
+            raise SystemExit(1) from None
         finally:
             self.client.loop_stop()
             self.client.disconnect()
             self.verifier.close()
             self.store.close()
+            self.guard.close()
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def _state_dir(cfg: HubConfig):
+    from pathlib import Path
+
+    if cfg.state_dir is not None:
+        return cfg.state_dir
+    return Path(cfg.store.removeprefix("sqlite://")).parent if cfg.store.startswith("sqlite://") else Path(".")
+
+
+def _unverified_id(message: bytes) -> tuple[str | None, int | None]:
+    """A refused device message's device id and sequence number, as far as it reads (not verified)."""
+    try:
+        r = wire.decode(message)
+        return r.device_id, r.seq
+    except Exception:  # noqa: BLE001 - it was refused already; only its names are looked for
+        pass
+    try:
+        return wire.decode_envelope(message).kid, None
+    except Exception:  # noqa: BLE001
+        return None, None

@@ -5,17 +5,24 @@
     measurements  the values of each reading, exactly as signed (value_text) and as a number
     aggregates    the gateway's window aggregates, per batch
     epochs        the gateways' anchored epochs: batch heads, root, anchor receipt
-    rejected      batches the hub refused, with the reason and the bytes as received
+    rejected      batches, epoch records and device messages the hub refused: the code, the
+                  reason, and a bounded prefix of the bytes as received with their SHA-256 and size
 
-A batch is stored in one transaction with its readings and aggregates; a
-batch id seen before with the same bytes is a duplicate (a redelivery, or two
-hub workers that both got it) and changes nothing. Sequence numbers are
-stored as 64-bit signed integers: a node's counter would need centuries to
-pass 2**63.
+A batch is stored with its readings and aggregates, or not at all; a batch id
+seen before with the same bytes is a duplicate (a redelivery, or two hub
+workers that both got it) and changes nothing. A device message the hub
+refuses leaves its batch stored without it: the batch's ``refused`` column
+lists the leaves. Sequence numbers are stored as 64-bit signed integers: a
+node's counter would need centuries to pass 2**63.
+
+Columns added after the first release are in ADDED_COLUMNS: a store made by
+an earlier version gets them when it is opened (``ALTER TABLE ... ADD
+COLUMN``), so that old and new stores have the same tables.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -46,7 +53,7 @@ CREATE TABLE IF NOT EXISTS batches (
     size {INT} NOT NULL,
     root {BLOB} NOT NULL,               -- RFC 9162 Merkle root over the device messages
     cose {BLOB} NOT NULL,               -- the gateway-signed bytes, as received
-    PRIMARY KEY (gateway_id, seq)
+    PRIMARY KEY (gateway_id, seq)       -- and refused: ADDED_COLUMNS
 );
 CREATE TABLE IF NOT EXISTS readings (
     device_id TEXT NOT NULL,
@@ -105,14 +112,36 @@ CREATE TABLE IF NOT EXISTS rejected (
     gateway_id TEXT,
     code TEXT NOT NULL,
     reason TEXT NOT NULL,
-    payload {BLOB} NOT NULL
+    payload {BLOB} NOT NULL             -- and sha256, size, device_id, seq: ADDED_COLUMNS
 );
 CREATE INDEX IF NOT EXISTS readings_time ON readings (time);
 """
 
+# (table, column, definition, what it holds): added to a store that lacks them when it is opened
+ADDED_COLUMNS = (
+    ("batches", "refused", "TEXT NOT NULL DEFAULT '[]'",
+     "the batch's leaves the hub refused, a JSON array of leaf indexes: [] or [3,17]"),
+    ("rejected", "sha256", "{BLOB}", "SHA-256 of the whole payload as received"),
+    ("rejected", "size", "{INT}", "the payload's size as received; `payload` keeps a bounded prefix of it"),
+    ("rejected", "device_id", "TEXT", "a refused device message's device id, when its header reads"),
+    ("rejected", "seq", "{INT}", "and its sequence number, when all of it reads"),
+)
+
+KEEP_BYTES = 65536  # of a rejected payload; a default batch of 500 readings fits whole
+MAX_REASON_CHARS = 500
+MAX_TOPIC_CHARS = 256
+
 
 class StoreError(RuntimeError):
     pass
+
+
+def one_line(text, limit: int) -> str:
+    """A text for a reason column: one line of printable characters (PostgreSQL's text holds no NUL;
+    an exception's text may quote anything), at most ``limit`` characters."""
+    text = " ".join(str(text)[:4 * limit].split())
+    text = "".join(c if c.isprintable() else "?" for c in text[:limit + 1])
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -145,8 +174,10 @@ def _number(value) -> float | None:
 
 
 class HubStore:
-    def __init__(self, url: str):
+    def __init__(self, url: str, keep_bytes: int = KEEP_BYTES):
+        """``keep_bytes``: how much of a rejected payload is kept (a device message always whole)."""
         self.url = url
+        self.keep_bytes = max(keep_bytes, wire.MAX_MESSAGE_BYTES)
         if url.startswith(("postgresql://", "postgres://")):
             try:
                 import psycopg
@@ -164,18 +195,48 @@ class HubStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.dialect = "sqlite"
-        schema = "\n".join(line.split("--")[0] for line in SCHEMA.format(**TYPES[self.dialect]).splitlines())
         with self.transaction():  # hub workers starting together create the tables once
             if self.dialect == "postgresql":
                 self._exec("SELECT pg_advisory_xact_lock(7243001)")
-            for statement in schema.split(";"):
-                if statement.strip():
-                    self._exec(statement)
+            for statement in schema_statements(self.dialect):
+                self._exec(statement)
+            self._add_columns()
+
+    def _columns(self, table: str) -> set[str]:
+        if self.dialect == "sqlite":
+            return {row[1] for row in self._exec(f"PRAGMA table_info({table})").fetchall()}
+        return {row[0] for row in self._exec("SELECT column_name FROM information_schema.columns "
+                                             "WHERE table_schema = current_schema() AND table_name = ?",
+                                             (table,)).fetchall()}
+
+    def _add_columns(self) -> None:
+        """Migration of a store made by an earlier version: the columns it lacks, filled in."""
+        have = {t: self._columns(t) for t in {t for t, *_ in ADDED_COLUMNS}}
+        added = set()
+        for table, column, definition, _what in ADDED_COLUMNS:
+            if column not in have[table]:
+                self._exec(f"ALTER TABLE {table} ADD COLUMN {column} "
+                           + definition.format(**TYPES[self.dialect]))
+                added.add((table, column))
+        if ("rejected", "sha256") in added:  # rows kept whole until now: their hash and size
+            self._exec("UPDATE rejected SET size = length(payload)")
+            last = -1
+            while rows := self._exec("SELECT id, payload FROM rejected WHERE id > ? ORDER BY id LIMIT 100",
+                                     (last,)).fetchall():
+                for id_, payload in rows:
+                    self._exec("UPDATE rejected SET sha256 = ? WHERE id = ?",
+                               (hashlib.sha256(bytes(payload)).digest(), id_))
+                last = rows[-1][0]
 
     def _exec(self, sql: str, args: tuple = ()):
         if self.dialect == "postgresql":
             sql = sql.replace("?", "%s")
         return self.db.execute(sql, args)
+
+    @property
+    def where(self) -> str:
+        """The store's URL without a password, for messages."""
+        return _redacted(self.url)
 
     def close(self) -> None:
         self.db.close()
@@ -190,39 +251,102 @@ class HubStore:
             raise
         self._exec("COMMIT")
 
+    # savepoints: one input's statements undone without the others' in the same transaction
+    def savepoint(self, name: str) -> None:
+        self._exec(f"SAVEPOINT {name}")
+
+    def undo_to(self, name: str) -> None:
+        """Undoes what was done since the savepoint, which stays (PostgreSQL's failed transaction too)."""
+        self._exec(f"ROLLBACK TO SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        self._exec(f"RELEASE SAVEPOINT {name}")
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database cannot be used now (connection lost, disk full, locked,
+        damaged) rather than that one input could not be stored: then nothing may be acknowledged."""
+        if self.dialect == "sqlite":
+            return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+        import psycopg
+
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
     # -- inside a transaction ----------------------------------------------------------
 
-    def add_batch(self, b: Batch, readings: list[wire.Reading] | None = None) -> bool:
+    def add_batch(self, b: Batch, readings: list[wire.Reading | None] | None = None) -> bool:
         """Stores the batch with its readings and aggregates; False if it was here already.
 
-        ``readings``: the batch's device messages, decoded (and verified) already, in order.
+        ``readings``: the batch's device messages, decoded (and verified) already, in order;
+        None for a leaf the hub refused, which the batch's ``refused`` column lists.
 
         Raises StoreError when another batch with the same id is here (a gateway whose
         sequence numbers went back: its store was lost), leaving the first one as it is.
         """
+        if readings is None:
+            readings = [wire.decode(m) for m in b.messages]
+        if not self._add_batch_row(b, [leaf for leaf, r in enumerate(readings) if r is None]):
+            return False
+        for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)):
+            if r is not None:
+                self._add_reading(b, leaf, message, r)
+        self._add_aggregates(b)
+        return True
+
+    def add_batch_each(self, b: Batch, readings: list[wire.Reading | None]) -> dict[int, Exception] | None:
+        """add_batch, each reading in a savepoint of its own: for a batch add_batch failed on (the
+        caller has undone that). The readings that fail are left out and listed as refused.
+
+        Returns the failed leaves and what each raised, or None if the batch was here already.
+        Raises what the batch's own row or aggregates raise.
+        """
+        refused = [leaf for leaf, r in enumerate(readings) if r is None]
+        if not self._add_batch_row(b, refused):
+            return None
+        self._add_aggregates(b)
+        failed: dict[int, Exception] = {}
+        for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)):
+            if r is None:
+                continue
+            self.savepoint("reading")
+            try:
+                self._add_reading(b, leaf, message, r)
+            except Exception as exc:  # noqa: BLE001 - whatever one reading raises, it alone is left out
+                if self.unavailable(exc):
+                    raise
+                self.undo_to("reading")
+                failed[leaf] = exc
+            self.release("reading")
+        if failed:
+            self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND seq = ?",
+                       (_leaf_list(refused + list(failed)), b.gateway_id, b.seq))
+        return failed
+
+    def _add_batch_row(self, b: Batch, refused: list[int]) -> bool:
         inserted = self._exec(
-            "INSERT INTO batches (gateway_id, seq, created, received_at, mode, size, root, cose) "
-            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, seq) DO NOTHING",
-            (b.gateway_id, b.seq, b.created, time.time(), b.mode, b.size, b.root, b.cose)).rowcount
+            "INSERT INTO batches (gateway_id, seq, created, received_at, mode, size, root, cose, refused) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, seq) DO NOTHING",
+            (b.gateway_id, b.seq, b.created, time.time(), b.mode, b.size, b.root, b.cose,
+             _leaf_list(refused))).rowcount
         if not inserted:
             row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND seq = ?",
                              (b.gateway_id, b.seq)).fetchone()
             if bytes(row[0]) != b.cose:
                 raise StoreError(f"batch {b.id} is here already with other contents: the gateway's "
                                  "sequence numbers went back (was its store lost?)")
-            return False
-        if readings is None:
-            readings = [wire.decode(m) for m in b.messages]
-        for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)):
-            if not self._exec(
-                    "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message) "
-                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
-                    (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message)).rowcount:
-                continue  # in an earlier batch already (a gateway that sent it twice): kept once
-            for pos, m in enumerate(r.measurements):
-                self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
-                           "VALUES (?,?,?,?,?,?,?)",
-                           (r.device_id, r.seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
+        return bool(inserted)
+
+    def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> None:
+        if not self._exec(
+                "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
+                (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message)).rowcount:
+            return  # in an earlier batch already (a gateway that sent it twice): kept once
+        for pos, m in enumerate(r.measurements):
+            self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       (r.device_id, r.seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
+
+    def _add_aggregates(self, b: Batch) -> None:
         for a in b.aggregates:
             self._exec(
                 "INSERT INTO aggregates (gateway_id, batch_seq, device_id, name, unit, window_start, window_end, "
@@ -231,7 +355,6 @@ class HubStore:
                 (b.gateway_id, b.seq, a["device_id"], a["name"], a.get("unit"), a["window_start"],
                  a["window_end"], a["count"], a["min"], a["max"], a["mean"], a["stdev"], a["last"],
                  a["first_seq"], a["last_seq"]))
-        return True
 
     def add_epoch(self, rec) -> bool:
         """Stores a verified epoch record (govedge.proof.EpochRecord); False if it was here already."""
@@ -257,9 +380,49 @@ class HubStore:
                          "AND last_batch", (gateway_id, batch_seq)).fetchone()
         return None if row is None else (row[0], cbor2.loads(bytes(row[1])), row[2])
 
-    def reject(self, topic: str, gateway_id: str | None, code: str, reason: str, payload: bytes) -> None:
-        self._exec("INSERT INTO rejected (received_at, topic, gateway_id, code, reason, payload) "
-                   "VALUES (?,?,?,?,?,?)", (time.time(), topic, gateway_id, code, reason, bytes(payload)))
+    def reject(self, topic: str, gateway_id: str | None, code: str, reason: str, payload: bytes,
+               device_id: str | None = None, seq: int | None = None) -> None:
+        """Keeps what was refused: the payload's first ``keep_bytes``, its SHA-256 and size.
+
+        ``gateway_id``: the gateway whose topic it came on (its share of the rejected budget)."""
+        payload = bytes(payload)
+        self._exec("INSERT INTO rejected (received_at, topic, gateway_id, code, reason, payload, sha256, size, "
+                   "device_id, seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                   (time.time(), one_line(topic, MAX_TOPIC_CHARS), gateway_id and one_line(gateway_id, MAX_TOPIC_CHARS),
+                    code, one_line(reason, MAX_REASON_CHARS), payload[:self.keep_bytes],
+                    hashlib.sha256(payload).digest(), len(payload), device_id, seq))
+
+    def prune_rejected(self, max_bytes: int, max_rows: int) -> dict[str, int]:
+        """Deletes the oldest rejected rows over the budget; how many of each gateway's.
+
+        The budget is shared fairly: a gateway below its share keeps all its rows, and the
+        gateways with the most rows or bytes lose their oldest first. Bytes are the payload
+        bytes kept. Inside a transaction; on PostgreSQL one worker at a time."""
+        if self.dialect == "postgresql":
+            self._exec("SELECT pg_advisory_xact_lock(7243002)")
+        per_gateway = self._exec("SELECT coalesce(gateway_id, ''), count(*), coalesce(sum(length(payload)), 0) "
+                                 "FROM rejected GROUP BY coalesce(gateway_id, '')").fetchall()
+        row_cap = fair_share([rows for _, rows, _ in per_gateway], max_rows)
+        byte_cap = fair_share([size for _, _, size in per_gateway], max_bytes)
+        pruned: dict[str, int] = {}
+        for gateway_id, rows, size in per_gateway:
+            if rows <= row_cap and size <= byte_cap:
+                continue
+            kept_rows = kept_bytes = 0
+            newest_first = self._exec("SELECT id, length(payload) FROM rejected WHERE coalesce(gateway_id, '') = ? "
+                                      "ORDER BY id DESC", (gateway_id,)).fetchall()
+            for id_, n in newest_first:
+                if kept_rows + 1 > row_cap or kept_bytes + n > byte_cap:
+                    pruned[gateway_id] = self._exec("DELETE FROM rejected WHERE coalesce(gateway_id, '') = ? "
+                                                    "AND id <= ?", (gateway_id, id_)).rowcount
+                    break
+                kept_rows, kept_bytes = kept_rows + 1, kept_bytes + n
+        return pruned
+
+    def refusal_of(self, device_id: str, seq: int) -> tuple[str, str] | None:
+        """(code, reason) of the hub's latest refusal of that device message, while it is kept."""
+        return self._exec("SELECT code, reason FROM rejected WHERE device_id = ? AND seq = ? ORDER BY id DESC",
+                          (device_id, seq)).fetchone()
 
     # -- reading ------------------------------------------------------------------------
 
@@ -299,6 +462,29 @@ class HubStore:
             values.append((name, unit, text))
         if head is not None:
             yield ExportRow(*head, tuple(values))
+
+
+def schema_statements(dialect: str) -> list[str]:
+    """SCHEMA's statements in the dialect: the tables as the first version made them."""
+    schema = "\n".join(line.split("--")[0] for line in SCHEMA.format(**TYPES[dialect]).splitlines())
+    return [statement for statement in schema.split(";") if statement.strip()]
+
+
+def fair_share(amounts: list[int], budget: int) -> float:
+    """The largest cap with sum(min(a, cap)) <= budget (max-min fairness); infinite when all fit."""
+    if sum(amounts) <= budget:
+        return float("inf")
+    left = budget
+    for i, a in enumerate(sorted(amounts)):
+        share = left // (len(amounts) - i)
+        if a > share:
+            return share
+        left -= a
+    return float("inf")  # not reached: the largest amount is above the share of what is left
+
+
+def _leaf_list(leaves: list[int]) -> str:
+    return json.dumps(sorted(leaves), separators=(",", ":"))
 
 
 def _redacted(url: str) -> str:

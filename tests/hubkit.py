@@ -7,15 +7,33 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 from govedge import batch, topics
+from govedge.broker import Mosquitto
 from govedge.hub.gateways import Gateways
 from govedge.registry import Registry
 from deploy import CliProcess
+from postgres import PostgresServer
 from support import firmware, private_key, scalar, sec1
 
 GATEWAY = "gw-hub-test"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server for a test module (import the fixture into it)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """The hub's Mosquitto, with persistence (import the fixture into the test module)."""
+    with Mosquitto(tmp_path / "hub-broker", persistence=True) as b:
+        yield b
 
 
 class World:
@@ -39,11 +57,15 @@ class World:
         self.next_seq = {d: 0 for d in self.devices}
         self.t0 = 1_764_400_000
 
-    def hub_toml(self, port: int, client_id: str = "hub-worker-1", workers: int = 1) -> Path:
+    def gateway_keys(self, gateway_id: str) -> list:
+        return [self.gateway_key.public_key()] if gateway_id == GATEWAY else []
+
+    def hub_toml(self, port: int, client_id: str = "hub-worker-1", workers: int = 1, hub_extra: str = "") -> Path:
+        """``hub_extra``: more [hub] lines (budgets, state_dir)."""
         path = self.folder / f"{client_id}.toml"
         path.write_text(
             f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = {workers}\n'
-            f'session_expiry_s = 600\n[store]\nurl = "{self.store_url}"\n'
+            f'session_expiry_s = 600\n{hub_extra}[store]\nurl = "{self.store_url}"\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntls = false\nclient_id = "{client_id}"\n')
         return path
 
