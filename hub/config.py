@@ -9,6 +9,8 @@ from pathlib import Path
 from govedge.gateway.config import ConfigError, MqttEndpoint, _endpoint, _workers, read_toml
 from govedge.wire import MAX_MESSAGE_BYTES
 
+from .store import KEEP_BYTES
+
 
 @dataclass
 class HubConfig:
@@ -25,7 +27,7 @@ class HubConfig:
     # the rejected table's own budget, apart from the readings; over it the oldest go first
     rejected_max_bytes: int = 256_000_000
     rejected_max_rows: int = 100_000
-    rejected_keep_bytes: int = 65536  # of each rejected payload; a device message is always kept whole
+    rejected_keep_bytes: int = KEEP_BYTES  # of each rejected payload; a device message is always kept whole
 
 
 _KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers", "state_dir",

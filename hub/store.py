@@ -127,7 +127,7 @@ ADDED_COLUMNS = (
     ("rejected", "seq", "{INT}", "and its sequence number, when all of it reads"),
 )
 
-KEEP_BYTES = 65536  # of a rejected payload; a default batch of 500 readings fits whole
+KEEP_BYTES = 262144  # of a rejected payload; a batch of 500 readings (about 100 kB) fits whole
 MAX_REASON_CHARS = 500
 MAX_TOPIC_CHARS = 256
 

@@ -373,7 +373,7 @@ def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
 
     world = World(tmp_path / "w")
     cfg = hubconfig.load(world.hub_toml(1883))
-    assert cfg.state_dir == world.folder and cfg.rejected_keep_bytes == 65536
+    assert cfg.state_dir == world.folder and cfg.rejected_keep_bytes == 262144
     assert (cfg.rejected_max_bytes, cfg.rejected_max_rows) == (256_000_000, 100_000)
     for line, named in (("rejected_keep_bytes = 100\n", "[hub] rejected_keep_bytes must be a whole number of at "
                                                         "least 2048, not 100"),
@@ -389,3 +389,27 @@ def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"govedge hub: [hub] state_dir {tmp_path / 'no'}: the crash guard's journal cannot "
                                  "be kept there (File exists)"), out.stderr
+
+
+def test_a_database_gone_refuses_nothing_and_stops_the_worker_in_one_line(tmp_path, broker):
+    from postgres import PostgresServer
+
+    server = PostgresServer().start()  # its own: stopped under the hub
+    try:
+        world = World(tmp_path / "w", store_url=server.new_database())
+        first, second = world.batches(2)
+        hub = HubProcess(world.hub_toml(broker.port)).start()
+        hub.wait_subscribed()
+        publish_batches(broker.port, [first])
+        wait_until(lambda: "batch gw-hub-test/0: 4 readings" in hub.log, what="the first batch stored")
+    finally:
+        server.stop()
+    try:
+        publish_batches(broker.port, [second])
+        hub.proc.wait(30)
+    finally:
+        hub.kill()
+    assert hub.proc.returncode == 1
+    assert re.search(r"ERROR hub: the store postgresql://govedge@127\.0\.0\.1:\d+/t_\w+ cannot be used "
+                     r"\(OperationalError: .*\); stopping\n", hub.log), hub.log[-2000:]
+    assert "Traceback" not in hub.log and "rejected:" not in hub.log
