@@ -45,13 +45,12 @@ from govedge.gateway.verify import Result, Verifier, check
 
 from .config import HubConfig
 from .gateways import Gateways
-from .store import HubStore, StoreError, one_line
+from .store import INTERNAL_ERROR, HubStore, StoreError, internal_error, one_line, text_of
 
 log = logging.getLogger("govedge.hub")
 
 CHUNK = 128  # device messages per trip to a verification worker
 HOUSEKEEPING_S = 2.0  # how often the rejected table is held to its budget, when something was rejected
-INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
@@ -71,18 +70,6 @@ class Pending:
     chunks: list[Future]
     epoch: proof.EpochRecord | None = None  # an epoch record instead of a batch
 
-
-def internal_error(exc: BaseException, what: str = "") -> tuple[str, str]:
-    """The refusal of an input whose handling raised: the exception's class and text."""
-    return INTERNAL_ERROR, f"{what}the hub raised {type(exc).__name__}: {text_of(exc)}"
-
-
-def text_of(exc: BaseException, limit: int = 200) -> str:
-    """An exception's text, clipped to one line; never raises (its __str__ might)."""
-    try:
-        return one_line(exc, limit)
-    except Exception:  # noqa: BLE001
-        return "(its text cannot be shown)"
 
 
 class HubService:
@@ -236,7 +223,7 @@ class HubService:
         results = self._results(p)
         readings = [None if isinstance(r, tuple) else r for r in results]
         try:
-            stored = self.store.add_batch(b, readings)
+            by_store = self.store.add_batch(b, readings)
         except StoreError as exc:
             self._reject(p, "conflicting_batch", str(exc))
             return
@@ -245,14 +232,13 @@ class HubService:
                 raise
             self.store.undo_to("delivery")  # the caller's savepoint (_store)
             log.error("batch %s: %s while storing it; storing its readings one by one", b.id, type(exc).__name__)
-            failed = self.store.add_batch_each(b, readings)
-            stored = failed is not None
-            for leaf, err in (failed or {}).items():
-                results[leaf] = internal_error(err, "could not be stored: ")
-        if not stored:
+            by_store = self.store.add_batch_each(b, readings)
+        if by_store is None:
             self.counters["duplicates"] += 1
             log.info("batch %s: had it already", b.id)
             return
+        for leaf, refusal in by_store.items():
+            results[leaf] = refusal
         refused = [(leaf, r) for leaf, r in enumerate(results) if isinstance(r, tuple)]
         for leaf, (code, reason) in refused:
             self._reject(p, code, f"batch {b.id}, message {leaf}: {reason}", b.messages[leaf])

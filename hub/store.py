@@ -136,6 +136,23 @@ class StoreError(RuntimeError):
     pass
 
 
+INTERNAL_ERROR = "internal_error"
+Refused = dict[int, tuple[str, str]]  # leaf index -> (code, reason)
+
+
+def internal_error(exc: BaseException, what: str = "") -> tuple[str, str]:
+    """The refusal of an input whose handling raised: the exception's class and text."""
+    return INTERNAL_ERROR, f"{what}the hub raised {type(exc).__name__}: {text_of(exc)}"
+
+
+def text_of(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text, clipped to one line; never raises (its __str__ might)."""
+    try:
+        return one_line(exc, limit)
+    except Exception:  # noqa: BLE001
+        return "(its text cannot be shown)"
+
+
 def one_line(text, limit: int) -> str:
     """A text for a reason column: one line of printable characters (PostgreSQL's text holds no NUL;
     an exception's text may quote anything), at most ``limit`` characters."""
@@ -273,53 +290,53 @@ class HubStore:
 
     # -- inside a transaction ----------------------------------------------------------
 
-    def add_batch(self, b: Batch, readings: list[wire.Reading | None] | None = None) -> bool:
-        """Stores the batch with its readings and aggregates; False if it was here already.
+    def add_batch(self, b: Batch, readings: list[wire.Reading | None] | None = None) -> Refused | None:
+        """Stores the batch with its readings and aggregates; None if it was here already.
 
         ``readings``: the batch's device messages, decoded (and verified) already, in order;
         None for a leaf the hub refused, which the batch's ``refused`` column lists.
 
+        Returns the leaves the store refuses, with (code, reason), also listed in ``refused``: a
+        reading whose device id and sequence number are stored already with other bytes.
         Raises StoreError when another batch with the same id is here (a gateway whose
         sequence numbers went back: its store was lost), leaving the first one as it is.
         """
         if readings is None:
             readings = [wire.decode(m) for m in b.messages]
-        if not self._add_batch_row(b, [leaf for leaf, r in enumerate(readings) if r is None]):
-            return False
-        for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)):
-            if r is not None:
-                self._add_reading(b, leaf, message, r)
-        self._add_aggregates(b)
-        return True
+        return self._add(b, readings, each=False)
 
-    def add_batch_each(self, b: Batch, readings: list[wire.Reading | None]) -> dict[int, Exception] | None:
-        """add_batch, each reading in a savepoint of its own: for a batch add_batch failed on (the
-        caller has undone that). The readings that fail are left out and listed as refused.
+    def add_batch_each(self, b: Batch, readings: list[wire.Reading | None]) -> Refused | None:
+        """add_batch with each reading in a savepoint of its own, for a batch add_batch failed on
+        (the caller has undone that): a reading that fails is refused (internal_error), the rest
+        stored. Raises what the batch's own row or aggregates raise."""
+        return self._add(b, readings, each=True)
 
-        Returns the failed leaves and what each raised, or None if the batch was here already.
-        Raises what the batch's own row or aggregates raise.
-        """
+    def _add(self, b: Batch, readings: list[wire.Reading | None], each: bool) -> Refused | None:
         refused = [leaf for leaf, r in enumerate(readings) if r is None]
         if not self._add_batch_row(b, refused):
             return None
         self._add_aggregates(b)
-        failed: dict[int, Exception] = {}
+        by_store: Refused = {}
         for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)):
             if r is None:
                 continue
-            self.savepoint("reading")
+            if each:
+                self.savepoint("reading")
             try:
-                self._add_reading(b, leaf, message, r)
+                refusal = self._add_reading(b, leaf, message, r)
             except Exception as exc:  # noqa: BLE001 - whatever one reading raises, it alone is left out
-                if self.unavailable(exc):
+                if not each or self.unavailable(exc):
                     raise
                 self.undo_to("reading")
-                failed[leaf] = exc
-            self.release("reading")
-        if failed:
+                refusal = internal_error(exc, "could not be stored: ")
+            if each:
+                self.release("reading")
+            if refusal:
+                by_store[leaf] = refusal
+        if by_store:
             self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND seq = ?",
-                       (_leaf_list(refused + list(failed)), b.gateway_id, b.seq))
-        return failed
+                       (_leaf_list(refused + list(by_store)), b.gateway_id, b.seq))
+        return by_store
 
     def _add_batch_row(self, b: Batch, refused: list[int]) -> bool:
         inserted = self._exec(
@@ -335,12 +352,18 @@ class HubStore:
                                  "sequence numbers went back (was its store lost?)")
         return bool(inserted)
 
-    def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> None:
+    def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> tuple[str, str] | None:
+        """Stores a reading; (code, reason) when another reading holds its device id and sequence number."""
         if not self._exec(
                 "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
                 (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message)).rowcount:
-            return  # in an earlier batch already (a gateway that sent it twice): kept once
+            held, gateway_id, batch_seq = self.reading_of(r.device_id, r.seq)
+            if held == message:
+                return None  # in an earlier batch already (a gateway that sent it twice): kept once
+            return ("conflicting_reading", f"reading {r.device_id} #{r.seq} is here already with other contents "
+                                           f"(from batch {gateway_id}/{batch_seq}): the device signed two readings "
+                                           "with one sequence number (was its counter reset?)")
         for pos, m in enumerate(r.measurements):
             self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
                        "VALUES (?,?,?,?,?,?,?)",

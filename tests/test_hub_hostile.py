@@ -413,3 +413,27 @@ def test_a_database_gone_refuses_nothing_and_stops_the_worker_in_one_line(tmp_pa
     assert re.search(r"ERROR hub: the store postgresql://govedge@127\.0\.0\.1:\d+/t_\w+ cannot be used "
                      r"\(OperationalError: .*\); stopping\n", hub.log), hub.log[-2000:]
     assert "Traceback" not in hub.log and "rejected:" not in hub.log
+
+
+def test_a_second_reading_with_a_stored_sequence_number_is_refused_and_listed_not_dropped_silently(world, broker):
+    d1, d2, *_ = world.devices
+    first = world.batch(0, [world.message(d1, seq=7), world.message(d2)])
+    again = world.message(d1, seq=7, temp=3000)  # the device signed another reading with seq 7
+    second = world.batch(1, [world.message(d2), again, world.message(d1, seq=8)])
+    hub = HubProcess(world.hub_toml(broker.port)).start()
+    try:
+        hub.wait_subscribed()
+        publish_batches(broker.port, [first, second, first])  # and the first once more: a plain duplicate
+        wait_until(lambda: stored(world.store_url, 1) and "had it already" in hub.log, what="both batches handled")
+        assert_up_all_along(hub)
+    finally:
+        hub.stop()
+    (code, reason, payload, device_id, seq), = query(world.store_url,
+                                                     "SELECT code, reason, payload, device_id, seq FROM rejected")
+    assert (code, payload, device_id, seq) == ("conflicting_reading", again, d1, 7)
+    assert reason == (f"batch {GATEWAY}/1, message 1: reading {d1} #7 is here already with other contents (from "
+                      f"batch {GATEWAY}/0): the device signed two readings with one sequence number (was its "
+                      "counter reset?)")
+    assert query(world.store_url, "SELECT seq, refused FROM batches ORDER BY seq") == [(0, "[]"), (1, "[1]")]
+    assert count(world.store_url, "readings") == 4
+    assert query(world.store_url, f"SELECT batch_seq FROM readings WHERE device_id = '{d1}' AND seq = 7") == [(0,)]
