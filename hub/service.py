@@ -15,8 +15,8 @@ batch and its other readings are stored.
 No input can stop the service: whatever handling one batch or epoch record
 raises refuses that one (``internal_error``), each in a savepoint of the
 step's transaction; and a crash guard (govedge.crashguard) notes what is being
-handled, so that an input the process dies on (twice) is refused, not
-handled again and again.
+handled, so that an input the process keeps dying on is refused, not handled
+again and again.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as paho
@@ -69,7 +70,6 @@ class Pending:
     error: tuple[str, str] | None  # (code, reason) when it failed before the device messages
     chunks: list[Future]
     epoch: proof.EpochRecord | None = None  # an epoch record instead of a batch
-
 
 
 class HubService:
@@ -373,9 +373,8 @@ class HubService:
         self.stopping.set()
 
 
-def _state_dir(cfg: HubConfig):
-    from pathlib import Path
-
+def _state_dir(cfg: HubConfig) -> Path:
+    """[hub] state_dir; for a HubConfig made without one, the SQLite store's folder or the working directory."""
     if cfg.state_dir is not None:
         return cfg.state_dir
     return Path(cfg.store.removeprefix("sqlite://")).parent if cfg.store.startswith("sqlite://") else Path(".")

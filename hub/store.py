@@ -8,7 +8,7 @@
     rejected      batches, epoch records and device messages the hub refused: the code, the
                   reason, and a bounded prefix of the bytes as received with their SHA-256 and size
 
-A batch is stored with its readings and aggregates, or not at all; a batch id
+A batch is stored with its readings and aggregates in one transaction; a batch id
 seen before with the same bytes is a duplicate (a redelivery, or two hub
 workers that both got it) and changes nothing. A device message the hub
 refuses leaves its batch stored without it: the batch's ``refused`` column
