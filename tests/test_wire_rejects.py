@@ -190,6 +190,10 @@ CASES = {
     "name-65-chars": (signed(payload=senml(records=[{0: "t" * 65, 2: 1}])), "bad_record", "invalid name"),
     "unit-65-chars": (signed(payload=senml(records=[{0: "temp", 1: "C" * 65, 2: 1}])), "bad_record",
                       "invalid unit"),
+    "unit-with-nul": (signed(payload=senml(records=[{0: "temp", 1: "C\x00el", 2: 1}])), "bad_record",
+                      "invalid unit"),
+    "string-value-with-escape": (signed(payload=senml(records=[{0: "fw", 3: "1.4\x1b[2J"}])), "bad_record",
+                                 "control character"),
     "tag-not-cose": (b"\xc6" * 2000 + b"\x00", "not_cose_sign1", "has CBOR tag 6, expected 18"),
 }
 

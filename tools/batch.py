@@ -113,7 +113,7 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
     """
     if len(data) > MAX_BATCH_BYTES:
         raise WireError("too_large", f"batch of {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
-    envelope = wire.decode_envelope(data, max_bytes=MAX_BATCH_BYTES)
+    envelope = wire.decode_envelope(data, max_bytes=MAX_BATCH_BYTES, what="batch")
     gateway_id = envelope.kid
     keys = list(gateway_keys(gateway_id))
     if not keys:

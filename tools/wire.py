@@ -59,6 +59,9 @@ TAG_DECIMAL_FRACTION = 4
 MAX_DEVICE_ID_CHARS = 64  # device and gateway ids; the longest topic a device publishes to follows from it
 DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_DEVICE_ID_CHARS - 1}}}\Z")
 MAX_NAME_CHARS = 64  # names and units; the longest SenML unit in the registry has 11 characters
+# control characters (C0 and DEL) in a unit or a string value: no sensor sends them, a terminal or a
+# CSV export would act on them, and PostgreSQL cannot store a NUL in text
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 SENML_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*\Z")  # RFC 8428 section 4.5.1
 
 _P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -452,7 +455,8 @@ def _senml(payload: bytes):
             raise WireError("bad_record", f"SenML record {i} repeats the name {_show(name)}")
         names.add(name)
         unit = rec.get(SENML_UNIT)
-        if SENML_UNIT in rec and (not isinstance(unit, str) or not unit or len(unit) > MAX_NAME_CHARS):
+        if SENML_UNIT in rec and (not isinstance(unit, str) or not unit or len(unit) > MAX_NAME_CHARS
+                                  or CONTROL_CHARS.search(unit)):
             raise WireError("bad_record", f"SenML record {i} ({name}) has an invalid unit {_show(unit)}")
         present = [k for k in (SENML_VALUE, SENML_STRING_VALUE, SENML_BOOL_VALUE) if k in rec]
         if len(present) != 1:
@@ -465,6 +469,8 @@ def _senml(payload: bytes):
                 raise WireError("bad_record", f"SenML record {i} ({name}) has a value that is {fault}: {_show(value)}")
         if present[0] == SENML_STRING_VALUE and not isinstance(value, str):
             raise WireError("bad_record", f"SenML record {i} ({name}) has a string value that is not text")
+        if present[0] == SENML_STRING_VALUE and CONTROL_CHARS.search(value):
+            raise WireError("bad_record", f"SenML record {i} ({name}) has a string value with a control character")
         if present[0] == SENML_BOOL_VALUE and not isinstance(value, bool):
             raise WireError("bad_record", f"SenML record {i} ({name}) has a boolean value that is not true/false")
         measurements.append(Measurement(name, unit, value))
