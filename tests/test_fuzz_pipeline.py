@@ -100,6 +100,7 @@ class Rig:
         self.scratch = folder / "runs"
         self.scratch.mkdir()
         self.runs = 0
+        self.last: list[tuple[bytes, str]] = []  # the hostile inputs of the example running, and where they went
         self.hand_written = fg.hand_written(self.keys[HOSTILE], HOSTILE, 7)
         self.good = functools.lru_cache(maxsize=None)(self._good)  # signatures are random: signed once
 
@@ -124,23 +125,25 @@ class Rig:
         g = gateway_service.Gateway(cfg)
         try:
             yield g
-        finally:
+        finally:  # what `gateway run` closes as it stops
             g.verifier.close()
             g.store.close()
+            g.guard.close()
             shutil.rmtree(data, ignore_errors=True)
 
     @contextlib.contextmanager
     def hub(self):
         folder = self._folder()
         cfg = HubConfig(registry=self.registry_path, gateways=self.world.folder / "gateways.json",
-                        store="sqlite://" + str(folder / "hub.db"), mqtt=MqttEndpoint(client_id="fuzz-hub"), share_group="",
-                        verify_workers=0)
+                        store="sqlite://" + str(folder / "hub.db"), mqtt=MqttEndpoint(client_id="fuzz-hub"),
+                        share_group="", verify_workers=0, state_dir=folder)
         h = hub_service.HubService(cfg)
         try:
             yield h
         finally:
             h.verifier.close()
             h.store.close()
+            h.guard.close()
             shutil.rmtree(folder, ignore_errors=True)
 
     def batch(self, seq: int, messages: list[bytes], aggregates: list | None = None, mode: str = "raw") -> bytes:
@@ -178,16 +181,14 @@ def rows(db, table: str) -> list[dict]:
 
 
 def holds(row: dict, payload: bytes) -> bool:
-    """The refusal row keeps the input: whole, as a prefix, or by its SHA-256."""
+    """The refusal row keeps the input: by its SHA-256 where the row has one, else whole or as a prefix."""
     digest = hashlib.sha256(payload).digest()
-    for v in row.values():
-        if isinstance(v, (bytes, memoryview)):
-            v = bytes(v)
-            if v == digest or (payload.startswith(v) and (v or not payload)):
-                return True
-        if isinstance(v, str) and v == digest.hex():
-            return True
-    return False
+    digests = [bytes(v) if isinstance(v, (bytes, memoryview)) else v for k, v in row.items()
+               if ("sha" in k or "digest" in k) and v is not None]
+    if digests:
+        return digest in digests or digest.hex() in digests
+    kept = [bytes(v) for v in row.values() if isinstance(v, (bytes, memoryview))]
+    return any(v == payload or (v and payload.startswith(v)) for v in kept)
 
 
 def verified(payload: bytes, keys) -> wire.Reading | None:
@@ -294,23 +295,23 @@ def gateway_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> list[b
         assert acks == [1] * len(items), f"acknowledgements per input: {acks}"
         assert outcome_counts(g) == len(items), dict(g.counters)
 
-        refused, stored = [], set()
+        # in order, each input is quarantined (the next quarantine row keeps it), stored (the first
+        # time its bytes are), or the same bytes as one stored (a duplicate, dropped and counted)
+        pending, stored, duplicates = rows(g.store.db, "quarantine"), set(), 0
         for _, payload in items:
             r = verified(payload, rig.registry)
-            if payload in stored:
-                continue  # the same bytes again: a duplicate, dropped and counted
-            if r is not None and g.store.message_of(r.device_id, r.seq) == payload:
+            if pending and holds(pending[0], payload):
+                row = pending.pop(0)
+                check_refusal(row["code"], row["reason"])
+                event(f"gateway: {row['code']}")
+            elif payload not in stored and r is not None and g.store.message_of(r.device_id, r.seq) == payload:
                 stored.add(payload)
                 event(f"gateway: stored {r.device_id}")
             else:
-                refused.append(payload)
-        assert g.counters["duplicates"] == len(items) - len(refused) - len(stored)
-        quarantined = rows(g.store.db, "quarantine")
-        assert len(quarantined) == len(refused), "every refused input has its quarantine row"
-        for row, payload in zip(quarantined, refused):
-            assert holds(row, payload), f"quarantine row {row['id']} does not keep its input"
-            check_refusal(row["code"], row["reason"])
-            event(f"gateway: {row['code']}")
+                assert payload in stored, "an input neither stored nor quarantined nor a duplicate"
+                duplicates += 1
+        assert not pending, f"quarantine rows of no input: {pending}"
+        assert g.counters["duplicates"] == duplicates
         for seq in (1, 2):
             assert g.store.message_of(WITNESS, seq) == rig.good(WITNESS, seq)
 
@@ -391,12 +392,16 @@ TOPICS = [topics.reading(HOSTILE)] * 6 + [topics.status(HOSTILE), topics.reading
                                           "x", "govedge/v1/" + "d" * 300 + "/reading", "govedge/v1/\u00e9/status"]
 
 
+def gateway_example(rig: Rig, data) -> list[tuple[str, bytes]]:
+    hostile = data.draw(st.lists(st.tuples(st.sampled_from(TOPICS), device_message(rig)), min_size=1, max_size=3))
+    rig.last = [(payload, "gateway") for _, payload in hostile]
+    hub_stores_what_the_gateway_signed(rig, gateway_keeps_its_word(rig, hostile))
+
+
 @campaign(short=150, soak=4000)
 @given(st.data())
 def test_hostile_messages_are_stored_or_quarantined_one_by_one_and_good_ones_still_pass(rig, data):
-    hostile = data.draw(st.lists(st.tuples(st.sampled_from(TOPICS), device_message(rig)), min_size=1, max_size=3))
-    batches = gateway_keeps_its_word(rig, hostile)
-    hub_stores_what_the_gateway_signed(rig, batches)
+    gateway_example(rig, data)
 
 
 # -- the hub -----------------------------------------------------------------------------------
@@ -477,11 +482,16 @@ BATCH_TOPICS = [topics.batch(GATEWAY)] * 6 + [topics.epoch(GATEWAY), topics.batc
                                                "govedge/v1/gateway//batch"]
 
 
+def hub_example(rig: Rig, data) -> None:
+    hostile = data.draw(st.lists(st.tuples(st.sampled_from(BATCH_TOPICS), hostile_batch(rig)), min_size=1, max_size=2))
+    rig.last = [(payload, "hub") for _, payload in hostile]
+    hub_keeps_its_word(rig, hostile)
+
+
 @campaign(short=100, soak=3000)
 @given(st.data())
 def test_hostile_batches_are_stored_or_rejected_one_by_one_and_good_ones_still_pass(rig, data):
-    hostile = data.draw(st.lists(st.tuples(st.sampled_from(BATCH_TOPICS), hostile_batch(rig)), min_size=1, max_size=2))
-    hub_keeps_its_word(rig, hostile)
+    hub_example(rig, data)
 
 
 # -- the generator itself ------------------------------------------------------------------------
@@ -537,3 +547,53 @@ def test_kept_inputs_that_once_broke_something_are_handled(rig, name, broke, fee
     # a device message: alone at the gateway, and inside a batch the gateway signs at the hub
     hub_stores_what_the_gateway_signed(rig, gateway_keeps_its_word(rig, [(topics.reading(HOSTILE), data)]))
     hub_keeps_its_word(rig, [(topics.batch(GATEWAY), rig.batch(1001, [rig.good(OTHER, 5), data]))])
+
+
+# -- coverage-guided, for long hunts: libFuzzer's bytes drive the same strategies ----------------
+
+
+def keep(inputs: list[tuple[bytes, str]], broke: str, folder: Path) -> list[Path]:
+    """Inputs in the format of tests/fuzz_regressions/, named by their SHA-256."""
+    out = []
+    for payload, feed in inputs:
+        path = folder / f"found-{hashlib.sha256(payload).hexdigest()[:16]}.hex"
+        digits = payload.hex()
+        path.write_text(f"# broke: {broke}\n# feed: {feed}\n"
+                        + "\n".join(digits[i:i + 64] for i in range(0, len(digits), 64)) + "\n")
+        out.append(path)
+    return out
+
+
+def hunt(argv: list[str]) -> None:
+    """python tests/test_fuzz_pipeline.py gateway|hub [libFuzzer options, e.g. -runs=100000 -max_len=4096]
+
+    atheris (pip install atheris; not a dependency of the suite) mutates the bytes hypothesis draws
+    from, guided by the coverage of the gateway's and hub's code, through hypothesis's
+    fuzz_one_input: the same hostile messages, properties and rig as the tests. The inputs of a
+    failing example are written to the working directory as found-*.hex, ready for
+    tests/fuzz_regressions/ once the line saying what they broke is checked."""
+    import atheris
+
+    example = {"gateway": gateway_example, "hub": hub_example}[argv[1]]
+    rig = Rig(Path(tempfile.mkdtemp(prefix="govedge-fuzz-")))
+
+    @settings(database=None, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    @given(st.data())
+    def one(data):
+        try:
+            example(rig, data)
+        except Exception as exc:
+            line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            for path in keep(rig.last, line, Path.cwd()):
+                print(f"kept {path}")
+            raise
+
+    atheris.instrument_all()
+    atheris.Setup([argv[0], *argv[2:]], one.hypothesis.fuzz_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    import sys
+
+    hunt(sys.argv)
