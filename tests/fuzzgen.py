@@ -301,7 +301,7 @@ def shared_self_reference(draw, target: Item) -> Item:
 
 # the ones that keep the CBOR well formed come three times: they reach the checks behind the decoder
 MUTATIONS = ["tag", "shared", "bignum", "date", "embedded", "cose", "deep", "length", "indefinite", "duplicate_key",
-             "simple", "huge", "garbage"] + 3 * ["decimal", "width", "integer", "float", "map_key", "drop", "text",
+             "simple", "huge", "many", "garbage"] + 3 * ["decimal", "width", "integer", "float", "map_key", "drop", "text",
                                                  "swap", "splice"]
 
 
@@ -313,6 +313,7 @@ _FITS = {
     "length": lambda item: item.major in (2, 3, 4, 5),
     "indefinite": lambda item: item.major in (2, 3, 4, 5),
     "width": lambda item: 0 <= item.major <= 6 and item.info != INDEFINITE,
+    "many": lambda item: item.major in (4, 5),
 }
 
 
@@ -401,6 +402,15 @@ def mutate(draw, root: Item, donors: tuple[Item, ...] = ()) -> Item:
     elif how == "huge":
         size = draw(st.sampled_from([64, 65, 1000, 1900, 2100]))
         new = of("h" * size if draw(st.booleans()) else b"h" * size)
+    elif how == "many":  # a map with hundreds of keys, an array with hundreds of items
+        count = draw(st.sampled_from([33, 100, 400]))
+        new = shallow(target)
+        if new.major == 5:
+            first = draw(st.sampled_from([-500, 5, 1000, 2**40]))
+            new.items += [x for k in range(first, first + count) for x in (of(k), of(0))]
+            new.arg += count
+        else:
+            new = array(*[target] * count) if draw(st.booleans()) else array(*[of(k) for k in range(count)])
     elif how == "swap":
         new = draw(leaf())
     elif how == "splice":  # an item of this or another valid message in its place

@@ -389,7 +389,7 @@ def device_message(draw, rig: Rig) -> bytes:
 
 
 TOPICS = [topics.reading(HOSTILE)] * 6 + [topics.status(HOSTILE), topics.reading(WITNESS), "govedge/v1//reading",
-                                          "x", "govedge/v1/" + "d" * 300 + "/reading", "govedge/v1/\u00e9/status"]
+                                          "x", "govedge/v1/" + "d" * 3000 + "/reading", "govedge/v1/\u00e9/status"]
 
 
 def gateway_example(rig: Rig, data) -> list[tuple[str, bytes]]:

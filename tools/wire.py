@@ -241,12 +241,17 @@ def _show(x) -> str:
     return f"a {type(x).__name__}"
 
 
+MAX_LABELS_SHOWN = 5  # a map may hold hundreds of unknown labels; the error text names a few
+
+
 def _unexpected(mapping, allowed: frozenset) -> list[str]:
     # labels match by type as well as value: 1.0 and true are not label 1
     if mapping.keys() <= allowed and all(type(k) is int or type(k) is str for k in mapping):
         return []
-    return sorted(_show(k) for k in mapping
-                  if not (type(k) in (int, str) and k in allowed))
+    extra = sorted(_show(k) for k in mapping if not (type(k) in (int, str) and k in allowed))
+    if len(extra) > MAX_LABELS_SHOWN:
+        extra[MAX_LABELS_SHOWN:] = [f"and {len(extra) - MAX_LABELS_SHOWN} more"]
+    return extra
 
 
 @dataclass(frozen=True)
