@@ -100,7 +100,7 @@ class Rig:
         self.scratch = folder / "runs"
         self.scratch.mkdir()
         self.runs = 0
-        self.last: list[tuple[bytes, str]] = []  # the hostile inputs of the example running, and where they went
+        self.last: list[tuple[str, str, bytes]] = []  # the running example's hostile inputs: (feed, topic, bytes)
         self.hand_written = fg.hand_written(self.keys[HOSTILE], HOSTILE, 7)
         self.good = functools.lru_cache(maxsize=None)(self._good)  # signatures are random: signed once
 
@@ -389,12 +389,12 @@ def device_message(draw, rig: Rig) -> bytes:
 
 
 TOPICS = [topics.reading(HOSTILE)] * 6 + [topics.status(HOSTILE), topics.reading(WITNESS), "govedge/v1//reading",
-                                          "x", "govedge/v1/" + "d" * 3000 + "/reading", "govedge/v1/\u00e9/status"]
+                                          "x", "govedge/v1/" + "d" * 300 + "/reading", "govedge/v1/\u00e9/status"]
 
 
 def gateway_example(rig: Rig, data) -> list[tuple[str, bytes]]:
     hostile = data.draw(st.lists(st.tuples(st.sampled_from(TOPICS), device_message(rig)), min_size=1, max_size=3))
-    rig.last = [(payload, "gateway") for _, payload in hostile]
+    rig.last = [("gateway", topic, payload) for topic, payload in hostile]
     hub_stores_what_the_gateway_signed(rig, gateway_keeps_its_word(rig, hostile))
 
 
@@ -484,7 +484,7 @@ BATCH_TOPICS = [topics.batch(GATEWAY)] * 6 + [topics.epoch(GATEWAY), topics.batc
 
 def hub_example(rig: Rig, data) -> None:
     hostile = data.draw(st.lists(st.tuples(st.sampled_from(BATCH_TOPICS), hostile_batch(rig)), min_size=1, max_size=2))
-    rig.last = [(payload, "hub") for _, payload in hostile]
+    rig.last = [("hub", topic, payload) for topic, payload in hostile]
     hub_keeps_its_word(rig, hostile)
 
 
@@ -515,50 +515,55 @@ def test_the_tree_writes_what_no_encoder_writes():
 # -- kept inputs ----------------------------------------------------------------------------------
 
 
-def kept_inputs() -> list[tuple[str, str, str, bytes]]:
-    """(file, what it broke, where to feed it, bytes) of every kept input."""
+def kept_inputs() -> list:
+    """Every kept input: its file, what it broke, where it goes (gateway or hub), the topic it came on
+    (a device message's own topic unless the file says), and its bytes.
+
+    A file with an "# open:" line keeps an input that still breaks something, in a file of another
+    owner: its replay is expected to fail (strictly: once fixed, the line must go)."""
     out = []
     for path in sorted(REGRESSIONS.glob("*.hex")):
-        broke, feed, digits = None, "gateway", []
+        fields, digits = {"feed": "gateway"}, []
         for line in path.read_text().splitlines():
-            if line.startswith("# broke:"):
-                broke = line.removeprefix("# broke:").strip()
-            elif line.startswith("# feed:"):
-                feed = line.removeprefix("# feed:").strip()
+            key = re.match(r"# (broke|feed|topic|open): ?(.*)", line)
+            if key:
+                fields[key.group(1)] = key.group(2).strip()
             elif not line.startswith("#"):
                 digits.append(line)
-        out.append((path.name, broke, feed, bytes.fromhex("".join(digits))))
+        marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=fields["open"])] if "open" in fields else []
+        out.append(pytest.param(path.name, fields.get("broke"), fields["feed"], fields.get("topic"),
+                                bytes.fromhex("".join(digits)), id=path.name, marks=marks))
     return out
 
 
 def test_every_kept_input_says_what_it_broke():
     kept = kept_inputs()
     assert kept, f"no kept inputs in {REGRESSIONS}"
-    for name, broke, feed, _ in kept:
+    for name, broke, feed, _, _ in (k.values for k in kept):
         assert broke, f"{name} has no '# broke:' line"
         assert feed in ("gateway", "hub"), f"{name}: feed {feed!r} is not gateway or hub"
 
 
-@pytest.mark.parametrize("name, broke, feed, data", kept_inputs(), ids=[k[0] for k in kept_inputs()])
-def test_kept_inputs_that_once_broke_something_are_handled(rig, name, broke, feed, data):
+@pytest.mark.parametrize("name, broke, feed, topic, data", kept_inputs())
+def test_kept_inputs_that_once_broke_something_are_handled(rig, name, broke, feed, topic, data):
     if feed == "hub":  # a whole batch, as delivered
-        hub_keeps_its_word(rig, [(topics.batch(GATEWAY), data)])
+        hub_keeps_its_word(rig, [(topic or topics.batch(GATEWAY), data)])
         return
-    # a device message: alone at the gateway, and inside a batch the gateway signs at the hub
-    hub_stores_what_the_gateway_signed(rig, gateway_keeps_its_word(rig, [(topics.reading(HOSTILE), data)]))
+    # a device message: at the gateway, and inside a batch the gateway signs at the hub
+    hub_stores_what_the_gateway_signed(rig, gateway_keeps_its_word(rig, [(topic or topics.reading(HOSTILE), data)]))
     hub_keeps_its_word(rig, [(topics.batch(GATEWAY), rig.batch(1001, [rig.good(OTHER, 5), data]))])
 
 
 # -- coverage-guided, for long hunts: libFuzzer's bytes drive the same strategies ----------------
 
 
-def keep(inputs: list[tuple[bytes, str]], broke: str, folder: Path) -> list[Path]:
+def keep(inputs: list[tuple[str, str, bytes]], broke: str, folder: Path) -> list[Path]:
     """Inputs in the format of tests/fuzz_regressions/, named by their SHA-256."""
     out = []
-    for payload, feed in inputs:
+    for feed, topic, payload in inputs:
         path = folder / f"found-{hashlib.sha256(payload).hexdigest()[:16]}.hex"
         digits = payload.hex()
-        path.write_text(f"# broke: {broke}\n# feed: {feed}\n"
+        path.write_text(f"# broke: {broke}\n# feed: {feed}\n# topic: {topic}\n"
                         + "\n".join(digits[i:i + 64] for i in range(0, len(digits), 64)) + "\n")
         out.append(path)
     return out
