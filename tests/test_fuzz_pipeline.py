@@ -202,25 +202,18 @@ def _ack(counts: list, i: int) -> None:
     counts[i] += 1
 
 
-def through_gateway(g, items: list[tuple[str, bytes]]) -> list[int]:
-    """Inputs into the gateway's inbox and drained; how often each was acknowledged."""
+def through(service, items: list[tuple[str, bytes]]) -> list[int]:
+    """Inputs into a gateway's (drain) or a hub's (step) inbox, handled until none is left; how often
+    each was acknowledged."""
+    gateway = isinstance(service, gateway_service.Gateway)
+    wrap = gateway_service.Inbound if gateway else hub_service.Delivery
+    handle = service.drain if gateway else service.step
     acks = [0] * len(items)
     for i, (topic, payload) in enumerate(items):
-        g.inbox.put(gateway_service.Inbound(topic, payload, functools.partial(_ack, acks, i)))
+        service.inbox.put(wrap(topic, payload, functools.partial(_ack, acks, i)))
     for _ in range(100):
-        g.drain(0.0)
-        if g.inbox.empty() and not g.in_flight:
-            break
-    return acks
-
-
-def through_hub(h, items: list[tuple[str, bytes]]) -> list[int]:
-    acks = [0] * len(items)
-    for i, (topic, payload) in enumerate(items):
-        h.inbox.put(hub_service.Delivery(topic, payload, functools.partial(_ack, acks, i)))
-    for _ in range(100):
-        h.step(0.0)
-        if h.inbox.empty() and not h.in_flight:
+        handle(0.0)
+        if service.inbox.empty() and not service.in_flight:
             break
     return acks
 
@@ -291,7 +284,7 @@ def gateway_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> list[b
     witness = topics.reading(WITNESS)
     items = [(witness, rig.good(WITNESS, 1)), *hostile, (witness, rig.good(WITNESS, 2))]
     with rig.gateway() as g:
-        acks = through_gateway(g, items)
+        acks = through(g, items)
         assert acks == [1] * len(items), f"acknowledgements per input: {acks}"
         assert outcome_counts(g) == len(items), dict(g.counters)
 
@@ -316,7 +309,7 @@ def gateway_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> list[b
             assert g.store.message_of(WITNESS, seq) == rig.good(WITNESS, seq)
 
         after = rig.good(WITNESS, 3)  # a good reading after the hostile ones
-        assert through_gateway(g, [(witness, after)]) == [1]
+        assert through(g, [(witness, after)]) == [1]
         assert g.store.message_of(WITNESS, 3) == after
 
         # as at `stop`: the last windows closed, the last readings batched
@@ -331,7 +324,7 @@ def gateway_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> list[b
 def hub_stores_what_the_gateway_signed(rig: Rig, batches: list[bytes]) -> None:
     """The gateway's batches (hostile readings it accepted included) are stored whole at the hub."""
     with rig.hub() as h:
-        assert through_hub(h, [(topics.batch(GATEWAY), b) for b in batches]) == [1] * len(batches)
+        assert through(h, [(topics.batch(GATEWAY), b) for b in batches]) == [1] * len(batches)
         assert rows(h.store.db, "rejected") == [], "the hub refused what the gateway accepted and signed"
         assert h.store.count("batches") == len(batches)
         expected = {(r.device_id, r.seq) for b in batches for r in
@@ -414,9 +407,9 @@ def hub_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> None:
     after = rig.batch(1003, [rig.good(WITNESS, 4)])
     items = [(topics.batch(GATEWAY), before), *hostile, (topics.batch(GATEWAY), beside)]
     with rig.hub() as h:
-        acks = through_hub(h, items)
+        acks = through(h, items)
         assert acks == [1] * len(items), f"acknowledgements per delivery: {acks}"
-        assert through_hub(h, [(topics.batch(GATEWAY), after)]) == [1]
+        assert through(h, [(topics.batch(GATEWAY), after)]) == [1]
         stored = {bytes(c) for (c,) in h.store.db.execute("SELECT cose FROM batches")}
         refusals = rows(h.store.db, "rejected")
         unused = list(refusals)
