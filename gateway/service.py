@@ -43,6 +43,8 @@ from .verify import Result, Verifier, check, internal_error
 
 log = logging.getLogger("govedge.gateway")
 
+MAX_REASON_CHARS = 400  # a quarantine reason is one line a technician reads
+
 
 @dataclass
 class Inbound:
@@ -318,6 +320,8 @@ class Gateway:
             self._quarantine(item, device, *internal_error(exc))
 
     def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
+        if len(reason) > MAX_REASON_CHARS:  # a reason quotes what came in: a topic may be 64 KiB long
+            reason = reason[:MAX_REASON_CHARS - 3] + "..."
         self.quarantined_bytes += self.store.quarantine(item.source, device, code, reason, item.payload,
                                                         sender_of(item.source))
         self.counters["quarantined"] += 1
