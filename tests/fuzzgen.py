@@ -45,6 +45,7 @@ class Item:
 
 
 def _head(major: int, arg: int, info: int | None) -> bytes:
+    arg %= 1 << 64  # a length pushed past what a head holds wraps around, as a careless encoder's would
     if info is None:
         info = arg if arg < 24 else next(i for i, w in _WIDTH.items() if arg < 1 << (8 * w))
     first = bytes([major << 5 | info])
