@@ -57,7 +57,7 @@ from govedge.hub.config import HubConfig
 from govedge.hub.gateways import Gateways
 from govedge.registry import Registry
 from hubkit import GATEWAY, World
-from support import cose_sign1, firmware, private_key, scalar
+from support import cose_sign1, private_key, scalar
 
 SOAK = os.environ.get("GOVEDGE_SOAK") == "1"
 SOAK_SEED = os.environ.get("GOVEDGE_SOAK_SEED")
