@@ -255,38 +255,61 @@ class Gateway:
     # -- verify and store ------------------------------------------------------------
 
     def accept(self, item: Inbound, checked: Result) -> None:
-        """One verified message, inside the caller's transaction: stored, quarantined or dropped as a repeat."""
+        """One verified message, inside the caller's transaction: stored, quarantined or dropped as a repeat.
+
+        Whatever handling it raises stays with this message. Up to and including its one write
+        (a reading row or a quarantine row: one statement, so a failure leaves nothing half-done
+        and no savepoint is needed) the message is quarantined as internal_error. After it, in the
+        filters and the aggregation, the signed reading stays stored and is batched; the fault is
+        logged and counted (condense_faults)."""
+        try:
+            stored = self._check_and_store(item, checked)
+        except Exception as exc:  # noqa: BLE001 - a fault of ours on one message is that message's alone
+            log.error("internal error while handling a message from %s; quarantined", item.source, exc_info=exc)
+            self._quarantine(item, None if isinstance(checked, tuple) else checked.device_id, *internal_error(exc))
+            return
+        if stored is None:
+            return
+        reading_id, reading = stored
+        try:
+            self.condense(reading_id, reading)
+        except Exception as exc:  # noqa: BLE001 - derived data: the signed original is the record
+            self.counters["condense_faults"] += 1
+            log.error("internal error in the filters or aggregation of %s #%d; the reading is stored and batched, "
+                      "its values are not condensed", reading.device_id, reading.seq, exc_info=exc)
+
+    def _check_and_store(self, item: Inbound, checked: Result) -> tuple[int, wire.Reading] | None:
+        """The message's checks and its one write; (row id, reading) of a reading to condense."""
         topic_device = topics.device_of(item.source)
         kind = "status" if item.source.endswith("/status") else "reading"
         if isinstance(checked, tuple):
             self._quarantine(item, topic_device, *checked)
-            return
+            return None
         reading = checked
         if topic_device is not None and topic_device != reading.device_id:
             self._quarantine(item, reading.device_id, "wrong_topic",
                              f"published on the topic of {topic_device!r} but signed by {reading.device_id!r}")
-            return
+            return None
         if reading.time is not None and reading.time > time.time() + self.cfg.max_future_s:
             self._quarantine(item, reading.device_id, "future_time",
                              f"reading time {reading.time} is more than {self.cfg.max_future_s} s ahead of the gateway")
-            return
+            return None
         last = self.last_seq.get(reading.device_id)
         if last is None:
             last = self.store.last_seq(reading.device_id)
         if last is not None and reading.seq <= last:
             if self.store.message_of(reading.device_id, reading.seq) == reading.message:
                 self.counters["duplicates"] += 1  # sent again after a reboot or a lost ack: we have it
-                return
+                return None
             self._quarantine(item, reading.device_id, "replayed",
                              f"sequence number {reading.seq} of {reading.device_id!r} is not above the last "
                              f"accepted one ({last})")
-            return
+            return None
         reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message)
         self.last_seq[reading.device_id] = reading.seq
         self.waiting += 1
         self.counters["verified"] += 1
-        if kind == "reading":
-            self.condense(reading_id, reading)
+        return (reading_id, reading) if kind == "reading" else None
 
     def condense(self, reading_id: int, reading: wire.Reading) -> None:
         """Filter and aggregate: the signed original is stored and batched whatever they decide."""
@@ -300,24 +323,6 @@ class Gateway:
                                                            m.name, m.unit, m.value))
             except NotAggregated as exc:
                 self.counters[f"not_aggregated_{exc.code}"] += 1
-
-    def accept_isolated(self, item: Inbound, checked: Result) -> None:
-        """``accept`` in a savepoint: whatever it raises undoes its own work alone and quarantines the
-        message as internal_error; the messages committed with it are not touched."""
-        device = None if isinstance(checked, tuple) else checked.device_id
-        last_seq, waiting, n_aggregates = self.last_seq.get(device), self.waiting, len(self.aggregates)
-        try:
-            with self.store.part(device):
-                self.accept(item, checked)
-        except Exception as exc:  # noqa: BLE001 - a fault of ours on one message is that message's alone
-            if last_seq is None:
-                self.last_seq.pop(device, None)
-            else:
-                self.last_seq[device] = last_seq
-            self.waiting = waiting
-            del self.aggregates[n_aggregates:]
-            log.error("internal error while handling a message from %s; quarantined", item.source, exc_info=exc)
-            self._quarantine(item, device, *internal_error(exc))
 
     def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
         if len(reason) > MAX_REASON_CHARS:  # a reason quotes what came in: a topic may be 64 KiB long
@@ -404,7 +409,7 @@ class Gateway:
         with self.guard.handling([item.payload], alone=True):
             checked = check([item.payload], self.verifier.registry)[0]
             with self.store:
-                self.accept_isolated(item, checked)
+                self.accept(item, checked)
             item.ack()
         self.guard.handled([item.payload])
         return 1
@@ -426,7 +431,7 @@ class Gateway:
         with self.store:
             for chunk, results in ready:
                 for item, checked in zip(chunk, results):
-                    self.accept_isolated(item, checked)
+                    self.accept(item, checked)
         n = 0
         for chunk, _ in ready:  # committed: now the senders may forget them
             for item in chunk:

@@ -12,7 +12,6 @@ import hashlib
 import math
 import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,24 +151,6 @@ class Store:
         finally:
             self._last_seq.clear()
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-    @contextmanager
-    def part(self, device_id: str | None = None):
-        """A savepoint inside the open transaction: an exception in the block undoes the block's
-        writes alone (and the device's last sequence number it noted), then goes on up."""
-        noted = self._last_seq.get(device_id)
-        self.db.execute("SAVEPOINT part")
-        try:
-            yield self
-        except BaseException:
-            self.db.execute("ROLLBACK TO part")
-            if noted is None:
-                self._last_seq.pop(device_id, None)
-            else:
-                self._last_seq[device_id] = noted
-            raise
-        finally:
-            self.db.execute("RELEASE part")
 
     # -- devices and readings ---------------------------------------------------
 
