@@ -6,8 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite runs for real
 DEBIAN_PACKAGES := mosquitto postgresql
-# the Solidity compiler and the EVM node (anvil) of the anchoring tests, as pinned in tools/anchor/package-lock.json
-ANCHOR_NPM := tools/anchor/node_modules/.installed
+# the Solidity compiler and the EVM node (anvil) of the anchoring tests, as pinned in anchor/package-lock.json
+ANCHOR_NPM := anchor/node_modules/.installed
 
 .PHONY: demo test bench clean
 
@@ -34,11 +34,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-demo
 
-$(ANCHOR_NPM): tools/anchor/package.json tools/anchor/package-lock.json
-	@command -v npm >/dev/null 2>&1 || { echo "make test needs Node.js 20 or newer with npm (for solc-js and anvil in tools/anchor)" >&2; exit 1; }
-	cd tools/anchor && npm ci --no-audit --no-fund --loglevel=error
+$(ANCHOR_NPM): anchor/package.json anchor/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make test needs Node.js 20 or newer with npm (for solc-js and anvil in anchor)" >&2; exit 1; }
+	cd anchor && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis tools/anchor/node_modules
+	rm -rf $(VENV) .pytest_cache .hypothesis anchor/node_modules
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,5 +1,5 @@
 """A real EVM node for the anchoring tests: anvil (npm @foundry-rs/anvil, installed in
-tools/anchor/node_modules by `make test`) on a free loopback port, with accounts
+anchor/node_modules by `make test`) on a free loopback port, with accounts
 funded on it, and the contract's storage as the chain holds it."""
 
 from __future__ import annotations

@@ -372,8 +372,8 @@ def test_the_committed_artifact_is_what_solc_js_compiles_now():
                            text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout == ARTIFACT_PATH.read_text(), (
-        "tools/anchor/contracts/Anchor.json differs from a fresh compile of Anchor.sol: "
-        "run `npm run build` in tools/anchor and commit Anchor.json")
+        "anchor/contracts/Anchor.json differs from a fresh compile of Anchor.sol: "
+        "run `npm run build` in anchor and commit Anchor.json")
     lock = json.loads((CONTRACTS_DIR.parent / "package-lock.json").read_text())
     assert json.loads(fresh.stdout)["compiler"]["version"].startswith(
         lock["packages"]["node_modules/solc"]["version"] + "+")

@@ -2,7 +2,7 @@
 // Compiles Anchor.sol with solc-js (the exact version pinned in ../package.json)
 // and writes Anchor.json beside it: ABI, the contract's notices (userdoc),
 // creation and runtime bytecode, compiler version and settings. Anchor.json is
-// committed; run this after changing Anchor.sol (from tools/anchor: `npm ci`
+// committed; run this after changing Anchor.sol (from anchor: `npm ci`
 // once, then `npm run build`).
 //
 //   node contracts/build.mjs            writes contracts/Anchor.json

@@ -1,7 +1,7 @@
 """Anchoring on an Ethereum-compatible chain (Hyperledger Besu and the like) over JSON-RPC.
 
 The gateway's account sends each root to the anchor contract
-(tools/anchor/contracts/Anchor.sol) in a transaction it signs itself: the key
+(anchor/contracts/Anchor.sol) in a transaction it signs itself: the key
 stays in the gateway, the node only relays raw signed transactions
 (``eth_sendRawTransaction``), so no account has to be unlocked on the node. The
 contract remembers the block that first recorded each root and emits one
@@ -568,7 +568,7 @@ def anvil_binary() -> Path:
     """
     found = sorted(NODE_MODULES.glob("@foundry-rs/anvil-*/bin/anvil"))
     if not found:
-        raise AnvilError(f"anvil is not installed in {NODE_MODULES}: run `npm ci --prefix tools/anchor` "
+        raise AnvilError(f"anvil is not installed in {NODE_MODULES}: run `npm ci --prefix anchor` "
                          "(make test does)")
     return found[0]
 
@@ -576,8 +576,8 @@ def anvil_binary() -> Path:
 class Anvil:
     """A private EVM node (anvil) on a loopback port, for tests and benchmarks.
 
-    Runs the anvil of npm's @foundry-rs/anvil in tools/anchor/node_modules
-    (``npm ci --prefix tools/anchor``; ``make test`` does it). ``state=True`` keeps
+    Runs the anvil of npm's @foundry-rs/anvil in anchor/node_modules
+    (``npm ci --prefix anchor``; ``make test`` does it). ``state=True`` keeps
     the chain in the work folder, so a node stopped and started again has it back,
     as a real node would.
     """

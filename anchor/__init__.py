@@ -8,7 +8,7 @@ later checks that the same root is on the chain. Backends:
   up later by its hash; docs/ANCHOR-REST.md).
 - ``govedge.anchor.evm``: an Ethereum-compatible permissioned chain (Hyperledger
   Besu style) over JSON-RPC, through a small anchor contract that emits one event
-  per root (tools/anchor/contracts/).
+  per root (anchor/contracts/).
 
 Anchoring is asynchronous on both: ``submit`` hands the root to the chain and
 returns a pending receipt; ``confirm`` is asked again later until the chain has
