@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 
-from .wire import (
+from govedge.core.wire import (
     HEADER_ALG, HEADER_KID, SENML_BASE_TIME, SENML_BOOL_VALUE, SENML_NAME,
     SENML_STRING_VALUE, SENML_UNIT, SENML_VALUE, SEQUENCE, TAG_COSE_SIGN1,
 )

@@ -57,7 +57,7 @@ def _deployment(node: Anvil, contract: str) -> str:
 def proof_bytes(readings: int = 1_000_000, per_batch: int = 500) -> dict:
     """Size of one reading's proof bundle (JSON as `govedge gateway proof` writes it) in an epoch of
     ``readings`` readings in batches of ``per_batch``, against the same for an epoch of one batch."""
-    from . import merkle, proof
+    from govedge.core import merkle, proof
     from .anchor import Receipt
 
     def size(batches: int) -> tuple[int, int]:

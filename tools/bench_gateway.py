@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from . import firmware, topics, wire
+from govedge.core import topics, wire
+from . import firmware
 from .broker import Mosquitto
-from .registry import Registry
+from govedge.core.registry import Registry
 
 TARGET_RATIO = 0.5
 

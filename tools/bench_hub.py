@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import batch, topics
+from govedge.core import batch, topics
 from .bench_gateway import (TARGET_RATIO, _cpu_s, _firmware_modules, _peak_rss_kib, _signed, bench_devices,
                             verify_limit_per_s)
 from .broker import Mosquitto

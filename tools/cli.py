@@ -37,7 +37,8 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from . import provision, registry
+    from govedge.core import registry
+    from . import provision
 
     try:
         if args.sensors is None:  # a rotation keeps the device's sensors
@@ -191,7 +192,7 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway_proof(args: argparse.Namespace) -> int:
-    from . import proof
+    from govedge.core import proof
     from .gateway import config as gwconfig
     from .gateway.proofs import ProofUnavailable, bundle_for
 
@@ -215,9 +216,9 @@ def _write_text(text: str, output: str | None) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
-    from . import proof
+    from govedge.core import proof
     from .anchor import AnchorError
-    from .registry import Registry, RegistryError
+    from govedge.core.registry import Registry, RegistryError
 
     try:
         bundle = json.loads(open(args.bundle).read())
@@ -260,7 +261,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_hub_proof(args: argparse.Namespace) -> int:
-    from . import proof
+    from govedge.core import proof
     from .gateway.config import ConfigError
     from .hub import config as hubconfig
     from .hub.proofs import ProofUnavailable, bundle_for

@@ -25,11 +25,12 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import firmware, sim, wire
+from govedge.core import wire
+from . import firmware, sim
 from .annotate import annotate
 from .broker import BrokerError, local_broker, mosquitto_binary
 from .provision import provision
-from .registry import Registry
+from govedge.core.registry import Registry
 
 GATEWAY_ID = "gw-demo-01"
 
@@ -295,7 +296,7 @@ def _publish_forgery(port: int, device_id: str) -> None:
 
 def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: Path, base: Path,
              kept: bool) -> int:
-    from . import proof
+    from govedge.core import proof
     from .hub.proofs import ProofUnavailable, bundle_for
 
     c = gateway.counters

@@ -111,7 +111,7 @@ def check_key(device_id: str, key: BoardFile, registry_path: Path) -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from .registry import Registry, RegistryError
+    from govedge.core.registry import Registry, RegistryError
 
     if not Path(registry_path).exists():
         return f"{registry_path} not found: the key was not checked against the registry"

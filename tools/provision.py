@@ -15,8 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import topics
-from .registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
+from govedge.core import topics
+from govedge.core.registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
 
 PINS_DIR = Path(__file__).resolve().parent.parent / "hardware" / "pins"
 CONFIG_FORMAT = "govedge-node/1"

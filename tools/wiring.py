@@ -23,7 +23,7 @@ from typing import Callable
 from xml.sax.saxutils import escape
 
 from .provision import PINS_DIR, board_pins
-from .registry import BOARDS
+from govedge.core.registry import BOARDS
 
 WIRING_DIR = PINS_DIR.parent / "wiring"
 

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-log = logging.getLogger("govedge.crashguard")
+log = logging.getLogger("govedge.core.crashguard")
 
 SUSPECT = "suspect"
 POISON = "poison"

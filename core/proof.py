@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 import cbor2
 
 from . import merkle, wire
-from .anchor import AnchorBackend, AnchorError, Receipt
+from govedge.anchor import AnchorBackend, AnchorError, Receipt
 from .batch import Batch
 
 FORMAT = "govedge-proof/1"
