@@ -584,7 +584,7 @@ class Anvil:
 
     def __init__(self, workdir: str | os.PathLike | None = None, port: int | None = None, chain_id: int = 31337,
                  state: bool = False, extra_args: tuple[str, ...] = ()):
-        from ..broker import free_port
+        from govedge.tools.dev.broker import free_port
 
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="anvil-"))
         self.workdir.mkdir(parents=True, exist_ok=True)

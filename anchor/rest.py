@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from govedge.wire import DEVICE_ID
+from govedge.core.wire import DEVICE_ID
 from . import AnchorError, Receipt
 
 API_MAJOR_VERSION = "1"

@@ -2,7 +2,7 @@
 # COBS(message || CRC-32(message), 4 bytes little-endian) || 0x00. COBS is
 # Cheshire & Baker, "Consistent Overhead Byte Stuffing", IEEE/ACM Transactions
 # on Networking 7(2), 1999; CRC-32 is binascii.crc32 (ISO-HDLC, as zlib.crc32).
-# The gateway's side is govedge.serialframe; docs/FORMAT.md "Serial framing".
+# The gateway's side is govedge.core.serialframe; docs/FORMAT.md "Serial framing".
 
 import binascii
 import struct

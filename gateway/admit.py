@@ -1,6 +1,6 @@
 """The admit stage: what a message must pass before it costs a signature check.
 
-- **The crash guard** (govedge.crashguard): a message the gateway process died
+- **The crash guard** (govedge.core.crashguard): a message the gateway process died
   on is handled alone when it comes again, and refused (``internal_error``)
   once it has ended the process with nobody else in hand.
 - **A fair share per sender.** A sender is the device whose topic the message
@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from govedge import topics
+from govedge.core import topics
 
 MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full bucket is a fresh one)
 

@@ -106,8 +106,8 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
     for key in ("id", "key_file", "data_dir", "registry"):
         if key not in gw:
             raise ConfigError(f"[gateway] {key} is missing")
-    from govedge import topics
-    from govedge.wire import DEVICE_ID
+    from govedge.core import topics
+    from govedge.core.wire import DEVICE_ID
 
     if not DEVICE_ID.match(gw["id"]):
         raise ConfigError(f"[gateway] id {gw['id']!r} is not valid: letters, digits, '.', '_', '-'")

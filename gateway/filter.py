@@ -35,7 +35,7 @@ still checked by ``range`` and ``spike`` (which run on values and arrival order)
 Measurement names that are not in the quantities table (status records, sensors
 nobody configured) pass untouched: the filter has no rule for them.
 
-Values that pass are the caller's own :class:`~govedge.wire.Measurement`
+Values that pass are the caller's own :class:`~govedge.core.wire.Measurement`
 objects, so Decimals stay Decimals, exactly as signed.
 """
 
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from govedge.wire import Measurement, Reading
+from govedge.core.wire import Measurement, Reading
 
 RATE = "rate"
 RANGE = "range"

@@ -17,7 +17,7 @@ What it puts in place (paths under ``root``, which is / on the Pi):
 
 The broker refuses what the gateway's decoder would refuse for its size anyway, before it
 takes up the broker's memory and disk or the gateway's time. A message of more than 2048
-bytes (govedge.wire.MAX_MESSAGE_BYTES) is dropped, whatever its topic
+bytes (govedge.core.wire.MAX_MESSAGE_BYTES) is dropped, whatever its topic
 (``message_size_limit 2048``; the sender still gets its PUBACK, under MQTT 5 with a failure
 reason code). Every packet is bounded by the largest a device needs, 2048 bytes on the
 longest topic a device may publish to (``max_packet_size 2139``, max_publish_packet_bytes()):
@@ -53,8 +53,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from govedge import topics, wire
-from govedge.registry import Registry
+from govedge.core import topics, wire
+from govedge.core.registry import Registry
 
 GATEWAY_USER = "gateway"  # the gateway's own user on its broker
 UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway.service")
@@ -245,7 +245,7 @@ def _broker_conf(lay: Layout, port: int) -> str:
         "# mosquitto.conf turns persistence on (setting it here again would be a duplicate, an error)\n"
         "max_queued_messages 100000\n"
         "max_inflight_messages 1000\n"
-        "# nothing larger than the gateway accepts (govedge.wire.MAX_MESSAGE_BYTES): a larger message is\n"
+        "# nothing larger than the gateway accepts (govedge.core.wire.MAX_MESSAGE_BYTES): a larger message is\n"
         "# dropped; a packet larger than such a message on the longest device topic ends the connection\n"
         f"message_size_limit {wire.MAX_MESSAGE_BYTES}\n"
         f"max_packet_size {max_publish_packet_bytes()}\n"

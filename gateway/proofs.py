@@ -1,4 +1,4 @@
-"""`govedge gateway proof`: a reading's proof bundle from the gateway's store (govedge.proof)."""
+"""`govedge gateway proof`: a reading's proof bundle from the gateway's store (govedge.core.proof)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from cryptography.hazmat.primitives import serialization
 
-from govedge import batch, proof
+from govedge.core import batch, proof
 from govedge.anchor import Receipt
 
 from .config import GatewayConfig

@@ -1,6 +1,6 @@
 """Serial ingest: nodes wired to the gateway (UART or USB serial), one thread per port.
 
-Each good frame (govedge.serialframe; docs/FORMAT.md, "Serial framing") of kind 01
+Each good frame (govedge.core.serialframe; docs/FORMAT.md, "Serial framing") of kind 01
 (reading) or 02 (status) goes into the gateway's inbox as an Inbound, like a message
 from MqttIngest; its ack writes the 06 frame with the message's sequence number, which
 the gateway calls only after the message is committed. A port that goes away (a USB
@@ -18,7 +18,7 @@ from typing import Callable
 
 import serial
 
-from govedge import serialframe, wire
+from govedge.core import serialframe, wire
 
 # the module, not the name: service.py may import this file at its top (a cycle that
 # `from .service import Inbound` would break); Inbound is looked up when a frame comes

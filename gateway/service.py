@@ -9,7 +9,7 @@ A bad message is quarantined with its reason and acknowledged: it never blocks
 what comes after it and is never retried forever. Whatever handling one
 message raises quarantines that message alone (``internal_error``); whatever
 ends the process while it handles messages is caught by the crash guard
-(govedge.crashguard) on the next start.
+(govedge.core.crashguard) on the next start.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import cbor2
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 
-from govedge import batch, proof, topics, wire
+from govedge.core import batch, proof, topics, wire
 from govedge.anchor import Receipt
-from govedge.crashguard import POISON, SUSPECT, CrashGuard, digest
+from govedge.core.crashguard import POISON, SUSPECT, CrashGuard, digest
 
 from .admit import FairShare, sender_of
 from .aggregate import Aggregator, NotAggregated

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS batches (
     size INTEGER NOT NULL,
     root BLOB NOT NULL,
     cose BLOB NOT NULL,
-    head BLOB                           -- the batch head an epoch tree commits to (govedge.proof)
+    head BLOB                           -- the batch head an epoch tree commits to (govedge.core.proof)
 );
 CREATE TABLE IF NOT EXISTS epochs (
     number INTEGER PRIMARY KEY,

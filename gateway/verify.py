@@ -22,8 +22,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from govedge import wire
-from govedge.registry import Registry
+from govedge.core import wire
+from govedge.core.registry import Registry
 
 log = logging.getLogger("govedge.gateway")
 

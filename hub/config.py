@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from govedge.gateway.config import ConfigError, MqttEndpoint, _endpoint, _workers, read_toml
-from govedge.wire import MAX_MESSAGE_BYTES
+from govedge.core.wire import MAX_MESSAGE_BYTES
 
 from .store import KEEP_BYTES
 
@@ -21,7 +21,7 @@ class HubConfig:
     share_group: str = "govedge-hub"  # hub workers in one group split the batches; "": one worker, MQTT 3.1.1
     session_expiry_s: int = 86400  # how long the broker keeps batches for a worker that is away
     verify_workers: int = 1
-    # the crash guard's journal of each worker (govedge.crashguard); None: the SQLite store's folder,
+    # the crash guard's journal of each worker (govedge.core.crashguard); None: the SQLite store's folder,
     # or the working directory (hub.toml's own default is its folder)
     state_dir: Path | None = None
     # the rejected table's own budget, apart from the readings; over it the oldest go first
@@ -34,7 +34,7 @@ _KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "ve
                   "rejected_max_bytes", "rejected_max_rows", "rejected_keep_bytes"},
           "store": {"url"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
 
-# the smallest value of each size: a device message is always kept whole (govedge.wire)
+# the smallest value of each size: a device message is always kept whole (govedge.core.wire)
 _LEAST = {"rejected_max_bytes": MAX_MESSAGE_BYTES, "rejected_max_rows": 1, "rejected_keep_bytes": MAX_MESSAGE_BYTES}
 
 

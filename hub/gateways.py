@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from govedge.wire import DEVICE_ID, WireError, public_key_from_sec1
+from govedge.core.wire import DEVICE_ID, WireError, public_key_from_sec1
 
 FORMAT = "govedge-gateways/1"
 

@@ -1,10 +1,10 @@
-"""`govedge hub proof`: a reading's proof bundle from the hub's store (govedge.proof)."""
+"""`govedge hub proof`: a reading's proof bundle from the hub's store (govedge.core.proof)."""
 
 from __future__ import annotations
 
 import json
 
-from govedge import batch, proof
+from govedge.core import batch, proof
 from govedge.anchor import Receipt
 
 from .config import HubConfig

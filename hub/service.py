@@ -14,7 +14,7 @@ batch and its other readings are stored.
 
 No input can stop the service: whatever handling one batch or epoch record
 raises refuses that one (``internal_error``), each in a savepoint of the
-step's transaction; and a crash guard (govedge.crashguard) notes what is being
+step's transaction; and a crash guard (govedge.core.crashguard) notes what is being
 handled, so that an input the process keeps dying on is refused, not handled
 again and again.
 """
@@ -39,8 +39,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from govedge import batch, proof, topics, wire
-from govedge.crashguard import POISON, SUSPECT, CrashGuard
+from govedge.core import batch, proof, topics, wire
+from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 from govedge.gateway.config import ConfigError
 from govedge.gateway.verify import Result, Verifier, check
 

@@ -34,8 +34,8 @@ from typing import Iterator
 
 import cbor2
 
-from govedge import wire
-from govedge.batch import Batch
+from govedge.core import wire
+from govedge.core.batch import Batch
 
 TYPES = {
     "sqlite": {"INT": "INTEGER", "REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY"},
@@ -380,7 +380,7 @@ class HubStore:
                  a["first_seq"], a["last_seq"]))
 
     def add_epoch(self, rec) -> bool:
-        """Stores a verified epoch record (govedge.proof.EpochRecord); False if it was here already."""
+        """Stores a verified epoch record (govedge.core.proof.EpochRecord); False if it was here already."""
         return bool(self._exec(
             "INSERT INTO epochs (gateway_id, number, first_batch, last_batch, size, root, heads, receipt, cose) "
             "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, number) DO NOTHING",

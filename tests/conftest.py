@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from govedge import firmware
+from govedge.tools.field import firmware
 from support import MPY_PRELUDE, READINGS, SignedReading, hex_lines, mpy_literal
 
 # deterministic and database-less: the same examples on every run and machine

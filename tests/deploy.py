@@ -17,8 +17,8 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from govedge import batch
-from govedge.registry import Registry
+from govedge.core import batch
+from govedge.core.registry import Registry
 
 GATEWAY_ID = "gw-test-01"
 
@@ -44,7 +44,7 @@ class CliProcess:
 
     def start(self):
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "govedge.cli", *self.args], stdout=log, stderr=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", *self.args], stdout=log, stderr=log,
                                          start_new_session=True)
         return self
 
@@ -127,7 +127,7 @@ class HubSubscriber:
 
     def readings(self) -> list[tuple[str, int]]:
         """(device, seq) of every device message in the distinct batches, in batch order."""
-        from govedge import wire
+        from govedge.core import wire
 
         with self.lock:
             ordered = sorted(self.batches.values(), key=lambda b: b.seq)

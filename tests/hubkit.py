@@ -10,10 +10,10 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from govedge import batch, topics
-from govedge.broker import Mosquitto
+from govedge.core import batch, topics
+from govedge.tools.dev.broker import Mosquitto
 from govedge.hub.gateways import Gateways
-from govedge.registry import Registry
+from govedge.core.registry import Registry
 from deploy import CliProcess
 from postgres import PostgresServer
 from support import firmware, private_key, scalar, sec1

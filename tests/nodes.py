@@ -16,9 +16,11 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from govedge import firmware, sim, topics, wire
-from govedge.provision import provision
-from govedge.registry import Registry
+from govedge.core import topics, wire
+from govedge.tools.field import firmware
+from govedge.tools.dev import sim
+from govedge.tools.field.provision import provision
+from govedge.core.registry import Registry
 
 SIM_DIR = sim.DIR
 

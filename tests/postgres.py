@@ -14,7 +14,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from govedge.broker import free_port
+from govedge.tools.dev.broker import free_port
 
 
 def _bin_dir() -> Path | None:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from govedge.firmware import FIRMWARE_DIR
+from govedge.tools.field.firmware import FIRMWARE_DIR
 
 N = ecdsa.NIST256p.order  # P-256 group order, from python-ecdsa
 ALG_ES256 = -7
@@ -74,7 +74,7 @@ def sec1(d: int) -> bytes:
 
 
 def lookup(*keys: ec.EllipticCurvePublicKey, device_id: str | None = None):
-    """A key registry for govedge.wire.verify: the given keys for device_id (or any device)."""
+    """A key registry for govedge.core.wire.verify: the given keys for device_id (or any device)."""
 
     def keys_of(dev: str):
         if device_id is not None and dev != device_id:

@@ -22,7 +22,7 @@ from chain import CHAIN_ID, first_block_slot, funded_key, keccak, start_anvil
 from govedge.anchor import AnchorError, Receipt
 from govedge.anchor.evm import (ARTIFACT_PATH, CONTRACTS_DIR, EvmAnchor, KeyFileError, create_key_file, deploy,
                                 read_key_file)
-from govedge.bench_anchor import gas_per_anchor
+from govedge.tools.dev.bench_anchor import gas_per_anchor
 
 
 def root(n: int) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 from chain import first_block_slot, funded_key, start_anvil
 from deploy import GATEWAY_ID, GatewayProcess
 from govedge.anchor.evm import deploy
-from govedge.broker import Mosquitto
+from govedge.tools.dev.broker import Mosquitto
 from govedge.hub.gateways import Gateways
 from govedge.hub.store import HubStore
 from hubkit import HubProcess, wait_until
@@ -22,7 +22,7 @@ from nodes import VirtualNode
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "govedge.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def _deployment(tmp_path, build_dir, device: str, anchor: str):

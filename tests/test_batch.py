@@ -4,7 +4,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from govedge import batch, merkle, wire
+from govedge.core import batch, merkle, wire
 from support import cose_sign1, private_key, scalar, senml
 
 DEVICE_KEY = private_key(scalar("batch-device"))

@@ -1,5 +1,5 @@
 """The BME280 driver (firmware/bme280.py) over a register-level simulated chip
-(tools/sim/bme280_sim.py), held against the Bosch datasheets' worked example,
+(tools/dev/sim/bme280_sim.py), held against the Bosch datasheets' worked example,
 published readings of real chips, and Adafruit's CircuitPython driver.
 
 The driver runs from its .mpy under the MicroPython unix port, every case of a
@@ -13,9 +13,9 @@ import random
 
 import pytest
 
-from govedge import firmware
-from govedge import sim
-from govedge.sim import bme280_sim
+from govedge.tools.field import firmware
+from govedge.tools.dev import sim
+from govedge.tools.dev.sim import bme280_sim
 
 SIM_DIR = sim.DIR
 ADDRESS = 0x76

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from govedge.crashguard import POISON, SUSPECT, CrashGuard
+from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 
 GOOD, BAD, OTHER = b"good reading", b"deadly reading", b"another reading"
 
@@ -17,7 +17,7 @@ def die_while_handling(path, payloads, alone=False):
     """A real process that notes the inputs and is killed (SIGKILL) while it handles them."""
     script = textwrap.dedent(f"""
         import os, signal
-        from govedge.crashguard import CrashGuard
+        from govedge.core.crashguard import CrashGuard
         guard = CrashGuard({str(path)!r})
         with guard.handling({payloads!r}, alone={alone!r}):
             os.kill(os.getpid(), signal.SIGKILL)

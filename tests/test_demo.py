@@ -10,7 +10,7 @@ import pytest
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_runs_a_deployment_and_proves_a_reading_on_the_chain(tmp_path, broker):
     # Mosquitto where it is installed; amqtt, the embedded broker, where it is not
-    proc = subprocess.run([sys.executable, "-m", "govedge.cli", "demo", "--nodes", "2", "--duration", "14",
+    proc = subprocess.run([sys.executable, "-m", "govedge.tools.cli", "demo", "--nodes", "2", "--duration", "14",
                            "--workdir", str(tmp_path), "--broker", broker],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

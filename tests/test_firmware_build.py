@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from govedge import firmware
+from govedge.tools.field import firmware
 
 SOURCES = firmware.sources()
 # the modules a signed reading is made of; board drivers need esp32, network or umqtt

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from govedge import firmware
-from govedge.broker import Mosquitto, free_port
-from govedge.provision import provision
+from govedge.tools.field import firmware
+from govedge.tools.dev.broker import Mosquitto, free_port
+from govedge.tools.field.provision import provision
 from nodes import Collector
 from virtual_board import VirtualBoard
 
@@ -84,7 +84,7 @@ def expected_files(tmp_path: Path) -> dict[str, bytes]:
 
 def govedge_flash(tmp_path: Path, board: VirtualBoard, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "govedge.cli", "flash", DEVICE, "--port", board.port,
+        [sys.executable, "-m", "govedge.tools.cli", "flash", DEVICE, "--port", board.port,
          "--devices", str(tmp_path / "devices"), "--registry", str(tmp_path / "registry.json"),
          "--timeout", "30", *extra],
         capture_output=True, text=True, timeout=120)
@@ -118,7 +118,7 @@ def test_flash_uploads_checks_and_starts_the_node_which_publishes_a_signed_readi
     assert {m.name for m in reading.measurements} >= {"temp", "hum", "press"}
 
     # govedge monitor shows the board's log: press the reset button and see the node come up again
-    monitor = subprocess.Popen([sys.executable, "-m", "govedge.cli", "monitor", "--port", board.port],
+    monitor = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "monitor", "--port", board.port],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")), daemon=True).start()
@@ -198,7 +198,7 @@ def test_micropython_images_are_checked_before_the_board_is_touched(tmp_path):
     port = str(tmp_path / "no-such-port")
 
     def flash(device_id: str, image: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "govedge.cli", "flash", device_id, "--port", port,
+        return subprocess.run([sys.executable, "-m", "govedge.tools.cli", "flash", device_id, "--port", port,
                                "--devices", str(tmp_path / "devices"), "--registry", str(tmp_path / "registry.json"),
                                "--micropython", str(image)], capture_output=True, text=True, timeout=60)
 

@@ -7,7 +7,7 @@ length, under the real MicroPython unix port, and restart from what is left.
 
 import json
 
-from govedge import firmware
+from govedge.tools.field import firmware
 
 
 def _run(mpy_dir, folder, script):

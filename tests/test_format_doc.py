@@ -12,8 +12,9 @@ import cbor2
 import pycddl
 import pytest
 
-from govedge import firmware, wire
-from govedge.annotate import annotate
+from govedge.core import wire
+from govedge.tools.field import firmware
+from govedge.tools.dev.annotate import annotate
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
 
@@ -137,7 +138,7 @@ def _cddl_block(after: str) -> str:
 def test_gateway_batch_matches_the_documented_cddl(example):
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from govedge import batch
+    from govedge.core import batch
 
     message, _ = example
     key = ec.generate_private_key(ec.SECP256R1())
@@ -156,7 +157,7 @@ def test_gateway_batch_matches_the_documented_cddl(example):
 def test_epoch_record_and_batch_head_match_the_documented_cddl(example):
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from govedge import batch, proof
+    from govedge.core import batch, proof
     from govedge.anchor import Receipt
 
     message, _ = example

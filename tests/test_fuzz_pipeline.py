@@ -49,13 +49,13 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 import fuzzgen as fg
-from govedge import batch, merkle, topics, wire
+from govedge.core import batch, merkle, topics, wire
 from govedge.gateway import service as gateway_service
 from govedge.gateway.config import GatewayConfig, MqttEndpoint
 from govedge.hub import service as hub_service
 from govedge.hub.config import HubConfig
 from govedge.hub.gateways import Gateways
-from govedge.registry import Registry
+from govedge.core.registry import Registry
 from hubkit import GATEWAY, World
 from support import cose_sign1, private_key, scalar
 

@@ -14,9 +14,10 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from govedge import firmware, topics
-from govedge.broker import Mosquitto
-from govedge.registry import Registry
+from govedge.core import topics
+from govedge.tools.field import firmware
+from govedge.tools.dev.broker import Mosquitto
+from govedge.core.registry import Registry
 from deploy import GatewayProcess, HubSubscriber
 from nodes import VirtualNode
 
@@ -262,7 +263,7 @@ def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):
     import subprocess
     import urllib.request
 
-    from govedge.broker import free_port
+    from govedge.tools.dev.broker import free_port
 
     port = free_port()
     node = deployment.node("esp32-0501")
@@ -280,7 +281,7 @@ def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):
     assert metrics["govedge_batches_delivered_total"] >= 1
 
     def status():
-        out = subprocess.run([sys.executable, "-m", "govedge.cli", "gateway", "status", "--config",
+        out = subprocess.run([sys.executable, "-m", "govedge.tools.cli", "gateway", "status", "--config",
                               str(gw.folder / "gateway.toml")], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         return out.stdout
@@ -313,7 +314,7 @@ def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):
 def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deployment):
     import urllib.request
 
-    from govedge.broker import free_port
+    from govedge.tools.dev.broker import free_port
 
     port = free_port()
     node = deployment.node("esp32-0601", sensors=(), status_every=1, interval_s=0.02)
@@ -427,7 +428,7 @@ def test_uplink_to_a_hub_broker_that_requires_a_client_certificate(deployment, t
         gw.stop()
         sub.loop_stop()
         assert got, gw.log[-2000:]
-        from govedge import batch as batch_mod
+        from govedge.core import batch as batch_mod
 
         b = batch_mod.verify(got[0], lambda g: [gw.public_key], Registry.load(deployment.registry))
         assert b.gateway_id == GATEWAY_ID and b.size >= 1

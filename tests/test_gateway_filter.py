@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govedge import wire
+from govedge.core import wire
 from govedge.gateway.filter import (DEADBAND, RANGE, RATE, SPIKE, Filter, FilterConfigError)
-from govedge.wire import Measurement, Reading
+from govedge.core.wire import Measurement, Reading
 from support import firmware, public_key, scalar
 
 UNITS = {"temp": "Cel", "hum": "%RH", "press": "Pa", "pm2_5": "ug/m3", "pm10": "ug/m3"}

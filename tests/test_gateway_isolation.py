@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from govedge import crashguard, topics
+from govedge.core import crashguard, topics
 from govedge.gateway import config as gwconfig
 from govedge.gateway import filter as gwfilter
 from govedge.gateway import store as gwstore

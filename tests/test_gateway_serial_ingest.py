@@ -35,9 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from govedge import serialframe, wire
+from govedge.core import serialframe, wire
 from govedge.gateway.serial_ingest import SerialIngest
-from govedge.registry import Registry
+from govedge.core.registry import Registry
 from nodes import VirtualNode
 from support import cose_sign1, lookup, private_key, scalar, senml
 

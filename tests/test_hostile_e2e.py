@@ -16,8 +16,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from govedge import batch, topics, wire
-from govedge.broker import Mosquitto
+from govedge.core import batch, topics, wire
+from govedge.tools.dev.broker import Mosquitto
 from govedge.hub.gateways import Gateways
 from deploy import GATEWAY_ID, GatewayProcess
 from hubkit import HubProcess, World, publish, wait_until

@@ -14,7 +14,7 @@ import time
 import cbor2
 import pytest
 
-from govedge import topics
+from govedge.core import topics
 from govedge.hub import export
 from govedge.hub.store import HubStore
 from hubkit import GATEWAY, HubProcess, World, broker, postgres, publish, publish_batches, wait_until  # noqa: F401
@@ -70,7 +70,7 @@ def test_batches_are_verified_stored_once_and_bad_ones_rejected_with_their_reaso
 def test_export_writes_exact_values_and_the_signed_originals(tmp_path):
     world = World(tmp_path / "w")
     store = HubStore(world.store_url)
-    from govedge import batch as batchmod
+    from govedge.core import batch as batchmod
 
     batches = world.batches(2, per_batch=3)
     with store.transaction():
@@ -117,7 +117,7 @@ def test_export_writes_exact_values_and_the_signed_originals(tmp_path):
 
 def test_postgresql_and_sqlite_give_the_same_results(tmp_path, postgres):
     world = World(tmp_path / "w", devices=4)
-    from govedge import batch as batchmod
+    from govedge.core import batch as batchmod
 
     batches = world.batches(6, per_batch=5)
     batches.append(batches[2])  # a duplicate
@@ -188,7 +188,7 @@ def test_a_hub_killed_and_restarted_mid_stream_loses_nothing(tmp_path, broker):
 def test_add_gateway_and_config_errors_are_named(tmp_path):
     world = World(tmp_path / "w")
     toml = world.hub_toml(1883)
-    cli = [sys.executable, "-m", "govedge.cli", "hub"]
+    cli = [sys.executable, "-m", "govedge.tools.cli", "hub"]
     new_key = tmp_path / "new.pem"
     from cryptography.hazmat.primitives import serialization
 

@@ -13,10 +13,10 @@ import sys
 import cbor2
 import pytest
 
-from govedge import batch, proof, topics, wire
+from govedge.core import batch, proof, topics, wire
 from govedge.anchor import Receipt
 from govedge.hub.store import HubStore
-from govedge.registry import Registry
+from govedge.core.registry import Registry
 from hubkit import GATEWAY, HubProcess, World, broker, postgres, publish, publish_batches, wait_until  # noqa: F401
 from support import cose_sign1, private_key, protected_header, scalar, senml
 
@@ -155,7 +155,7 @@ def test_a_stored_reading_beside_a_refused_one_has_a_proof_and_the_refused_one_a
 
 
 def hub_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "govedge.cli", "hub", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", "hub", *args], capture_output=True, text=True)
 
 
 def refuse_seq_700(url: str) -> None:

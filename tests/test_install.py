@@ -17,10 +17,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from govedge import topics, wire
-from govedge.broker import free_port, mosquitto_binary
+from govedge.core import topics, wire
+from govedge.tools.dev.broker import free_port, mosquitto_binary
 from govedge.gateway.install import max_publish_packet_bytes
-from govedge.provision import provision
+from govedge.tools.field.provision import provision
 
 
 HUB_PORT = free_port()  # nothing listens there: the self-test says so
@@ -29,7 +29,7 @@ LONGEST_ID = "esp32-" + "9" * (wire.MAX_DEVICE_ID_CHARS - len("esp32-"))  # the 
 
 def _install(root: Path, registry: Path, devices: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "govedge.cli", "gateway", "install", "--root", str(root), "--gateway-id", "gw-inst-01",
+        [sys.executable, "-m", "govedge.tools.cli", "gateway", "install", "--root", str(root), "--gateway-id", "gw-inst-01",
          "--registry", str(registry), "--devices", str(devices), "--broker-port", str(port),
          "--broker-name", "127.0.0.1", "--hub-host", "127.0.0.1", "--hub-port", str(HUB_PORT), *extra],
         capture_output=True, text=True, timeout=60)
@@ -259,7 +259,7 @@ def test_a_node_and_the_gateway_work_through_the_installed_broker(tmp_path, buil
     (node.root / "ca.der").write_bytes((provisioned / "ca.der").read_bytes())
     broker = _start_installed_broker(root, tmp_path, port)
     log = open(tmp_path / "gateway.log", "wb")
-    gw = subprocess.Popen([sys.executable, "-m", "govedge.cli", "gateway", "run", "--config",
+    gw = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "gateway", "run", "--config",
                            str(root / "etc/govedge/gateway.toml")], stdout=log, stderr=log)
     try:
         node.start()

@@ -1,8 +1,8 @@
 """Signed readings interoperate with COSE and ECDSA implementations nobody here wrote.
 
 Firmware messages (signed under MicroPython from the .mpy files) verify with
-pycose and python-ecdsa without govedge.wire; messages made by pycose verify
-with govedge.wire and decode to exactly what was put in.
+pycose and python-ecdsa without govedge.core.wire; messages made by pycose verify
+with govedge.core.wire and decode to exactly what was put in.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pycose.keys import EC2Key
 from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
-from govedge import wire
+from govedge.core import wire
 from support import (
     MPY_PRELUDE,
     READINGS,
@@ -109,7 +109,7 @@ def test_firmware_public_key_is_the_one_cryptography_derives(firmware_readings, 
 
 @pytest.mark.parametrize("name", list(READINGS))
 def test_firmware_payload_is_the_senml_pack_that_was_asked_for(firmware_readings, name):
-    # read with cbor2 alone, so the firmware's pack is checked without govedge.wire
+    # read with cbor2 alone, so the firmware's pack is checked without govedge.core.wire
     fr = firmware_readings[name]
     protected, _, payload, _ = cbor2.loads(fr.message).value
     assert cbor2.loads(protected) == {1: -7, 4: fr.device_id.encode()}
@@ -149,7 +149,7 @@ def test_firmware_signing_is_deterministic_across_processes(micropython, firmwar
     assert hex_lines(micropython(script)) == [fr.message]
 
 
-# --- pycose -> govedge.wire ------------------------------------------------------------
+# --- pycose -> govedge.core.wire ------------------------------------------------------------
 
 PYCOSE_PACKS = {
     "decimal-int-float": (

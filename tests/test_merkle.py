@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govedge import merkle
-from govedge.merkle import (
+from govedge.core import merkle
+from govedge.core.merkle import (
     MerkleError,
     MerkleTree,
     consistency_proof,

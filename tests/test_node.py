@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from govedge import firmware
-from govedge.broker import Mosquitto
+from govedge.tools.field import firmware
+from govedge.tools.dev.broker import Mosquitto
 from nodes import Collector, VirtualNode
 
 
@@ -278,7 +278,7 @@ def test_particulates_and_climate_in_one_reading_with_duty_cycled_sds011(make_no
 
 
 def test_node_publishes_over_tls_and_refuses_a_broker_it_cannot_verify(tmp_path, build_dir, registry_path):
-    from govedge.provision import _ca_der
+    from govedge.tools.field.provision import _ca_der
     from nodes import make_ca_and_server_cert
 
     ca, cert, key = make_ca_and_server_cert(tmp_path / "tls")

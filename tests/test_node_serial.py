@@ -1,6 +1,6 @@
 """Nodes wired to the gateway: the real firmware under MicroPython writes framed
 signed messages to a pseudo-terminal (the simulated serial line); the gateway's
-side reads them with govedge.serialframe and acknowledges what it has."""
+side reads them with govedge.core.serialframe and acknowledges what it has."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import threading
 import time
 import tty
 
-from govedge import serialframe, wire
-from govedge.registry import Registry
+from govedge.core import serialframe, wire
+from govedge.core.registry import Registry
 from nodes import VirtualNode
 
 ACK = b"\x06"

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from govedge import merkle, proof
+from govedge.core import merkle, proof
 from govedge.anchor import Receipt
-from govedge.batch import verify as verify_batch
-from govedge.registry import Registry
+from govedge.core.batch import verify as verify_batch
+from govedge.core.registry import Registry
 from hubkit import GATEWAY, World
 
 

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from govedge import firmware, wire
-from govedge.provision import ProvisionError, provision
-from govedge.registry import Registry, RegistryError
+from govedge.core import wire
+from govedge.tools.field import firmware
+from govedge.tools.field.provision import ProvisionError, provision
+from govedge.core.registry import Registry, RegistryError
 
 
 def _provision(tmp_path, device="esp32-0007", **kw):
@@ -97,7 +98,7 @@ def test_bad_provisioning_requests_name_the_fault(tmp_path, device, board, senso
 
 def test_cli_never_prints_the_private_key(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "govedge.cli", "provision", "rpi-0003", "--board", "rpi",
+        [sys.executable, "-m", "govedge.tools.cli", "provision", "rpi-0003", "--board", "rpi",
          "--registry", str(tmp_path / "registry.json"), "--out", str(tmp_path / "devices")],
         capture_output=True, text=True, env={"GOVEDGE_WIFI_PASSWORD": "street-secret", "PATH": ""},
     )

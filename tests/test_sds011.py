@@ -1,4 +1,4 @@
-"""The SDS011 driver (firmware/sds011.py) over a simulated sensor (tools/sim/sds011_sim.py).
+"""The SDS011 driver (firmware/sds011.py) over a simulated sensor (tools/dev/sim/sds011_sim.py).
 
 The driver runs from its .mpy under the MicroPython unix port, every case in one
 process, and the same cases again under CPython; then under CPython through
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from govedge import firmware
-from govedge import sim
-from govedge.sim import sds011_sim
+from govedge.tools.field import firmware
+from govedge.tools.dev import sim
+from govedge.tools.dev.sim import sds011_sim
 from support import firmware as firmware_module
 
 SIM_DIR = sim.DIR

@@ -1,6 +1,6 @@
 """Serial framing: the node's encoder (firmware/frame.py) against the PyPI `cobs`
 package and zlib, under MicroPython and CPython, and the gateway's Deframer
-(govedge.serialframe) against noise on the line."""
+(govedge.core.serialframe) against noise on the line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from cobs import cobs
 from hypothesis import given, settings, strategies as st
 
-from govedge import firmware, serialframe
-from govedge.serialframe import Deframer
+from govedge.core import serialframe
+from govedge.tools.field import firmware
+from govedge.core.serialframe import Deframer
 from support import firmware as firmware_module
 
 frame = firmware_module("frame")

@@ -1,4 +1,4 @@
-"""Whatever bytes arrive, govedge.wire answers with a Reading or a WireError, never a crash.
+"""Whatever bytes arrive, govedge.core.wire answers with a Reading or a WireError, never a crash.
 
 The examples are derandomized (conftest's hypothesis profile), so a run is the
 same on every machine and a failure reproduces.
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from govedge import wire
+from govedge.core import wire
 from fuzzgen import apply_edits, byte_edits
 from support import cose_sign1, lookup, private_key, public_key, scalar
 

@@ -1,4 +1,4 @@
-"""govedge.wire refuses every message that is not exactly a valid signed reading.
+"""govedge.core.wire refuses every message that is not exactly a valid signed reading.
 
 Crafted messages carry valid ES256 signatures (made with cryptography, see
 support.cose_sign1), so each is refused for its contents and the test can hold
@@ -13,7 +13,7 @@ from collections import Counter
 import cbor2
 import pytest
 
-from govedge import wire
+from govedge.core import wire
 from support import (
     ALG_ES256,
     ALG_ES384,

@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from govedge import wiring
-from govedge.provision import PINS_DIR, board_pins
-from govedge.registry import BOARDS
+from govedge.tools.field import wiring
+from govedge.tools.field.provision import PINS_DIR, board_pins
+from govedge.core.registry import BOARDS
 
 SVG = "{http://www.w3.org/2000/svg}"
 PIN_KEYS = ("sda", "scl", "tx", "rx", "adc_pin")
@@ -51,7 +51,7 @@ def _gpio_of(label):
 def test_committed_drawing_is_the_one_its_pin_map_gives(board):
     committed = (wiring.WIRING_DIR / f"{board}.svg").read_text(encoding="utf-8")
     assert committed == wiring.render(board_pins(board)), (
-        f"hardware/wiring/{board}.svg is out of date with hardware/pins/{board}.json: run python -m govedge.wiring")
+        f"hardware/wiring/{board}.svg is out of date with hardware/pins/{board}.json: run python -m govedge.tools.field.wiring")
 
 
 @pytest.mark.parametrize("board", BOARDS)

@@ -12,7 +12,7 @@ window, Ctrl-B, Ctrl-C, and soft reset, which runs main.py in the friendly REPL.
 What the chip runs is the real MicroPython unix port: one interpreter process
 per boot, its current directory the board's folder (the board's filesystem),
 so that `open`, `os` and `hashlib` act on that folder as they act on a board's
-flash. The simulated sensor chips (govedge.sim) are on its path, as frozen
+flash. The simulated sensor chips (govedge.tools.dev.sim) are on its path, as frozen
 modules are on a board's. A small executor in MicroPython takes each program
 the REPL received and runs it in one persistent namespace, as pyexec does.
 
@@ -34,7 +34,8 @@ import time
 import tty
 from pathlib import Path
 
-from govedge import firmware, sim
+from govedge.tools.field import firmware
+from govedge.tools.dev import sim
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WINDOW = 128  # raw-paste flow-control window increment, as in the protocol's example

@@ -1,1 +1,1 @@
-"""govchain-edge: signed sensor readings from the street to the IoT-Hub and the govchain."""
+"""govedge.tools: the govedge command (cli), the field tools (field/) and the developer tools (dev/)."""

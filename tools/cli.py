@@ -7,18 +7,18 @@ import sys
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from govedge.tools.dev import bench
 
     if args.target == "gateway":
-        from .bench_gateway import bench_gateway
+        from govedge.tools.dev.bench_gateway import bench_gateway
 
         result = bench_gateway(devices=args.devices, per_device=args.per_device, workers=args.workers)
     elif args.target == "anchor":
-        from .bench_anchor import bench_anchor
+        from govedge.tools.dev.bench_anchor import bench_anchor
 
         result = bench_anchor()
     elif args.target == "hub":
-        from .bench_hub import bench_hub
+        from govedge.tools.dev.bench_hub import bench_hub
 
         result = bench_hub(devices=args.devices, workers=args.workers)
     else:
@@ -28,7 +28,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from govedge.tools.dev import demo
 
     return demo.run(nodes=args.nodes, duration=args.duration, workdir=args.workdir, broker=args.broker)
 
@@ -38,7 +38,7 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from govedge.core import registry
-    from . import provision
+    from govedge.tools.field import provision
 
     try:
         if args.sensors is None:  # a rotation keeps the device's sensors
@@ -71,7 +71,7 @@ def _cmd_provision(args: argparse.Namespace) -> int:
 def _cmd_flash(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import flash
+    from govedge.tools.field import flash
 
     try:
         result = flash.flash(args.device_id, args.port, devices=Path(args.devices), registry=Path(args.registry),
@@ -89,7 +89,7 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
-    from . import flash
+    from govedge.tools.field import flash
 
     return flash.monitor(args.port, args.baud)
 
@@ -98,8 +98,8 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from .gateway import config as gwconfig
-    from .gateway.service import Gateway
+    from govedge.gateway import config as gwconfig
+    from govedge.gateway.service import Gateway
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -114,8 +114,8 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway_status(args: argparse.Namespace) -> int:
-    from .gateway import config as gwconfig
-    from .gateway.health import describe, live, snapshot
+    from govedge.gateway import config as gwconfig
+    from govedge.gateway.health import describe, live, snapshot
 
     try:
         cfg = gwconfig.load(args.config)
@@ -143,7 +143,7 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
     import socket
     from pathlib import Path
 
-    from .gateway import install
+    from govedge.gateway import install
 
     anchor_settings = {}
     if args.anchor == "rest":
@@ -193,8 +193,8 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
 
 def _cmd_gateway_proof(args: argparse.Namespace) -> int:
     from govedge.core import proof
-    from .gateway import config as gwconfig
-    from .gateway.proofs import ProofUnavailable, bundle_for
+    from govedge.gateway import config as gwconfig
+    from govedge.gateway.proofs import ProofUnavailable, bundle_for
 
     try:
         text = proof.dumps(bundle_for(gwconfig.load(args.config), args.device_id, args.seq))
@@ -217,7 +217,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
     from govedge.core import proof
-    from .anchor import AnchorError
+    from govedge.anchor import AnchorError
     from govedge.core.registry import Registry, RegistryError
 
     try:
@@ -229,7 +229,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     chain = None
     try:
         if args.rpc:
-            from .anchor.evm import EvmAnchor
+            from govedge.anchor.evm import EvmAnchor
 
             if not args.contract:
                 print("govedge verify: --rpc needs --contract, the anchor contract's address you trust",
@@ -237,11 +237,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 return 2
             chain = EvmAnchor(args.rpc, args.contract, None)
         elif args.observer:
-            from .anchor.rest import RestAnchor
+            from govedge.anchor.rest import RestAnchor
 
             creator_keys = None
             if args.gateway_key:  # the observer's records must be signed by the gateway itself
-                from .hub.gateways import load_public_key
+                from govedge.hub.gateways import load_public_key
 
                 gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
                 creator_keys = {gateway_id: [load_public_key(args.gateway_key)]}
@@ -262,10 +262,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_hub_proof(args: argparse.Namespace) -> int:
     from govedge.core import proof
-    from .gateway.config import ConfigError
-    from .hub import config as hubconfig
-    from .hub.proofs import ProofUnavailable, bundle_for
-    from .hub.store import StoreError
+    from govedge.gateway.config import ConfigError
+    from govedge.hub import config as hubconfig
+    from govedge.hub.proofs import ProofUnavailable, bundle_for
+    from govedge.hub.store import StoreError
 
     try:
         text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq))
@@ -280,11 +280,11 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from .gateway.config import ConfigError
-    from .hub import config as hubconfig
-    from .hub.gateways import GatewayListError
-    from .hub.service import HubService
-    from .hub.store import StoreError
+    from govedge.gateway.config import ConfigError
+    from govedge.hub import config as hubconfig
+    from govedge.hub.gateways import GatewayListError
+    from govedge.hub.service import HubService
+    from govedge.hub.store import StoreError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -298,9 +298,9 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
-    from .gateway.config import ConfigError
-    from .hub import config as hubconfig
-    from .hub.gateways import GatewayListError, Gateways, load_public_key
+    from govedge.gateway.config import ConfigError
+    from govedge.hub import config as hubconfig
+    from govedge.hub.gateways import GatewayListError, Gateways, load_public_key
 
     try:
         cfg = hubconfig.load(args.config)
@@ -315,10 +315,10 @@ def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
 
 
 def _cmd_hub_export(args: argparse.Namespace) -> int:
-    from .gateway.config import ConfigError
-    from .hub import config as hubconfig
-    from .hub import export
-    from .hub.store import HubStore, StoreError
+    from govedge.gateway.config import ConfigError
+    from govedge.hub import config as hubconfig
+    from govedge.hub import export
+    from govedge.hub.store import HubStore, StoreError
 
     try:
         cfg = hubconfig.load(args.config)

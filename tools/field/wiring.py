@@ -3,7 +3,7 @@
 `render(board_json)` turns one pin map (hardware/pins/BOARD.json) into an SVG
 drawing on an A4 landscape sheet: the board with the pins the node uses, the
 BME280 breakout, the SDS011, the optional serial link to the gateway, and the
-5 V supply with the divider that measures it. `python -m govedge.wiring`
+5 V supply with the divider that measures it. `python -m govedge.tools.field.wiring`
 writes hardware/wiring/BOARD.svg for every node board; `--check` compares
 instead and names the drawings that no longer match their pin maps.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 from xml.sax.saxutils import escape
 
-from .provision import PINS_DIR, board_pins
+from govedge.tools.field.provision import PINS_DIR, board_pins
 from govedge.core.registry import BOARDS
 
 WIRING_DIR = PINS_DIR.parent / "wiring"
@@ -506,8 +506,8 @@ def render(board_json: dict) -> str:
                       size=10.5, fill="#1b5e20"))
     head.append("</g>")
     foot = [
-        _text(40, PAGE_H - 30, f"Generated from hardware/pins/{name}.json by tools/wiring.py "
-                               f"(python -m govedge.wiring). Change the pin map and regenerate; "
+        _text(40, PAGE_H - 30, f"Generated from hardware/pins/{name}.json by tools/field/wiring.py "
+                               f"(python -m govedge.tools.field.wiring). Change the pin map and regenerate; "
                                f"never edit this drawing by hand.", size=10, fill="#616161"),
         "</svg>",
     ]
@@ -521,7 +521,7 @@ def drawings(boards=BOARDS) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m govedge.wiring",
+        prog="python -m govedge.tools.field.wiring",
         description="Draw the sensor nodes' wiring (SVG) from their pin maps in hardware/pins/.")
     parser.add_argument("--out", default=str(WIRING_DIR), help=f"folder for BOARD.svg (default {WIRING_DIR})")
     parser.add_argument("--check", action="store_true",
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(svg, encoding="utf-8")
         print(f"wrote {path}")
     if stale:
-        print("wiring: out of date with the pin maps (run python -m govedge.wiring): " + ", ".join(stale),
+        print("wiring: out of date with the pin maps (run python -m govedge.tools.field.wiring): " + ", ".join(stale),
               file=sys.stderr)
         return 1
     return 0

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from govedge.core import topics
 from govedge.core.registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
 
-PINS_DIR = Path(__file__).resolve().parent.parent / "hardware" / "pins"
+PINS_DIR = Path(__file__).resolve().parents[2] / "hardware" / "pins"
 CONFIG_FORMAT = "govedge-node/1"
 
 

@@ -12,9 +12,10 @@ import platform
 import tempfile
 from pathlib import Path
 
-from . import firmware, sim
-from .sim import bme280_sim
-from .broker import Mosquitto
+from govedge.tools.field import firmware
+from govedge.tools.dev import sim
+from govedge.tools.dev.sim import bme280_sim
+from govedge.tools.dev.broker import Mosquitto
 
 # targets from docs/BENCHMARKS.md
 FIRMWARE_TARGETS = {"sign_ms": 3.0, "message_bytes": 160, "min_heap_kib": 48, "mpy_kib": 64,
@@ -98,7 +99,7 @@ print("CYCLE", n.seq.next, len(n.buffer.pending))
 
 
 def _board_folder(root: Path, port: int) -> Path:
-    from .provision import provision
+    from govedge.tools.field.provision import provision
 
     provision("esp32-0007", "esp32", ["bme280"], root / "registry.json", root / "devices",
               broker_host="127.0.0.1", broker_port=port)

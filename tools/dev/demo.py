@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core import wire
-from . import firmware, sim
-from .annotate import annotate
-from .broker import BrokerError, local_broker, mosquitto_binary
-from .provision import provision
+from govedge.tools.field import firmware
+from govedge.tools.dev import sim
+from govedge.tools.dev.annotate import annotate
+from govedge.tools.dev.broker import BrokerError, local_broker, mosquitto_binary
+from govedge.tools.field.provision import provision
 from govedge.core.registry import Registry
 
 GATEWAY_ID = "gw-demo-01"
@@ -83,7 +84,7 @@ class DemoChain:
     def __init__(self, base: Path):
         from web3 import EthereumTesterProvider
 
-        from .anchor import evm
+        from govedge.anchor import evm
 
         self.provider = EthereumTesterProvider()
         funded = self.provider.ethereum_tester.backend.account_keys
@@ -94,13 +95,13 @@ class DemoChain:
         self.chain_id = evm.connect(self.provider).eth.chain_id
 
     def gateway_backend(self):
-        from .anchor.evm import EvmAnchor
+        from govedge.anchor.evm import EvmAnchor
 
         return EvmAnchor(self.provider, self.contract, self.key_file)
 
     def auditor_view(self):
         """The chain as an auditor asks it: read-only, no key."""
-        from .anchor.evm import EvmAnchor
+        from govedge.anchor.evm import EvmAnchor
 
         return EvmAnchor(self.provider, self.contract, None)
 
@@ -128,8 +129,8 @@ def run(nodes: int = 3, duration: float = 45.0, workdir: str | None = None, brok
 
 
 def _run(count: int, duration: float, base: Path, broker: str, kept: bool) -> int:
-    from .gateway.config import parse
-    from .gateway.service import Gateway
+    from govedge.gateway.config import parse
+    from govedge.gateway.service import Gateway
 
     print(f"govchain-edge demo: {count} nodes, a gateway and a hub on this machine, for {duration:.0f} s\n")
     build = base / "build"
@@ -234,10 +235,10 @@ class _Hub:
 
 
 def _start_hub(base: Path, registry: Path, gw_key, hub_broker) -> _Hub:
-    from .hub.config import HubConfig
-    from .hub.gateways import Gateways
-    from .hub.service import HubService
-    from .gateway.config import MqttEndpoint
+    from govedge.hub.config import HubConfig
+    from govedge.hub.gateways import Gateways
+    from govedge.hub.service import HubService
+    from govedge.gateway.config import MqttEndpoint
 
     gateways = Gateways(path=base / "gateways.json")
     gateways.add(GATEWAY_ID, gw_key.public_key())
@@ -254,7 +255,7 @@ def _start_hub(base: Path, registry: Path, gw_key, hub_broker) -> _Hub:
 
 
 def _hub_store(hub: _Hub):
-    from .hub.store import HubStore
+    from govedge.hub.store import HubStore
 
     return HubStore(hub.cfg.store)
 
@@ -297,7 +298,7 @@ def _publish_forgery(port: int, device_id: str) -> None:
 def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: Path, base: Path,
              kept: bool) -> int:
     from govedge.core import proof
-    from .hub.proofs import ProofUnavailable, bundle_for
+    from govedge.hub.proofs import ProofUnavailable, bundle_for
 
     c = gateway.counters
     store = _hub_store(hub)

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core import batch, topics
-from .bench_gateway import (TARGET_RATIO, _cpu_s, _firmware_modules, _peak_rss_kib, _signed, bench_devices,
+from govedge.tools.dev.bench_gateway import (TARGET_RATIO, _cpu_s, _firmware_modules, _peak_rss_kib, _signed, bench_devices,
                             verify_limit_per_s)
-from .broker import Mosquitto
+from govedge.tools.dev.broker import Mosquitto
 
 
 def bench_hub(devices: int = 500, batches: int = 40, per_batch: int = 500, workers: int | None = None) -> dict:
@@ -49,11 +49,11 @@ def bench_hub(devices: int = 500, batches: int = 40, per_batch: int = 500, worke
             (base / "hub.toml").write_text(
                 f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\n{verify}'
                 f'[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ntls = false\n')
-            subprocess.run([sys.executable, "-m", "govedge.cli", "hub", "add-gateway", "--config",
+            subprocess.run([sys.executable, "-m", "govedge.tools.cli", "hub", "add-gateway", "--config",
                             str(base / "hub.toml"), "gw-bench", str(pem)], check=True, capture_output=True)
             log_path = base / "hub.log"
             with open(log_path, "ab") as log:
-                hub = subprocess.Popen([sys.executable, "-m", "govedge.cli", "hub", "run", "--config",
+                hub = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "hub", "run", "--config",
                                         str(base / "hub.toml")], stdout=log, stderr=log)
             try:
                 deadline = time.monotonic() + 30
@@ -106,7 +106,7 @@ def bench_hub(devices: int = 500, batches: int = 40, per_batch: int = 500, worke
 
 
 def _workers_of(base: Path) -> int:
-    from .hub.config import load
+    from govedge.hub.config import load
 
     return load(base / "hub.toml").verify_workers
 

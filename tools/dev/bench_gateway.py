@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from govedge.core import topics, wire
-from . import firmware
-from .broker import Mosquitto
+from govedge.tools.field import firmware
+from govedge.tools.dev.broker import Mosquitto
 from govedge.core.registry import Registry
 
 TARGET_RATIO = 0.5
@@ -201,7 +201,7 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
             limit_before = verify_limit_per_s()
             log_path = base / "gateway.log"
             log = open(log_path, "ab")
-            gw = subprocess.Popen([sys.executable, "-m", "govedge.cli", "gateway", "run", "--config",
+            gw = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "gateway", "run", "--config",
                                    str(base / "gateway.toml")], stdout=log, stderr=log)
             try:
                 deadline = time.monotonic() + 30

@@ -12,7 +12,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from .anchor.evm import Anvil, EvmAnchor, create_key_file, deploy, load_artifact
+from govedge.anchor.evm import Anvil, EvmAnchor, create_key_file, deploy, load_artifact
 
 
 def gas_per_anchor(count: int = 20) -> dict:
@@ -58,7 +58,7 @@ def proof_bytes(readings: int = 1_000_000, per_batch: int = 500) -> dict:
     """Size of one reading's proof bundle (JSON as `govedge gateway proof` writes it) in an epoch of
     ``readings`` readings in batches of ``per_batch``, against the same for an epoch of one batch."""
     from govedge.core import merkle, proof
-    from .anchor import Receipt
+    from govedge.anchor import Receipt
 
     def size(batches: int) -> tuple[int, int]:
         message = bytes(158)  # a reading's size on the wire (govedge bench firmware: message_bytes)

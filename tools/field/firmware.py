@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 CACHE_DIR = Path(os.environ.get("GOVEDGE_CACHE", Path.home() / ".cache" / "govedge"))
 
 # The MQTT client of the MicroPython boards: micropython-lib's umqtt.simple from
