@@ -25,8 +25,8 @@ from typing import Callable, Iterable, Sequence
 import cbor2
 
 from . import merkle, wire
-from govedge.anchor import AnchorBackend, AnchorError, Receipt
 from .batch import Batch
+from .receipt import AnchorBackend, AnchorError, Receipt
 
 FORMAT = "govedge-proof/1"
 LINKS = ("reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain")

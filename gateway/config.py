@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class ConfigError(ValueError):
-    pass
-
-
-@dataclass
-class MqttEndpoint:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = ""
-    user: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca: str | None = None  # PEM file of the CA the broker's certificate chains to
-    cert: str | None = None  # client certificate (PEM), for brokers that ask for one
-    key: str | None = None
-    keepalive: int = 60
+from govedge.core.config import ConfigError, MqttEndpoint, endpoint, read_toml, workers
 
 
 @dataclass
@@ -66,36 +49,6 @@ ANCHOR_KEYS = {
 }
 
 
-def _endpoint(section: dict, where: str, default_port: int) -> MqttEndpoint:
-    known = set(MqttEndpoint.__dataclass_fields__)
-    extra = set(section) - known
-    if extra:
-        raise ConfigError(f"{where}: unknown keys {sorted(extra)} (known: {sorted(known)})")
-    ep = MqttEndpoint(**{"port": default_port, **section})
-    if not isinstance(ep.port, int) or not 0 < ep.port < 65536:
-        raise ConfigError(f"{where}.port {ep.port!r} is not a TCP port")
-    return ep
-
-
-def _workers(value, where: str = "[verify] workers") -> int:
-    if value == "auto":
-        from .verify import default_workers
-
-        return default_workers()
-    if type(value) is not int or not 0 <= value <= 64:
-        raise ConfigError(f"{where} must be \"auto\" or a number of processes 0..64, not {value!r}")
-    return value
-
-
-def read_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-
-
 def load(path: str | Path) -> GatewayConfig:
     path = Path(path)
     return parse(read_toml(path), base=path.parent)
@@ -120,14 +73,14 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         key_file=base / gw["key_file"],
         data_dir=base / gw["data_dir"],
         registry=base / gw["registry"],
-        ingest=_endpoint(ingest.get("mqtt") or {}, "[ingest.mqtt]", 1883),
+        ingest=endpoint(ingest.get("mqtt") or {}, "[ingest.mqtt]", 1883),
         serial_ports=list((ingest.get("serial") or {}).get("ports", [])),
         serial_baud=int((ingest.get("serial") or {}).get("baud", 115200)),
-        hub=_endpoint({k: v for k, v in hub.items() if k != "topic" and k != "rate_per_s"}, "[hub]", 8883),
+        hub=endpoint({k: v for k, v in hub.items() if k != "topic" and k != "rate_per_s"}, "[hub]", 8883),
         hub_topic=hub.get("topic", topics.batch(gw["id"])),
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
-        verify_workers=_workers((doc.get("verify") or {}).get("workers", "auto")),
+        verify_workers=workers((doc.get("verify") or {}).get("workers", "auto")),
         device_burst=int((doc.get("verify") or {}).get("device_burst", 4096)),
         device_rate_per_s=float((doc.get("verify") or {}).get("device_rate_per_s", 10.0)),
         batch_interval_s=float(batch.get("interval_s", 10.0)),

@@ -20,9 +20,7 @@ import serial
 
 from govedge.core import serialframe, wire
 
-# the module, not the name: service.py may import this file at its top (a cycle that
-# `from .service import Inbound` would break); Inbound is looked up when a frame comes
-from . import service
+from .ingest import Inbound
 
 log = logging.getLogger("govedge.gateway")
 
@@ -52,7 +50,7 @@ _counters_lock = threading.Lock()
 class SerialIngest:
     """One serial port's nodes: frames in, Inbound items out, acks back after commit."""
 
-    def __init__(self, port: str, baud: int, inbox: "queue.Queue[service.Inbound]", counters: Counter,
+    def __init__(self, port: str, baud: int, inbox: "queue.Queue[Inbound]", counters: Counter,
                  reopen_s: float = REOPEN_S, on_state: Callable[[str, bool], None] | None = None):
         self.port = port
         self.on_state = on_state or (lambda state, ok: None)  # for `govedge gateway status`
@@ -149,7 +147,7 @@ class SerialIngest:
                                         "counted in serial_bad_kind)", self.port, message[0])
                         continue
                     payload = bytes(message[1:])
-                    self.inbox.put(service.Inbound(f"serial:{self.port}/{name}", payload,
+                    self.inbox.put(Inbound(f"serial:{self.port}/{name}", payload,
                                                    self._ack_for(bytes(message))))
                 seen = self._count_deframer(deframer, seen)
         finally:

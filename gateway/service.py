@@ -17,95 +17,32 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Callable
 
 import cbor2
-import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 
-from govedge.core import batch, proof, topics, wire
 from govedge.anchor import Receipt
+from govedge.core import batch, mqtt, proof, topics, wire
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard, digest
+from govedge.core.verifypool import Result, Verifier, check, internal_error
 
 from .admit import FairShare, sender_of
 from .aggregate import Aggregator, NotAggregated
-from .config import GatewayConfig, MqttEndpoint
+from .config import GatewayConfig
 from .filter import Filter
 from .health import LiveState
+from .ingest import Inbound, MqttIngest
+from .serial_ingest import SerialIngest
 from .store import Store
-from .verify import Result, Verifier, check, internal_error
 
 log = logging.getLogger("govedge.gateway")
 
 MAX_REASON_CHARS = 400  # a quarantine reason is one line a technician reads
-
-
-@dataclass
-class Inbound:
-    source: str  # the MQTT topic or serial port it came from
-    payload: bytes
-    ack: Callable[[], None]  # tells the sender it is safe with us
-
-
-def _client(ep: MqttEndpoint, clean_session: bool, manual_ack: bool = False) -> paho.Client:
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=ep.client_id, clean_session=clean_session,
-                    manual_ack=manual_ack)
-    if ep.user:
-        c.username_pw_set(ep.user, ep.password)
-    if ep.tls:
-        c.tls_set(ca_certs=ep.ca, certfile=ep.cert, keyfile=ep.key)
-    # paho doubles the delay between tries up to a minute; a random start spreads gateways out
-    c.reconnect_delay_set(random.uniform(1, 2), 60)
-    return c
-
-
-class MqttIngest:
-    """The local broker's node topics, persistent session, QoS 1, acked only after commit."""
-
-    def __init__(self, ep: MqttEndpoint, inbox: "queue.Queue[Inbound]", counters: Counter,
-                 on_state: Callable[[str, bool], None] = lambda state, ok: None):
-        self.inbox = inbox
-        self.counters = counters
-        self.ep = ep
-        self.on_state = on_state
-        self.client = _client(ep, clean_session=False, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = self._on_disconnect
-
-    def _on_connect(self, client, userdata, flags, reason, properties):
-        if reason.is_failure:
-            log.error("ingest: broker %s:%d refused the connection: %s", self.ep.host, self.ep.port, reason)
-            self.on_state(f"refused by the local broker {self.ep.host}:{self.ep.port}: {reason}", False)
-            return
-        client.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
-        log.info("ingest: subscribed on %s:%d", self.ep.host, self.ep.port)
-        self.on_state(f"subscribed on the local broker {self.ep.host}:{self.ep.port}", True)
-
-    def _on_disconnect(self, client, userdata, flags, reason, properties):
-        log.warning("ingest: disconnected from broker %s:%d", self.ep.host, self.ep.port)
-        self.on_state(f"disconnected from the local broker {self.ep.host}:{self.ep.port} ({reason}), "
-                      "reconnecting", False)
-
-    def _on_message(self, client, userdata, msg):
-        self.counters["received"] += 1
-        mid, qos = msg.mid, msg.qos
-        self.inbox.put(Inbound(msg.topic, bytes(msg.payload), lambda: client.ack(mid, qos) if qos else None))
-
-    def start(self):
-        self.on_state(f"connecting to the local broker {self.ep.host}:{self.ep.port}", False)
-        self.client.connect_async(self.ep.host, self.ep.port, self.ep.keepalive)
-        self.client.loop_start()
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 class HubUplink(threading.Thread):
@@ -128,7 +65,7 @@ class HubUplink(threading.Thread):
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.state = "starting"
-        self.client = _client(cfg.hub, clean_session=True)
+        self.client = mqtt.client(cfg.hub, clean_session=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
@@ -228,7 +165,7 @@ class Gateway:
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
                                  lambda state, ok: self.live.set("ingest", state, ok))
-        from .serial_ingest import SerialIngest
+
 
         self.serial = [SerialIngest(p, cfg.serial_baud, self.inbox, self.counters,
                                     on_state=lambda state, ok, n=n: self.live.set(f"serial {n}", state, ok))

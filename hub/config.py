@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from govedge.gateway.config import ConfigError, MqttEndpoint, _endpoint, _workers, read_toml
+from govedge.core.config import ConfigError, MqttEndpoint, endpoint, read_toml, workers
 from govedge.core.wire import MAX_MESSAGE_BYTES
 
 from .store import KEEP_BYTES
@@ -68,10 +68,10 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
         registry=base / hub["registry"],
         gateways=base / hub["gateways"],
         store=url,
-        mqtt=_endpoint(doc.get("mqtt") or {}, "[mqtt]", 8883),
+        mqtt=endpoint(doc.get("mqtt") or {}, "[mqtt]", 8883),
         share_group=hub.get("share_group", "govedge-hub"),
         session_expiry_s=int(hub.get("session_expiry_s", 86400)),
-        verify_workers=_workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
+        verify_workers=workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
         state_dir=base / state_dir,
         **{key: hub[key] for key in _LEAST if key in hub},
     )

@@ -41,8 +41,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from govedge.core import batch, proof, topics, wire
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
-from govedge.gateway.config import ConfigError
-from govedge.gateway.verify import Result, Verifier, check
+from govedge.core.config import ConfigError
+from govedge.core.verifypool import Result, Verifier, check
 
 from .config import HubConfig
 from .gateways import Gateways

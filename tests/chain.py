@@ -8,7 +8,8 @@ from pathlib import Path
 
 from Crypto.Hash import keccak as _keccak
 
-from govedge.anchor.evm import Anvil, create_key_file
+from govedge.anchor.evm import create_key_file
+from govedge.tools.dev.chain import Anvil
 
 CHAIN_ID = 31337
 

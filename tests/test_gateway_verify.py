@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from govedge.gateway import verify
+from govedge.core import verifypool as verify
 from hubkit import World
 
 

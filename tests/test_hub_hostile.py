@@ -375,7 +375,7 @@ def test_the_rejected_budget_in_bytes_is_shared_fairly_and_the_oldest_go_first(e
 
 
 def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
-    from govedge.gateway.config import ConfigError
+    from govedge.core.config import ConfigError
     from govedge.hub import config as hubconfig
 
     world = World(tmp_path / "w")

@@ -12,7 +12,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from govedge.anchor.evm import Anvil, EvmAnchor, create_key_file, deploy, load_artifact
+from govedge.anchor.evm import EvmAnchor, create_key_file, deploy, load_artifact
+from govedge.tools.dev.chain import Anvil
 
 
 def gas_per_anchor(count: int = 20) -> dict:

@@ -1,8 +1,8 @@
-"""The verify stage: device signatures checked in worker processes.
+"""Device signatures checked in worker processes, for the gateway's verify stage and the hub.
 
 Checking a P-256 signature is the largest single cost per reading and needs no
 state but the registry, so it runs in a pool of worker processes (each loads
-the registry once). The gateway hands over the payloads of a chunk of messages
+the registry once). The service hands over the payloads of a chunk of messages
 and gets back, in the same order, a Reading or the (code, reason) of the
 WireError for each; replay checks, storing and filtering stay in the gateway's
 main loop, which takes the chunks' results in arrival order.
@@ -25,7 +25,7 @@ from pathlib import Path
 from govedge.core import wire
 from govedge.core.registry import Registry
 
-log = logging.getLogger("govedge.gateway")
+log = logging.getLogger("govedge.verify")
 
 Result = wire.Reading | tuple[str, str]  # a verified reading, or why it is not one
 
