@@ -303,10 +303,11 @@ class Gateway:
         admitted: list[Inbound] = []
         refused: list[tuple[Inbound, str, str]] = []
         for item in items:
+            sender = sender_of(item.source)
             if self.guard.verdict(item.payload) == POISON:
                 refused.append((item, "internal_error", self.guard.poison_note(item.payload)))
-            elif not self.share.take(sender_of(item.source)):
-                refused.append((item, "over_share", f"{sender_of(item.source)} sent more than its share "
+            elif not self.share.take(sender):
+                refused.append((item, "over_share", f"{sender} sent more than its share "
                                                     f"({self.cfg.device_burst} messages at once, "
                                                     f"{self.cfg.device_rate_per_s:g} a second after that)"))
             else:
