@@ -359,8 +359,9 @@ def _deterministic_envelope(message: bytes) -> tuple[bytes, bytes, bytes] | None
     return protected[0], payload[0], message[end + 2:]
 
 
-def decode(message: bytes) -> Reading:
-    """Parse a signed reading without checking its signature."""
+def decode_unverified(message: bytes) -> Reading:
+    """Parse a signed reading without checking its signature: whatever it returns is not yet
+    evidence of anything (``verify`` is)."""
     env = decode_envelope(message)
     seq, time, measurements = _senml(env.payload)
     return Reading(env.kid, seq, time, measurements, env.message, env.protected, env.payload, env.signature)
@@ -508,7 +509,7 @@ def verify(message: bytes, keys: KeyLookup) -> Reading:
     ``keys(device_id)`` returns the device's public keys (current and retired);
     an empty result or KeyError means the device is unknown.
     """
-    reading = decode(message)
+    reading = decode_unverified(message)
     try:
         candidates = list(keys(reading.device_id))
     except KeyError:

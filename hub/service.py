@@ -383,7 +383,7 @@ def _state_dir(cfg: HubConfig) -> Path:
 def _unverified_id(message: bytes) -> tuple[str | None, int | None]:
     """A refused device message's device id and sequence number, as far as it reads (not verified)."""
     try:
-        r = wire.decode(message)
+        r = wire.decode_unverified(message)
         return r.device_id, r.seq
     except Exception:  # noqa: BLE001 - it was refused already; only its names are looked for
         pass

@@ -302,7 +302,7 @@ class HubStore:
         sequence numbers went back: its store was lost), leaving the first one as it is.
         """
         if readings is None:
-            readings = [wire.decode(m) for m in b.messages]
+            readings = [wire.decode_unverified(m) for m in b.messages]
         return self._add(b, readings, each=False)
 
     def add_batch_each(self, b: Batch, readings: list[wire.Reading | None]) -> Refused | None:

@@ -237,7 +237,7 @@ def test_out_of_range_signature_values_are_a_bad_signature(r_s):
 
 def test_message_type_must_be_bytes():
     with pytest.raises(wire.WireError) as exc:
-        wire.decode("d284")
+        wire.decode_unverified("d284")
     assert exc.value.code == "not_cbor"
 
 

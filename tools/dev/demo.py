@@ -337,7 +337,7 @@ def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: P
     path = base / "proof.json"
     path.write_text(proof.dumps(bundle))
     msg = bytes.fromhex(bundle["reading"]["message"])
-    r = wire.decode(msg)
+    r = wire.decode_unverified(msg)
     values = ", ".join(f"{m.name} {m.value} {m.unit or ''}".strip() for m in r.measurements)
     print(f"\none reading from node to chain: {device} #{seq}, signed on the node: {values}")
     print(f"  proof bundle {path} ({path.stat().st_size} bytes), from the hub's store, checked link by link:")
