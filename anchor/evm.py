@@ -30,6 +30,8 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Excepti
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.base import BaseProvider
 
+from govedge.core.errors import GovedgeError
+
 from . import AnchorError, Receipt
 
 try:  # the demo's in-process chain reports reverts with its own exception
@@ -61,8 +63,10 @@ _BUSY = ("txpool is full", "transaction pool is full", "tx_pool_full", "too many
          "header not found", "syncing")
 
 
-class KeyFileError(ValueError):
+class KeyFileError(GovedgeError, ValueError):
     """The gateway's account key file is missing or does not hold a key; names the file, never its content."""
+
+    code = "key_file"
 
 
 def load_artifact() -> dict:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from .errors import GovedgeError
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(GovedgeError, ValueError):
+    """A configuration that cannot be used; the text names the file, the key and what is wrong."""
+
+    code = "config"
 
 
 @dataclass

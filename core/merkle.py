@@ -24,12 +24,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
+from .errors import GovedgeError
 
 HASH_SIZE = 32  # SHA-256, the hash of RFC 9162's SHA-256 profile
 
 
-class MerkleError(ValueError):
+class MerkleError(GovedgeError, ValueError):
     """A tree or proof request that cannot be answered; the text says which input is wrong."""
+
+    code = "merkle"
 
 
 def leaf_hash(data: bytes) -> bytes:

@@ -27,16 +27,26 @@ import cbor2
 from . import merkle, wire
 from .batch import Batch
 from .receipt import AnchorBackend, AnchorError, Receipt
+from .errors import GovedgeError
 
 FORMAT = "govedge-proof/1"
 LINKS = ("reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain")
 
 
-class ProofError(Exception):
+class ProofError(GovedgeError, ValueError):
+    """A link of a proof that does not hold: ``link`` names it, the reason says how it fails."""
+
+    code = "proof_failed"
+
     def __init__(self, link: str, reason: str):
-        super().__init__(f"{link}: {reason}")
+        super().__init__(reason, message=f"{link}: {reason}")
         self.link = link
-        self.reason = reason
+
+
+class ProofUnavailable(GovedgeError, LookupError):
+    """No proof can be given for what was asked (not stored, not yet batched, refused); the text says why."""
+
+    code = "proof_unavailable"
 
 
 def batch_head(gateway_id: str, seq: int, created: int, mode: str, size: int, root: bytes) -> bytes:

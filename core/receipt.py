@@ -6,17 +6,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
+from .errors import GovedgeError
 
 
-class AnchorError(Exception):
+class AnchorError(GovedgeError):
     """``code``: "unreachable" (try again later), "rejected" (the chain refused the
     request; trying the same again will not help), "mismatch" (the chain holds
     something other than what the receipt says)."""
 
     def __init__(self, code: str, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+        super().__init__(code, reason)
 
 
 @dataclass(frozen=True)

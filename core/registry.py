@@ -18,14 +18,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .wire import DEVICE_ID, WireError, public_key_from_sec1
+from .errors import GovedgeError
 
 FORMAT = "govedge-registry/1"
 BOARDS = ("esp32", "picow", "rpi")
 SENSORS = ("bme280", "sds011")
 
 
-class RegistryError(ValueError):
-    pass
+class RegistryError(GovedgeError, ValueError):
+    """A registry file or request that cannot be used; the text names the file or device."""
+
+    code = "registry"
 
 
 def _now() -> str:

@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from govedge.core import wire
+from govedge.core.errors import internal_error
 from govedge.core.registry import Registry
 
 log = logging.getLogger("govedge.verify")
@@ -51,16 +52,6 @@ def check(payloads: list[bytes], registry: Registry | None = None) -> list[Resul
         except Exception as exc:  # noqa: BLE001 - a fault of ours on one message is that message's alone
             out.append(internal_error(exc))
     return out
-
-
-def internal_error(exc: BaseException) -> tuple[str, str]:
-    """The quarantine code and reason for an exception nobody foresaw: its class and (short) text."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - even the text of the exception may fail
-        text = "(its text cannot be shown)"
-    text = " ".join(text.split())
-    return "internal_error", f"{type(exc).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 def default_workers() -> int:

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from .errors import GovedgeError
 
 # RFC 9052 section 2 / RFC 9053 section 2.1
 TAG_COSE_SIGN1 = 18
@@ -69,7 +70,7 @@ _P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 Value = Union[int, float, Decimal, str, bool]
 
 
-class WireError(ValueError):
+class WireError(GovedgeError, ValueError):
     """A message that is not a valid signed reading.
 
     ``code`` names the kind of fault (for counters and the quarantine table);
@@ -77,9 +78,7 @@ class WireError(ValueError):
     """
 
     def __init__(self, code: str, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+        super().__init__(code, reason)
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Union
 
+from govedge.core.config import ConfigError
+from govedge.core.errors import GovedgeError
+
 Number = Union[int, float, Decimal]
 
 
-class AggregateConfigError(ValueError):
+class AggregateConfigError(ConfigError):
     def __init__(self, key: str, value, reason: str):
-        super().__init__(f"aggregate config {key} = {value!r}: {reason}")
+        super().__init__(reason, message=f"aggregate config {key} = {value!r}: {reason}")
         self.key = key
         self.value = value
-        self.reason = reason
 
 
-class NotAggregated(ValueError):
+class NotAggregated(GovedgeError, ValueError):
     """A measurement the aggregator did not take; ``code`` for counters, the text says why."""
 
     code = "not_aggregated"
@@ -55,7 +57,6 @@ class NotAggregated(ValueError):
         self.device_id = device_id
         self.seq = seq
         self.name = name
-        self.reason = reason
 
 
 class TimeUnknown(NotAggregated):

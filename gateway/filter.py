@@ -51,6 +51,7 @@ from decimal import Decimal
 from typing import Any
 
 from govedge.core.wire import Measurement, Reading
+from govedge.core.config import ConfigError
 
 RATE = "rate"
 RANGE = "range"
@@ -103,14 +104,13 @@ DEVICE_KEYS = ("quantities", "rate")
 _EXACT = decimal.Context(prec=200, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[])
 
 
-class FilterConfigError(ValueError):
+class FilterConfigError(ConfigError):
     """A filter config that cannot be used; ``key`` is the dotted path of the setting."""
 
     def __init__(self, key: str, value: Any, reason: str):
-        super().__init__(f"filter config {key} = {value!r}: {reason}")
+        super().__init__(reason, message=f"filter config {key} = {value!r}: {reason}")
         self.key = key
         self.value = value
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from govedge.core import topics, wire
 from govedge.core.registry import Registry
+from govedge.core.errors import GovedgeError
 
 GATEWAY_USER = "gateway"  # the gateway's own user on its broker
 UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway.service")
 
 
-class InstallError(RuntimeError):
-    pass
+class InstallError(GovedgeError, RuntimeError):
+    code = "install"
 
 
 @dataclass

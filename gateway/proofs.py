@@ -7,14 +7,11 @@ import json
 from cryptography.hazmat.primitives import serialization
 
 from govedge.core import batch, proof
+from govedge.core.proof import ProofUnavailable
 from govedge.anchor import Receipt
 
 from .config import GatewayConfig
 from .store import Store
-
-
-class ProofUnavailable(LookupError):
-    pass
 
 
 def bundle_for(cfg: GatewayConfig, device_id: str, seq: int) -> dict:

@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from govedge.anchor import Receipt
 from govedge.core import batch, mqtt, proof, topics, wire
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard, digest
-from govedge.core.verifypool import Result, Verifier, check, internal_error
+from govedge.core.errors import internal_error, one_line
+from govedge.core.verifypool import Result, Verifier, check
 
 from .admit import FairShare, sender_of
 from .aggregate import Aggregator, NotAggregated
@@ -262,8 +263,7 @@ class Gateway:
                 self.counters[f"not_aggregated_{exc.code}"] += 1
 
     def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
-        if len(reason) > MAX_REASON_CHARS:  # a reason quotes what came in: a topic may be 64 KiB long
-            reason = reason[:MAX_REASON_CHARS - 3] + "..."
+        reason = one_line(reason, MAX_REASON_CHARS)  # a reason quotes what came in: a topic may be 64 KiB long
         self.quarantined_bytes += self.store.quarantine(item.source, device, code, reason, item.payload,
                                                         sender_of(item.source))
         self.counters["quarantined"] += 1

@@ -22,12 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core.wire import DEVICE_ID, WireError, public_key_from_sec1
+from govedge.core.errors import GovedgeError
 
 FORMAT = "govedge-gateways/1"
 
 
-class GatewayListError(ValueError):
-    pass
+class GatewayListError(GovedgeError, ValueError):
+    code = "gateway_list"
 
 
 class Gateways:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 
 from govedge.core import batch, proof
+from govedge.core.proof import ProofUnavailable
 from govedge.anchor import Receipt
 
 from .config import HubConfig
 from .gateways import Gateways
 from .store import HubStore
-
-
-class ProofUnavailable(LookupError):
-    pass
 
 
 def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:

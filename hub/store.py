@@ -36,6 +36,8 @@ import cbor2
 
 from govedge.core import wire
 from govedge.core.batch import Batch
+from govedge.core import errors
+from govedge.core.errors import INTERNAL_ERROR, GovedgeError, one_line, text_of
 
 TYPES = {
     "sqlite": {"INT": "INTEGER", "REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY"},
@@ -132,33 +134,16 @@ MAX_REASON_CHARS = 500
 MAX_TOPIC_CHARS = 256
 
 
-class StoreError(RuntimeError):
-    pass
+class StoreError(GovedgeError, RuntimeError):
+    code = "store"
 
 
-INTERNAL_ERROR = "internal_error"
 Refused = dict[int, tuple[str, str]]  # leaf index -> (code, reason)
 
 
 def internal_error(exc: BaseException, what: str = "") -> tuple[str, str]:
     """The refusal of an input whose handling raised: the exception's class and text."""
-    return INTERNAL_ERROR, f"{what}the hub raised {type(exc).__name__}: {text_of(exc)}"
-
-
-def text_of(exc: BaseException, limit: int = 200) -> str:
-    """An exception's text, clipped to one line; never raises (its __str__ might)."""
-    try:
-        return one_line(exc, limit)
-    except Exception:  # noqa: BLE001
-        return "(its text cannot be shown)"
-
-
-def one_line(text, limit: int) -> str:
-    """A text for a reason column: one line of printable characters (PostgreSQL's text holds no NUL;
-    an exception's text may quote anything), at most ``limit`` characters."""
-    text = " ".join(str(text)[:4 * limit].split())
-    text = "".join(c if c.isprintable() else "?" for c in text[:limit + 1])
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return errors.internal_error(exc, f"{what}the hub raised ")
 
 
 @dataclass(frozen=True)

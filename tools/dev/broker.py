@@ -17,9 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from govedge.core.errors import GovedgeError
 
-class BrokerError(RuntimeError):
-    pass
+
+class BrokerError(GovedgeError, RuntimeError):
+    code = "broker"
 
 
 def mosquitto_binary() -> str | None:

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from govedge.tools.dev.broker import free_port
+from govedge.core.errors import GovedgeError
 
 NODE_MODULES = Path(__file__).resolve().parents[2] / "anchor" / "node_modules"
 
 
-class AnvilError(RuntimeError):
-    pass
+class AnvilError(GovedgeError, RuntimeError):
+    code = "anvil"
 
 
 def anvil_binary() -> Path:

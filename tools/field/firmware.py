@@ -19,6 +19,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from govedge.core.errors import GovedgeError
+
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 CACHE_DIR = Path(os.environ.get("GOVEDGE_CACHE", Path.home() / ".cache" / "govedge"))
 
@@ -34,8 +36,8 @@ UMQTT_SIMPLE = {
 }
 
 
-class FirmwareToolError(RuntimeError):
-    pass
+class FirmwareToolError(GovedgeError, RuntimeError):
+    code = "firmware_tool"
 
 
 def _tool(name: str) -> str:

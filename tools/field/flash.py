@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from govedge.tools.field import firmware
+from govedge.core.errors import GovedgeError
 
 PART = ".part"  # a file on its way; renamed to its name once its SHA-256 is right
 ATTEMPTS = 3
@@ -42,12 +43,16 @@ FOLLOW_TIMEOUT_S = 90.0  # Wi-Fi, NTP, sensors and the broker, on the first boot
 ESP_IMAGE_MAGIC = 0xE9  # the first byte of an ESP firmware image (the bootloader's header)
 
 
-class FlashError(RuntimeError):
+class FlashError(GovedgeError, RuntimeError):
     """Why the board is not running the node, in words a technician can act on."""
+
+    code = "flash"
 
 
 class NodeFailed(FlashError):
     """The node started and reported an error: what it means, and its own line."""
+
+    code = "node_failed"
 
     def __init__(self, what: str, line: str):
         self.what = what

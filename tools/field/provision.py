@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core import topics
 from govedge.core.registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
+from govedge.core.errors import GovedgeError
 
 PINS_DIR = Path(__file__).resolve().parents[2] / "hardware" / "pins"
 CONFIG_FORMAT = "govedge-node/1"
 
 
-class ProvisionError(ValueError):
-    pass
+class ProvisionError(GovedgeError, ValueError):
+    code = "provision"
 
 
 def board_pins(board: str) -> dict:

@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 
 from govedge.tools.field.provision import PINS_DIR, board_pins
 from govedge.core.registry import BOARDS
+from govedge.core.errors import GovedgeError
 
 WIRING_DIR = PINS_DIR.parent / "wiring"
 
@@ -64,8 +65,8 @@ FACTS = (
 )
 
 
-class WiringError(ValueError):
-    pass
+class WiringError(GovedgeError, ValueError):
+    code = "wiring"
 
 
 @dataclass
