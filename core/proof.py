@@ -99,7 +99,7 @@ def sign_epoch(key, epoch: Epoch, first: int, last: int, receipt: Receipt) -> by
 
     payload = cbor2.dumps({"v": EPOCH_FORMAT_VERSION, "gateway": epoch.gateway_id, "epoch": epoch.number,
                            "first": first, "last": last, "root": epoch.root, "heads": list(epoch.heads),
-                           "anchor": json.dumps(receipt.to_json(), sort_keys=True)}, canonical=True)
+                           "anchor": receipt.dumps()}, canonical=True)
     protected = cbor2.dumps({wire.HEADER_ALG: wire.ALG_ES256, wire.HEADER_KID: epoch.gateway_id.encode()})
     r, s = decode_dss_signature(key.sign(wire.sig_structure(protected, payload), ec.ECDSA(hashes.SHA256())))
     return cbor2.dumps(cbor2.CBORTag(wire.TAG_COSE_SIGN1, [protected, {}, payload,
@@ -121,7 +121,7 @@ def verify_epoch(data: bytes, gateway_keys: Callable[[str], Iterable]) -> EpochR
     try:
         epoch = Epoch(body["gateway"], body["epoch"], tuple(body["heads"]))
         first, last, root = body["first"], body["last"], body["root"]
-        receipt = Receipt.from_json(json.loads(body["anchor"]))
+        receipt = Receipt.loads(body["anchor"])
     except Exception as exc:  # noqa: BLE001 - any fault of the body is the same fault
         raise wire.WireError("malformed_epoch", f"epoch record body is malformed: {exc}") from None
     if body.get("v") != EPOCH_FORMAT_VERSION or epoch.gateway_id != env.kid:

@@ -4,8 +4,10 @@ asks a backend; the backends themselves live in govedge.anchor."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
+
 from .errors import GovedgeError
 
 
@@ -40,6 +42,14 @@ class Receipt:
     @classmethod
     def from_json(cls, d: dict) -> "Receipt":
         return cls(**{**d, "root": bytes.fromhex(d["root"])})
+
+    def dumps(self) -> str:
+        """The receipt as stored and signed: JSON with sorted keys (epoch records sign this text)."""
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> "Receipt":
+        return cls.from_json(json.loads(text))
 
 
 class AnchorBackend(Protocol):

@@ -11,15 +11,12 @@ that takes a person (an account without funds, an identity not registered).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 from collections import Counter
 from pathlib import Path
 from typing import Callable
-
-from cryptography.hazmat.primitives import serialization
 
 from govedge.anchor import AnchorBackend, AnchorError, Receipt
 
@@ -39,8 +36,7 @@ def make_backend(cfg: GatewayConfig) -> AnchorBackend | None:
     if cfg.anchor_backend == "rest":
         from govedge.anchor.rest import RestAnchor
 
-        key = serialization.load_pem_private_key(Path(cfg.key_file).read_bytes(), password=None)
-        return RestAnchor(a["url"], creator=cfg.gateway_id, key=key, ca_file=a.get("ca"),
+        return RestAnchor(a["url"], creator=cfg.gateway_id, key=cfg.signing_key(), ca_file=a.get("ca"),
                           **({"timeout": float(a["timeout_s"])} if "timeout_s" in a else {}))
     if cfg.anchor_backend == "evm":
         from govedge.anchor.evm import EvmAnchor
@@ -86,14 +82,14 @@ class Anchorer(threading.Thread):
                     receipt = self.backend.submit(root, number)
                     log.info("anchor: epoch %d submitted (%s %s)", number, receipt.chain, receipt.reference)
                 else:
-                    receipt = self.backend.confirm(Receipt.from_json(json.loads(receipt_json)))
+                    receipt = self.backend.confirm(Receipt.loads(receipt_json))
                     if receipt is None:
                         return CONFIRM_EVERY_S  # not in a block yet: the later epochs wait their turn
                 if receipt.root != root:
                     raise AnchorError("mismatch", f"the chain's receipt is for root {receipt.root.hex()[:16]}..., "
                                                   f"not epoch {number}'s {root.hex()[:16]}...")
                 with store:
-                    store.set_receipt(number, json.dumps(receipt.to_json()), receipt.confirmed)
+                    store.set_receipt(number, receipt.dumps(), receipt.confirmed)
                 if receipt.confirmed:
                     self.counters["epochs_anchored"] += 1
                     log.info("anchor: epoch %d in block %d (%s)", number, receipt.block, receipt.reference)

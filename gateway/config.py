@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from govedge.core.config import ConfigError, MqttEndpoint, endpoint, read_toml, workers
 
 
@@ -40,6 +43,20 @@ class GatewayConfig:
     epoch_s: float = 600.0  # an epoch's batches are anchored as one root this long after its first batch
     anchor_backend: str = "none"  # "rest", "evm", or "none" (epochs are built, not anchored)
     anchor: dict = field(default_factory=dict)  # the backend's own settings: [anchor.rest] or [anchor.evm]
+    _key: ec.EllipticCurvePrivateKey | None = field(default=None, init=False, repr=False, compare=False)
+
+    def signing_key(self) -> ec.EllipticCurvePrivateKey:
+        """The gateway's P-256 key (key_file, PEM), read once; it signs batches, epoch records and,
+        with the REST backend, anchor requests."""
+        if self._key is None:
+            try:
+                key = serialization.load_pem_private_key(self.key_file.read_bytes(), password=None)
+            except ValueError as exc:
+                raise ConfigError(f"[gateway] key_file {self.key_file}: not a PEM private key ({exc})") from None
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+                raise ConfigError(f"[gateway] key_file {self.key_file}: not a P-256 key")
+            self._key = key
+        return self._key
 
 
 # each backend's keys, and whether it must be given

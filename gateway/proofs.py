@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-from cryptography.hazmat.primitives import serialization
-
 from govedge.core import batch, proof
 from govedge.core.proof import ProofUnavailable
 from govedge.anchor import Receipt
@@ -33,7 +29,7 @@ def bundle_for(cfg: GatewayConfig, device_id: str, seq: int) -> dict:
         number, heads, receipt_json = epoch
     finally:
         store.close()
-    public = serialization.load_pem_private_key(cfg.key_file.read_bytes(), password=None).public_key()
+    public = cfg.signing_key().public_key()
     b = batch.verify(cose, lambda gw: [public] if gw == cfg.gateway_id else [])
-    receipt = Receipt.from_json(json.loads(receipt_json)) if receipt_json else None
+    receipt = Receipt.loads(receipt_json) if receipt_json else None
     return proof.build(message, b.leaves, head, proof.Epoch(cfg.gateway_id, number, tuple(heads)), receipt)

@@ -14,7 +14,6 @@ ends the process while it handles messages is caught by the crash guard
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -24,7 +23,6 @@ from concurrent.futures import Future
 from typing import Callable
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
 
 from govedge.anchor import Receipt
 from govedge.core import batch, mqtt, proof, topics, wire
@@ -133,7 +131,7 @@ class HubUplink(threading.Thread):
         sent = False
         for number, first, last, heads, receipt in store.confirmed_epochs_after(store.cursor(self.EPOCHS), 4):
             epoch = proof.Epoch(self.cfg.gateway_id, number, tuple(cbor2.loads(heads)))
-            record = proof.sign_epoch(self.key, epoch, first, last, Receipt.from_json(json.loads(receipt)))
+            record = proof.sign_epoch(self.key, epoch, first, last, Receipt.loads(receipt))
             if not self._publish(self.epoch_topic, record):
                 return sent
             with store:
@@ -162,7 +160,7 @@ class Gateway:
         self.guard = CrashGuard(cfg.data_dir / "handling")
         self.share = FairShare(cfg.device_burst, cfg.device_rate_per_s)
         self.quarantined_bytes = 0  # added to the quarantine since its budget was last enforced
-        self.key = serialization.load_pem_private_key(cfg.key_file.read_bytes(), password=None)
+        self.key = cfg.signing_key()
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
                                  lambda state, ok: self.live.set("ingest", state, ok))

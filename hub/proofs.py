@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from govedge.core import batch, proof
 from govedge.core.proof import ProofUnavailable
 from govedge.anchor import Receipt
@@ -38,4 +36,4 @@ def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
     if head not in heads:
         raise ProofUnavailable(f"epoch {gateway_id}/{number} does not hold batch {batch_seq}'s head")
     return proof.build(message, b.leaves, head, proof.Epoch(gateway_id, number, tuple(heads)),
-                       Receipt.from_json(json.loads(receipt_json)))
+                       Receipt.loads(receipt_json))

@@ -370,7 +370,7 @@ class HubStore:
             "INSERT INTO epochs (gateway_id, number, first_batch, last_batch, size, root, heads, receipt, cose) "
             "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, number) DO NOTHING",
             (rec.epoch.gateway_id, rec.epoch.number, rec.first, rec.last, len(rec.epoch.heads), rec.epoch.root,
-             cbor2.dumps(list(rec.epoch.heads)), json.dumps(rec.receipt.to_json(), sort_keys=True), rec.cose)).rowcount)
+             cbor2.dumps(list(rec.epoch.heads)), rec.receipt.dumps(), rec.cose)).rowcount)
 
     def reading_of(self, device_id: str, seq: int) -> tuple[bytes, str, int] | None:
         """(message, gateway id, batch seq) of a stored reading."""
