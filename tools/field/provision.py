@@ -19,6 +19,8 @@ from govedge.core import topics
 from govedge.core.registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
 from govedge.core.errors import GovedgeError
 
+# hardware/ sits beside tools/ both in the checkout and in an installed package, where the pin
+# maps are package data (govedge/hardware/pins; pyproject.toml maps govedge.hardware to hardware/)
 PINS_DIR = Path(__file__).resolve().parents[2] / "hardware" / "pins"
 CONFIG_FORMAT = "govedge-node/1"
 
