@@ -5,24 +5,29 @@
 
 import struct
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
 from clock import sleep_ms
 
-_CHIP_ID = 0x60
+_CHIP_ID = const(0x60)
 
 # registers, datasheet section 5.3 (memory map)
-_REG_CALIB_TP = 0x88  # 0x88..0xA1: dig_T1..dig_P9, one reserved byte, dig_H1
-_REG_ID = 0xD0
-_REG_RESET = 0xE0
-_REG_CALIB_H = 0xE1  # 0xE1..0xE7: dig_H2..dig_H6
-_REG_CTRL_HUM = 0xF2
-_REG_STATUS = 0xF3
-_REG_CTRL_MEAS = 0xF4
-_REG_DATA = 0xF7  # 0xF7..0xFE: press, temp (20 bits each), hum (16 bits)
+_REG_CALIB_TP = const(0x88)  # 0x88..0xA1: dig_T1..dig_P9, one reserved byte, dig_H1
+_REG_ID = const(0xD0)
+_REG_RESET = const(0xE0)
+_REG_CALIB_H = const(0xE1)  # 0xE1..0xE7: dig_H2..dig_H6
+_REG_CTRL_HUM = const(0xF2)
+_REG_STATUS = const(0xF3)
+_REG_CTRL_MEAS = const(0xF4)
+_REG_DATA = const(0xF7)  # 0xF7..0xFE: press, temp (20 bits each), hum (16 bits)
 
-_RESET_WORD = 0xB6  # section 5.4.2
-_STATUS_MEASURING = 0x08  # section 5.4.4
-_STATUS_IM_UPDATE = 0x01
-_MODE_FORCED = 0x01  # section 5.4.5
+_RESET_WORD = const(0xB6)  # section 5.4.2
+_STATUS_MEASURING = const(0x08)  # section 5.4.4
+_STATUS_IM_UPDATE = const(0x01)
+_MODE_FORCED = const(0x01)  # section 5.4.5
 _OVERSAMPLING = (1, 2, 4, 8, 16)  # register codes 1..5, section 5.4.3 and 5.4.5
 
 

@@ -3,13 +3,14 @@
 # slots), Wi-Fi, NTP, watchdog (at most 8.3 s on the RP2040), deep sleep.
 
 import machine
+from micropython import const
 
 import mqtt
 from counter import FileCounter
 from wifi import network_up, sync_time  # noqa: F401 (part of the board interface)
 
-_WDT_MAX_MS = 8388
-mqtt.TIMEOUT_S = 5  # below the watchdog's limit
+_WDT_MAX_MS = const(8388)
+_MQTT_TIMEOUT_S = const(5)  # below the watchdog's limit
 
 
 def sensor(name, spec):
@@ -37,7 +38,7 @@ def uplink(cfg, log):
         return serial_uplink.Uplink(machine.UART(s["uart"], baudrate=s.get("baud", 115200),
                                                  tx=machine.Pin(s["tx"]), rx=machine.Pin(s["rx"]),
                                                  timeout=100), log)
-    return mqtt.Uplink(cfg, log)
+    return mqtt.Uplink(cfg, log, timeout_s=_MQTT_TIMEOUT_S)
 
 
 def watchdog(seconds):

@@ -11,10 +11,15 @@
 import binascii
 import struct
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
 from counter import FileCounter, durable
 
-_MAGIC = 0xB5
-_HEADER = 16  # magic(1) kind(1) length(2) seq(8) crc32(4)
+_MAGIC = const(0xB5)
+_HEADER = const(16)  # magic(1) kind(1) length(2) seq(8) crc32(4)
 
 
 def _crc(head12, msg):

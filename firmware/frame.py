@@ -7,8 +7,13 @@
 import binascii
 import struct
 
-MAX_MESSAGE = 4096
-DELIMITER = 0
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
+MAX_MESSAGE = const(4096)
+_DELIMITER = const(0)
 
 
 def encode(message):
@@ -41,7 +46,7 @@ def encode(message):
             o += 1
             code = 1
     out[code_at] = code
-    out[o] = DELIMITER
+    out[o] = _DELIMITER
     return out if o + 1 == len(out) else out[:o + 1]
 
 

@@ -8,21 +8,17 @@ import socket as _socket
 
 import umqtt.simple as _umqtt
 
-TIMEOUT_S = 10  # a board module may lower it (Pico W: below its watchdog limit)
-
 
 class _Sockets:
-    # what umqtt.simple uses of the socket module, with a timeout on every socket
-    getaddrinfo = _socket.getaddrinfo
+    # what umqtt.simple uses of the socket module, each socket with the uplink's timeout
+    def __init__(self, timeout_s):
+        self.timeout_s = timeout_s
+        self.getaddrinfo = _socket.getaddrinfo
 
-    @staticmethod
-    def socket(*args):
+    def socket(self, *args):
         s = _socket.socket(*args)
-        s.settimeout(TIMEOUT_S)
+        s.settimeout(self.timeout_s)
         return s
-
-
-_umqtt.socket = _Sockets
 
 
 def _tls(m):
@@ -40,9 +36,13 @@ def _tls(m):
 
 
 class Uplink:
-    def __init__(self, cfg, log):
+    """QoS 1 to the broker cfg["mqtt"] names; timeout_s bounds every socket operation
+    (a board whose watchdog is shorter passes less: Pico W)."""
+
+    def __init__(self, cfg, log, timeout_s=10):
         m = cfg["mqtt"]
         self.log = log
+        self.sockets = _Sockets(timeout_s)
         self.where = "%s:%d" % (m["host"], m["port"])
         self.client = _umqtt.MQTTClient(
             m.get("client_id") or cfg["device_id"], m["host"], m["port"],
@@ -53,6 +53,8 @@ class Uplink:
         self.connected = False
 
     def connect(self):
+        # umqtt.simple 1.3.4 takes no timeout: it opens its socket from its module's `socket`
+        _umqtt.socket = self.sockets
         try:
             self.client.connect()
         except Exception as exc:  # umqtt raises OSError, MQTTException, IndexError on a cut reply

@@ -9,16 +9,21 @@
 import gc
 import os
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
 import clock
 import reading
 from buffer import Buffer
 from counter import Sequence
 
-READING = 0
-STATUS = 1
-_BACKOFF_MIN_MS = 1000
-_BACKOFF_MAX_MS = 60000
-_RESYNC_MS = 3600000  # ask NTP again every hour
+_READING = const(0)  # kinds of message: the uplink sends each where its kind belongs
+_STATUS = const(1)
+_BACKOFF_MIN_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
+_RESYNC_MS = const(3600000)  # ask NTP again every hour
 
 _boot = clock.ticks_ms()
 
@@ -170,9 +175,9 @@ class Node:
         before = dict(self.errors)
         values = self.measure()
         if values:
-            self.sign(READING, values)
+            self.sign(_READING, values)
         if (self.cycles - 1) % self.cfg["status_every"] == 0 or self.errors != before:
-            self.sign(STATUS, self.status())
+            self.sign(_STATUS, self.status())
         self.flush()
 
     def run(self, cycles=None):

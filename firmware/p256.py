@@ -15,15 +15,21 @@
 import hashlib
 import os
 
-# FIPS 186-5 / SEC 2, curve secp256r1 (a = -3)
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
+# FIPS 186-5 / SEC 2, curve secp256r1 (a = -3); plain globals, not const(): a folded
+# big integer would be copied into every function that uses it
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
-_TEETH = 6  # comb width: 2**6 - 1 = 63 precomputed points
-_SPACING = (256 + _TEETH - 1) // _TEETH  # 43 columns
+_TEETH = const(6)  # comb width: 2**6 - 1 = 63 precomputed points
+_SPACING = const((256 + _TEETH - 1) // _TEETH)  # 43 columns
 
 
 def _inv(a, m):

@@ -2,27 +2,32 @@
 # node's sequence number and clock time, wrapped in a tagged COSE_Sign1
 # (RFC 9052) signed with ES256. docs/FORMAT.md describes the bytes.
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
 import cbor
 import p256
 
-ALG_ES256 = -7  # RFC 9053 section 2.1
-TAG_COSE_SIGN1 = 18  # RFC 9052 section 2
-TAG_DECIMAL = 4  # RFC 8949 section 3.4.4, decimal fraction [exponent, mantissa]
+_ALG_ES256 = const(-7)  # RFC 9053 section 2.1
+_TAG_COSE_SIGN1 = const(18)  # RFC 9052 section 2
+_TAG_DECIMAL = const(4)  # RFC 8949 section 3.4.4, decimal fraction [exponent, mantissa]
 
 # SenML CBOR labels, RFC 8428 section 6
-BASE_TIME = -3
-NAME = 0
-UNIT = 1
-VALUE = 2
-STRING_VALUE = 3
-BOOL_VALUE = 4
+_BASE_TIME = const(-3)
+_NAME = const(0)
+_UNIT = const(1)
+_VALUE = const(2)
+_STRING_VALUE = const(3)
+_BOOL_VALUE = const(4)
 SEQUENCE = "seq"  # extension field of this format, in the first record
 
 
 def _value(value):
     # a measurement is an int, a float, or a fixed-point (mantissa, exponent)
     if isinstance(value, tuple):
-        return cbor.Tag(TAG_DECIMAL, [value[1], value[0]])
+        return cbor.Tag(_TAG_DECIMAL, [value[1], value[0]])
     return value
 
 
@@ -34,27 +39,27 @@ def pack(seq, time, measurements):
     """
     records = []
     for name, unit, value in measurements:
-        rec = {NAME: name}
+        rec = {_NAME: name}
         if unit:
-            rec[UNIT] = unit
+            rec[_UNIT] = unit
         if isinstance(value, bool):
-            rec[BOOL_VALUE] = value
+            rec[_BOOL_VALUE] = value
         elif isinstance(value, str):
-            rec[STRING_VALUE] = value
+            rec[_STRING_VALUE] = value
         else:
-            rec[VALUE] = _value(value)
+            rec[_VALUE] = _value(value)
         records.append(rec)
     if not records:
         raise ValueError("a reading needs at least one measurement")
     first = records[0]
     first[SEQUENCE] = seq
     if time is not None:
-        first[BASE_TIME] = time
+        first[_BASE_TIME] = time
     return records
 
 
 def protected_header(kid):
-    return cbor.encode({1: ALG_ES256, 4: kid})
+    return cbor.encode({1: _ALG_ES256, 4: kid})
 
 
 def sign1(d, kid, payload):
@@ -63,7 +68,7 @@ def sign1(d, kid, payload):
     # Sig_structure, RFC 9052 section 4.4: ["Signature1", protected, external_aad, payload]
     to_sign = cbor.encode(["Signature1", protected, b"", payload])
     signature = p256.sign(d, to_sign)
-    return cbor.encode(cbor.Tag(TAG_COSE_SIGN1, [protected, {}, payload, signature]))
+    return cbor.encode(cbor.Tag(_TAG_COSE_SIGN1, [protected, {}, payload, signature]))
 
 
 def signed_reading(d, device_id, seq, time, measurements):

@@ -3,30 +3,34 @@
 # anything with read(n)/write(buf) in tests. Frame layouts and commands follow
 # Nova Fitness "Laser Dust Sensor Control Protocol V1.3" and the SDS011 datasheet V1.3.
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
 from clock import sleep_ms, ticks_diff, ticks_ms
 
-BAUDRATE = 9600
+BAUDRATE = const(9600)
 
-_HEAD = 0xAA
-_TAIL = 0xAB
-_DATA = 0xC0  # sensor to node: PM2.5 lo, hi, PM10 lo, hi, ID1, ID2, checksum, tail
-_REPLY = 0xC5  # sensor to node: answer to a command, same layout
-_COMMAND = 0xB4  # node to sensor: 15 data bytes (the last two the device id), checksum, tail
-_FRAME = 10
-_COMMAND_FRAME = 19
+_HEAD = const(0xAA)
+_TAIL = const(0xAB)
+_DATA = const(0xC0)  # sensor to node: PM2.5 lo, hi, PM10 lo, hi, ID1, ID2, checksum, tail
+_REPLY = const(0xC5)  # sensor to node: answer to a command, same layout
+_COMMAND = const(0xB4)  # node to sensor: 15 data bytes (the last two the device id), checksum, tail
+_FRAME = const(10)
+_COMMAND_FRAME = const(19)
 
 # commands, data byte 1; data byte 2 is 0 = query, 1 = set
-_CMD_REPORTING_MODE = 0x02  # data byte 3: 0 = active (a frame every second), 1 = query
-_CMD_QUERY_DATA = 0x04  # answered with a data frame
-_CMD_SLEEP_WORK = 0x06  # data byte 3: 0 = sleep (fan and laser off), 1 = work
-_SET = 1
+_CMD_REPORTING_MODE = const(0x02)  # data byte 3: 0 = active (a frame every second), 1 = query
+_CMD_QUERY_DATA = const(0x04)  # answered with a data frame
+_CMD_SLEEP_WORK = const(0x06)  # data byte 3: 0 = sleep (fan and laser off), 1 = work
+_SET = const(1)
 
-ALL_DEVICES = 0xFFFF  # device id FFFF in a command: whichever sensor is on the line
+ALL_DEVICES = const(0xFFFF)  # device id FFFF in a command: whichever sensor is on the line
 
-_CHUNK = 32  # bytes taken from the UART per read
-_POLL_MS = 10
-_REPLY_MS = 1000  # per try; the sensor answers within a few ms when it hears the command
-_TRIES = 3  # a sleeping sensor may miss the first command: its MCU wakes on the first byte
+_CHUNK = const(32)  # bytes taken from the UART per read
+_POLL_MS = const(10)
+_TRIES = const(3)  # a sleeping sensor may miss the first command: its MCU wakes on the first byte
 
 
 class SensorError(Exception):
@@ -34,7 +38,9 @@ class SensorError(Exception):
 
 
 class SDS011:
-    def __init__(self, uart, device_id=ALL_DEVICES):
+    # reply_ms: how long a command waits for its answer, per try; the sensor answers
+    # within a few ms when it hears the command
+    def __init__(self, uart, device_id=ALL_DEVICES, reply_ms=1000):
         self.uart = uart
         self.device_id = device_id  # whom commands go to, and whose frames count
         self.sensor_id = None  # the id in the last frame heard
@@ -45,7 +51,7 @@ class SDS011:
         self.skipped = 0  # bytes outside any good frame
         self.sleeping = False
         self.query_mode = False
-        self.reply_ms = _REPLY_MS
+        self.reply_ms = reply_ms
         # machine.UART has any(), pyserial in_waiting; with neither, the UART's own read timeout bounds a poll
         self._waiting = 1 if hasattr(uart, "any") else 2 if hasattr(uart, "in_waiting") else 0
         self._win = bytearray(_FRAME)  # a prefix of the frame being received

@@ -9,18 +9,25 @@
 
 import binascii
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
+    const = lambda x: x  # noqa: E731
+
 import frame
 import clock
 
-ACK = 0x06
-REFUSED = 0x15
-TIMEOUT_MS = 3000
+_ACK = const(0x06)
+_REFUSED = const(0x15)
 
 
 class Uplink:
-    def __init__(self, uart, log):
+    """Messages over uart; timeout_ms: how long the gateway has to acknowledge one."""
+
+    def __init__(self, uart, log, timeout_ms=3000):
         self.uart = uart
         self.log = log
+        self.timeout_ms = timeout_ms
         self.rx = bytearray()
 
     def send(self, kind, seq, msg):
@@ -30,17 +37,17 @@ class Uplink:
         self.uart.write(frame.encode(body))
         crc = binascii.crc32(body) & 0xFFFFFFFF
         start = clock.ticks_ms()
-        while clock.ticks_diff(clock.ticks_ms(), start) < TIMEOUT_MS:
+        while clock.ticks_diff(clock.ticks_ms(), start) < self.timeout_ms:
             answer = self._answer(seq, crc)
-            if answer == REFUSED:
+            if answer == _REFUSED:
                 self.log("uplink", "the gateway refused message %d (it keeps it in its quarantine); going on" % seq)
             if answer:
                 return
             clock.sleep_ms(5)
-        raise OSError("gateway did not acknowledge message %d within %d ms" % (seq, TIMEOUT_MS))
+        raise OSError("gateway did not acknowledge message %d within %d ms" % (seq, self.timeout_ms))
 
     def _answer(self, seq, crc):
-        """ACK or REFUSED when the gateway answered this message, else None."""
+        """_ACK or _REFUSED when the gateway answered this message, else None."""
         chunk = self.uart.read(64)
         if not chunk:  # MicroPython's UART gives None, pyserial b''
             return None
@@ -54,10 +61,10 @@ class Uplink:
             body = self.rx[:end]
             self.rx = self.rx[end + 1:]
             msg = frame.decode(body) if body else None
-            if msg and len(msg) == 9 and msg[0] == ACK and int.from_bytes(msg[1:], "big") == seq:
-                return ACK
-            if msg and len(msg) == 5 and msg[0] == REFUSED and int.from_bytes(msg[1:], "little") == crc:
-                return REFUSED
+            if msg and len(msg) == 9 and msg[0] == _ACK and int.from_bytes(msg[1:], "big") == seq:
+                return _ACK
+            if msg and len(msg) == 5 and msg[0] == _REFUSED and int.from_bytes(msg[1:], "little") == crc:
+                return _REFUSED
 
     def close(self):
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 
 import pytest
@@ -61,3 +62,55 @@ def test_compiled_firmware_signs_a_reading_under_micropython(micropython):
     first_byte, key_len = out.split()
     assert first_byte == str(0xD2)  # CBOR tag 18
     assert key_len == "65"
+
+
+def _top_level(tree):
+    # the statements a module runs on import, through its top-level if/try blocks
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, (ast.If, ast.Try)):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            for handler in getattr(node, "handlers", []):
+                todo += handler.body
+
+
+def _consts(source):
+    """The names a module binds to const(...) at its top level."""
+    return [t.id for node in _top_level(ast.parse(source.read_text())) if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "const"
+            for t in node.targets]
+
+
+# board modules import machine, esp32 or network: only their boards have them
+CONST_MODULES = [p for p in SOURCES if _consts(p) and not p.stem.startswith("board_")]
+
+
+def test_the_protocol_and_register_modules_name_their_constants_with_const():
+    assert {p.stem for p in CONST_MODULES} >= {"bme280", "sds011", "frame", "serial_uplink", "reading", "buffer"}
+
+
+@pytest.mark.parametrize("source", CONST_MODULES, ids=[p.stem for p in CONST_MODULES])
+def test_private_constants_take_no_ram_on_the_board(micropython, source):
+    # mpy-cross folds const() into the code; a private one leaves no global behind
+    names = _consts(source)
+    out = micropython("import %s as m\nprint(' '.join(n for n in %r if hasattr(m, n)))" % (source.stem, names))
+    assert out.split() == [n for n in names if not n.startswith("_")]
+
+
+@pytest.mark.parametrize("source", CONST_MODULES, ids=[p.stem for p in CONST_MODULES])
+def test_modules_with_const_import_under_cpython(source):
+    # the Raspberry Pi node runs the same source under CPython; micropython.const is there only
+    # with Adafruit Blinka (a wired node without a BME280 has no Blinka)
+    proc = firmware.run_cpython("import sys\nsys.modules['micropython'] = None\nimport %s" % source.stem)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_no_firmware_module_changes_another_modules_settings_on_import():
+    # settings go through constructors (umqtt.simple's way): a board module passes them to
+    # what it builds, it does not patch another module's globals
+    patches = [f"{p.name}:{node.lineno}" for p in firmware.sources()
+               for node in _top_level(ast.parse(p.read_text()))
+               if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) for t in node.targets)]
+    assert patches == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import time
 
 import pytest
@@ -158,6 +159,31 @@ def test_full_buffer_drops_the_oldest_and_counts_it(make_node, collector, broker
     seqs = _seqs(got)
     assert seqs == sorted(seqs)
     assert seqs[0] > 4
+
+
+def test_each_mqtt_uplink_gives_up_on_a_silent_broker_after_its_own_timeout(build_dir):
+    # a board module passes the timeout (the Pico W's stays below its watchdog); two uplinks
+    # in one interpreter keep their own, so it is no module-wide setting
+    with socket.socket() as silent:  # takes the TCP connection, never answers CONNECT
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        script = (
+            "import mqtt, time\n"
+            "cfg = {'device_id': 'picow-0001', 'mqtt': {'host': '127.0.0.1', 'port': %d,"
+            " 'topic': 't', 'status_topic': 's'}}\n"
+            "for timeout_s in (0.3, 1.2):\n"
+            "    uplink = mqtt.Uplink(cfg, print, timeout_s=timeout_s)\n"
+            "    start = time.ticks_ms()\n"
+            "    try:\n"
+            "        uplink.connect()\n"
+            "    except OSError as exc:\n"
+            "        print(time.ticks_diff(time.ticks_ms(), start), exc)\n" % silent.getsockname()[1])
+        proc = firmware.run_micropython(script, path=[build_dir])
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == 2, proc.stdout.decode() + proc.stderr.decode()
+    (short, why), (longer, _) = (line.split(" ", 1) for line in lines)
+    assert 300 <= int(short) < 1000 and 1200 <= int(longer) < 2500, lines
+    assert why.startswith("broker 127.0.0.1:") and "unreachable" in why
 
 
 @pytest.mark.parametrize(

@@ -174,30 +174,26 @@ def noise_names_baud_rate():
     return {"error": attempt(d.read, 100)}
 
 def broken_tx_wire():
-    sim, uart, d = new(interval_ms=20)
+    sim, uart, d = new(interval_ms=20, reply_ms=100)
     sim.deaf = True
-    d.reply_ms = 100
     return {"error": attempt(d.sleep), "writes": len(uart.written), "working": sim.working}
 
 def unplugged_sensor_gives_no_reply():
-    sim, uart, d = new(interval_ms=20)
+    sim, uart, d = new(interval_ms=20, reply_ms=100)
     sim.unplugged = True
-    d.reply_ms = 100
     return {"error": attempt(d.wake)}
 
 def stale_reply_confirms_nothing():
-    sim, uart, d = new()
+    sim, uart, d = new(reply_ms=50)
     sim.deaf = True
-    d.reply_ms = 50
     sim.inject(reply_frame(6, 1, 1))  # the answer to an earlier "work"
     return {"error": attempt(d.sleep), "sleeping": d.sleeping}
 
 def missed_wake_is_retried():
-    sim, uart, d = new()
+    sim, uart, d = new(reply_ms=100)
     d.sleep()
     sim.missed_wakes = 1
     uart.written = bytearray()
-    d.reply_ms = 100
     d.wake()
     return {"working": sim.working, "wakes_sent": len(uart.written) // 19, "heard": sim.commands}
 
@@ -215,8 +211,7 @@ def commands_go_to_one_device():
     sim, uart, d = new(device_id=0xA160)
     d.sleep()
     sent = hexs(uart.written)
-    sim2, uart2, d2 = new(device_id=0x1234)
-    d2.reply_ms = 50
+    sim2, uart2, d2 = new(device_id=0x1234, reply_ms=50)
     return {"sent": sent, "working": sim.working, "other": attempt(d2.sleep), "other_working": sim2.working}
 
 only = json.loads(sys.stdin.read())
