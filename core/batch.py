@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import cbor2
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from . import merkle, wire
+from . import cose, merkle, wire
 from .wire import WireError
 
 FORMAT_VERSION = 1
 MODES = ("raw", "aggregate")
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+BATCH_SIGNER = cose.Signer("unknown_gateway", "gateway {kid!r} is unknown to the registry",
+                           "batch signature does not verify with the key of gateway {kid!r}")
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,7 @@ def sign(key: ec.EllipticCurvePrivateKey, gateway_id: str, seq: int, created: in
         body["messages"] = list(messages)
     else:
         body["leaves"] = leaves
-    payload = cbor2.dumps(body, canonical=True)
-    protected = cbor2.dumps({wire.HEADER_ALG: wire.ALG_ES256, wire.HEADER_KID: gateway_id.encode()})
-    der = key.sign(wire.sig_structure(protected, payload), ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return cbor2.dumps(cbor2.CBORTag(wire.TAG_COSE_SIGN1, [protected, {}, payload, signature])), root
+    return cose.sign1(key, gateway_id, cbor2.dumps(body, canonical=True)), root
 
 
 # docs/FORMAT.md, "The batch": each aggregate's keys and the types of their values
@@ -113,14 +108,9 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
     """
     if len(data) > MAX_BATCH_BYTES:
         raise WireError("too_large", f"batch of {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
-    envelope = wire.decode_envelope(data, max_bytes=MAX_BATCH_BYTES, what="batch")
+    envelope = cose.verify(data, gateway_keys, BATCH_SIGNER, MAX_BATCH_BYTES, "batch")
     gateway_id = envelope.kid
-    keys = list(gateway_keys(gateway_id))
-    if not keys:
-        raise WireError("unknown_gateway", f"gateway {gateway_id!r} is unknown to the registry")
-    if not any(wire.signature_valid(envelope, k) for k in keys):
-        raise WireError("bad_signature", f"batch signature does not verify with the key of gateway {gateway_id!r}")
-    body = wire.strict_loads(envelope.payload, "batch payload")
+    body = cose.strict_loads(envelope.payload, "batch payload")
     if not isinstance(body, dict):
         raise WireError("malformed_batch", "batch payload is not a map")
     try:

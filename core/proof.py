@@ -9,9 +9,7 @@ The links, each checked on its own so that a failure names the one that broke:
 5. ``anchor_receipt``    the receipt is for that epoch root and the chain put it in a block
 6. ``chain``             (with a chain to ask) the chain itself holds the root, in that block
 
-The epoch tree's leaves are the batches' heads: a small deterministic CBOR map
-of the batch's id, creation time, mode, size and Merkle root, which is what
-the epoch needs to commit to every message of every batch. A bundle therefore
+The epoch tree's leaves are the batches' heads (govedge.core.epoch), so a bundle
 carries about 100 bytes of batch instead of the whole batch, and grows with
 the logarithm of the number of readings in the epoch.
 """
@@ -19,13 +17,14 @@ the logarithm of the number of readings in the epoch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import cbor2
 
-from . import merkle, wire
-from .batch import Batch
+from . import cose, merkle, wire
+from .epoch import Epoch, batch_head
+# moved to govedge.core.epoch; gateway/service.py's users follow
+from .epoch import epoch_root, head_of, sign_epoch  # noqa: F401
 from .receipt import AnchorBackend, AnchorError, Receipt
 from .errors import GovedgeError
 
@@ -47,91 +46,6 @@ class ProofUnavailable(GovedgeError, LookupError):
     """No proof can be given for what was asked (not stored, not yet batched, refused); the text says why."""
 
     code = "proof_unavailable"
-
-
-def batch_head(gateway_id: str, seq: int, created: int, mode: str, size: int, root: bytes) -> bytes:
-    """The batch's head: what an epoch tree commits to, deterministic CBOR (RFC 8949 section 4.2.1)."""
-    return cbor2.dumps({"gateway": gateway_id, "seq": seq, "created": created, "mode": mode, "size": size,
-                        "root": root}, canonical=True)
-
-
-def head_of(b: Batch) -> bytes:
-    return batch_head(b.gateway_id, b.seq, b.created, b.mode, b.size, b.root)
-
-
-def epoch_root(heads: Sequence[bytes]) -> bytes:
-    return merkle.root([merkle.leaf_hash(h) for h in heads])
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """A gateway's epoch: the heads of the batches it made in one period, and their root."""
-
-    gateway_id: str
-    number: int
-    heads: tuple[bytes, ...]
-
-    @property
-    def root(self) -> bytes:
-        return epoch_root(self.heads)
-
-
-EPOCH_FORMAT_VERSION = 1
-MAX_EPOCH_RECORD_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """What a gateway tells the hub of an anchored epoch: its batch heads and the receipt."""
-
-    epoch: Epoch
-    first: int  # first and last batch sequence number in the epoch
-    last: int
-    receipt: Receipt
-    cose: bytes
-
-
-def sign_epoch(key, epoch: Epoch, first: int, last: int, receipt: Receipt) -> bytes:
-    """The epoch record as the gateway's COSE_Sign1 (docs/PROOF.md, "Epoch records")."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-    payload = cbor2.dumps({"v": EPOCH_FORMAT_VERSION, "gateway": epoch.gateway_id, "epoch": epoch.number,
-                           "first": first, "last": last, "root": epoch.root, "heads": list(epoch.heads),
-                           "anchor": receipt.dumps()}, canonical=True)
-    protected = cbor2.dumps({wire.HEADER_ALG: wire.ALG_ES256, wire.HEADER_KID: epoch.gateway_id.encode()})
-    r, s = decode_dss_signature(key.sign(wire.sig_structure(protected, payload), ec.ECDSA(hashes.SHA256())))
-    return cbor2.dumps(cbor2.CBORTag(wire.TAG_COSE_SIGN1, [protected, {}, payload,
-                                                           r.to_bytes(32, "big") + s.to_bytes(32, "big")]))
-
-
-def verify_epoch(data: bytes, gateway_keys: Callable[[str], Iterable]) -> EpochRecord:
-    """Checks the gateway's signature and that the heads make the root the receipt is for.
-
-    Raises WireError naming the fault."""
-    env = wire.decode_envelope(data, max_bytes=MAX_EPOCH_RECORD_BYTES, what="epoch record")
-    keys = list(gateway_keys(env.kid))
-    if not keys:
-        raise wire.WireError("unknown_gateway", f"gateway {env.kid!r} is unknown to the registry")
-    if not any(wire.signature_valid(env, k) for k in keys):
-        raise wire.WireError("bad_signature", f"epoch record signature does not verify with the key of "
-                                              f"gateway {env.kid!r}")
-    body = wire.strict_loads(env.payload, "epoch record")
-    try:
-        epoch = Epoch(body["gateway"], body["epoch"], tuple(body["heads"]))
-        first, last, root = body["first"], body["last"], body["root"]
-        receipt = Receipt.loads(body["anchor"])
-    except Exception as exc:  # noqa: BLE001 - any fault of the body is the same fault
-        raise wire.WireError("malformed_epoch", f"epoch record body is malformed: {exc}") from None
-    if body.get("v") != EPOCH_FORMAT_VERSION or epoch.gateway_id != env.kid:
-        raise wire.WireError("malformed_epoch", "epoch record version or gateway does not match its signer")
-    if not all(type(n) is int and 0 <= n <= wire.MAX_SEQUENCE for n in (epoch.number, first, last)) \
-            or not all(isinstance(h, bytes) for h in epoch.heads):
-        raise wire.WireError("malformed_epoch", "epoch record number, first, last or heads are malformed")
-    if not epoch.heads or epoch.root != root or receipt.root != root:
-        raise wire.WireError("bad_root", f"epoch {env.kid}/{epoch.number}: its heads, root and receipt disagree")
-    return EpochRecord(epoch, first, last, receipt, bytes(data))
 
 
 def build(message: bytes, batch_leaves: Sequence[bytes], head: bytes, epoch: Epoch,
@@ -198,7 +112,7 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
     b = _get(bundle, "batch", "batch_path")
     head_bytes = _hex(_get(b, "head", "batch_path"), "batch_path", "the batch head")
     try:
-        head = wire.strict_loads(head_bytes, "the batch head")
+        head = cose.strict_loads(head_bytes, "the batch head")
         gateway_id, seq, size, root = head["gateway"], head["seq"], head["size"], head["root"]
     except Exception:  # noqa: BLE001 - any fault of the head is the same fault
         raise ProofError("batch_path", "the batch head is not a CBOR map with gateway, seq, size and root") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from govedge.core import batch, proof
+from govedge.core.epoch import Epoch
 from govedge.core.proof import ProofUnavailable
 from govedge.anchor import Receipt
 
@@ -32,4 +33,4 @@ def bundle_for(cfg: GatewayConfig, device_id: str, seq: int) -> dict:
     public = cfg.signing_key().public_key()
     b = batch.verify(cose, lambda gw: [public] if gw == cfg.gateway_id else [])
     receipt = Receipt.loads(receipt_json) if receipt_json else None
-    return proof.build(message, b.leaves, head, proof.Epoch(cfg.gateway_id, number, tuple(heads)), receipt)
+    return proof.build(message, b.leaves, head, Epoch(cfg.gateway_id, number, tuple(heads)), receipt)

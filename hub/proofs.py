@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from govedge.core import batch, proof
+from govedge.core.epoch import Epoch, head_of
 from govedge.core.proof import ProofUnavailable
 from govedge.anchor import Receipt
 
@@ -32,8 +33,8 @@ def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
                                "sends an epoch once the chain has confirmed its anchor")
     number, heads, receipt_json = epoch
     b = batch.verify(cose, Gateways.load(cfg.gateways))
-    head = proof.head_of(b)
+    head = head_of(b)
     if head not in heads:
         raise ProofUnavailable(f"epoch {gateway_id}/{number} does not hold batch {batch_seq}'s head")
-    return proof.build(message, b.leaves, head, proof.Epoch(gateway_id, number, tuple(heads)),
+    return proof.build(message, b.leaves, head, Epoch(gateway_id, number, tuple(heads)),
                        Receipt.loads(receipt_json))

@@ -39,7 +39,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from govedge.core import batch, proof, topics, wire
+from govedge.core import batch, topics, wire
+from govedge.core.epoch import EpochRecord, verify_epoch
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 from govedge.core.config import ConfigError
 from govedge.core.verifypool import Result, Verifier, check
@@ -69,7 +70,7 @@ class Pending:
     batch: batch.Batch | None
     error: tuple[str, str] | None  # (code, reason) when it failed before the device messages
     chunks: list[Future]
-    epoch: proof.EpochRecord | None = None  # an epoch record instead of a batch
+    epoch: EpochRecord | None = None  # an epoch record instead of a batch
 
 
 class HubService:
@@ -142,7 +143,7 @@ class HubService:
     def _check_unguarded(self, d: Delivery) -> Pending:
         if d.topic.endswith("/epoch"):
             try:
-                rec = proof.verify_epoch(d.payload, self.gateways)
+                rec = verify_epoch(d.payload, self.gateways)
             except wire.WireError as exc:
                 return Pending(d, None, (exc.code, exc.reason), [])
             if topics.gateway_of(d.topic) != rec.epoch.gateway_id:

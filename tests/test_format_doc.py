@@ -157,7 +157,8 @@ def test_gateway_batch_matches_the_documented_cddl(example):
 def test_epoch_record_and_batch_head_match_the_documented_cddl(example):
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from govedge.core import batch, proof
+    from govedge.core import batch
+    from govedge.core.epoch import Epoch, head_of, sign_epoch, verify_epoch
     from govedge.anchor import Receipt
 
     message, _ = example
@@ -165,13 +166,13 @@ def test_epoch_record_and_batch_head_match_the_documented_cddl(example):
     heads = []
     for seq in (7, 8):
         cose, _root = batch.sign(key, "gw-muenster-01", seq, 1764300100 + seq, [message], [], "raw")
-        heads.append(proof.head_of(batch.verify(cose, lambda g: [key.public_key()])))
-    epoch = proof.Epoch("gw-muenster-01", 3, tuple(heads))
+        heads.append(head_of(batch.verify(cose, lambda g: [key.public_key()])))
+    epoch = Epoch("gw-muenster-01", 3, tuple(heads))
     receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "5e" * 32, block=812, block_time=1764300200)
-    record = proof.sign_epoch(key, epoch, 7, 8, receipt)
+    record = sign_epoch(key, epoch, 7, 8, receipt)
     cddl = _cddl_block("## The batch head and the epoch record")
     for head in heads:
         pycddl.Schema("root = batch-head\n" + cddl).validate_cbor(head)
     pycddl.Schema("root = epoch-record\n" + cddl).validate_cbor(cbor2.loads(record).value[2])
     pycddl.Schema("root = signed-epoch\n" + cddl.replace("bstr .cbor epoch-record", "bstr")).validate_cbor(record)
-    assert proof.verify_epoch(record, lambda g: [key.public_key()]).receipt == receipt
+    assert verify_epoch(record, lambda g: [key.public_key()]).receipt == receipt

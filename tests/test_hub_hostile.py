@@ -14,6 +14,7 @@ import cbor2
 import pytest
 
 from govedge.core import batch, proof, topics, wire
+from govedge.core.epoch import Epoch, head_of, sign_epoch
 from govedge.anchor import Receipt
 from govedge.hub.store import HubStore
 from govedge.core.registry import Registry
@@ -127,13 +128,13 @@ def test_a_stored_reading_beside_a_refused_one_has_a_proof_and_the_refused_one_a
     forged = world.message(d2, seq=500, key_of=d3)  # reads well, signed with another device's key
     b0 = world.batch(0, [world.message(d1), forged, world.message(d3)])
     b1 = world.batch(1, [world.message(d1)])
-    epoch = proof.Epoch(GATEWAY, 0, tuple(proof.head_of(batch.verify(b, world.gateway_keys)) for b in (b0, b1)))
+    epoch = Epoch(GATEWAY, 0, tuple(head_of(batch.verify(b, world.gateway_keys)) for b in (b0, b1)))
     receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "5e" * 32, block=812, block_time=world.t0 + 300)
     hub = HubProcess(world.hub_toml(broker.port)).start()
     try:
         hub.wait_subscribed()
         publish(broker.port, [(topics.batch(GATEWAY), b0), (topics.batch(GATEWAY), b1),
-                              (topics.epoch(GATEWAY), proof.sign_epoch(world.gateway_key, epoch, 0, 1, receipt))])
+                              (topics.epoch(GATEWAY), sign_epoch(world.gateway_key, epoch, 0, 1, receipt))])
         wait_until(lambda: count(world.store_url, "epochs") == 1 and stored(world.store_url, 1),
                    what="both batches and the epoch stored")
     finally:

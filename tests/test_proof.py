@@ -8,6 +8,7 @@ import json
 import pytest
 
 from govedge.core import merkle, proof
+from govedge.core.epoch import Epoch, batch_head, head_of
 from govedge.anchor import Receipt
 from govedge.core.batch import verify as verify_batch
 from govedge.core.registry import Registry
@@ -20,8 +21,8 @@ def epoch_world(tmp_path):
     world = World(tmp_path / "w", devices=3)
     cose = world.batches(5, per_batch=7)
     batches = [verify_batch(c, lambda g: [world.gateway_key.public_key()]) for c in cose]
-    heads = tuple(proof.head_of(b) for b in batches)
-    epoch = proof.Epoch(GATEWAY, 12, heads)
+    heads = tuple(head_of(b) for b in batches)
+    epoch = Epoch(GATEWAY, 12, heads)
     receipt = Receipt("rest", "govchain-test", epoch.root, "tx-0001", block=812, block_time=1_764_400_900)
     target = batches[3]
     bundle = proof.build(target.messages[5], target.leaves, heads[3], epoch, receipt)
@@ -88,12 +89,12 @@ def test_the_bundle_grows_with_the_logarithm_of_the_readings():
     # ceil(log2(500)) + ceil(log2(2000)) = 9 + 11 hashes, not the batches
     sizes = {}
     for batches, per_batch in ((2, 500), (2000, 500)):
-        heads = tuple(proof.batch_head(GATEWAY, i, 1_764_400_000, "raw", per_batch, bytes(32)) for i in range(batches))
+        heads = tuple(batch_head(GATEWAY, i, 1_764_400_000, "raw", per_batch, bytes(32)) for i in range(batches))
         message = bytes(160)
         leaves = [merkle.leaf_hash(message)] + [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(per_batch - 1)]
-        epoch = proof.Epoch(GATEWAY, 0, heads)
-        head = proof.batch_head(GATEWAY, 1, 1_764_400_000, "raw", per_batch, merkle.root(leaves))
-        epoch = proof.Epoch(GATEWAY, 0, (heads[0], head) + heads[2:])
+        epoch = Epoch(GATEWAY, 0, heads)
+        head = batch_head(GATEWAY, 1, 1_764_400_000, "raw", per_batch, merkle.root(leaves))
+        epoch = Epoch(GATEWAY, 0, (heads[0], head) + heads[2:])
         receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "ab" * 32, block=1, block_time=1)
         bundle = proof.build(message, leaves, head, epoch, receipt)
         sizes[batches * per_batch] = len(proof.dumps(bundle).encode())

@@ -59,16 +59,17 @@ def proof_bytes(readings: int = 1_000_000, per_batch: int = 500) -> dict:
     """Size of one reading's proof bundle (JSON as `govedge gateway proof` writes it) in an epoch of
     ``readings`` readings in batches of ``per_batch``, against the same for an epoch of one batch."""
     from govedge.core import merkle, proof
+    from govedge.core.epoch import Epoch, batch_head
     from govedge.anchor import Receipt
 
     def size(batches: int) -> tuple[int, int]:
         message = bytes(158)  # a reading's size on the wire (govedge bench firmware: message_bytes)
         leaves = [merkle.leaf_hash(message)] + [hashlib.sha256(b"%d" % i).digest() for i in range(per_batch - 1)]
-        head = proof.batch_head("gw-bench-01", 0, 1_764_400_000, "raw", per_batch, merkle.root(leaves))
-        heads = (head,) + tuple(proof.batch_head("gw-bench-01", i, 1_764_400_000, "raw", per_batch,
+        head = batch_head("gw-bench-01", 0, 1_764_400_000, "raw", per_batch, merkle.root(leaves))
+        heads = (head,) + tuple(batch_head("gw-bench-01", i, 1_764_400_000, "raw", per_batch,
                                                  hashlib.sha256(b"root %d" % i).digest())
                                 for i in range(1, batches))
-        epoch = proof.Epoch("gw-bench-01", 0, heads)
+        epoch = Epoch("gw-bench-01", 0, heads)
         receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "ab" * 32, block=812, block_time=1_764_400_900,
                           details={"contract": "0x" + "cd" * 20, "transaction": "0x" + "ab" * 32,
                                    "log_index": 0, "gas_used": 46199})
