@@ -14,6 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cbor2
 
@@ -109,6 +110,63 @@ class StoredReading:
     message: bytes
 
 
+class BatchRow(NamedTuple):
+    seq: int
+    cose: bytes
+    created_at: float
+
+
+class BatchHead(NamedTuple):
+    seq: int
+    head: bytes  # what the epoch tree commits to (govedge.core.proof.batch_head)
+    created_at: float
+
+
+class SignedBatch(NamedTuple):
+    cose: bytes
+    head: bytes | None  # None: a batch from before epochs
+
+
+class LastEpoch(NamedTuple):
+    number: int
+    last_batch: int
+
+
+class EpochOfBatch(NamedTuple):
+    number: int
+    heads: list[bytes]
+    receipt: str | None  # JSON; None until the chain took it
+
+
+class UnanchoredEpoch(NamedTuple):
+    number: int
+    root: bytes
+    receipt: str | None  # JSON of a pending receipt; None until submitted
+
+
+class AnchoredEpoch(NamedTuple):
+    number: int
+    first_batch: int
+    last_batch: int
+    heads: bytes  # CBOR array of the batch heads
+    receipt: str  # JSON
+
+
+class ReadingRow(NamedTuple):
+    message: bytes
+    batch_seq: int | None  # None until batched
+
+
+class QuarantineUsage(NamedTuple):
+    rows: int
+    used: int  # bytes, as the quarantine's budget counts them
+
+
+class Dropped(NamedTuple):
+    batches: int
+    readings: int
+
+
 class Store:
     def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
         self.path = Path(path)
@@ -190,10 +248,10 @@ class Store:
         )
         return len(kept) + len(reason.encode()) + len(source.encode()) + QUARANTINE_ROW_BYTES
 
-    def quarantine_usage(self) -> tuple[int, int]:
-        """(rows, bytes) of the quarantine, as its budget counts them."""
-        rows, used = self.db.execute(f"SELECT count(*), coalesce(sum({_QUARANTINE_BYTES}), 0) FROM quarantine").fetchone()
-        return rows, used
+    def quarantine_usage(self) -> QuarantineUsage:
+        """Rows and bytes of the quarantine, as its budget counts them."""
+        return QuarantineUsage._make(self.db.execute(
+            f"SELECT count(*), coalesce(sum({_QUARANTINE_BYTES}), 0) FROM quarantine").fetchone())
 
     def trim_quarantine(self, max_bytes: int, max_rows: int) -> int:
         """Within its budget again: the sender with the most bytes (rows, when over the row budget)
@@ -273,46 +331,48 @@ class Store:
             (destination, batch_seq),
         )
 
-    def batches_after(self, batch_seq: int, limit: int) -> list[tuple[int, bytes, float]]:
-        return self.db.execute(
-            "SELECT seq, cose, created_at FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (batch_seq, limit)
-        ).fetchall()
+    def batches_after(self, batch_seq: int, limit: int) -> list[BatchRow]:
+        return list(map(BatchRow._make, self.db.execute(
+            "SELECT seq, cose, created_at FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (batch_seq, limit))))
 
     # -- epochs ----------------------------------------------------------------------
 
-    def last_epoch(self) -> tuple[int, int] | None:
-        """(number, last batch) of the newest epoch, or None."""
-        return self.db.execute("SELECT number, last_batch FROM epochs ORDER BY number DESC LIMIT 1").fetchone()
+    def last_epoch(self) -> LastEpoch | None:
+        """The newest epoch, or None."""
+        row = self.db.execute("SELECT number, last_batch FROM epochs ORDER BY number DESC LIMIT 1").fetchone()
+        return None if row is None else LastEpoch._make(row)
 
-    def batch_heads(self, first: int, last: int) -> list[tuple[int, bytes, float]]:
-        """(seq, head, created_at) of the batches first..last that have a head, in order."""
-        return self.db.execute("SELECT seq, head, created_at FROM batches WHERE seq BETWEEN ? AND ? "
-                               "AND head IS NOT NULL ORDER BY seq", (first, last)).fetchall()
+    def batch_heads(self, first: int, last: int) -> list[BatchHead]:
+        """The heads of the batches first..last that have one, in order."""
+        return list(map(BatchHead._make, self.db.execute(
+            "SELECT seq, head, created_at FROM batches WHERE seq BETWEEN ? AND ? AND head IS NOT NULL ORDER BY seq",
+            (first, last))))
 
     def add_epoch(self, number: int, first: int, last: int, root: bytes, heads: list[bytes]) -> None:
         self.db.execute("INSERT INTO epochs (number, first_batch, last_batch, size, root, heads, closed_at) "
                         "VALUES (?,?,?,?,?,?,?)", (number, first, last, len(heads), root,
                                                    cbor2.dumps(heads), time.time()))
 
-    def epoch_of_batch(self, batch_seq: int):
-        """(number, heads, receipt JSON or None) of the epoch holding the batch, or None."""
+    def epoch_of_batch(self, batch_seq: int) -> EpochOfBatch | None:
+        """The epoch holding the batch, or None."""
         row = self.db.execute("SELECT number, heads, receipt FROM epochs WHERE ? BETWEEN first_batch AND last_batch",
                               (batch_seq,)).fetchone()
-        return None if row is None else (row[0], cbor2.loads(row[1]), row[2])
+        return None if row is None else EpochOfBatch(row[0], cbor2.loads(row[1]), row[2])
 
-    def epochs_to_anchor(self, limit: int) -> list[tuple[int, bytes, str | None]]:
-        """(number, root, receipt JSON or None) of the epochs not confirmed on the chain yet, oldest first."""
-        return self.db.execute("SELECT number, root, receipt FROM epochs WHERE confirmed = 0 ORDER BY number "
-                               "LIMIT ?", (limit,)).fetchall()
+    def epochs_to_anchor(self, limit: int) -> list[UnanchoredEpoch]:
+        """The epochs not confirmed on the chain yet, oldest first."""
+        return list(map(UnanchoredEpoch._make, self.db.execute(
+            "SELECT number, root, receipt FROM epochs WHERE confirmed = 0 ORDER BY number LIMIT ?", (limit,))))
 
     def set_receipt(self, number: int, receipt: str, confirmed: bool) -> None:
         self.db.execute("UPDATE epochs SET receipt = ?, confirmed = ?, error = NULL WHERE number = ?",
                         (receipt, int(confirmed), number))
 
-    def confirmed_epochs_after(self, number: int, limit: int) -> list[tuple[int, int, int, bytes, str]]:
-        """(number, first batch, last batch, heads CBOR, receipt JSON) of anchored epochs after number."""
-        return self.db.execute("SELECT number, first_batch, last_batch, heads, receipt FROM epochs "
-                               "WHERE confirmed = 1 AND number > ? ORDER BY number LIMIT ?", (number, limit)).fetchall()
+    def confirmed_epochs_after(self, number: int, limit: int) -> list[AnchoredEpoch]:
+        """The epochs after number the chain has confirmed, in order."""
+        return list(map(AnchoredEpoch._make, self.db.execute(
+            "SELECT number, first_batch, last_batch, heads, receipt FROM epochs "
+            "WHERE confirmed = 1 AND number > ? ORDER BY number LIMIT ?", (number, limit))))
 
     def clear_receipt(self, number: int) -> None:
         self.db.execute("UPDATE epochs SET receipt = NULL, confirmed = 0 WHERE number = ?", (number,))
@@ -320,14 +380,16 @@ class Store:
     def anchor_failed(self, number: int, error: str) -> None:
         self.db.execute("UPDATE epochs SET attempts = attempts + 1, error = ? WHERE number = ?", (error, number))
 
-    def reading_row(self, device_id: str, seq: int) -> tuple[bytes, int | None] | None:
-        """(message, batch seq or None) of a stored reading."""
-        return self.db.execute("SELECT message, batch_seq FROM readings WHERE device_id = ? AND seq = ?",
-                               (device_id, seq)).fetchone()
+    def reading_row(self, device_id: str, seq: int) -> ReadingRow | None:
+        """A stored reading's signed bytes and the batch it is in."""
+        row = self.db.execute("SELECT message, batch_seq FROM readings WHERE device_id = ? AND seq = ?",
+                              (device_id, seq)).fetchone()
+        return None if row is None else ReadingRow._make(row)
 
-    def batch_cose(self, seq: int) -> tuple[bytes, bytes] | None:
-        """(signed bytes, head) of a batch."""
-        return self.db.execute("SELECT cose, head FROM batches WHERE seq = ?", (seq,)).fetchone()
+    def batch_cose(self, seq: int) -> SignedBatch | None:
+        """A batch's signed bytes and head."""
+        row = self.db.execute("SELECT cose, head FROM batches WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else SignedBatch._make(row)
 
     def record_drop(self, what: str, count: int, reason: str) -> None:
         self.db.execute("INSERT INTO drops (at, what, count, reason) VALUES (?,?,?,?)",
@@ -348,7 +410,7 @@ class Store:
             return self.db.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
                                    "WHERE name IN ('quarantine', 'quarantine_sender')").fetchone()[0]
         except sqlite3.OperationalError:  # an SQLite built without dbstat: the budget's own count
-            return self.quarantine_usage()[1]
+            return self.quarantine_usage().used
 
     def prune_delivered(self, destination: str, older_than: float, limit: int) -> int:
         """Forget the oldest batches the destination acknowledged, with their readings."""
@@ -359,10 +421,10 @@ class Store:
             self._delete_batch(seq)
         return len(rows)
 
-    def drop_oldest_unsent(self, destination: str, limit: int) -> tuple[int, int]:
+    def drop_oldest_unsent(self, destination: str, limit: int) -> Dropped:
         """Drop the oldest batches the destination does not have yet (else unbatched readings).
 
-        Returns (batches, readings) dropped; the caller records and counts them.
+        Returns what was dropped; the caller records and counts it.
         """
         rows = self.db.execute("SELECT seq, size FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
                                (self.cursor(destination), limit)).fetchall()
@@ -370,12 +432,12 @@ class Store:
             for seq, _size in rows:
                 self._delete_batch(seq)
             self.advance(destination, rows[-1][0])  # the cursor moves past what is gone
-            return len(rows), sum(size for _, size in rows)
+            return Dropped(len(rows), sum(size for _, size in rows))
         ids = [r[0] for r in self.db.execute(
             "SELECT id FROM readings WHERE batch_seq IS NULL ORDER BY id LIMIT ?", (limit * 100,)).fetchall()]
         self.db.executemany("DELETE FROM held_back WHERE reading_id = ?", [(i,) for i in ids])
         self.db.executemany("DELETE FROM readings WHERE id = ?", [(i,) for i in ids])
-        return 0, len(ids)
+        return Dropped(0, len(ids))
 
     def forget_held_back(self, older_than: float) -> int:
         """The audit record of filtered values is kept for a configured time, then forgotten."""

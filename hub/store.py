@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import cbor2
 
@@ -136,6 +136,23 @@ MAX_TOPIC_CHARS = 256
 
 class StoreError(GovedgeError, RuntimeError):
     code = "store"
+
+
+class Refusal(NamedTuple):
+    code: str
+    reason: str
+
+
+class StoredReading(NamedTuple):
+    message: bytes
+    gateway_id: str
+    batch_seq: int
+
+
+class EpochOfBatch(NamedTuple):
+    number: int
+    heads: list[bytes]
+    receipt: str  # JSON
 
 
 Refused = dict[int, tuple[str, str]]  # leaf index -> (code, reason)
@@ -337,18 +354,19 @@ class HubStore:
                                  "sequence numbers went back (was its store lost?)")
         return bool(inserted)
 
-    def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> tuple[str, str] | None:
-        """Stores a reading; (code, reason) when another reading holds its device id and sequence number."""
+    def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> Refusal | None:
+        """Stores a reading; its refusal when another reading holds its device id and sequence number."""
         if not self._exec(
                 "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
                 (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message)).rowcount:
-            held, gateway_id, batch_seq = self.reading_of(r.device_id, r.seq)
-            if held == message:
+            held = self.reading_of(r.device_id, r.seq)
+            if held.message == message:
                 return None  # in an earlier batch already (a gateway that sent it twice): kept once
-            return ("conflicting_reading", f"reading {r.device_id} #{r.seq} is here already with other contents "
-                                           f"(from batch {gateway_id}/{batch_seq}): the device signed two readings "
-                                           "with one sequence number (was its counter reset?)")
+            return Refusal("conflicting_reading", f"reading {r.device_id} #{r.seq} is here already with other "
+                                                  f"contents (from batch {held.gateway_id}/{held.batch_seq}): the "
+                                                  "device signed two readings with one sequence number (was its "
+                                                  "counter reset?)")
         for pos, m in enumerate(r.measurements):
             self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
                        "VALUES (?,?,?,?,?,?,?)",
@@ -372,21 +390,21 @@ class HubStore:
             (rec.epoch.gateway_id, rec.epoch.number, rec.first, rec.last, len(rec.epoch.heads), rec.epoch.root,
              cbor2.dumps(list(rec.epoch.heads)), rec.receipt.dumps(), rec.cose)).rowcount)
 
-    def reading_of(self, device_id: str, seq: int) -> tuple[bytes, str, int] | None:
-        """(message, gateway id, batch seq) of a stored reading."""
+    def reading_of(self, device_id: str, seq: int) -> StoredReading | None:
+        """A stored reading's signed bytes and the gateway's batch it came in."""
         row = self._exec("SELECT message, gateway_id, batch_seq FROM readings WHERE device_id = ? AND seq = ?",
                          (device_id, seq)).fetchone()
-        return None if row is None else (bytes(row[0]), row[1], row[2])
+        return None if row is None else StoredReading(bytes(row[0]), row[1], row[2])
 
     def batch_bytes(self, gateway_id: str, seq: int) -> bytes | None:
         row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND seq = ?", (gateway_id, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def epoch_of(self, gateway_id: str, batch_seq: int) -> tuple[int, list[bytes], str] | None:
-        """(number, heads, receipt JSON) of the gateway's epoch holding the batch."""
+    def epoch_of(self, gateway_id: str, batch_seq: int) -> EpochOfBatch | None:
+        """The gateway's epoch holding the batch."""
         row = self._exec("SELECT number, heads, receipt FROM epochs WHERE gateway_id = ? AND ? BETWEEN first_batch "
                          "AND last_batch", (gateway_id, batch_seq)).fetchone()
-        return None if row is None else (row[0], cbor2.loads(bytes(row[1])), row[2])
+        return None if row is None else EpochOfBatch(row[0], cbor2.loads(bytes(row[1])), row[2])
 
     def reject(self, topic: str, gateway_id: str | None, code: str, reason: str, payload: bytes,
                device_id: str | None = None, seq: int | None = None) -> None:
@@ -427,10 +445,11 @@ class HubStore:
                 kept_rows, kept_bytes = kept_rows + 1, kept_bytes + n
         return pruned
 
-    def refusal_of(self, device_id: str, seq: int) -> tuple[str, str] | None:
-        """(code, reason) of the hub's latest refusal of that device message, while it is kept."""
-        return self._exec("SELECT code, reason FROM rejected WHERE device_id = ? AND seq = ? ORDER BY id DESC",
-                          (device_id, seq)).fetchone()
+    def refusal_of(self, device_id: str, seq: int) -> Refusal | None:
+        """The hub's latest refusal of that device message, while it is kept."""
+        row = self._exec("SELECT code, reason FROM rejected WHERE device_id = ? AND seq = ? ORDER BY id DESC",
+                         (device_id, seq)).fetchone()
+        return None if row is None else Refusal._make(row)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -445,8 +464,8 @@ class HubStore:
     def reading_ids(self) -> set[tuple[str, int]]:
         return {(d, s) for d, s in self._exec("SELECT device_id, seq FROM readings").fetchall()}
 
-    def rejections(self) -> list[tuple[str, str]]:
-        return [(c, r) for c, r in self._exec("SELECT code, reason FROM rejected ORDER BY id").fetchall()]
+    def rejections(self) -> list[Refusal]:
+        return list(map(Refusal._make, self._exec("SELECT code, reason FROM rejected ORDER BY id")))
 
     def export_rows(self, since: float | None = None, until: float | None = None) -> Iterator[ExportRow]:
         """Readings in (device id, sequence number) order; the window applies to the node's time,

@@ -37,7 +37,7 @@ def test_unsent_readings_past_the_age_limit_go_with_their_whole_batch_and_move_t
     # unbatched; batch 0 was delivered and stays
     assert dropped == 3
     assert store.cursor("hub") == 1
-    assert [s for s, _, _ in store.batches_after(-1, 10)] == [0]
+    assert [b.seq for b in store.batches_after(-1, 10)] == [0]
     assert [r.seq for r in store.unbatched(10)] == [5]
 
 
