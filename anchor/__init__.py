@@ -1,4 +1,4 @@
-"""Anchoring on the govchain: one interface, two kinds of chain behind it.
+"""Anchoring on the govchain: one interface, backends registered by name.
 
 The gateway anchors the RFC 9162 tree head of each epoch's batches; an auditor
 later checks that the same root is on the chain. Backends:
@@ -8,17 +8,131 @@ later checks that the same root is on the chain. Backends:
   up later by its hash; docs/ANCHOR-REST.md).
 - ``govedge.anchor.evm``: an Ethereum-compatible permissioned chain (Hyperledger
   Besu style) over JSON-RPC, through a small anchor contract that emits one event
-  per root (anchor/contracts/).
+  per root (anchor/contracts/; docs/ANCHORING.md).
 
 Anchoring is asynchronous on both: ``submit`` hands the root to the chain and
 returns a pending receipt; ``confirm`` is asked again later until the chain has
 put it in a block. ``lookup`` is the auditor's question, asked of the chain
 alone: is this root anchored, and where?
+
+Each backend module registers itself (``register``) with the settings of its
+``[anchor.<name>]`` section in gateway.toml and two factories: the gateway's
+backend, from the gateway's configuration, and an auditor's, which only looks
+roots up. The configuration check, the gateway, ``govedge gateway install`` and
+``govedge verify`` find a backend by its name (``lookup``) and ask nothing else
+of it. Importing a backend module is cheap: what a chain client needs (web3 for
+the EVM) is imported when a backend is made.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+from govedge.core.config import ConfigError
 # the receipt, the interface and its error are shared with every stage (govedge.core.receipt)
 from govedge.core.receipt import AnchorBackend, AnchorError, Receipt
 
-__all__ = ["AnchorBackend", "AnchorError", "Receipt"]
+__all__ = ["AnchorBackend", "AnchorError", "Receipt", "Setting", "Backend", "NONE", "register", "backend_names",
+           "lookup", "settings_of"]
+
+NONE = "none"  # the [anchor] backend that anchors nothing: epochs are built, not anchored
+BUILT_IN = ("rest", "evm")  # the backend modules of this package, each registering itself when imported
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a backend's ``[anchor.<name>]`` section (the shape of a Fledge plugin_info item)."""
+
+    key: str
+    type: str  # "url", "file" (relative to gateway.toml's folder), "string", "integer", "number"
+    description: str  # lower case, what `govedge gateway install` asks for when it is required
+    required: bool = False
+    default: Any = None  # what the backend uses when the key is not given
+    flag: str | None = None  # the command-line flag that gives it (`govedge gateway install`, `govedge verify`)
+    audit: bool = False  # an auditor gives it too (`govedge verify`), to look roots up
+
+
+class GatewaySide(Protocol):
+    """What a backend is made from on the gateway (govedge.gateway.config.GatewayConfig)."""
+
+    gateway_id: str
+    anchor: dict  # the backend's [anchor.<name>] settings, checked, files made absolute
+
+    def signing_key(self): ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    settings: tuple[Setting, ...]
+    make: Callable[[GatewaySide], AnchorBackend]  # the gateway's backend
+    audit: Callable[[Mapping[str, Any], Mapping | None], AnchorBackend]  # an auditor's: (settings, creator keys)
+    doc: str  # the document that describes the chain and its settings
+
+    @property
+    def address(self) -> Setting:
+        """The setting that says where the chain is: what `govedge verify` chooses the backend by."""
+        return next(s for s in self.settings if s.type == "url")
+
+    def setting(self, key: str) -> Setting:
+        return next(s for s in self.settings if s.key == key)
+
+
+_registry: dict[str, Backend] = {}
+
+
+def register(name: str, *, description: str, settings: tuple[Setting, ...], make: Callable, audit: Callable,
+             doc: str) -> Backend:
+    """Registers a backend under ``name`` (a backend module calls this once, when it is imported)."""
+    if name == NONE or name in _registry:
+        raise ValueError(f"anchor backend {name!r} is registered already")
+    backend = Backend(name, description, tuple(settings), make, audit, doc)
+    _registry[name] = backend
+    return backend
+
+
+def _load_built_in() -> None:
+    for name in BUILT_IN:
+        if name not in _registry:
+            importlib.import_module(f"{__name__}.{name}")
+
+
+def backend_names() -> tuple[str, ...]:
+    """The registered backends' names, built-in ones first ("rest", "evm")."""
+    _load_built_in()
+    return tuple(_registry)
+
+
+def lookup(name: str) -> Backend:
+    """The backend registered as ``name``; a ConfigError naming the known ones if there is none."""
+    _load_built_in()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise ConfigError(f"[anchor] backend must be {_choices()}, not {name!r}") from None
+
+
+def _choices() -> str:
+    names = [repr(n) for n in backend_names()] + [repr(NONE)]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def settings_of(name: str, section: Mapping, base) -> dict:
+    """The ``[anchor.<name>]`` section checked against the backend's settings: a ConfigError names
+    unknown and missing keys; file settings are made relative to ``base`` (gateway.toml's folder)."""
+    backend = lookup(name)
+    known = {s.key: s for s in backend.settings}
+    given = dict(section)
+    extra = set(given) - set(known)
+    missing = {k for k, s in known.items() if s.required} - set(given)
+    if extra or missing:
+        raise ConfigError(f"[anchor.{name}]: " + "; ".join(
+            ([f"unknown keys {sorted(extra)}"] if extra else []) + ([f"missing {sorted(missing)}"] if missing else []))
+            + f" (keys: {sorted(known)})")
+    for key, value in given.items():
+        if known[key].type == "file":
+            given[key] = str(base / value)
+    return given

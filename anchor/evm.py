@@ -8,6 +8,10 @@ contract remembers the block that first recorded each root and emits one
 ``Anchored(root, epoch, gateway)`` event for it; ``lookup`` reads both back,
 which is all an auditor needs: an RPC URL and the contract's address
 (docs/ANCHORING.md).
+
+web3 and eth-account (the [evm] extra) are imported when a backend, a key file or a
+deployment needs them, not with this module: the configuration check and `govedge
+verify` read this backend's settings without paying for them.
 """
 
 from __future__ import annotations
@@ -19,34 +23,24 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
-from eth_account import Account
-from eth_utils.exceptions import ValidationError as EthValidationError
-from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
-from web3.middleware import ExtraDataToPOAMiddleware
-from web3.providers.base import BaseProvider
 
 from govedge.core.errors import GovedgeError
 
-from . import AnchorError, Receipt
+from . import AnchorError, Receipt, Setting, register
 
-try:  # the demo's in-process chain reports reverts with its own exception
-    from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
-
-    _REVERTED = (ContractLogicError, _TesterTransactionFailed)
-except ImportError:  # pragma: no cover - eth-tester is installed with the package
-    _REVERTED = (ContractLogicError,)
+if TYPE_CHECKING:
+    from web3 import Web3
+    from web3.providers.base import BaseProvider
 
 log = logging.getLogger("govedge.anchor.evm")
 
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 ARTIFACT_PATH = CONTRACTS_DIR / "Anchor.json"
 ANCHORED_EVENT = "Anchored(bytes32,uint64,address)"
-ANCHORED_TOPIC = Web3.keccak(text=ANCHORED_EVENT)
+# keccak256(ANCHORED_EVENT), as docs/ANCHORING.md lists it (tests/test_anchor_evm.py computes it again)
+ANCHORED_TOPIC = bytes.fromhex("04c6e8902af2455403f7e7d6149fbf152c5b047361b508768fbc613faadf38bf")
 ZERO_ROOT = bytes(32)
 
 # how much more gas than the node's estimate a transaction may use
@@ -88,6 +82,8 @@ def read_key_file(path: str | os.PathLike) -> bytes:
     if len(text) != 64:
         raise KeyFileError(f"account key file {path} must hold 64 hex digits (a 32-byte key), "
                            f"it holds {len(text)} characters")
+    from eth_account import Account
+
     try:
         key = bytes.fromhex(text)
         Account.from_key(key)
@@ -98,6 +94,8 @@ def read_key_file(path: str | os.PathLike) -> bytes:
 
 def create_key_file(path: str | os.PathLike) -> str:
     """A new account key in ``path`` (owner-only, never overwritten); returns the account's address."""
+    from eth_account import Account
+
     path = Path(path)
     account = Account.from_key(secrets.token_bytes(32))
     try:
@@ -111,6 +109,8 @@ def create_key_file(path: str | os.PathLike) -> str:
 
 def _account(key: bytes | str | os.PathLike):
     """A local signing account from raw key bytes or from a key file."""
+    from eth_account import Account
+
     if isinstance(key, (bytes, bytearray)):
         if len(key) != 32:
             raise KeyFileError(f"an account key has 32 bytes, this one has {len(key)}")
@@ -123,6 +123,8 @@ def _where(rpc: Any) -> str:
     if isinstance(rpc, str):
         parts = urlsplit(rpc)
         return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    from web3 import Web3
+
     provider = rpc.provider if isinstance(rpc, Web3) else rpc
     uri = getattr(provider, "endpoint_uri", None)
     return _where(str(uri)) if uri else type(provider).__name__
@@ -130,6 +132,9 @@ def _where(rpc: Any) -> str:
 
 def connect(rpc: str | BaseProvider | Web3, timeout_s: float = 10.0) -> Web3:
     """A Web3 client for an RPC URL, a provider (such as EthereumTesterProvider) or a client itself."""
+    from web3 import Web3
+    from web3.middleware import ExtraDataToPOAMiddleware
+
     if isinstance(rpc, Web3):
         w3 = rpc
     elif isinstance(rpc, str):
@@ -176,6 +181,8 @@ class _Sender:
     def fees(self) -> dict:
         """A configured gas price (0 on free-gas chains) as a legacy price; else EIP-1559 where blocks
         have a base fee, and the node's gas price where they have none."""
+        from web3.exceptions import Web3RPCError
+
         if self.gas_price is not None:
             return {"gasPrice": self.gas_price}
         with self.talking("asking for the fees"):
@@ -250,6 +257,10 @@ class _Talking:
     def __exit__(self, kind, exc, tb):
         if exc is None or isinstance(exc, (AnchorError, _NodeSaid)):
             return False
+        import requests
+        from eth_utils.exceptions import ValidationError as EthValidationError
+        from web3.exceptions import TransactionNotFound, Web3Exception, Web3RPCError
+
         if isinstance(exc, TransactionNotFound):
             return False  # an answer, not a failure: the caller decides
         what, where = self.what, self.sender.where
@@ -260,7 +271,7 @@ class _Talking:
         if isinstance(exc, (OSError, TimeoutError)):  # refused, reset, timed out, DNS (requests' errors are OSErrors)
             raise AnchorError("unreachable", f"{what}: the node at {where} does not answer "
                                              f"({_short(exc)})") from None
-        if isinstance(exc, _REVERTED):
+        if isinstance(exc, _reverted()):
             raise AnchorError("rejected", f"{what}: the contract refused it: {self._revert_reason(exc)}") from None
         if isinstance(exc, (Web3RPCError, EthValidationError)):
             message = _rpc_message(exc)
@@ -294,6 +305,17 @@ class _Talking:
             if selector.hex() in said or repr(selector)[2:-1] in said:
                 return name
         return _short(exc)
+
+
+def _reverted() -> tuple[type, ...]:
+    """What a contract's revert raises: web3's exception, or the demo's in-process chain's own."""
+    from web3.exceptions import ContractLogicError
+
+    try:
+        from eth_tester.exceptions import TransactionFailed
+    except ImportError:  # pragma: no cover - eth-tester comes with the demo
+        return (ContractLogicError,)
+    return (ContractLogicError, TransactionFailed)
 
 
 def _rpc_message(exc: Exception) -> str:
@@ -334,6 +356,8 @@ class EvmAnchor:
     def __init__(self, rpc: str | BaseProvider | Web3, contract: str, key: bytes | str | os.PathLike | None = None, *,
                  gas_price: int | None = None, confirmations: int = 1, wait_s: float = 2.0,
                  poll_s: float = 0.2, timeout_s: float = 10.0):
+        from web3 import Web3
+
         if not Web3.is_address(contract):
             raise ValueError(f"contract address {contract!r} is not a 20-byte hex address")
         if confirmations < 1:
@@ -439,6 +463,8 @@ class EvmAnchor:
             return self.contract.functions.anchoredAt(root).call()
 
     def _transaction_receipt(self, tx_hash: str):
+        from web3.exceptions import TransactionNotFound
+
         with self.sender.talking(f"asking for the receipt of transaction {tx_hash}"):
             try:
                 return self.w3.eth.get_transaction_receipt(tx_hash)
@@ -446,6 +472,8 @@ class EvmAnchor:
                 return None
 
     def _known_transaction(self, tx_hash: str) -> bool:
+        from web3.exceptions import TransactionNotFound
+
         with self.sender.talking(f"asking for transaction {tx_hash}"):
             try:
                 return self.w3.eth.get_transaction(tx_hash) is not None
@@ -519,6 +547,8 @@ def _check_root(root: bytes) -> bytes:
 
 def _error_selectors(artifact: dict) -> dict[bytes, str]:
     """Revert selector -> "ZeroRoot (The root is all zeros: ...)", from the contract's ABI and its notices."""
+    from web3 import Web3
+
     notices = artifact.get("userdoc", {}).get("errors", {})
     named = {}
     for e in artifact["abi"]:
@@ -532,6 +562,8 @@ def _error_selectors(artifact: dict) -> dict[bytes, str]:
 def deploy(rpc: str | BaseProvider | Web3, key: bytes | str | os.PathLike, *, gas_price: int | None = None,
            wait_s: float = 60.0, timeout_s: float = 10.0) -> str:
     """Installs the anchor contract with the account ``key`` (a key file or raw 32 bytes); its address."""
+    from web3.exceptions import TransactionNotFound
+
     w3 = connect(rpc, timeout_s)
     artifact = load_artifact()
     sender = _Sender(w3, _account(key), _where(rpc), gas_price, _error_selectors(artifact))
@@ -554,3 +586,32 @@ def deploy(rpc: str | BaseProvider | Web3, key: bytes | str | os.PathLike, *, ga
     log.info("anchor contract installed at %s on eip155:%d by %s", receipt["contractAddress"], sender.chain_id,
              sender.account.address)
     return receipt["contractAddress"]
+
+
+# --- the backend as gateway.toml's [anchor.evm] names it ---
+
+
+def _for_gateway(gateway) -> EvmAnchor:
+    """The gateway's backend: its own account (key_file) sends the roots."""
+    a = gateway.anchor
+    return EvmAnchor(a["rpc_url"], a["contract"], a["key_file"], gas_price=a.get("gas_price_wei"),
+                     confirmations=int(a.get("confirmations", 1)))
+
+
+def _for_auditor(settings, creator_keys) -> EvmAnchor:
+    """An auditor's backend: no account, it looks roots up (who sent them is in each receipt)."""
+    return EvmAnchor(settings["rpc_url"], settings["contract"], None)
+
+
+register(
+    "evm", description="Ethereum-compatible chain (Hyperledger Besu style) over JSON-RPC, through the anchor contract",
+    settings=(
+        Setting("rpc_url", "url", "the govchain node's JSON-RPC URL", required=True, flag="--rpc", audit=True),
+        Setting("contract", "string", "the anchor contract's address", required=True, flag="--contract",
+                audit=True),
+        Setting("key_file", "file", "the gateway's Ethereum account key file", required=True, flag="--anchor-key"),
+        Setting("gas_price_wei", "integer", "fixed gas price in wei (0 on free-gas Besu networks)",
+                default="the chain's"),
+        Setting("confirmations", "integer", "blocks before a root counts as anchored", default=1),
+    ),
+    make=_for_gateway, audit=_for_auditor, doc="docs/ANCHORING.md")

@@ -41,14 +41,13 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from govedge.core.wire import DEVICE_ID
-from . import AnchorError, Receipt
+from . import AnchorError, Receipt, Setting, register
 
 API_MAJOR_VERSION = "1"
 TRANSACTION_TYPE = "HashCreation"
@@ -89,6 +88,14 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def canonical_json(value) -> bytes:
+    """RFC 8785 canonical JSON (the rfc8785 package comes with the [gateway] extra, imported when first used:
+    the backend registers itself, and `govedge` builds its command line, without it)."""
+    import rfc8785
+
+    return rfc8785.dumps(value)
+
+
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     """The RFC 7638 JWK thumbprint of a P-256 key: the keyId a HashCreation names."""
     numbers = public_key.public_numbers()
@@ -96,17 +103,17 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     # lexicographic order without whitespace, which is what RFC 8785 makes of them
     jwk = {"crv": "P-256", "kty": "EC", "x": b64url(numbers.x.to_bytes(32, "big")),
            "y": b64url(numbers.y.to_bytes(32, "big"))}
-    return b64url(hashlib.sha256(rfc8785.dumps(jwk)).digest())
+    return b64url(hashlib.sha256(canonical_json(jwk)).digest())
 
 
 def signing_input(transaction: Mapping) -> bytes:
     """The bytes the signature covers: RFC 8785 canonical JSON of every member but ``signature``."""
-    return rfc8785.dumps({k: v for k, v in transaction.items() if k != "signature"})
+    return canonical_json({k: v for k, v in transaction.items() if k != "signature"})
 
 
 def transaction_id(transaction: Mapping) -> str:
     """SHA-256 over the RFC 8785 canonical JSON of the whole signed transaction, lowercase hex."""
-    return hashlib.sha256(rfc8785.dumps(dict(transaction))).hexdigest()
+    return hashlib.sha256(canonical_json(dict(transaction))).hexdigest()
 
 
 def format_date(seconds: float) -> str:
@@ -467,3 +474,30 @@ def _snippet(value) -> str:
     elif not isinstance(value, str):
         value = json.dumps(value)
     return repr(value[:200] + ("..." if len(value) > 200 else ""))
+
+
+# --- the backend as gateway.toml's [anchor.rest] names it ---
+
+
+def _for_gateway(gateway) -> RestAnchor:
+    """The gateway's backend: it signs with the gateway's own key, under its id."""
+    a = gateway.anchor
+    return RestAnchor(a["url"], creator=gateway.gateway_id, key=gateway.signing_key(), ca_file=a.get("ca"),
+                      timeout=float(a.get("timeout_s", DEFAULT_TIMEOUT)))
+
+
+def _for_auditor(settings, creator_keys) -> RestAnchor:
+    """An auditor's backend: with ``creator_keys``, only records the gateway signed count."""
+    return RestAnchor(settings["url"], ca_file=settings.get("ca"), creator_keys=creator_keys)
+
+
+register(
+    "rest", description="GovChain NRW observer: a signed HashCreation per root (REST hash API)",
+    settings=(
+        Setting("url", "url", "the govchain observer's URL (REST anchoring)", required=True, flag="--observer",
+                audit=True),
+        Setting("ca", "file", "CAs of the observer's certificate (PEM)", default="the system's", flag="--ca",
+                audit=True),
+        Setting("timeout_s", "number", "seconds for every connect and every read", default=DEFAULT_TIMEOUT),
+    ),
+    make=_for_gateway, audit=_for_auditor, doc="docs/ANCHOR-REST.md")

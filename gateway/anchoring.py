@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from govedge import anchor
 from govedge.anchor import AnchorBackend, AnchorError, Receipt
 
 from .config import GatewayConfig
@@ -31,19 +32,11 @@ CONFIRM_EVERY_S = 2.0
 
 
 def make_backend(cfg: GatewayConfig) -> AnchorBackend | None:
-    """The configured backend ([anchor] backend), or None when epochs are not anchored."""
-    a = cfg.anchor
-    if cfg.anchor_backend == "rest":
-        from govedge.anchor.rest import RestAnchor
-
-        return RestAnchor(a["url"], creator=cfg.gateway_id, key=cfg.signing_key(), ca_file=a.get("ca"),
-                          **({"timeout": float(a["timeout_s"])} if "timeout_s" in a else {}))
-    if cfg.anchor_backend == "evm":
-        from govedge.anchor.evm import EvmAnchor
-
-        return EvmAnchor(a["rpc_url"], a["contract"], a["key_file"], gas_price=a.get("gas_price_wei"),
-                         confirmations=int(a.get("confirmations", 1)))
-    return None
+    """The configured backend ([anchor] backend), or None when epochs are not anchored. The REST
+    backend signs with the gateway's own key (cfg.signing_key()), the EVM one with its account's."""
+    if cfg.anchor_backend == anchor.NONE:
+        return None
+    return anchor.lookup(cfg.anchor_backend).make(cfg)
 
 
 class Anchorer(threading.Thread):

@@ -8,6 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from govedge import anchor as anchoring
 from govedge.core.config import ConfigError, MqttEndpoint, endpoint, read_toml, workers
 
 
@@ -41,7 +42,7 @@ class GatewayConfig:
     filter: dict = field(default_factory=dict)
     aggregate: dict = field(default_factory=dict)
     epoch_s: float = 600.0  # an epoch's batches are anchored as one root this long after its first batch
-    anchor_backend: str = "none"  # "rest", "evm", or "none" (epochs are built, not anchored)
+    anchor_backend: str = anchoring.NONE  # a registered backend ("rest", "evm"), or "none": built, not anchored
     anchor: dict = field(default_factory=dict)  # the backend's own settings: [anchor.rest] or [anchor.evm]
     _key: ec.EllipticCurvePrivateKey | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -57,13 +58,6 @@ class GatewayConfig:
                 raise ConfigError(f"[gateway] key_file {self.key_file}: not a P-256 key")
             self._key = key
         return self._key
-
-
-# each backend's keys, and whether it must be given
-ANCHOR_KEYS = {
-    "rest": {"url": True, "ca": False, "timeout_s": False},
-    "evm": {"rpc_url": True, "contract": True, "key_file": True, "gas_price_wei": False, "confirmations": False},
-}
 
 
 def load(path: str | Path) -> GatewayConfig:
@@ -114,28 +108,20 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         filter=doc.get("filter") or {},
         aggregate=doc.get("aggregate") or {},
         epoch_s=float((doc.get("anchor") or {}).get("epoch_s", 600)),
-        anchor_backend=(doc.get("anchor") or {}).get("backend", "none"),
+        anchor_backend=(doc.get("anchor") or {}).get("backend", anchoring.NONE),
     )
     anchor = doc.get("anchor") or {}
-    extra = set(anchor) - {"epoch_s", "backend", "rest", "evm"}
+    backends = anchoring.backend_names()
+    extra = set(anchor) - {"epoch_s", "backend", *backends}
     if extra:
-        raise ConfigError(f"[anchor]: unknown keys {sorted(extra)} (known: backend, epoch_s, [anchor.rest], [anchor.evm])")
-    if cfg.anchor_backend not in ("none", "rest", "evm"):
-        raise ConfigError(f"[anchor] backend must be 'rest', 'evm' or 'none', not {cfg.anchor_backend!r}")
+        raise ConfigError(f"[anchor]: unknown keys {sorted(extra)} (known: backend, epoch_s, "
+                          + ", ".join(f"[anchor.{name}]" for name in backends) + ")")
+    if cfg.anchor_backend != anchoring.NONE:
+        anchoring.lookup(cfg.anchor_backend)  # names the known backends if there is none of that name
     if cfg.epoch_s <= 0:
         raise ConfigError("[anchor] epoch_s must be positive")
-    if cfg.anchor_backend != "none":
-        cfg.anchor = dict(anchor.get(cfg.anchor_backend) or {})
-        known = ANCHOR_KEYS[cfg.anchor_backend]
-        extra = set(cfg.anchor) - set(known)
-        missing = {k for k, required in known.items() if required} - set(cfg.anchor)
-        if extra or missing:
-            raise ConfigError(f"[anchor.{cfg.anchor_backend}]: " + "; ".join(
-                ([f"unknown keys {sorted(extra)}"] if extra else []) + ([f"missing {sorted(missing)}"] if missing else []))
-                + f" (keys: {sorted(known)})")
-        for k in ("ca", "key_file"):
-            if k in cfg.anchor:
-                cfg.anchor[k] = str(base / cfg.anchor[k])
+    if cfg.anchor_backend != anchoring.NONE:
+        cfg.anchor = anchoring.settings_of(cfg.anchor_backend, anchor.get(cfg.anchor_backend) or {}, base)
     if not cfg.ingest.client_id:
         cfg.ingest.client_id = f"govedge-gateway-{cfg.gateway_id}"
     if not cfg.hub.client_id:

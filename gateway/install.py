@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from govedge.anchor import NONE as NO_ANCHORING
 from govedge.core import topics, wire
 from govedge.core.registry import Registry
 from govedge.core.errors import GovedgeError
@@ -78,8 +79,8 @@ class Options:
     broker_names: list[str] = field(default_factory=list)  # host names and addresses the nodes use
     registry: Path | None = None
     devices: Path | None = None  # provisioning's folder: the devices' configs get their credentials
-    anchor: str = "none"
-    anchor_settings: dict = field(default_factory=dict)
+    anchor: str = NO_ANCHORING  # a registered backend's name (govedge.anchor.backend_names())
+    anchor_settings: dict = field(default_factory=dict)  # its required settings
 
 
 class Layout:
@@ -262,7 +263,7 @@ def _toml(o: Options, lay: Layout, password: str, old: dict) -> str:
         if v:
             hub.append(f"{k} = {q(str(v))}")
     anchor = [f"backend = {q(o.anchor)}", f"epoch_s = {old.get('anchor', {}).get('epoch_s', 600)}"]
-    if o.anchor != "none":
+    if o.anchor != NO_ANCHORING:
         anchor.append(f"\n[anchor.{o.anchor}]")
         anchor += [f"{k} = {q(v) if isinstance(v, str) else v}" for k, v in sorted(o.anchor_settings.items())]
     return "\n".join([
@@ -420,14 +421,14 @@ def _check_tcp(name: str, host: str, port: int) -> tuple[str, bool, str]:
 
 
 def _check_chain(cfg) -> tuple[str, bool | None, str]:
-    if cfg.anchor_backend == "none":
-        return ("govchain", None, "no anchoring configured ([anchor] backend = \"none\")")
     from govedge.anchor import AnchorError
 
     from .anchoring import make_backend
 
     try:
         backend = make_backend(cfg)
+        if backend is None:
+            return ("govchain", None, f"no anchoring configured ([anchor] backend = \"{NO_ANCHORING}\")")
         backend.lookup(bytes(31) + b"\x01")  # any root: the answer proves the chain answers
     except (AnchorError, OSError, ValueError) as exc:
         return ("govchain", False, f"{cfg.anchor_backend}: {exc}")

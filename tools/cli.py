@@ -139,19 +139,22 @@ def _ask(value, question: str, default: str | None = None) -> str:
     raise SystemExit(f"govedge gateway install: {question.lower()} is needed (give it as a flag)")
 
 
+def _flag_value(args: argparse.Namespace, flag: str | None):
+    """The value a command's flag (e.g. "--anchor-key") was given, or None (also for a flag it does not take)."""
+    return getattr(args, flag.removeprefix("--").replace("-", "_"), None) if flag else None
+
+
 def _cmd_gateway_install(args: argparse.Namespace) -> int:
     import socket
     from pathlib import Path
 
+    from govedge import anchor
     from govedge.gateway import install
 
     anchor_settings = {}
-    if args.anchor == "rest":
-        anchor_settings = {"url": _ask(args.observer, "The govchain observer's URL (REST anchoring)")}
-    elif args.anchor == "evm":
-        anchor_settings = {"rpc_url": _ask(args.rpc, "The govchain node's JSON-RPC URL"),
-                           "contract": _ask(args.contract, "The anchor contract's address"),
-                           "key_file": _ask(args.anchor_key, "The gateway's Ethereum account key file")}
+    if args.anchor != anchor.NONE:  # the backend's required settings, from their flags or asked for
+        anchor_settings = {s.key: _ask(_flag_value(args, s.flag), s.description[0].upper() + s.description[1:])
+                           for s in anchor.lookup(args.anchor).settings if s.required}
     options = install.Options(
         root=Path(args.root).resolve(),
         gateway_id=_ask(args.gateway_id, "Gateway id (e.g. gw-koeln-01)"),
@@ -216,8 +219,9 @@ def _write_text(text: str, output: str | None) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
-    from govedge.core import proof
+    from govedge import anchor
     from govedge.anchor import AnchorError
+    from govedge.core import proof
     from govedge.core.registry import Registry, RegistryError
 
     try:
@@ -227,25 +231,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"govedge verify: {exc}", file=sys.stderr)
         return 2
     chain = None
+    # the chain to ask: the backend whose address was given (--observer, --rpc)
+    asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
+    if len(asked) > 1:
+        print(f"govedge verify: give one chain to ask, not {' and '.join(b.address.flag for b in asked)}",
+              file=sys.stderr)
+        return 2
     try:
-        if args.rpc:
-            from govedge.anchor.evm import EvmAnchor
-
-            if not args.contract:
-                print("govedge verify: --rpc needs --contract, the anchor contract's address you trust",
-                      file=sys.stderr)
+        if asked:
+            backend = asked[0]
+            settings = {s.key: _flag_value(args, s.flag) for s in backend.settings
+                        if s.audit and _flag_value(args, s.flag)}
+            missing = [s for s in backend.settings if s.audit and s.required and s.key not in settings]
+            if missing:
+                print(f"govedge verify: {backend.address.flag} needs {missing[0].flag}, {missing[0].description} "
+                      "you trust", file=sys.stderr)
                 return 2
-            chain = EvmAnchor(args.rpc, args.contract, None)
-        elif args.observer:
-            from govedge.anchor.rest import RestAnchor
-
             creator_keys = None
-            if args.gateway_key:  # the observer's records must be signed by the gateway itself
+            if args.gateway_key:  # the chain's records must be signed by the gateway itself
                 from govedge.hub.gateways import load_public_key
 
                 gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
                 creator_keys = {gateway_id: [load_public_key(args.gateway_key)]}
-            chain = RestAnchor(args.observer, ca_file=args.ca, creator_keys=creator_keys)
+            chain = backend.audit(settings, creator_keys)
     except (AnchorError, ValueError, OSError) as exc:
         print(f"govedge verify: {exc}", file=sys.stderr)
         return 2
@@ -342,6 +350,8 @@ def _cmd_hub_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from govedge import anchor
+
     parser = argparse.ArgumentParser(
         prog="govedge",
         description="govchain-edge: signed sensor readings from street boards to the IoT-Hub.",
@@ -419,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-ca", help="CA file of the hub broker's certificate")
     p.add_argument("--hub-cert", help="the gateway's client certificate for the hub broker")
     p.add_argument("--hub-key", help="its key")
-    p.add_argument("--anchor", choices=["none", "rest", "evm"], default="none", help="anchoring backend")
+    p.add_argument("--anchor", choices=[anchor.NONE, *anchor.backend_names()], default=anchor.NONE,
+                   help="anchoring backend")
     p.add_argument("--observer", help="REST anchoring: the observer's URL")
     p.add_argument("--rpc", help="EVM anchoring: the node's JSON-RPC URL")
     p.add_argument("--contract", help="EVM anchoring: the anchor contract's address")
