@@ -9,8 +9,8 @@ import struct
 
 try:
     from micropython import const
-except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
-    const = lambda x: x  # noqa: E731
+except ImportError:  # CPython (the Raspberry Pi node): const() of an integer is the integer
+    const = int
 
 MAX_MESSAGE = const(4096)
 _DELIMITER = const(0)

@@ -17,8 +17,8 @@ import os
 
 try:
     from micropython import const
-except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
-    const = lambda x: x  # noqa: E731
+except ImportError:  # CPython (the Raspberry Pi node): const() of an integer is the integer
+    const = int
 
 # FIPS 186-5 / SEC 2, curve secp256r1 (a = -3); plain globals, not const(): a folded
 # big integer would be copied into every function that uses it

@@ -5,8 +5,8 @@
 
 try:
     from micropython import const
-except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
-    const = lambda x: x  # noqa: E731
+except ImportError:  # CPython (the Raspberry Pi node): const() of an integer is the integer
+    const = int
 
 from clock import sleep_ms, ticks_diff, ticks_ms
 

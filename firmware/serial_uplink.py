@@ -11,8 +11,8 @@ import binascii
 
 try:
     from micropython import const
-except ImportError:  # CPython (the Raspberry Pi node): const() is the value itself
-    const = lambda x: x  # noqa: E731
+except ImportError:  # CPython (the Raspberry Pi node): const() of an integer is the integer
+    const = int
 
 import frame
 import clock
