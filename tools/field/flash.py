@@ -1,4 +1,4 @@
-"""`govedge flash` and `govedge monitor`: a provisioned device onto its board, and the board's log.
+"""`govedge flash`: a provisioned device onto its board, running.
 
 flash, step by step (docs/NODE.md, "Flashing a board"):
  1. with --micropython IMAGE.bin, MicroPython onto a blank ESP32-family board (esptool's
@@ -12,9 +12,8 @@ flash, step by step (docs/NODE.md, "Flashing a board"):
     reconnected and the upload resumed; files already in place are recognised by their hash;
  4. every file's SHA-256 read back once more; a soft reset; the node's log followed until its
     first signed message is delivered ("uplink: first message delivered"), or until its first
-    error line, named in plain words.
-
-monitor prints a board's log lines as they come, until Ctrl-C.
+    error line, named in plain words (the node's words are in govedge.tools.field.monitor,
+    which also holds `govedge monitor`).
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import re
 import sys
 import tempfile
 import time
@@ -32,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from govedge.tools.field import firmware
+# the node's log, read by follow() below; monitor is `govedge monitor`, reached here by the CLI
+from govedge.tools.field.monitor import PROMPT, SOFT_REBOOT, TRACEBACK, judge, monitor, port_problem  # noqa: F401
 from govedge.core.errors import GovedgeError
 
 PART = ".part"  # a file on its way; renamed to its name once its SHA-256 is right
@@ -194,14 +193,6 @@ class Progress:
 # -- the serial line -----------------------------------------------------------------------------
 
 
-def _port_problem(port: str) -> str:
-    if not os.path.exists(port):
-        return f"there is no serial port {port}: is the board plugged in? (ls /dev/serial/by-id/ lists them)"
-    if not os.access(port, os.R_OK | os.W_OK):
-        return f"no permission to open {port}: add your user to the 'dialout' group and log in again"
-    return f"cannot open {port}: another program has it open (govedge monitor, a serial terminal)?"
-
-
 def _line_errors() -> tuple[type[BaseException], ...]:
     import struct
 
@@ -242,7 +233,7 @@ class Board:
                 self.close()
                 if time.monotonic() >= deadline:
                     if not opened:
-                        raise FlashError(_port_problem(self.port)) from None
+                        raise FlashError(port_problem(self.port)) from None
                     got = said.getvalue().strip()
                     raise FlashError(
                         f"no MicroPython REPL answers on {self.port} ({exc}"
@@ -404,40 +395,6 @@ def upload(port: str, baud: int, files: list[BoardFile], say, wait_s: float = CO
 
 # -- the node's first boot --------------------------------------------------------------------------
 
-_LOG_LINE = re.compile(r"^\[\s*\d+\.\d{3}\] (\w+): (.*)$")
-
-
-def judge(line: str) -> tuple[str, str] | None:
-    """What a line of the node's log means for flashing: ("error", in plain words),
-    ("connected", broker), ("up", device), ("delivered", "#seq"); None for the others."""
-    if line.startswith("[config] "):
-        return "error", "bad key file" if line.startswith("[config] key:") else "bad config"
-    m = _LOG_LINE.match(line)
-    if not m:
-        return None
-    tag, text = m.groups()
-    if tag == "node" and " up: " in text:
-        return "up", text.split(" ", 1)[0]
-    if tag == "mqtt" and text.startswith("connected to "):
-        return "connected", text[len("connected to "):]
-    if tag == "wifi" and text.startswith("could not join"):
-        return "error", "Wi-Fi failed"
-    if tag == "uplink" and text.startswith("first message delivered"):
-        return "delivered", text[len("first message delivered"):].strip(" ()")
-    if tag == "uplink" and " unreachable" in text:
-        return "error", "broker unreachable"
-    if tag == "uplink" and text != "buffer sent" and not text.startswith("first message delivered"):
-        return "error", "sending failed"
-    if tag == "sensor" and not text.endswith("working again"):
-        name, _, why = text.partition(": ")
-        if "ENODEV" in why or "Errno 19" in why:
-            return "error", f"sensor {name} missing (no answer on its bus)"
-        return "error", f"sensor {name} failing"
-    if tag == "node" and text.startswith("cycle failed"):
-        return "error", "the node's cycle failed"
-    return None
-
-
 def follow(board: Board, cfg: dict, say, timeout: float = FOLLOW_TIMEOUT_S) -> str:
     """Soft-reset the board and read the node's log until it has published, or says why not.
 
@@ -468,7 +425,7 @@ def follow(board: Board, cfg: dict, say, timeout: float = FOLLOW_TIMEOUT_S) -> s
             raw, buf = buf.split(b"\n", 1)
             line = raw.decode("utf-8", "replace").rstrip("\r")
             if not booted:
-                booted = "soft reboot" in line  # what came before is the REPL's
+                booted = SOFT_REBOOT in line  # what came before is the REPL's
                 continue
             if not line.strip():
                 continue
@@ -478,7 +435,7 @@ def follow(board: Board, cfg: dict, say, timeout: float = FOLLOW_TIMEOUT_S) -> s
                 if not line.startswith((" ", "\t")):  # the exception itself, after the frames
                     raise NodeFailed("the firmware stopped with an error", line)
                 continue
-            if line.startswith("Traceback (most recent call last)"):
+            if line.startswith(TRACEBACK):
                 in_traceback = True
                 continue
             verdict = judge(line)
@@ -491,7 +448,7 @@ def follow(board: Board, cfg: dict, say, timeout: float = FOLLOW_TIMEOUT_S) -> s
                 where = f"its broker {what}"
             if kind == "delivered":
                 return f"first signed message {what} delivered over {where or 'its link'}"
-        if booted and buf.endswith(b">>> "):
+        if booted and buf.endswith(PROMPT):
             raise FlashError(f"main.py ended and the board is back at its REPL; the node's last line: "
                              f"{last or '(nothing)'}")
 
@@ -588,44 +545,3 @@ def flash(device_id: str, port: str, devices: Path = Path("devices"), registry: 
                          f"place: govedge monitor --port {port} shows the node's log") from None
     finally:
         board.close()
-
-
-# -- govedge monitor ------------------------------------------------------------------------------------
-
-
-def monitor(port: str, baud: int = 115200, out=None) -> int:
-    """Print the board's lines as they come, until Ctrl-C; waits for the port when it goes away."""
-    import serial
-
-    out = out or sys.stdout
-    buf = b""
-    announced = False
-    try:
-        while True:
-            try:
-                ser = serial.Serial(port, baud, timeout=0.2, exclusive=True)
-            except (serial.SerialException, OSError):
-                if not announced:
-                    print(f"govedge monitor: {_port_problem(port)}; waiting for it (Ctrl-C ends)",
-                          file=sys.stderr, flush=True)
-                    announced = True
-                time.sleep(0.5)
-                continue
-            announced = False
-            print(f"govedge monitor: {port} at {baud} baud (Ctrl-C ends)", file=sys.stderr, flush=True)
-            try:
-                with ser:
-                    while True:
-                        buf += ser.read(ser.in_waiting or 1)
-                        while b"\n" in buf:
-                            raw, buf = buf.split(b"\n", 1)
-                            out.write(raw.decode("utf-8", "replace").rstrip("\r") + "\n")
-                            out.flush()
-            except (serial.SerialException, OSError) as exc:
-                print(f"govedge monitor: {port} went away ({exc}); waiting for it", file=sys.stderr, flush=True)
-                announced = True
-    except KeyboardInterrupt:
-        if buf:
-            out.write(buf.decode("utf-8", "replace").rstrip("\r") + "\n")
-        out.flush()
-        return 0
