@@ -14,16 +14,34 @@
   someone with its broker password, flooding its topic costs the gateway a
   hash and a row each beyond that, and its rows in quarantine push out only
   its own older rows (govedge.gateway.store, ``trim_quarantine``).
+
+And what a message must pass after its signature checked out, before it is stored
+(``Checks``): the topic's device must be the signer, the node's time may be at most
+``max_future_s`` ahead of the gateway's, and the sequence number must be above the
+device's last accepted one.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from govedge.core import topics
+from govedge.core import topics, wire
+from govedge.core.crashguard import POISON, CrashGuard
+
+from .ingest import Inbound
 
 MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full bucket is a fresh one)
+
+
+class Refusal(NamedTuple):
+    """Why a message is not stored: its quarantine code and a reason a technician can act on."""
+    code: str
+    reason: str
+
+
+# the verdict on a message received again byte for byte: counted and acknowledged, not quarantined
+DUPLICATE = Refusal("duplicate", "received again byte for byte: the gateway has it")
 
 
 def sender_of(source: str) -> str:
@@ -59,8 +77,61 @@ class FairShare:
             return True
         return False
 
+    def over_share(self, sender: str) -> Refusal:
+        return Refusal("over_share", f"{sender} sent more than its share ({self.burst:.0f} messages at once, "
+                                     f"{self.rate:g} a second after that)")
+
     def forget_full(self) -> None:
         """Drops the buckets that have refilled: a sender met again starts with a full one anyway."""
         now = self.clock()
         for sender in [s for s, (tokens, at) in self.buckets.items() if tokens + (now - at) * self.rate >= self.burst]:
             del self.buckets[sender]
+
+
+class Checks:
+    """The checks of a verified message, in order: topic, clock, replay.
+
+    ``last_seq`` and ``message_of`` read the store (a device's last accepted sequence
+    number, a stored message); the caller notes each message it stores in ``last_seq``."""
+
+    def __init__(self, max_future_s: int, last_seq: Callable[[str], int | None],
+                 message_of: Callable[[str, int], bytes | None]):
+        self.max_future_s = max_future_s
+        self.stored_last_seq = last_seq
+        self.stored_message = message_of
+        self.last_seq: dict[str, int] = {}  # device -> its last accepted sequence number, once looked up
+
+    def refusal(self, reading: wire.Reading, topic_device: str | None) -> Refusal | None:
+        """None if the reading may be stored; DUPLICATE if it is stored already; else why not."""
+        device = reading.device_id
+        if topic_device is not None and topic_device != device:
+            return Refusal("wrong_topic", f"published on the topic of {topic_device!r} but signed by {device!r}")
+        if reading.time is not None and reading.time > time.time() + self.max_future_s:
+            return Refusal("future_time",
+                           f"reading time {reading.time} is more than {self.max_future_s} s ahead of the gateway")
+        last = self.last_seq.get(device)
+        if last is None:
+            last = self.stored_last_seq(device)
+        if last is not None and reading.seq <= last:
+            if self.stored_message(device, reading.seq) == reading.message:
+                return DUPLICATE  # sent again after a reboot or a lost ack: we have it
+            return Refusal("replayed", f"sequence number {reading.seq} of {device!r} is not above the last "
+                                       f"accepted one ({last})")
+        return None
+
+
+def admit(items: list[Inbound], guard: CrashGuard, share: FairShare) -> tuple[list[Inbound],
+                                                                                list[tuple[Inbound, Refusal]]]:
+    """(the messages that go on to verification, those refused unverified): a message the process
+    died on alone (the crash guard's poison), and messages over their sender's share."""
+    admitted: list[Inbound] = []
+    refused: list[tuple[Inbound, Refusal]] = []
+    for item in items:
+        sender = sender_of(item.source)
+        if guard.verdict(item.payload) == POISON:
+            refused.append((item, Refusal("internal_error", guard.poison_note(item.payload))))
+        elif not share.take(sender):
+            refused.append((item, share.over_share(sender)))
+        else:
+            admitted.append(item)
+    return admitted, refused

@@ -314,11 +314,11 @@ def gateway_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> list[b
 
         # as at `stop`: the last windows closed, the last readings batched
         g.finish_in_flight()
-        g.aggregates.extend(g.aggregator.flush())
-        while g.maybe_batch(force=True) is not None:
+        g.batcher.aggregates.extend(g.aggregator.flush())
+        while g.batcher.maybe_batch(force=True) is not None:
             pass
         check_gateway_store(rig, g)
-        return [cose for _, cose, _ in g.store.batches_after(-1, 10_000)]
+        return [b.cose for b in g.store.batches_after(-1, 10_000)]
 
 
 def hub_stores_what_the_gateway_signed(rig: Rig, batches: list[bytes]) -> None:

@@ -86,7 +86,7 @@ def test_whatever_storing_one_message_raises_quarantines_it_alone_and_the_chunk_
     monkeypatch.setattr(gwstore.Store, "add_reading", original)
     drain_all(gw, [acks.inbound(topics.reading(b), messages[1][1])])
     assert (b, 0) in rows(gw, "SELECT device_id, seq FROM readings")
-    assert gw.counters["quarantined_internal_error"] == 1 and gw.waiting == 4
+    assert gw.counters["quarantined_internal_error"] == 1 and gw.batcher.waiting == 4
 
 
 def test_a_fault_in_the_filters_keeps_the_signed_reading_stored_and_is_counted(tmp_path, world, monkeypatch, caplog):
@@ -107,7 +107,7 @@ def test_a_fault_in_the_filters_keeps_the_signed_reading_stored_and_is_counted(t
     assert rows(gw, "SELECT count(*) FROM quarantine") == [(0,)]
     assert gw.counters["condense_faults"] == 1
     assert f"internal error in the filters or aggregation of {b} #0" in caplog.text
-    assert gw.maybe_batch(force=True) == 0  # and it goes to the hub with the others
+    assert gw.batcher.maybe_batch(force=True) == 0  # and it goes to the hub with the others
 
 
 def test_a_message_the_process_died_on_is_handled_alone_then_refused_after_dying_alone_twice(tmp_path, world):
@@ -174,7 +174,7 @@ def test_quarantine_over_its_budget_loses_the_largest_senders_oldest_rows_first(
     evidence = [acks.inbound(topics.reading(quiet), b"quiet garbage %d" % i) for i in range(5)]
     flood = [acks.inbound(topics.reading(flooder), b"flood %d" % i) for i in range(200)]
     drain_all(gw, evidence + flood)
-    gw.keep_quarantine_within_budget()
+    gw.quota.keep_quarantine_within_budget()
     left = rows(gw, "SELECT sender, message FROM quarantine ORDER BY id")
     assert len(left) == 50
     assert [m for s, m in left if s == quiet] == [b"quiet garbage %d" % i for i in range(5)]
@@ -208,5 +208,5 @@ def test_a_store_from_before_the_quarantine_budget_is_migrated(tmp_path, world):
     db.close()
     gw = make_gateway(tmp_path / "gw", world)
     assert rows(gw, "SELECT code, sender, size FROM quarantine") == [("c", None, None)]
-    gw.keep_quarantine_within_budget()
-    assert gw.store.quarantine_usage()[0] == 1
+    gw.quota.keep_quarantine_within_budget()
+    assert gw.store.quarantine_usage().rows == 1

@@ -2,7 +2,8 @@
 
     tools -> gateway, hub -> anchor -> core
 
-core imports no stage; anchor only core; the gateway and the hub never each other nor the tools.
+core imports no stage; anchor only core; the gateway and the hub never each other nor the tools;
+no gateway stage imports the service that wires them (govedge.gateway.service).
 Imports inside functions count as much as those at the top: a lazy import hides a circle, it does
 not remove it.
 """
@@ -104,3 +105,10 @@ def test_no_module_imports_itself_round():
         if m not in state:
             visit(m, [])
     assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_only_the_service_wires_the_gateway_stages():
+    # a stage that imports the service calls back up into what wires it: data would flow both ways
+    wrong = sorted(m for m, targets in graph().items()
+                   if package_of(m) == "gateway" and "govedge.gateway.service" in targets)
+    assert not wrong, "gateway stages importing govedge.gateway.service (only it wires them):\n" + "\n".join(wrong)

@@ -211,7 +211,7 @@ def _run(count: int, duration: float, base: Path, broker: str, kept: bool) -> in
         while time.monotonic() < deadline and not wanted <= _hub_readings(hub):
             time.sleep(0.5)
         # the last epoch closes now, is anchored, and reaches the hub: then any reading can be proven
-        gateway.request_epoch_close()
+        gateway.batcher.request_epoch_close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _hub_epoch_batches(hub) < gateway.counters["batches"]:
             time.sleep(0.5)
