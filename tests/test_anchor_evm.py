@@ -20,13 +20,17 @@ from web3 import EthereumTesterProvider
 
 from chain import CHAIN_ID, first_block_slot, funded_key, keccak, start_anvil
 from govedge.anchor import AnchorError, Receipt
-from govedge.anchor.evm import (ARTIFACT_PATH, CONTRACTS_DIR, EvmAnchor, KeyFileError, create_key_file, deploy,
-                                read_key_file)
+from govedge.anchor.evm import (ANCHORED_EVENT, ANCHORED_TOPIC, ARTIFACT_PATH, CONTRACTS_DIR, EvmAnchor, KeyFileError,
+                                create_key_file, deploy, read_key_file)
 from govedge.tools.dev.bench_anchor import gas_per_anchor
 
 
 def root(n: int) -> bytes:
     return keccak(b"epoch tree head %d" % n)
+
+
+def test_the_anchored_topic_is_the_keccak_of_the_event_signature():
+    assert ANCHORED_TOPIC == keccak(ANCHORED_EVENT.encode())
 
 
 @pytest.fixture
