@@ -99,7 +99,7 @@ class Checks:
         self.max_future_s = max_future_s
         self.stored_last_seq = last_seq
         self.stored_message = message_of
-        self.last_seq: dict[str, int] = {}  # device -> its last accepted sequence number, once looked up
+        self.last_seq: dict[str, int] = {}  # device -> the last sequence number stored by this process
 
     def refusal(self, reading: wire.Reading, topic_device: str | None) -> Refusal | None:
         """None if the reading may be stored; DUPLICATE if it is stored already; else why not."""

@@ -46,6 +46,10 @@ MAX_REASON_CHARS = 400  # a quarantine reason is one line a technician reads
 
 
 class Gateway:
+    """The stages wired together. The main loop (``run``) takes messages through admit, verify and store
+    (``drain``), then hands over to the batcher and, every two seconds, to the quota; the uplink and the
+    anchor stage run in threads of their own and read what they send from the store."""
+
     def __init__(self, cfg: GatewayConfig, anchor_backend=None):
         """``anchor_backend``: a govedge.anchor backend to use instead of the configured one
         (the demo's in-process chain)."""
