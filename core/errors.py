@@ -15,6 +15,8 @@ bounded length (an exception's text may quote a 64 KiB topic or a NUL byte), and
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 INTERNAL_ERROR = "internal_error"
 
 
@@ -37,6 +39,14 @@ class GovedgeError(Exception):
             raise TypeError(f"{type(self).__name__} takes (code, reason) or (reason), not {len(args)} arguments")
         super().__init__(reason if message is None else message)
         self.reason = reason
+
+
+class Refusal(NamedTuple):
+    """Why an input is not taken (the gateway's quarantine, the hub's rejected rows): its code
+    and a reason a technician can act on."""
+
+    code: str
+    reason: str
 
 
 def one_line(text, limit: int) -> str:

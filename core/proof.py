@@ -23,8 +23,6 @@ import cbor2
 
 from . import cose, merkle, wire
 from .epoch import Epoch, batch_head
-# moved to govedge.core.epoch; gateway/service.py's users follow
-from .epoch import epoch_root, head_of, sign_epoch  # noqa: F401
 from .receipt import AnchorBackend, AnchorError, Receipt
 from .errors import GovedgeError
 

@@ -24,20 +24,15 @@ device's last accepted one.
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from govedge.core import topics, wire
 from govedge.core.crashguard import POISON, CrashGuard
+from govedge.core.errors import Refusal
 
 from .ingest import Inbound
 
 MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full bucket is a fresh one)
-
-
-class Refusal(NamedTuple):
-    """Why a message is not stored: its quarantine code and a reason a technician can act on."""
-    code: str
-    reason: str
 
 
 # the verdict on a message received again byte for byte: counted and acknowledged, not quarantined

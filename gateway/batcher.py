@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from govedge.core import batch, proof
+from govedge.core import batch, epoch
 
 from .aggregate import Aggregate
 from .config import GatewayConfig
@@ -60,7 +60,7 @@ class Batcher:
         created = int(time.time())
         cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, created,
                                 [r.message for r in rows], aggregates, self.cfg.batch_mode)
-        head = proof.batch_head(self.cfg.gateway_id, seq, created, self.cfg.batch_mode, len(rows), root)
+        head = epoch.batch_head(self.cfg.gateway_id, seq, created, self.cfg.batch_mode, len(rows), root)
         with self.store:
             self.store.add_batch(seq, rows, root, cose, head)
         self.aggregates.clear()
@@ -78,7 +78,7 @@ class Batcher:
         heads = self.store.batch_heads(first, self.store.next_batch_seq() - 1)
         if not heads or not (force or time.time() - heads[0].created_at >= self.cfg.epoch_s):
             return None
-        root = proof.epoch_root([h.head for h in heads])
+        root = epoch.epoch_root([h.head for h in heads])
         with self.store:
             self.store.add_epoch(number, first, heads[-1].seq, root, [h.head for h in heads])
         self.counters["epochs"] += 1

@@ -118,7 +118,7 @@ class BatchRow(NamedTuple):
 
 class BatchHead(NamedTuple):
     seq: int
-    head: bytes  # what the epoch tree commits to (govedge.core.proof.batch_head)
+    head: bytes  # what the epoch tree commits to (govedge.core.epoch.batch_head)
     created_at: float
 
 

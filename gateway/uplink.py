@@ -16,7 +16,7 @@ from typing import Callable
 import cbor2
 
 from govedge.anchor import Receipt
-from govedge.core import mqtt, proof, topics
+from govedge.core import epoch, mqtt, topics
 
 from .config import GatewayConfig
 from .store import Store
@@ -110,8 +110,8 @@ class HubUplink(threading.Thread):
         """Anchored epochs to the hub, after every batch went; True if any went."""
         sent = False
         for e in store.confirmed_epochs_after(store.cursor(self.EPOCHS), 4):
-            epoch = proof.Epoch(self.cfg.gateway_id, e.number, tuple(cbor2.loads(e.heads)))
-            record = proof.sign_epoch(self.key, epoch, e.first_batch, e.last_batch, Receipt.loads(e.receipt))
+            closed = epoch.Epoch(self.cfg.gateway_id, e.number, tuple(cbor2.loads(e.heads)))
+            record = epoch.sign_epoch(self.key, closed, e.first_batch, e.last_batch, Receipt.loads(e.receipt))
             if not self._publish(self.epoch_topic, record):
                 return sent
             with store:

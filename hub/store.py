@@ -37,7 +37,7 @@ import cbor2
 from govedge.core import wire
 from govedge.core.batch import Batch
 from govedge.core import errors
-from govedge.core.errors import INTERNAL_ERROR, GovedgeError, one_line, text_of
+from govedge.core.errors import INTERNAL_ERROR, GovedgeError, Refusal, one_line, text_of
 
 TYPES = {
     "sqlite": {"INT": "INTEGER", "REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY"},
@@ -138,11 +138,6 @@ class StoreError(GovedgeError, RuntimeError):
     code = "store"
 
 
-class Refusal(NamedTuple):
-    code: str
-    reason: str
-
-
 class StoredReading(NamedTuple):
     message: bytes
     gateway_id: str
@@ -200,8 +195,8 @@ class HubStore:
         if url.startswith(("postgresql://", "postgres://")):
             try:
                 import psycopg
-            except ImportError as exc:  # pragma: no cover - a dependency of the package
-                raise StoreError(f"PostgreSQL needs the psycopg package: {exc}") from None
+            except ImportError as exc:  # installed with the [hub] extra
+                raise StoreError(f"a PostgreSQL store needs psycopg: install govedge[hub] ({exc})") from None
             try:
                 self.db = psycopg.connect(url, autocommit=True)
             except psycopg.OperationalError as exc:
@@ -383,7 +378,7 @@ class HubStore:
                  a["first_seq"], a["last_seq"]))
 
     def add_epoch(self, rec) -> bool:
-        """Stores a verified epoch record (govedge.core.proof.EpochRecord); False if it was here already."""
+        """Stores a verified epoch record (govedge.core.epoch.EpochRecord); False if it was here already."""
         return bool(self._exec(
             "INSERT INTO epochs (gateway_id, number, first_batch, last_batch, size, root, heads, receipt, cose) "
             "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, number) DO NOTHING",

@@ -89,9 +89,9 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
-    from govedge.tools.field import flash
+    from govedge.tools.field import monitor
 
-    return flash.monitor(args.port, args.baud)
+    return monitor.monitor(args.port, args.baud)
 
 
 def _cmd_gateway_run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ Production gateways run the system's Mosquitto with the configuration that
 `govedge gateway install` writes; this starts a private one with a config
 file in a folder of its own, so several can run side by side. Where Mosquitto
 is not installed, the demo runs amqtt (a broker written in Python, installed
-with this package) instead: `local_broker()`.
+with the [dev] extra) instead: `local_broker()`.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from govedge.tools.field import firmware
-# the node's log, read by follow() below; monitor is `govedge monitor`, reached here by the CLI
-from govedge.tools.field.monitor import PROMPT, SOFT_REBOOT, TRACEBACK, judge, monitor, port_problem  # noqa: F401
+# the node's log, read by follow() below
+from govedge.tools.field.monitor import PROMPT, SOFT_REBOOT, TRACEBACK, judge, port_problem
 from govedge.core.errors import GovedgeError
 
 PART = ".part"  # a file on its way; renamed to its name once its SHA-256 is right
