@@ -102,8 +102,8 @@ def _load_built_in() -> None:
 
 def backend_names() -> tuple[str, ...]:
     """The registered backends' names, built-in ones first ("rest", "evm")."""
-    _load_built_in()
-    return tuple(_registry)
+    _load_built_in()  # in BUILT_IN's order, whichever module was imported first
+    return BUILT_IN + tuple(name for name in _registry if name not in BUILT_IN)
 
 
 def lookup(name: str) -> Backend:
