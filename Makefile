@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := mosquitto postgresql
 # the Solidity compiler and the EVM node (anvil) of the anchoring tests, as pinned in anchor/package-lock.json
 ANCHOR_NPM := anchor/node_modules/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 # the demo runs Mosquitto when it is installed, else the embedded amqtt: no root needed
 demo: $(VENV)/.installed-demo
@@ -18,6 +18,10 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-test $(ANCHOR_NPM)
 	sh tools/system-packages.sh $(DEBIAN_PACKAGES)
 	$(BIN)/pytest
+
+# a developer's loop: no broker, chain or database (tests/conftest.py marks them)
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not e2e and not chain and not postgres"
 
 bench: $(VENV)/.installed-demo
 	$(BIN)/govedge bench firmware --json

@@ -39,7 +39,7 @@ log = logging.getLogger("govedge.anchor.evm")
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 ARTIFACT_PATH = CONTRACTS_DIR / "Anchor.json"
 ANCHORED_EVENT = "Anchored(bytes32,uint64,address)"
-# keccak256(ANCHORED_EVENT), as docs/ANCHORING.md lists it (tests/test_anchor_evm.py computes it again)
+# keccak256(ANCHORED_EVENT), as docs/ANCHORING.md lists it (tests/anchor/test_anchor_evm.py computes it again)
 ANCHORED_TOPIC = bytes.fromhex("04c6e8902af2455403f7e7d6149fbf152c5b047361b508768fbc613faadf38bf")
 ZERO_ROOT = bytes(32)
 

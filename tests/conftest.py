@@ -19,6 +19,27 @@ settings.register_profile(
 )
 settings.load_profile("govedge")
 
+# what a test uses decides its markers: a developer's fast loop leaves these out
+# (pytest -m "not e2e and not chain and not postgres"); make test runs everything
+MARKER_OF_FIXTURE = {
+    "broker": "e2e",  # a real Mosquitto
+    "deployment": "e2e",  # govedge gateway run and a hub subscriber
+    "wired": "e2e",  # a MicroPython node on a pseudo-terminal, the gateway's serial ingest at the other end
+    "anvil": "chain",
+    "postgres": "postgres",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in MARKER_OF_FIXTURE.items():
+            if fixture in used:
+                item.add_marker(marker)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.id:  # a store parametrized over both databases
+            item.add_marker("postgres")
+
 
 @pytest.fixture(scope="session")
 def mpy_dir(tmp_path_factory) -> Path:

@@ -4,7 +4,7 @@ A node writes one line per event, "[     12.345] tag: text" (log() in firmware/n
 config.json or key file it cannot use gives one "[config] ..." line from main.py, and the node
 stops there. `govedge flash` follows that log after its upload and tells the technician what the
 node is doing by the tags and phrases below. They are the firmware's own words: each one stands
-literally in firmware/ (tests/test_node_log.py finds every one there), so a firmware change that
+literally in firmware/ (tests/firmware/test_node_log.py finds every one there), so a firmware change that
 rewords a line fails a test instead of leaving flash unable to tell a running node from a broken
 one. The firmware does not import this module: it stays flat, as it lands on a board.
 """

@@ -1,0 +1,185 @@
+"""End to end on a real chain: a node (MicroPython firmware), the gateway anchoring its
+epochs on anvil, the hub service storing batches and epoch records, a proof bundle
+from each side, and `govedge verify` checking it on the chain; tampering with the
+chain itself is found and named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support.chain import first_block_slot, funded_key, start_anvil
+from support.deploy import GATEWAY_ID, GatewayProcess
+from govedge.anchor.evm import deploy
+from govedge.tools.dev.broker import Mosquitto
+from govedge.hub.gateways import Gateways
+from govedge.hub.store import HubStore
+from support.hubkit import HubProcess
+from support import wait_until
+from support.nodes import VirtualNode
+
+pytestmark = pytest.mark.e2e  # the product's processes, end to end
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def _deployment(tmp_path, build_dir, device: str, anchor: str):
+    """Local and hub brokers (started), a node (not started), a gateway anchoring as ``anchor`` says
+    (not started): small batches, so that epochs fill quickly."""
+    local = Mosquitto(tmp_path / "local", persistence=True).start()
+    hub_broker = Mosquitto(tmp_path / "hub", persistence=True).start()
+    registry = tmp_path / "registry.json"
+    node = VirtualNode(tmp_path / device, build_dir, registry, device, local.port, interval_s=0.1)
+    gw = GatewayProcess(tmp_path / "gateway", registry, local.port, hub_broker.port, batch_interval_s=0.3,
+                        batch_max_readings=5, extra=anchor)
+    return local, hub_broker, registry, node, gw
+
+
+@pytest.fixture
+def anchored(tmp_path, build_dir):
+    """A running deployment whose gateway has anchored at least one epoch the hub has."""
+    anvil = start_anvil(tmp_path / "anvil")
+    key = funded_key(anvil, tmp_path / "anchor.key")
+    contract = deploy(anvil.url, key)
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, "esp32-0901", f'[anchor]\nbackend = "evm"\nepoch_s = 1.5\n[anchor.evm]\n'
+                                           f'rpc_url = "{anvil.url}"\ncontract = "{contract}"\nkey_file = "{key}"\n')
+    gw.start()
+    hub_folder = tmp_path / "hubside"
+    hub_folder.mkdir()
+    gateways = Gateways(path=hub_folder / "gateways.json")
+    gateways.add(GATEWAY_ID, gw.public_key)
+    gateways.save()
+    (hub_folder / "registry.json").write_bytes(registry.read_bytes())
+    toml = hub_folder / "hub.toml"
+    toml.write_text(f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 1\n'
+                    f'[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = {hub_broker.port}\ntls = false\n'
+                    f'client_id = "hub-e2e"\n')
+    hub = HubProcess(toml).start()
+    try:
+        gw.wait_for_log("ingest: subscribed")
+        hub.wait_subscribed()
+        node.start()
+
+        def epochs_at_hub() -> int:
+            s = HubStore("sqlite://" + str(hub_folder / "hub.db"))
+            try:
+                return s.count("epochs")
+            finally:
+                s.close()
+
+        wait_until(lambda: epochs_at_hub() >= 2, timeout=60, what="two anchored epochs at the hub")
+        node.kill()
+        yield {"anvil": anvil, "contract": contract, "gateway": gw, "hub_toml": toml, "registry": registry,
+               "tmp": tmp_path}
+    finally:
+        node.kill()
+        hub.stop()
+        gw.stop()
+        local.stop()
+        hub_broker.stop()
+        anvil.stop()
+
+
+def test_a_reading_is_proven_from_its_node_to_the_chain(anchored):
+    a = anchored
+    bundle_hub = a["tmp"] / "bundle-hub.json"
+    out = _cli("hub", "proof", "--config", str(a["hub_toml"]), "esp32-0901", "1", "--output", str(bundle_hub))
+    assert out.returncode == 0, out.stderr
+    out = _cli("gateway", "proof", "--config", str(a["gateway"].folder / "gateway.toml"), "esp32-0901", "1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == json.loads(bundle_hub.read_text())  # both sides prove the same thing
+    bundle = json.loads(bundle_hub.read_text())
+    assert bundle["anchor"]["backend"] == "evm" and bundle["anchor"]["block"] >= 1
+    out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [line.split()[1] for line in out.stdout.splitlines() if line.startswith("  ok")] == [
+        "reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain"]
+    from govedge.anchor.evm import read_key_file
+    from eth_account import Account
+
+    account = Account.from_key(read_key_file(a["tmp"] / "anchor.key")).address
+    out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"], "--account", account)
+    assert out.returncode == 0 and f"anchored by {account}" in out.stdout, out.stdout + out.stderr
+    out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"], "--account", "0x" + "11" * 20)
+    assert out.returncode == 1 and "FAILED  chain: the root was anchored by account" in out.stdout, out.stdout
+    # a receipt that names another block than the chain's is found out on the chain
+    bundle["anchor"]["block"] += 1
+    forged = a["tmp"] / "forged.json"
+    forged.write_text(json.dumps(bundle))
+    out = _cli("verify", str(forged), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"])
+    assert out.returncode == 1 and "FAILED  chain:" in out.stdout, out.stdout
+
+
+def test_a_root_taken_off_the_chain_is_named(anchored):
+    a = anchored
+    bundle = a["tmp"] / "bundle.json"
+    assert _cli("hub", "proof", "--config", str(a["hub_toml"]), "esp32-0901", "1", "--output",
+                str(bundle)).returncode == 0
+    root = bytes.fromhex(json.loads(bundle.read_text())["epoch"]["root"])
+    # the chain's state rewritten under the contract: the root's first block is gone
+    a["anvil"].request("anvil_setStorageAt", [a["contract"], first_block_slot(root), "0x" + "00" * 32])
+    out = _cli("verify", str(bundle), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
+               "--contract", a["contract"])
+    assert out.returncode == 1 and "FAILED  chain:" in out.stdout, out.stdout
+    out = _cli("verify", str(bundle), "--registry", str(a["registry"]))  # offline, the rest still holds
+    assert out.returncode == 0 and "the chain was not asked" in out.stdout
+
+
+def test_rest_anchoring_survives_an_observer_outage_and_proves_a_reading(tmp_path, build_dir):
+    import sqlite3
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+
+    from support.rest_observer import Observer
+
+    observer = Observer(block_interval=0.3).start()
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, "esp32-0902",
+        f'[anchor]\nbackend = "rest"\nepoch_s = 1\n[anchor.rest]\nurl = "{observer.url}"\ntimeout_s = 2\n')
+    observer.register(GATEWAY_ID, gw.public_key)
+    pem = tmp_path / "gateway.pub.pem"
+    pem.write_bytes(gw.public_key.public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo))
+    observer.stop()  # the chain is away when the gateway starts
+    gw.start()
+    try:
+        gw.wait_for_log("ingest: subscribed")
+        node.start()
+        gw.wait_for_log("anchor: epoch 0: chain unreachable", timeout=30)
+        status = _cli("gateway", "status", "--config", str(gw.folder / "gateway.toml")).stdout
+        assert "anchor      PROBLEM: chain unreachable" in status, status
+        assert "not yet on the chain" in status and "(last error: unreachable:" in status, status
+        time.sleep(1.5)  # it tries again, with growing pauses
+        observer.start()
+        gw.wait_for_log("anchor: epoch 0 in block", timeout=30)
+        gw.wait_for_log("anchor: epoch 2 in block", timeout=30)
+        node.kill()
+        out = _cli("gateway", "proof", "--config", str(gw.folder / "gateway.toml"), "esp32-0902", "2",
+                   "--output", str(tmp_path / "bundle.json"))
+        assert out.returncode == 0, out.stderr
+        out = _cli("verify", str(tmp_path / "bundle.json"), "--registry", str(registry), "--observer", observer.url,
+                   "--gateway-key", str(pem))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "ok  chain            govchain-nrw-conformance holds the root" in out.stdout
+    finally:
+        node.kill()
+        gw.stop()
+        observer.stop()
+        local.stop()
+        hub_broker.stop()
+    assert "every one anchored on the chain" in _cli("gateway", "status", "--config",
+                                                     str(gw.folder / "gateway.toml")).stdout
+    db = sqlite3.connect(tmp_path / "gateway" / "data" / "gateway.db")
+    epochs, confirmed, attempts = db.execute("SELECT count(*), sum(confirmed), max(attempts) FROM epochs").fetchone()
+    assert epochs >= 3 and confirmed == epochs and attempts >= 1  # every one anchored in the end, receipts kept
