@@ -206,12 +206,15 @@ def _credentials(lay: Layout, devices: list[str], changed: list) -> dict[str, st
 
 
 def _acl() -> str:
+    """The gateway reads the node topics; a device writes its own two and reads nothing (the protocol
+    gives a node nothing to subscribe to); a login's client id is its user name (_broker_conf)."""
     return (
         "# written by govedge gateway install: who may publish and read what on the gateway's broker\n"
         f"user {GATEWAY_USER}\n"
         f"topic read {topics.ALL_READINGS}\n"
         f"topic read {topics.ALL_STATUS}\n\n"
-        "# every device (user name = device id) may publish to its own topics, and nothing else\n"
+        "# every device (user name = device id) may publish to its own topics, and nothing else;\n"
+        "# no line grants a device read: its subscriptions are refused\n"
         f"pattern write {topics.PREFIX}/%u/reading\n"
         f"pattern write {topics.PREFIX}/%u/status\n"
     )
@@ -243,9 +246,15 @@ def _broker_conf(lay: Layout, port: int) -> str:
         f"certfile {lay.tls / 'broker.pem'}\n"
         f"keyfile {lay.tls / 'broker.key'}\n"
         "tls_version tlsv1.2\n"
+        "# a client's id is its login, whatever it sent: no device can take over the gateway's session\n"
+        "# (or another device's) by connecting with its client id\n"
+        "use_username_as_clientid true\n"
         "# the gateway's persistent session keeps the nodes' messages while it restarts; Debian's\n"
         "# mosquitto.conf turns persistence on (setting it here again would be a duplicate, an error)\n"
-        "max_queued_messages 100000\n"
+        "# no queue limit: a full queue drops a message silently after its PUBACK told the node it was\n"
+        "# safe (the nodes' buffers would forget it); the gateway's store refuses by not acknowledging\n"
+        "max_queued_messages 0\n"
+        "max_queued_bytes 0\n"
         "max_inflight_messages 1000\n"
         "# nothing larger than the gateway accepts (govedge.core.wire.MAX_MESSAGE_BYTES): a larger message is\n"
         "# dropped; a packet larger than such a message on the longest device topic ends the connection\n"
@@ -320,6 +329,9 @@ def install(o: Options) -> dict:
         Registry(path=lay.registry).save()
         changed.append(lay.registry)
     registry = Registry.load(lay.registry)
+    if GATEWAY_USER in registry.devices:
+        raise InstallError(f"a device in {lay.registry} is named {GATEWAY_USER!r}, the gateway's own login on "
+                           "its broker: give the device another id (govedge provision)")
     _tls(lay, list(dict.fromkeys(o.broker_names + ["127.0.0.1"])), changed)  # the gateway itself uses 127.0.0.1
     creds = _credentials(lay, sorted(registry.devices), changed)
     _write(lay.acl, _acl(), 0o644, changed)
@@ -379,13 +391,37 @@ def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | N
     return results
 
 
-def _check_broker(cfg) -> tuple[str, bool, str]:
-    import paho.mqtt.client as paho
+def _check_broker(cfg, wait_s: float = 20.0) -> tuple[str, bool, str]:
+    """The gateway's login on its broker. The broker binds a login to its session (client id = user
+    name), so while the service runs, connecting as the gateway would take its session over: the
+    running service's own word (live.json) is asked instead."""
+    from .health import live
 
     ep = cfg.ingest
+    deadline = time.monotonic() + wait_s
+    state = live(cfg.data_dir)
+    while state and state.get("running"):
+        ingest = state.get("parts", {}).get("ingest") or {}
+        if ingest.get("ok"):
+            return ("local broker", True, f"the running gateway (process {state['pid']}): {ingest['state']}")
+        if time.monotonic() > deadline:
+            return ("local broker", False, f"the running gateway (process {state['pid']}): "
+                                           f"{ingest.get('state', 'not connected to the local broker')}")
+        time.sleep(0.5)
+        state = live(cfg.data_dir)
+    return _connect_as_gateway(ep)
+
+
+def _connect_as_gateway(ep) -> tuple[str, bool, str]:
+    """Connects with the gateway's login and session without changing it: clean_session False (a clean
+    one would discard the messages the broker keeps for the gateway), nothing acknowledged (what the
+    broker hands over comes again when the gateway reconnects), no subscription."""
+    import paho.mqtt.client as paho
+
     result: dict = {}
     done = threading.Event()
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"govedge-install-check-{os.getpid()}")
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"govedge-install-check-{os.getpid()}",
+                    clean_session=False, manual_ack=True)
     if ep.user:
         c.username_pw_set(ep.user, ep.password)
     if ep.tls:
@@ -402,8 +438,8 @@ def _check_broker(cfg) -> tuple[str, bool, str]:
         return ("local broker", False, f"{ep.host}:{ep.port} unreachable: {exc} (is mosquitto running?)")
     c.loop_start()
     done.wait(10)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
     reason = result.get("reason")
     if reason is None:
         return ("local broker", False, f"{ep.host}:{ep.port} did not answer")
