@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from govedge.core import redact
 from govedge.core.errors import GovedgeError
 
 from . import AnchorError, Receipt, Setting, register
@@ -118,16 +118,21 @@ def _account(key: bytes | str | os.PathLike):
     return Account.from_key(read_key_file(key))
 
 
+def _endpoint_uri(rpc: Any) -> str | None:
+    """The RPC URL as given (with whatever token it holds): what messages must never show."""
+    if isinstance(rpc, str):
+        return rpc
+    provider = getattr(rpc, "provider", rpc)
+    uri = getattr(provider, "endpoint_uri", None)
+    return str(uri) if uri else None
+
+
 def _where(rpc: Any) -> str:
     """The node as errors name it: scheme, host and port of its URL (a path may hold an access token)."""
-    if isinstance(rpc, str):
-        parts = urlsplit(rpc)
-        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    from web3 import Web3
-
-    provider = rpc.provider if isinstance(rpc, Web3) else rpc
-    uri = getattr(provider, "endpoint_uri", None)
-    return _where(str(uri)) if uri else type(provider).__name__
+    uri = _endpoint_uri(rpc)
+    if uri:
+        return redact.endpoint(uri)
+    return type(getattr(rpc, "provider", rpc)).__name__
 
 
 def connect(rpc: str | BaseProvider | Web3, timeout_s: float = 10.0) -> Web3:
@@ -156,12 +161,13 @@ def _hex(value: bytes) -> str:
 class _Sender:
     """One account sending raw signed transactions: nonce, gas, fees, and what the node's answers mean."""
 
-    def __init__(self, w3: Web3, account, where: str, gas_price: int | None, error_names: dict[bytes, str]):
+    def __init__(self, w3: Web3, account, rpc: Any, gas_price: int | None, error_names: dict[bytes, str]):
         if gas_price is not None and gas_price < 0:
             raise ValueError(f"gas price must be 0 or more wei, not {gas_price}")
         self.w3 = w3
         self.account = account
-        self.where = where
+        self.where = _where(rpc)
+        self.endpoint_uri = _endpoint_uri(rpc)  # never shown: every error is redacted against it
         self.gas_price = gas_price
         self.error_names = error_names  # revert selector -> the contract's error name
         self.nonce: int | None = None  # next nonce; None: ask the node for the pending count
@@ -255,8 +261,22 @@ class _Talking:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, (AnchorError, _NodeSaid)):
+        if exc is None:
             return False
+        try:
+            return self._translate(exc)
+        except (AnchorError, _NodeSaid) as said:
+            # the node's and the network's words may quote the RPC URL, its path and its token
+            said.args = (redact.text(said.args[0] if said.args else "", self.sender.endpoint_uri),)
+            if isinstance(said, AnchorError):
+                said.reason = redact.text(said.reason, self.sender.endpoint_uri)
+            else:
+                said.message = said.args[0]
+            raise
+
+    def _translate(self, exc: BaseException) -> bool:
+        if isinstance(exc, (AnchorError, _NodeSaid)):
+            raise exc
         import requests
         from eth_utils.exceptions import ValidationError as EthValidationError
         from web3.exceptions import TransactionNotFound, Web3Exception, Web3RPCError
@@ -370,7 +390,7 @@ class EvmAnchor:
         self.confirmations = confirmations
         self.wait_s = wait_s
         self.poll_s = poll_s
-        self.sender = _Sender(self.w3, None if key is None else _account(key), self.where, gas_price,
+        self.sender = _Sender(self.w3, None if key is None else _account(key), rpc, gas_price,
                               _error_selectors(artifact))
         self._contract_checked = False
 
@@ -566,7 +586,7 @@ def deploy(rpc: str | BaseProvider | Web3, key: bytes | str | os.PathLike, *, ga
 
     w3 = connect(rpc, timeout_s)
     artifact = load_artifact()
-    sender = _Sender(w3, _account(key), _where(rpc), gas_price, _error_selectors(artifact))
+    sender = _Sender(w3, _account(key), rpc, gas_price, _error_selectors(artifact))
     tx_hash, _ = sender.send(None, artifact["bytecode"], "deploying the anchor contract")
     deadline = time.monotonic() + wait_s
     while True:

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from govedge.core import redact
 from govedge.core.wire import DEVICE_ID
 from . import AnchorError, Receipt, Setting, register
 
@@ -209,9 +210,9 @@ class RestAnchor:
     ):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"observer URL {url!r}: an https:// (or http://) URL with a host expected")
+            raise ValueError(f"observer URL {redact.url(url)!r}: an https:// (or http://) URL with a host expected")
         if parts.query or parts.fragment:
-            raise ValueError(f"observer URL {url!r}: a base URL has no query or fragment")
+            raise ValueError(f"observer URL {redact.url(url)!r}: a base URL has no query or fragment")
         if creator is not None and not IDENTITY.match(creator):
             raise ValueError(
                 f"creator {creator!r}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -224,6 +225,7 @@ class RestAnchor:
         if not timeout > 0:
             raise ValueError(f"timeout {timeout!r}: a number of seconds above 0 expected")
         self.url = url.rstrip("/")
+        self.where = redact.url(self.url)  # the observer as messages and receipts name it
         self.creator = creator
         self.timeout = float(timeout)
         self._key = key
@@ -257,7 +259,7 @@ class RestAnchor:
         chain = self.chain
         transaction = hash_creation(root, self.creator, self._key, format_date(time.time()))
         _, record = self._call("POST", "/transactions", transaction)
-        return self._receipt(record, root, chain, f"POST {self.url}/transactions", own=True, epoch=epoch)
+        return self._receipt(record, root, chain, f"POST {self.where}/transactions", own=True, epoch=epoch)
 
     def confirm(self, receipt: Receipt) -> Receipt | None:
         if receipt.backend != self.name:
@@ -267,17 +269,17 @@ class RestAnchor:
         chain = self.chain
         if receipt.chain != chain:
             raise AnchorError(
-                "mismatch", f"receipt is for chain {receipt.chain!r}, the observer at {self.url} serves {chain!r}"
+                "mismatch", f"receipt is for chain {receipt.chain!r}, the observer at {self.where} serves {chain!r}"
             )
         path = f"/transactions/{receipt.reference}"
         status, record = self._call("GET", path, allow_404=True)
         if status == 404:
             raise AnchorError(
                 "rejected",
-                f"observer at {self.url} no longer knows transaction {receipt.reference} for root "
+                f"observer at {self.where} no longer knows transaction {receipt.reference} for root "
                 f"{receipt.root.hex()}: it was dropped before it went into a block; submit the root again",
             )
-        confirmed = self._receipt(record, receipt.root, chain, f"GET {self.url}{path}", own=True,
+        confirmed = self._receipt(record, receipt.root, chain, f"GET {self.where}{path}", own=True,
                                   reference=receipt.reference, epoch=receipt.details.get("epoch"))
         return confirmed if confirmed.confirmed else None
 
@@ -290,7 +292,7 @@ class RestAnchor:
         status, record = self._call("GET", path, allow_404=True)
         if status == 404:
             return None
-        receipt = self._receipt(record, root, chain, f"GET {self.url}{path}", own=False)
+        receipt = self._receipt(record, root, chain, f"GET {self.where}{path}", own=False)
         return receipt if receipt.confirmed else None
 
     # --- the observer ---
@@ -299,7 +301,7 @@ class RestAnchor:
         """The observer's GET /info answer: chain name, API version, clock skew it accepts."""
         if self._info is None:
             _, answer = self._call("GET", "/info")
-            where = f"GET {self.url}/info"
+            where = f"GET {self.where}/info"
             if not isinstance(answer.get("chain"), str) or not answer["chain"]:
                 raise AnchorError("mismatch", f"{where}: no chain name in the answer {_snippet(answer)}")
             if not isinstance(answer.get("version"), str):
@@ -317,7 +319,7 @@ class RestAnchor:
     def _call(self, method: str, path: str, body: dict | None = None, allow_404: bool = False) -> tuple[int, dict]:
         """One request; a 2xx JSON object (or a 404 when allowed) comes back, all else is an AnchorError."""
         url = self.url + path
-        what = f"{method} {url}"
+        what = f"{method} {self.where}{path}"
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -400,7 +402,7 @@ class RestAnchor:
         if record["status"] == "confirmed":
             block, block_time = record["blockNumber"], parse_date(record["blockTime"])
         details = {
-            "observer": self.url,
+            "observer": self.where,
             "creator": creator,
             "key_id": transaction["keyId"],
             "date": transaction["date"],

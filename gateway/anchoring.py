@@ -20,6 +20,7 @@ from typing import Callable
 
 from govedge import anchor
 from govedge.anchor import AnchorBackend, AnchorError, Receipt
+from govedge.core import redact
 
 from .config import GatewayConfig
 from .store import Store
@@ -88,6 +89,7 @@ class Anchorer(threading.Thread):
                     log.info("anchor: epoch %d in block %d (%s)", number, receipt.block, receipt.reference)
                 self.pause = 1.0
             except AnchorError as exc:
+                exc.reason = redact.text(exc.reason)  # what the backend did not redact never reaches a table
                 with store:
                     store.anchor_failed(number, f"{exc.code}: {exc.reason}")
                 self.counters[f"anchor_errors_{exc.code}"] += 1

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from govedge.core import redact
+
 LIVE_FILE = "live.json"
 
 
@@ -34,6 +36,7 @@ class LiveState:
                     "verify_workers": workers, "parts": {}}
 
     def set(self, part: str, state: str, ok: bool) -> None:
+        state = redact.text(state)  # a state may quote an endpoint: live.json is readable by technicians
         with self._lock:
             old = self.doc["parts"].get(part)
             if old and old["state"] == state:

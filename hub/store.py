@@ -34,7 +34,7 @@ from typing import Iterator, NamedTuple
 
 import cbor2
 
-from govedge.core import wire
+from govedge.core import redact, wire
 from govedge.core.batch import Batch
 from govedge.core import errors
 from govedge.core.errors import INTERNAL_ERROR, GovedgeError, Refusal, one_line, text_of
@@ -200,7 +200,8 @@ class HubStore:
             try:
                 self.db = psycopg.connect(url, autocommit=True)
             except psycopg.OperationalError as exc:
-                raise StoreError(f"cannot connect to PostgreSQL at {_redacted(url)}: {exc}") from None
+                raise StoreError(f"cannot connect to PostgreSQL at {redact.dsn(url)}: "
+                                 f"{redact.text(exc, url, paths=False)}") from None
             self.dialect = "postgresql"
         else:
             path = Path(url.removeprefix("sqlite://"))
@@ -250,7 +251,7 @@ class HubStore:
     @property
     def where(self) -> str:
         """The store's URL without a password, for messages."""
-        return _redacted(self.url)
+        return redact.dsn(self.url)
 
     def close(self) -> None:
         self.db.close()
@@ -509,10 +510,3 @@ def _leaf_list(leaves: list[int]) -> str:
     return json.dumps(sorted(leaves), separators=(",", ":"))
 
 
-def _redacted(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
-        scheme, rest = url.split("//", 1)
-        cred, host = rest.split("@", 1)
-        return f"{scheme}//{cred.split(':', 1)[0]}:***@{host}"
-    return url

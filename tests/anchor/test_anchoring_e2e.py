@@ -183,3 +183,139 @@ def test_rest_anchoring_survives_an_observer_outage_and_proves_a_reading(tmp_pat
     db = sqlite3.connect(tmp_path / "gateway" / "data" / "gateway.db")
     epochs, confirmed, attempts = db.execute("SELECT count(*), sum(confirmed), max(attempts) FROM epochs").fetchone()
     assert epochs >= 3 and confirmed == epochs and attempts >= 1  # every one anchored in the end, receipts kept
+
+
+# -- secrets in endpoints: none of them reaches a log line, live.json, the epochs table or an error
+
+RPC_SECRETS = ("Userinfo-Secret1", "PathToken-Secret2deadbeef", "Query-Secret3")
+DSN_SECRETS = ("p@ss-Secret4", "p%40ss-Secret4", "ss-Secret4", "Query-Secret5")
+
+
+class _TokenProxy:
+    """A provider-style RPC front for anvil: it answers only at /v3/<token>, and 503 to the first requests
+    (so that the gateway's errors, which quote the node, are logged and stored too)."""
+
+    def __init__(self, upstream: str, path: str, outage_requests: int = 4):
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.outage_left = outage_requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.split("?")[0] != path or proxy.outage_left > 0:
+                    proxy.outage_left -= 1
+                    self.send_response(503 if self.path.split("?")[0] == path else 404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                request = urllib.request.Request(upstream, data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    data = answer.read()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _assert_no_secret(where: str, text: str, secrets) -> None:
+    leaked = [s for s in secrets if s in text]
+    assert not leaked, f"{where} shows {leaked}:\n{text[-3000:]}"
+
+
+def test_secrets_in_the_rpc_url_reach_no_log_status_or_table(tmp_path, build_dir):
+    import sqlite3
+
+    from govedge.anchor import AnchorError
+    from govedge.anchor.evm import EvmAnchor
+
+    anvil = start_anvil(tmp_path / "anvil")
+    key = funded_key(anvil, tmp_path / "anchor.key")
+    contract = deploy(anvil.url, key)
+    proxy = _TokenProxy(anvil.url, "/v3/PathToken-Secret2deadbeef")
+    rpc = f"http://rpc-user:Userinfo-Secret1@127.0.0.1:{proxy.port}/v3/PathToken-Secret2deadbeef?apikey=Query-Secret3"
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, "esp32-0903", f'[anchor]\nbackend = "evm"\nepoch_s = 1\n[anchor.evm]\n'
+                                           f'rpc_url = "{rpc}"\ncontract = "{contract}"\nkey_file = "{key}"\n')
+    live_seen = []
+    gw.start()
+    try:
+        gw.wait_for_log("ingest: subscribed")
+        node.start()
+        gw.wait_for_log("anchor: epoch 0: chain unreachable", timeout=30)
+        live_seen.append((gw.folder / "data" / "live.json").read_text())
+        status = _cli("gateway", "status", "--config", str(gw.folder / "gateway.toml"))
+        gw.wait_for_log("anchor: epoch 1 in block", timeout=60)
+        live_seen.append((gw.folder / "data" / "live.json").read_text())
+    finally:
+        node.kill()
+        gw.stop()
+        local.stop()
+        hub_broker.stop()
+    # an auditor's backend and its errors: a node away, and a node that answers 404
+    errors = []
+    for url in (rpc.replace(f":{proxy.port}/", ":1/"), rpc.replace("/v3/", "/v4/")):
+        try:
+            EvmAnchor(url, contract).lookup(bytes(range(32)))
+        except AnchorError as exc:
+            errors.append(f"{exc.code}: {exc} {exc!r}")
+    proxy.stop()
+    anvil.stop()
+    assert len(errors) == 2
+    db = sqlite3.connect(tmp_path / "gateway" / "data" / "gateway.db")
+    table = repr(db.execute("SELECT * FROM epochs").fetchall())
+    assert "unreachable" in gw.log and "127.0.0.1" in gw.log  # the errors were there, with their endpoint
+    for where, text in (("gateway log", gw.log), ("live.json", "\n".join(live_seen)), ("epochs table", table),
+                        ("gateway status", status.stdout + status.stderr), ("an auditor's errors", "\n".join(errors))):
+        _assert_no_secret(where, text, RPC_SECRETS)
+
+
+def test_secrets_in_the_hub_dsn_reach_no_log_or_error(tmp_path):
+    from support.hubkit import World, publish_batches
+    from support.postgres import PostgresServer
+    from govedge.hub.store import StoreError
+    from govedge.tools.dev.broker import free_port
+
+    server = PostgresServer().start()  # trust authentication: any password is taken
+    try:
+        database = server.new_database().rsplit("/", 1)[1]
+        dsn = (f"postgresql://govedge:p%40ss-Secret4@127.0.0.1:{server.port}/{database}"
+               f"?password=Query-Secret5&application_name=hub")
+        world = World(tmp_path / "world", store_url=dsn)
+        with Mosquitto(tmp_path / "hub-broker", persistence=True) as broker:
+            hub = HubProcess(world.hub_toml(broker.port)).start()
+            try:
+                hub.wait_subscribed()
+                publish_batches(broker.port, world.batches(2))
+                wait_until(lambda: "stored" in hub.log or HubStore(dsn).count("batches") >= 2, timeout=30,
+                           what="the hub storing two batches")
+            finally:
+                hub.stop()
+        # the same DSN with its password written raw ('@' in it), to a server that is not there
+        raw = f"postgresql://govedge:p@ss-Secret4@127.0.0.1:{free_port()}/{database}?password=Query-Secret5"
+        with pytest.raises(StoreError) as refused:
+            HubStore(raw)
+        world_dead = World(tmp_path / "dead", store_url=raw)
+        dead = HubProcess(world_dead.hub_toml(free_port(), client_id="hub-dead"))
+        dead.start().proc.wait(30)
+    finally:
+        server.stop()
+    assert "cannot connect to PostgreSQL at postgresql://govedge:***@127.0.0.1" in str(refused.value)
+    for where, text in (("hub log", hub.log), ("store error", f"{refused.value} {refused.value!r}"),
+                        ("failed hub's log", dead.log)):
+        _assert_no_secret(where, text, DSN_SECRETS)
