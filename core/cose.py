@@ -355,17 +355,20 @@ class Signer(NamedTuple):
     forged: str  # the reason of a signature that no key of the kid verifies ("bad_signature")
 
 
-def check_signature(kid: str, signed, keys: KeyLookup, signer: Signer) -> None:
+def check_signature(kid: str, signed, keys: KeyLookup, signer: Signer) -> int:
     """Raises WireError unless a key that ``keys(kid)`` gives verifies the signature of ``signed``
-    (already decoded). An empty result or KeyError means the signer is unknown."""
+    (already decoded); returns that key's position in what ``keys(kid)`` gave (0: the first, which a
+    registry gives as the active key). An empty result or KeyError means the signer is unknown."""
     try:
         candidates = list(keys(kid))
     except KeyError:
         candidates = []
     if not candidates:
         raise WireError(signer.unknown_code, signer.unknown.format(kid=kid))
-    if not any(signature_valid(signed, key) for key in candidates):
-        raise WireError("bad_signature", signer.forged.format(kid=kid))
+    for i, key in enumerate(candidates):
+        if signature_valid(signed, key):
+            return i
+    raise WireError("bad_signature", signer.forged.format(kid=kid))
 
 
 def verify(data: bytes, keys: KeyLookup, signer: Signer, max_bytes: int, what: str) -> Envelope:

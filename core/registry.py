@@ -2,8 +2,14 @@
 
 One JSON file (docs/REGISTRY.md), written by `govedge provision`, loaded by the
 gateway, the hub and `govedge verify`. A device keeps every key it ever had:
-after a rotation the old key is marked retired, so readings it signed stay
-verifiable.
+after a rotation the old key is marked retired, so readings it signed before
+the rotation stay verifiable; `govedge revoke` marks a leaked key revoked.
+
+What a key that is not the active one may still sign (docs/SECURITY.md, "Key
+lifecycle") is ``KeyRule.refusal``: a retired key only readings timed before its
+rotation and numbered below the first reading under a newer key (the boundary,
+learnt by the gateway and the hub, or written as ``valid_below_seq``); a revoked
+key only readings timed before ``revoked_since`` (and below the boundary).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -32,21 +39,85 @@ class RegistryError(GovedgeError, ValueError):
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.timezone.utc).strftime(TIME_FORMAT)
+
+
+STATUSES = ("active", "retired", "revoked")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_time(text: str) -> float:
+    """Seconds since 1970 of a registry time (UTC, ``2026-11-29T06:01:25Z``)."""
+    return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+class KeyRule(NamedTuple):
+    """What one key of a signer may still sign; the gateway and the hub ask it of every verified message."""
+
+    key_id: str  # the first 16 hex digits of the key's x coordinate: names the key in stores and refusals
+    status: str  # "active", "retired" or "revoked"
+    until: float | None  # retired: the rotation's time; revoked: revoked_since (seconds since 1970)
+    valid_below_seq: int | None  # written in the registry (a learnt boundary may be lower)
+
+    def refusal(self, seq: int, time: float | None, learnt_below: int | None = None,
+                what: str = "reading", code: str = "") -> tuple[str, str] | None:
+        """None if a message of this key with this sequence number and signed time is valid; else
+        (``retired_key`` or ``revoked_key``, why). ``learnt_below``: the first sequence number seen under a
+        newer key. A retired key's message without a time passes until that boundary is known; a revoked
+        key's never does."""
+        if self.status == "active":
+            return None
+        below = self.valid_below_seq
+        if learnt_below is not None and (below is None or learnt_below < below):
+            below = learnt_below
+        word = "retired" if self.status == "retired" else "revoked"
+        since = _show_time(self.until)
+        if time is not None and self.until is not None and time >= self.until:
+            why = f"its time {_show_time(time)} is not before the key was {word} ({since})"
+        elif time is None and self.status == "revoked":
+            why = f"it has no time, so nothing shows it was made before the key was revoked ({since})"
+        elif below is not None and seq >= below:
+            why = f"its sequence number {seq} is not below {below}, where the newer key took over"
+        else:
+            return None
+        return (code or f"{word}_key", f"{what} #{seq} is signed by the {word} key {self.key_id}: {why}")
+
+
+def _show_time(t: float | None) -> str:
+    if t is None:
+        return "?"
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(TIME_FORMAT)
 
 
 @dataclass
 class DeviceKey:
     public_key: str  # SEC 1 uncompressed, hex
-    status: str  # "active" or "retired"
+    status: str  # "active", "retired" or "revoked"
     created: str
     retired: str | None = None
+    valid_below_seq: int | None = None  # retired or revoked: readings of this key must be numbered below it
+    revoked: str | None = None  # when `govedge revoke` was run
+    revoked_since: str | None = None  # nothing this key signed from then on is valid
 
     def to_json(self) -> dict:
         d = {"public_key": self.public_key, "status": self.status, "created": self.created}
-        if self.retired:
-            d["retired"] = self.retired
+        for name in ("retired", "valid_below_seq", "revoked", "revoked_since"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
         return d
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_key)
+
+    def rule(self) -> KeyRule:
+        until = self.revoked_since if self.status == "revoked" else self.retired
+        return KeyRule(self.key_id, self.status, None if until is None else parse_time(until), self.valid_below_seq)
+
+
+def key_id(public_key_hex: str) -> str:
+    """A key's short name: the first 16 hex digits of its x coordinate (after the 04 of SEC 1)."""
+    return public_key_hex[2:18]
 
 
 @dataclass
@@ -59,6 +130,11 @@ class Device:
     @property
     def active_key(self) -> DeviceKey:
         return next(k for k in self.keys if k.status == "active")
+
+    def ordered_keys(self) -> list[DeviceKey]:
+        """The order a verifier tries them in: the active key, the retired ones newest first, the revoked ones."""
+        rank = {"active": 0, "retired": 1, "revoked": 2}
+        return sorted(reversed(self.keys), key=lambda k: rank[k.status])
 
     def to_json(self) -> dict:
         return {"board": self.board, "sensors": self.sensors, "keys": [k.to_json() for k in self.keys]}
@@ -77,6 +153,7 @@ class Registry:
         self.devices = devices or {}
         self.path = path
         self._keys: dict[str, list[ec.EllipticCurvePublicKey]] = {}
+        self._rules: dict[str, list[KeyRule]] = {}
 
     # -- loading and saving -------------------------------------------------
 
@@ -97,19 +174,29 @@ class Registry:
         for device_id, entry in (doc.get("devices") or {}).items():
             try:
                 check_device_id(device_id)
-                keys = [DeviceKey(k["public_key"], k["status"], k["created"], k.get("retired"))
+                keys = [DeviceKey(k["public_key"], k["status"], k["created"], k.get("retired"),
+                                  k.get("valid_below_seq"), k.get("revoked"), k.get("revoked_since"))
                         for k in entry["keys"]]
                 device = Device(device_id, entry["board"], list(entry.get("sensors", [])), keys)
             except (KeyError, TypeError) as exc:
                 raise RegistryError(f"registry {path}: device {device_id!r} is malformed ({exc})") from None
             for k in keys:
-                if k.status not in ("active", "retired"):
+                if k.status not in STATUSES:
                     raise RegistryError(f"registry {path}: device {device_id!r} has a key with status {k.status!r}")
+                try:
+                    k.rule()
+                except (ValueError, TypeError) as exc:
+                    raise RegistryError(f"registry {path}: device {device_id!r} has a key with a bad time "
+                                        f"({exc})") from None
+                if k.valid_below_seq is not None and type(k.valid_below_seq) is not int:
+                    raise RegistryError(f"registry {path}: device {device_id!r}: valid_below_seq is not an integer")
                 try:
                     public_key_from_sec1(bytes.fromhex(k.public_key))
                 except (ValueError, WireError) as exc:
                     raise RegistryError(f"registry {path}: device {device_id!r} has a bad public key ({exc})") from None
-            if sum(k.status == "active" for k in keys) != 1:
+            # none, between `govedge revoke` of its active key and `govedge provision --rotate`
+            if sum(k.status == "active" for k in keys) > 1 or (
+                    not any(k.status in ("active", "revoked") for k in keys)):
                 raise RegistryError(f"registry {path}: device {device_id!r} must have exactly one active key")
             devices[device_id] = device
         return cls(devices, path)
@@ -140,16 +227,30 @@ class Registry:
     # -- what the verifiers ask -------------------------------------------------
 
     def public_keys(self, device_id: str) -> list[ec.EllipticCurvePublicKey]:
-        """The device's keys, active first; empty for an unknown device."""
+        """The device's keys in Device.ordered_keys's order (active first); empty for an unknown device."""
         if device_id not in self._keys:
             device = self.devices.get(device_id)
             if device is None:
                 return []
-            ordered = sorted(device.keys, key=lambda k: k.status != "active")
+            ordered = device.ordered_keys()
+            self._rules[device_id] = [k.rule() for k in ordered]
             self._keys[device_id] = [public_key_from_sec1(bytes.fromhex(k.public_key)) for k in ordered]
         return self._keys[device_id]
 
     __call__ = public_keys  # a Registry is a key lookup for wire.verify
+
+    def key_rule(self, device_id: str, key: int) -> KeyRule:
+        """What the device's key ``key`` (a Reading's ``key``: its place in public_keys) may sign."""
+        rules = self._rules.get(device_id)
+        if rules is None:
+            self.public_keys(device_id)
+            rules = self._rules[device_id]
+        return rules[key]
+
+    def retired_ids(self, device_id: str) -> list[str]:
+        """The ids of the device's keys that are not active (they get a boundary from its active key's first reading)."""
+        device = self.devices.get(device_id)
+        return [] if device is None else [k.key_id for k in device.keys if k.status != "active"]
 
     # -- what provisioning does -------------------------------------------------
 
@@ -179,3 +280,23 @@ class Registry:
             device.sensors = sensors
         self._keys.pop(device_id, None)
         return device
+
+    def revoke(self, device_id: str, since: str | None = None) -> DeviceKey:
+        """Marks the device's active key revoked (a leak): nothing it signed from ``since`` (a registry time;
+        default now) on is valid. The device signs nothing valid until `govedge provision --rotate`."""
+        device = self.devices.get(device_id)
+        if device is None:
+            raise RegistryError(f"device {device_id!r} is not in the registry; nothing to revoke")
+        key = next((k for k in device.keys if k.status == "active"), None)
+        if key is None:
+            raise RegistryError(f"device {device_id!r} has no active key (revoked already); "
+                                "give it a new one with `govedge provision --rotate`")
+        now = _now()
+        if since is not None:
+            try:
+                parse_time(since)
+            except ValueError:
+                raise RegistryError(f"--since {since!r} is not a UTC time like 2026-11-29T06:00:00Z") from None
+        key.status, key.revoked, key.revoked_since = "revoked", now, since or now
+        self._keys.pop(device_id, None)
+        return key

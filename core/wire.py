@@ -68,7 +68,9 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Reading:
-    """A decoded signed reading. ``time`` is None when the node's clock was not set."""
+    """A decoded signed reading. ``time`` is None when the node's clock was not set. ``key``: which of
+    the keys the verifier was given verified it (0 the first: a registry gives the active key first;
+    govedge.core.registry's ``key_rule`` says what the others may sign)."""
 
     device_id: str
     seq: int
@@ -78,6 +80,7 @@ class Reading:
     protected: bytes
     payload: bytes
     signature: bytes
+    key: int = 0
 
     @property
     def digest(self) -> bytes:
@@ -92,7 +95,7 @@ class Reading:
         # (the gateway's verification workers send every reading back this way)
         return _reading_from_tuple, (self.device_id, self.seq, self.time,
                                      tuple((m.name, m.unit, m.value) for m in self.measurements),
-                                     self.message, self.protected, self.payload, self.signature)
+                                     self.message, self.protected, self.payload, self.signature, self.key)
 
     def value(self, name: str) -> Value:
         for m in self.measurements:
@@ -101,9 +104,10 @@ class Reading:
         raise KeyError(name)
 
 
-def _reading_from_tuple(device_id, seq, time, measurements, message, protected, payload, signature) -> Reading:
+def _reading_from_tuple(device_id, seq, time, measurements, message, protected, payload, signature,
+                       key=0) -> Reading:
     return Reading(device_id, seq, time, tuple(Measurement(*m) for m in measurements),
-                   message, protected, payload, signature)
+                   message, protected, payload, signature, key)
 
 
 _TAGS_PAYLOAD = OnlyTags(frozenset({TAG_DECIMAL_FRACTION}))  # a value may be a decimal fraction, nothing else
@@ -230,8 +234,11 @@ def verify(message: bytes, keys: KeyLookup) -> Reading:
     """Decode a signed reading and check its signature against the device's keys.
 
     ``keys(device_id)`` returns the device's public keys (current and retired);
-    an empty result or KeyError means the device is unknown.
+    an empty result or KeyError means the device is unknown. The reading's ``key`` is the
+    position of the key that verified it in that list.
     """
     reading = decode_unverified(message)
-    cose.check_signature(reading.device_id, reading, keys, DEVICE_SIGNER)
+    key = cose.check_signature(reading.device_id, reading, keys, DEVICE_SIGNER)
+    if key:  # frozen; set once, before anyone else has the reading
+        object.__setattr__(reading, "key", key)
     return reading

@@ -17,14 +17,19 @@
 
 And what a message must pass after its signature checked out, before it is stored
 (``Checks``): the topic's device must be the signer, the node's time may be at most
-``max_future_s`` ahead of the gateway's, and the sequence number must be above the
-device's last accepted one.
+``max_future_s`` ahead of the gateway's, the key that signed it must still be valid
+for it (a retired or revoked key: ``retired_key``, ``revoked_key``; the rule is
+govedge.core.registry's ``KeyRule``), and the sequence number must be above the last
+one accepted under the same key (``replayed``) and at most ``MAX_SEQ_JUMP`` above
+it (``seq_jump``). Sequence numbers are counted per key, so a leaked key that signed
+a huge one locks out only itself: the device's next key starts afresh
+(docs/SECURITY.md, "Key lifecycle").
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from govedge.core import topics, wire
 from govedge.core.crashguard import POISON, CrashGuard
@@ -32,7 +37,14 @@ from govedge.core.errors import Refusal
 
 from .ingest import Inbound
 
+if TYPE_CHECKING:
+    from govedge.core.registry import Registry
+
 MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full bucket is a fresh one)
+# how far a sequence number may lie above the last accepted one of its key (or above 0, the first):
+# a node numbering ten readings a second gets there in 13 years; a node never skips more than it
+# numbered, whatever it dropped from a full buffer or reserved in blocks across reboots
+MAX_SEQ_JUMP = 2**32
 
 
 # the verdict on a message received again byte for byte: counted and acknowledged, not quarantined
@@ -84,17 +96,29 @@ class FairShare:
 
 
 class Checks:
-    """The checks of a verified message, in order: topic, clock, replay.
+    """The checks of a verified message, in order: topic, clock, key, replay.
 
-    ``last_seq`` and ``message_of`` read the store (a device's last accepted sequence
-    number, a stored message); the caller notes each message it stores in ``last_seq``."""
+    ``last_seq`` and ``message_of`` read the store (the last accepted sequence number
+    of a sequence space, a stored message); ``registry`` gives the registry the
+    readings were verified against (None: one sequence space per device, no key rules);
+    ``bounds`` the store's learnt key boundaries. The caller notes each message it
+    stores with ``stored``."""
 
     def __init__(self, max_future_s: int, last_seq: Callable[[str], int | None],
-                 message_of: Callable[[str, int], bytes | None]):
+                 message_of: Callable[[str, int], bytes | None], registry: Callable[[], "Registry"] | None = None,
+                 bounds: "KeyBounds | None" = None):
         self.max_future_s = max_future_s
         self.stored_last_seq = last_seq
         self.stored_message = message_of
-        self.last_seq: dict[str, int] = {}  # device -> the last sequence number stored by this process
+        self.registry = registry
+        self.bounds = bounds
+        self.last_seq: dict[str, int] = {}  # sequence space -> the last sequence number stored by this process
+
+    def space(self, reading: wire.Reading) -> str:
+        """The sequence space a reading counts in: its device's, per key (``DEVICE KEYID``) with a registry."""
+        if self.registry is None:
+            return reading.device_id
+        return reading.device_id + " " + self.registry().key_rule(reading.device_id, reading.key).key_id
 
     def refusal(self, reading: wire.Reading, topic_device: str | None) -> Refusal | None:
         """None if the reading may be stored; DUPLICATE if it is stored already; else why not."""
@@ -104,15 +128,64 @@ class Checks:
         if reading.time is not None and reading.time > time.time() + self.max_future_s:
             return Refusal("future_time",
                            f"reading time {reading.time} is more than {self.max_future_s} s ahead of the gateway")
-        last = self.last_seq.get(device)
+        space = device
+        if self.registry is not None:
+            registry = self.registry()
+            rule = registry.key_rule(device, reading.key)
+            if rule.status != "active":
+                learnt = self.bounds.below(device, rule.key_id) if self.bounds is not None else None
+                refused = rule.refusal(reading.seq, reading.time, learnt)
+                if refused is not None:
+                    return Refusal(*refused)
+            space = device + " " + rule.key_id
+        last = self.last_seq.get(space)
         if last is None:
-            last = self.stored_last_seq(device)
+            last = self.stored_last_seq(space)
+            if last is None and space != device:
+                last = self.stored_last_seq(device)  # a store from before sequence spaces per key
         if last is not None and reading.seq <= last:
             if self.stored_message(device, reading.seq) == reading.message:
                 return DUPLICATE  # sent again after a reboot or a lost ack: we have it
             return Refusal("replayed", f"sequence number {reading.seq} of {device!r} is not above the last "
                                        f"accepted one ({last})")
+        if reading.seq - (last or 0) > MAX_SEQ_JUMP:
+            return Refusal("seq_jump", f"sequence number {reading.seq} of {device!r} is more than 2**32 above the "
+                                       f"last accepted one of its key ({last or 0})")
         return None
+
+    def stored(self, reading: wire.Reading, space: str) -> None:
+        """Notes a reading stored in the open transaction, in its sequence space (``space``)."""
+        self.last_seq[space] = reading.seq
+        if self.bounds is not None and reading.key == 0 and reading.device_id not in self.bounds.done:
+            registry = self.registry()
+            if registry.key_rule(reading.device_id, 0).status == "active":
+                self.bounds.learn(reading.device_id, registry.retired_ids(reading.device_id), reading.seq)
+
+
+class KeyBounds:
+    """The boundaries learnt from the first reading under a device's active key: its older keys are valid
+    only below it. Kept in a table of the store (``key_bounds``), cached here."""
+
+    def __init__(self, load: Callable[[], dict[tuple[str, str], int]], save: Callable[[str, str, int], None]):
+        self.known = load()
+        self.save = save
+        self.done: set[str] = set()  # devices whose non-active keys all have a boundary (as of the last look)
+
+    def below(self, device: str, key_id: str) -> int | None:
+        return self.known.get((device, key_id))
+
+    def learn(self, device: str, key_ids: list[str], seq: int) -> None:
+        if device in self.done:
+            return
+        for key_id in key_ids:
+            if (device, key_id) not in self.known:
+                self.known[device, key_id] = seq
+                self.save(device, key_id, seq)
+        self.done.add(device)
+
+    def forget_done(self) -> None:
+        """After a registry change: a device may have a newly retired key."""
+        self.done.clear()
 
 
 def admit(items: list[Inbound], guard: CrashGuard, share: FairShare) -> tuple[list[Inbound],

@@ -28,7 +28,7 @@ from govedge.core.crashguard import SUSPECT, CrashGuard, digest
 from govedge.core.errors import internal_error, one_line
 from govedge.core.verifypool import Result, Verifier, check
 
-from .admit import DUPLICATE, Checks, FairShare, Refusal, admit, sender_of
+from .admit import DUPLICATE, Checks, FairShare, KeyBounds, Refusal, admit, sender_of
 from .aggregate import Aggregator, NotAggregated
 from .batcher import Batcher
 from .config import GatewayConfig
@@ -63,7 +63,9 @@ class Gateway:
         self.in_flight: deque[tuple[list[Inbound], Future, bytes]] = deque()
         self.guard = CrashGuard(cfg.data_dir / "handling")
         self.share = FairShare(cfg.device_burst, cfg.device_rate_per_s)
-        self.checks = Checks(cfg.max_future_s, self.store.last_seq, self.store.message_of)
+        self.checks = Checks(cfg.max_future_s, self.store.last_seq, self.store.message_of,
+                             lambda: self.verifier.registry,
+                             KeyBounds(self.store.key_bounds, self.store.learn_key_bound))
         key = cfg.signing_key()
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
@@ -130,8 +132,10 @@ class Gateway:
                 self._quarantine(item, reading.device_id, *refusal)
             return None
         kind = "status" if item.source.endswith("/status") else "reading"
-        reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message)
-        self.checks.last_seq[reading.device_id] = reading.seq
+        space = self.checks.space(reading)
+        reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message,
+                                            space)
+        self.checks.stored(reading, space)
         self.batcher.waiting += 1
         self.counters["verified"] += 1
         return (reading_id, reading) if kind == "reading" else None

@@ -32,8 +32,14 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE INDEX IF NOT EXISTS readings_unbatched ON readings (id) WHERE batch_seq IS NULL;
 CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY,
+    device_id TEXT PRIMARY KEY,         -- a sequence space: 'DEVICE KEYID' (one per key), or DEVICE (older stores)
     last_seq INTEGER NOT NULL           -- the highest sequence number accepted
+);
+CREATE TABLE IF NOT EXISTS key_bounds (  -- learnt from the first reading under a device's active key
+    device_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,               -- a retired or revoked key (govedge.core.registry.key_id)
+    valid_below_seq INTEGER NOT NULL,   -- it is valid only for readings numbered below this
+    PRIMARY KEY (device_id, key_id)
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY,
@@ -218,15 +224,26 @@ class Store:
         row = self.db.execute("SELECT last_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         return row[0] if row else None
 
-    def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes) -> int:
-        """Inside a transaction (``with store:``): the device's last sequence number is written at commit."""
+    def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes,
+                    space: str | None = None) -> int:
+        """Inside a transaction (``with store:``): the last sequence number of the reading's sequence space
+        (govedge.gateway.admit's Checks; the device's by default) is written at commit."""
         cur = self.db.execute(
             "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message) VALUES (?,?,?,?,?,?)",
             (device_id, seq, kind, node_time, time.time(), message),
         )
-        if seq > self._last_seq.get(device_id, -1):
-            self._last_seq[device_id] = seq  # written with the commit
+        space = space or device_id
+        if seq > self._last_seq.get(space, -1):
+            self._last_seq[space] = seq  # written with the commit
         return cur.lastrowid
+
+    def key_bounds(self) -> dict[tuple[str, str], int]:
+        return {(d, k): s for d, k, s in self.db.execute("SELECT device_id, key_id, valid_below_seq FROM key_bounds")}
+
+    def learn_key_bound(self, device_id: str, key_id: str, seq: int) -> None:
+        """Inside a transaction: a retired key of the device is valid only below ``seq`` (kept if known)."""
+        self.db.execute("INSERT INTO key_bounds (device_id, key_id, valid_below_seq) VALUES (?,?,?) "
+                        "ON CONFLICT DO NOTHING", (device_id, key_id, seq))
 
     def message_of(self, device_id: str, seq: int) -> bytes | None:
         """The stored signed bytes of a device's reading, if the gateway has it."""
