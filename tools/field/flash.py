@@ -26,11 +26,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from govedge.tools.field import firmware
 # the node's log, read by follow() below
 from govedge.tools.field.monitor import PROMPT, SOFT_REBOOT, TRACEBACK, judge, port_problem
+from govedge.core import topics, wire
 from govedge.core.errors import GovedgeError
 
 PART = ".part"  # a file on its way; renamed to its name once its SHA-256 is right
@@ -77,7 +78,10 @@ class BoardFile:
 
 
 def device_files(device_id: str, devices: Path) -> tuple[dict, list[BoardFile]]:
-    """The device's config (parsed) and its files from provisioning's folder."""
+    """The device's config (parsed) and its files from provisioning's folder. Every file config.json
+    names stays inside that folder: a config that names /home/... or ../.. uploads nothing."""
+    if not isinstance(device_id, str) or not wire.DEVICE_ID.fullmatch(device_id):
+        raise FlashError(f"{device_id!r} is not a device id (letters, digits, '.', '-', '_', as the registry has them)")
     folder = Path(devices) / device_id
     if not folder.is_dir():
         raise FlashError(f"no folder {folder}: provision the device first (govedge provision {device_id} "
@@ -92,22 +96,43 @@ def device_files(device_id: str, devices: Path) -> tuple[dict, list[BoardFile]]:
     except ValueError as exc:
         raise FlashError(f"{path} is not valid JSON ({exc}); provision the device again") from None
     if not isinstance(cfg, dict) or cfg.get("device_id") != device_id:
-        raise FlashError(f"{path} is not the config of {device_id} (it names "
-                         f"{cfg.get('device_id') if isinstance(cfg, dict) else None!r})")
-    files = [BoardFile("config.json", raw)]
-    key_file = cfg.get("key_file", "device.key")
-    try:
-        files.append(BoardFile(key_file, (folder / key_file).read_bytes()))
-    except OSError as exc:
-        raise FlashError(f"cannot read the device's key {folder / key_file}: {exc.strerror}") from None
+        raise FlashError(f"{path} is not the config of {device_id}: its device_id is "
+                         f"{cfg.get('device_id') if isinstance(cfg, dict) else None!r} (provision {device_id} "
+                         "again, or flash the device it names)")
     mqtt = cfg.get("mqtt") or {}
-    ca = mqtt.get("ca", "ca.der")
-    if (folder / ca).is_file():
-        files.append(BoardFile(ca, (folder / ca).read_bytes()))
+    if not isinstance(mqtt, dict):
+        raise FlashError(f"{path}: mqtt is not a table; provision the device again")
+    for key, expected in (("client_id", device_id), ("topic", topics.reading(device_id)),
+                          ("status_topic", topics.status(device_id))):
+        if key in mqtt and mqtt[key] != expected:
+            raise FlashError(f"{path}: mqtt.{key} is {mqtt[key]!r}, not {device_id}'s {expected!r}: the node would "
+                             "speak as another device (provision it again)")
+    files = [BoardFile("config.json", raw)]
+    key_file, key_path = _inside(folder, path, "key_file", cfg.get("key_file", "device.key"))
+    try:
+        files.append(BoardFile(key_file, key_path.read_bytes()))
+    except OSError as exc:
+        raise FlashError(f"cannot read the device's key {key_path}: {exc.strerror}") from None
+    ca, ca_path = _inside(folder, path, "mqtt.ca", mqtt.get("ca", "ca.der"))
+    if ca_path.is_file():
+        files.append(BoardFile(ca, ca_path.read_bytes()))
     elif mqtt.get("tls"):
-        raise FlashError(f"{path} asks for TLS but {folder / ca} is missing "
+        raise FlashError(f"{path} asks for TLS but {ca_path} is missing "
                          f"(govedge provision {device_id} --rotate --tls --ca CA.pem puts it there)")
     return cfg, files
+
+
+def _inside(folder: Path, config: Path, key: str, name) -> tuple[str, Path]:
+    """A file config.json names (``key``): its name on the board and its path, which must stay inside the
+    device's folder (no absolute path, no '..', no link out of it)."""
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise FlashError(f"{config}: {key} must name a file in {folder}, not {name!r}")
+    relative = PurePosixPath(name)
+    target = (folder / name).resolve()
+    if relative.is_absolute() or ".." in relative.parts or not target.is_relative_to(folder.resolve()):
+        raise FlashError(f"{config}: {key} = {name!r} is outside the device's folder {folder}; a device's "
+                         "files are named relative to it (provision the device again)")
+    return relative.as_posix(), target
 
 
 def check_key(device_id: str, key: BoardFile, registry_path: Path) -> str:
