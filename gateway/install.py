@@ -33,10 +33,14 @@ written again from the flags, with what it had as the defaults.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -59,6 +63,13 @@ from govedge.core.registry import Registry
 from govedge.core.errors import GovedgeError
 
 GATEWAY_USER = "gateway"  # the gateway's own user on its broker
+SERVICE_USER = "govedge"  # the system user the gateway service runs as (gateway/govedge-gateway.service)
+# Mosquitto's password file, PBKDF2-SHA512 (mosquitto 2.0 src/password_mosq.c pw__hash and
+# apps/mosquitto_passwd/mosquitto_passwd.c output_new_password): "user:$7$iterations$salt$hash",
+# a 12-byte salt and a 64-byte hash, both in standard base64; mosquitto_passwd's default is 101
+# iterations. The passwords are 24 random bytes: the iterations guard nothing a guess could find.
+PBKDF2_ITERATIONS = 1000
+SALT_BYTES, HASH_BYTES = 12, 64
 UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway.service")
 
 
@@ -81,6 +92,7 @@ class Options:
     devices: Path | None = None  # provisioning's folder: the devices' configs get their credentials
     anchor: str = NO_ANCHORING  # a registered backend's name (govedge.anchor.backend_names())
     anchor_settings: dict = field(default_factory=dict)  # its required settings
+    service_user: str = SERVICE_USER  # created on the Pi; under another root, used only if it exists
 
 
 class Layout:
@@ -99,20 +111,66 @@ class Layout:
         self.broker_conf = root / "etc/mosquitto/conf.d/govedge.conf"
         self.unit = root / "etc/systemd/system/govedge-gateway.service"
         self.data = root / "var/lib/govedge"
+        self.service: tuple[int, int] | None = None  # (uid, gid) of the service user, when files get it
+        self.mosquitto_gid: int | None = None  # Mosquitto's group, on the Pi
+
+    def owners(self) -> dict[str, tuple[int, int] | None]:
+        """Who owns what (None: whoever runs the install): the service its key and data, root the rest;
+        the service's group reads gateway.toml, Mosquitto's its key and password file."""
+        svc, mosq = self.service, self.mosquitto_gid
+        return {"service": svc, "service_group": (0, svc[1]) if svc else None,
+                "mosquitto": (0, mosq) if mosq is not None else None, "root": (0, 0) if svc else None}
+
+    def temp_files(self) -> list[Path]:
+        """What a write cut short (a crash, a power cut) leaves behind: _write's temporary files."""
+        found = [p for p in self.etc.rglob(".*.tmp")] if self.etc.exists() else []
+        return found + [p for p in (_temp_of(self.broker_conf), _temp_of(self.unit)) if p.exists()]
 
 
-def _write(path: Path, data: bytes | str, mode: int = 0o644, changed: list | None = None) -> None:
-    """Writes only if the content differs (a second install changes nothing), atomically."""
+def _temp_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _write(path: Path, data: bytes | str, mode: int = 0o644, changed: list | None = None,
+           owner: tuple[int, int] | None = None) -> None:
+    """Writes only if the content differs (a second install changes nothing), atomically. The file has
+    its final owner and mode before a byte of it is written (a new temporary file, O_EXCL, renamed over
+    the old one): no moment in which a secret is readable by others; a failed write leaves no temp file."""
     data = data.encode() if isinstance(data, str) else data
     if path.exists() and path.read_bytes() == data:
+        _settle(path, mode, owner)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+    tmp = _temp_of(path)
+    tmp.unlink(missing_ok=True)  # a write cut short before
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)  # the umask does not decide, and a group gets read only after fchown
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
     if changed is not None:
         changed.append(path)
+
+
+def _settle(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
+    """An unchanged file with an older install's owner or mode gets this one's, never wider on the way."""
+    st = path.stat()
+    if owner is not None and (st.st_uid, st.st_gid) != owner:
+        path.chmod(st.st_mode & mode & 0o700)
+        os.chown(path, *owner)
+        path.chmod(mode)
+    elif st.st_mode & 0o7777 != mode:
+        path.chmod(mode)
 
 
 def _pem_key(key) -> bytes:
@@ -124,7 +182,7 @@ def _gateway_key(lay: Layout, changed: list) -> ec.EllipticCurvePrivateKey:
     if lay.key.exists():
         return serialization.load_pem_private_key(lay.key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
-    _write(lay.key, _pem_key(key), 0o600, changed)
+    _write(lay.key, _pem_key(key), 0o600, changed, lay.owners()["service"])
     return key
 
 
@@ -143,7 +201,7 @@ def _tls(lay: Layout, names: list[str], changed: list) -> None:
                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
               .sign(ca_key, hashes.SHA256()))
-        _write(ca_key_pem, _pem_key(ca_key), 0o600, changed)
+        _write(ca_key_pem, _pem_key(ca_key), 0o600, changed, lay.owners()["root"])
         _write(ca_pem, ca.public_bytes(serialization.Encoding.PEM), 0o644, changed)
     ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
     _write(lay.tls / "ca.der", ca.public_bytes(serialization.Encoding.DER), 0o644, changed)
@@ -155,6 +213,7 @@ def _tls(lay: Layout, names: list[str], changed: list) -> None:
         have = sorted([str(n) for n in san.get_values_for_type(x509.DNSName)]
                       + [str(a) for a in san.get_values_for_type(x509.IPAddress)])
         if have == wanted and cert.not_valid_after_utc > now + datetime.timedelta(days=30):
+            _settle(lay.tls / "broker.key", 0o640, lay.owners()["mosquitto"])
             return
     ca_key = serialization.load_pem_private_key(ca_key_pem.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -172,36 +231,43 @@ def _tls(lay: Layout, names: list[str], changed: list) -> None:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _write(lay.tls / "broker.key", _pem_key(key), 0o600, changed)
+    _write(lay.tls / "broker.key", _pem_key(key), 0o640, changed, lay.owners()["mosquitto"])
     _write(broker_pem, cert.public_bytes(serialization.Encoding.PEM), 0o644, changed)
 
 
-def _mosquitto_passwd() -> str:
-    found = shutil.which("mosquitto_passwd") or ("/usr/bin/mosquitto_passwd"
-                                                  if Path("/usr/bin/mosquitto_passwd").exists() else None)
-    if not found:
-        raise InstallError("mosquitto_passwd not found: install Debian's mosquitto package first "
-                           "(apt-get install mosquitto)")
-    return found
+def password_line(user: str, password: str, salt: bytes | None = None,
+                  iterations: int = PBKDF2_ITERATIONS) -> str:
+    """One line of Mosquitto's password file (PBKDF2_ITERATIONS above names the format's source)."""
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, HASH_BYTES)
+    return f"{user}:$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def _password_matches(line: str, password: str) -> bool:
+    try:
+        _, kind, iterations, salt, digest = line.split(":", 1)[1].split("$")
+        if kind != "7":
+            return False
+        want = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt), int(iterations), HASH_BYTES)
+        return hmac.compare_digest(want, base64.b64decode(digest))
+    except ValueError:
+        return False
 
 
 def _credentials(lay: Layout, devices: list[str], changed: list) -> dict[str, str]:
-    """One password per device and one for the gateway; existing ones are kept."""
+    """One password per device and one for the gateway; existing ones are kept. The password file is
+    written here, never by mosquitto_passwd: a password on a command line is readable by every user."""
     creds = json.loads(lay.credentials.read_text()) if lay.credentials.exists() else {}
-    new = [u for u in [GATEWAY_USER, *devices] if u not in creds]
-    for user in new:
-        creds[user] = secrets.token_urlsafe(24)
-    if new or not lay.passwd.exists():
-        _write(lay.credentials, json.dumps(creds, indent=1, sort_keys=True) + "\n", 0o600, changed)
-        lay.passwd.parent.mkdir(parents=True, exist_ok=True)
-        tool = _mosquitto_passwd()
-        for user in (creds if not lay.passwd.exists() else new):
-            args = [tool, "-b"] + ([] if lay.passwd.exists() else ["-c"]) + [str(lay.passwd), user, creds[user]]
-            proc = subprocess.run(args, capture_output=True, text=True)
-            if proc.returncode:
-                raise InstallError(f"mosquitto_passwd failed for {user}: {proc.stderr.strip() or proc.stdout}")
-        lay.passwd.chmod(0o640)
-        changed.append(lay.passwd)
+    for user in [GATEWAY_USER, *devices]:
+        creds.setdefault(user, secrets.token_urlsafe(24))
+    _write(lay.credentials, json.dumps(creds, indent=1, sort_keys=True) + "\n", 0o600, changed,
+           lay.owners()["root"])
+    old = {}
+    if lay.passwd.exists():
+        old = {line.split(":", 1)[0]: line for line in lay.passwd.read_text().splitlines() if ":" in line}
+    lines = [old[u] if u in old and _password_matches(old[u], pw) else password_line(u, pw)
+             for u, pw in sorted(creds.items())]
+    _write(lay.passwd, "\n".join(lines) + "\n", 0o640, changed, lay.owners()["mosquitto"])
     return creds
 
 
@@ -287,10 +353,14 @@ def _toml(o: Options, lay: Layout, password: str, old: dict) -> str:
     ])
 
 
-def _unit(lay: Layout) -> str:
+def _unit(lay: Layout, user: str) -> str:
+    import grp
+
+    group = grp.getgrgid(lay.service[1]).gr_name if lay.service else user
     text = UNIT_TEMPLATE.read_text()
     return text.replace("--config /etc/govedge/gateway.toml", f"--config {lay.toml}").replace(
-        "ReadWritePaths=/var/lib/govedge", f"ReadWritePaths={lay.data}")
+        "ReadWritePaths=/var/lib/govedge", f"ReadWritePaths={lay.data}").replace(
+        f"User={SERVICE_USER}\nGroup={SERVICE_USER}\n", f"User={user}\nGroup={group}\n")
 
 
 def _update_devices(o: Options, lay: Layout, creds: dict[str, str], changed: list) -> list[str]:
@@ -315,11 +385,15 @@ def _update_devices(o: Options, lay: Layout, creds: dict[str, str], changed: lis
 
 
 def install(o: Options) -> dict:
-    """Puts everything in place; returns what changed (a second run changes nothing)."""
+    """Puts everything in place; returns what changed (a second run changes nothing). On the Pi (root
+    /) it creates the service user first; under another root it only writes files."""
     lay = Layout(o.root)
     changed: list[Path] = []
     if not o.broker_names:
         o.broker_names = [socket.gethostname() + ".local", "127.0.0.1"]
+    lay.service, lay.mosquitto_gid = _accounts(o)
+    for stale in lay.temp_files():
+        stale.unlink()
     key = _gateway_key(lay, changed)
     _write(lay.pub, key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo), 0o644, changed)
@@ -336,30 +410,74 @@ def install(o: Options) -> dict:
     creds = _credentials(lay, sorted(registry.devices), changed)
     _write(lay.acl, _acl(), 0o644, changed)
     _write(lay.broker_conf, _broker_conf(lay, o.broker_port), 0o644, changed)
-    lay.data.mkdir(parents=True, exist_ok=True)
+    lay.data.mkdir(mode=0o750, parents=True, exist_ok=True)
+    _settle(lay.data, 0o750, lay.owners()["service"])
     old = tomllib.loads(lay.toml.read_text()) if lay.toml.exists() else {}
-    _write(lay.toml, _toml(o, lay, creds[GATEWAY_USER], old), 0o600, changed)
-    _write(lay.unit, _unit(lay), 0o644, changed)
+    _write(lay.toml, _toml(o, lay, creds[GATEWAY_USER], old), 0o640, changed, lay.owners()["service_group"])
+    _write(lay.unit, _unit(lay, o.service_user), 0o644, changed)
     configured = _update_devices(o, lay, creds, changed)
-    _let_mosquitto_read(o.root, [lay.tls / "broker.key", lay.passwd])
     return {"changed": [str(p.relative_to(o.root)) if p.is_relative_to(o.root) else str(p) for p in changed],
-            "devices": sorted(registry.devices),
+            "changed_paths": changed, "devices": sorted(registry.devices),
             "configured_devices": configured, "layout": lay}
 
 
-def _let_mosquitto_read(root: Path, files: list[Path]) -> None:
-    """On the Pi, Mosquitto reads its key and password file as its own user, after dropping root."""
-    if root != Path("/") or os.geteuid() != 0:
-        return
-    try:
-        import grp
+def _accounts(o: Options) -> tuple[tuple[int, int] | None, int | None]:
+    """(uid, gid) of the service user and the gid of Mosquitto's group, for the files' owners. On the Pi
+    the service user is made if missing (useradd --system: a fixed account owns the key and the data
+    across reinstalls, and a technician can see it; DynamicUser would need the key handed in through
+    systemd's credentials); under another root nothing is made: an existing user is used when the
+    install runs as root, else the files stay the invoking user's."""
+    if o.root != Path("/"):
+        try:
+            account = pwd.getpwnam(o.service_user)
+        except KeyError:
+            return None, None
+        return ((account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None), None
+    if os.geteuid() != 0:
+        raise InstallError("installing into / needs root: run sudo govedge gateway install (or give --root DIR)")
+    import grp
 
-        gid = grp.getgrnam("mosquitto").gr_gid
+    try:
+        mosquitto = grp.getgrnam("mosquitto").gr_gid
     except KeyError:
         raise InstallError("the mosquitto group does not exist: install Debian's mosquitto package first") from None
-    for f in files:
-        os.chown(f, 0, gid)
-        f.chmod(0o640)
+    try:
+        account = pwd.getpwnam(o.service_user)
+    except KeyError:
+        _run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/govedge", "--no-create-home",
+              "--shell", "/usr/sbin/nologin", "--comment", "govchain-edge gateway", o.service_user])
+        account = pwd.getpwnam(o.service_user)
+    return (account.pw_uid, account.pw_gid), mosquitto
+
+
+def _run(args: list[str]) -> str:
+    """A system command of the install (never with a secret among its arguments); one line if it fails."""
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise InstallError(f"{args[0]} not found: this needs a Debian system with systemd") from None
+    if proc.returncode:
+        raise InstallError(f"{' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
+    return " ".join(args)
+
+
+def start_services(result: dict) -> list[str]:
+    """Enables and starts Mosquitto and the gateway service, restarting each whose files changed
+    (Mosquitto rereads neither its listener nor use_username_as_clientid on a reload); returns the
+    commands run. Only for an install into /."""
+    lay: Layout = result["layout"]
+    if lay.root != Path("/"):
+        raise InstallError(f"services are started only for an install into /, not {lay.root}")
+    changed = set(result["changed_paths"])
+    broker_files = {lay.broker_conf, lay.passwd, lay.acl, lay.tls / "broker.pem", lay.tls / "broker.key",
+                    lay.tls / "ca.pem"}
+    gateway_files = {lay.toml, lay.key, lay.unit, lay.registry}
+    done = [_run(["systemctl", "daemon-reload"])]
+    for unit, files in (("mosquitto.service", broker_files), ("govedge-gateway.service", gateway_files)):
+        done.append(_run(["systemctl", "enable", "--now", unit]))
+        if changed & files:
+            done.append(_run(["systemctl", "restart", unit]))
+    return done
 
 
 # -- the self-test ---------------------------------------------------------------------------

@@ -164,9 +164,10 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         broker_names=args.broker_name or [socket.gethostname() + ".local", "127.0.0.1"],
         registry=Path(args.registry) if args.registry else None,
         devices=Path(args.devices) if args.devices else None,
-        anchor=args.anchor, anchor_settings=anchor_settings)
+        anchor=args.anchor, anchor_settings=anchor_settings, service_user=args.service_user)
     try:
         result = install.install(options)
+        started = [] if args.no_start or options.root != Path("/") else install.start_services(result)
     except (install.InstallError, OSError, ValueError) as exc:
         print(f"govedge gateway install: {exc}", file=sys.stderr)
         return 2
@@ -180,6 +181,11 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
     print(f"  devices   {len(result['devices'])} in the registry, each with its own broker credential"
           + (f"; configs updated: {', '.join(result['configured_devices'])}" if result["configured_devices"] else ""))
     print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway {options.gateway_id} KEY.pem")
+    for command in started:
+        print(f"  ran       {command}")
+    if not started:
+        print("  services  not started: " + ("--root writes files only (no user, no systemctl)"
+                                             if options.root != Path("/") else "--no-start"))
     if args.no_self_test:
         return 0
     print("\nself-test")
@@ -436,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contract", help="EVM anchoring: the anchor contract's address")
     p.add_argument("--anchor-key", help="EVM anchoring: the gateway's account key file")
     p.add_argument("--no-self-test", action="store_true", help="skip the self-test")
+    p.add_argument("--no-start", action="store_true",
+                   help="write files and make the service user, but do not enable and start the services")
+    p.add_argument("--service-user", default="govedge",
+                   help="the system user of the gateway service, created if missing (default govedge); "
+                        "with --root only used if it exists")
     p.set_defaults(func=_cmd_gateway_install)
 
     p = gsub.add_parser("proof", help="a reading's proof bundle (JSON): message, batch path, epoch path, receipt")
