@@ -328,6 +328,38 @@ def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hub_revoke_gateway(args: argparse.Namespace) -> int:
+    from govedge.gateway.config import ConfigError
+    from govedge.hub import config as hubconfig
+    from govedge.hub.gateways import GatewayListError, Gateways
+
+    try:
+        cfg = hubconfig.load(args.config)
+        gateways = Gateways.load(cfg.gateways)
+        key = gateways.revoke(args.gateway_id, args.since)
+        gateways.save()
+    except (ConfigError, GatewayListError, OSError) as exc:
+        print(f"govedge hub revoke-gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.gateway_id}: key {key} revoked ({cfg.gateways}); add its new key with `govedge hub add-gateway`")
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    from govedge.core.registry import Registry, RegistryError
+
+    try:
+        registry = Registry.load(args.registry)
+        key = registry.revoke(args.device_id, args.since)
+        registry.save()
+    except (RegistryError, OSError) as exc:
+        print(f"govedge revoke: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.device_id}: key {key.key_id} revoked from {key.revoked_since} ({args.registry}); "
+          f"give the device a new key with `govedge provision {args.device_id} --rotate`")
+    return 0
+
+
 def _cmd_hub_export(args: argparse.Namespace) -> int:
     from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
@@ -468,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "of the anchor must carry its signature")
     p.set_defaults(func=_cmd_verify)
 
+    p = sub.add_parser("revoke", help="a leaked device key: nothing it signed from --since on is accepted")
+    p.add_argument("device_id", metavar="DEVICE", help="the device whose active key is revoked")
+    p.add_argument("--since", metavar="TIME", help="UTC time like 2026-11-29T06:00:00Z (default now)")
+    p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
+    p.set_defaults(func=_cmd_revoke)
+
     p = sub.add_parser("hub", help="the hub's ingest service: verified batches into SQLite or PostgreSQL")
     hsub = p.add_subparsers(dest="hub_command", required=True, metavar="HUB_COMMAND")
     p = hsub.add_parser("run", help="subscribe to gateway batches (MQTT 5 shared subscription), verify, store")
@@ -478,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gateway_id", metavar="GATEWAY_ID")
     p.add_argument("key", metavar="KEY.pem", help="the gateway's public key (or its private key file)")
     p.set_defaults(func=_cmd_hub_add_gateway)
+    p = hsub.add_parser("revoke-gateway", help="a leaked gateway key: no batch created from --since on is accepted")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("gateway_id", metavar="GATEWAY_ID")
+    p.add_argument("--since", metavar="TIME", help="UTC time like 2026-11-29T06:00:00Z (default now)")
+    p.set_defaults(func=_cmd_hub_revoke_gateway)
     p = hsub.add_parser("proof", help="a reading's proof bundle (JSON), from the hub's store")
     p.add_argument("--config", required=True, help="hub.toml")
     p.add_argument("device_id", metavar="DEVICE_ID")
