@@ -7,7 +7,12 @@ One JSON file, like the device registry (docs/REGISTRY.md):
                                             "added": "2026-11-29T09:00:00Z"}]}}}
 
 A gateway keeps every key it ever had; a replaced key is marked retired, so the
-batches it signed stay verifiable. `govedge hub add-gateway` writes it.
+batches it signed before the rotation stay verifiable: batches created before
+the key was retired and numbered below the first batch the hub stores under the
+newer key (the boundary, learnt by the hub; or ``valid_below_seq`` in the file).
+`govedge hub revoke-gateway` marks the active key revoked: no batch created from
+``revoked_since`` on is accepted (docs/SECURITY.md, "Key lifecycle").
+`govedge hub add-gateway` writes it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core.wire import DEVICE_ID, WireError, public_key_from_sec1
 from govedge.core.errors import GovedgeError
+from govedge.core.registry import STATUSES, TIME_FORMAT, KeyRule, key_id, parse_time
 
 FORMAT = "govedge-gateways/1"
 
@@ -36,11 +42,55 @@ class Gateways:
         self.doc = doc or {"format": FORMAT, "gateways": {}}
         self.path = path
         self._keys: dict[str, list[ec.EllipticCurvePublicKey]] = {}
+        self._active: dict[str, list[ec.EllipticCurvePublicKey]] = {}
+        self._others: dict[str, list[tuple[ec.EllipticCurvePublicKey, KeyRule]]] = {}
         for gateway_id, entry in self.doc["gateways"].items():
             try:
-                self._keys[gateway_id] = [public_key_from_sec1(bytes.fromhex(k["public_key"])) for k in entry["keys"]]
+                self._index(gateway_id, entry)
             except (KeyError, TypeError, ValueError, WireError) as exc:
                 raise GatewayListError(f"{path}: gateway {gateway_id!r} has a bad key entry: {exc}") from None
+
+    def _index(self, gateway_id: str, entry: dict) -> None:
+        keys, active, others = [], [], []
+        for k in entry["keys"]:
+            public = public_key_from_sec1(bytes.fromhex(k["public_key"]))
+            status = k.get("status", "active")
+            if status not in STATUSES:
+                raise ValueError(f"status {status!r}")
+            keys.append(public)
+            if status == "active":
+                active.append(public)
+            else:
+                until = k.get("revoked_since") if status == "revoked" else k.get("retired")
+                others.append((public, KeyRule(key_id(k["public_key"]), status,
+                                               None if until is None else parse_time(until), k.get("valid_below_seq"))))
+        self._keys[gateway_id], self._active[gateway_id] = keys, active
+        self._others[gateway_id] = others[::-1]  # newest first
+
+    def active(self, gateway_id: str) -> list[ec.EllipticCurvePublicKey]:
+        """The gateway's active key (a lookup for batch.verify): what nearly every batch is signed with."""
+        return self._active.get(gateway_id, [])
+
+    def others(self, gateway_id: str) -> list[tuple[ec.EllipticCurvePublicKey, KeyRule]]:
+        """The gateway's retired and revoked keys, newest first, each with what it may still sign."""
+        return self._others.get(gateway_id, [])
+
+    def revoke(self, gateway_id: str, since: str | None = None) -> str:
+        """Marks the gateway's active key revoked: no batch created from ``since`` (default now) on is accepted.
+        Returns the key's id."""
+        entry = self.doc["gateways"].get(gateway_id)
+        key = next((k for k in (entry or {}).get("keys", []) if k["status"] == "active"), None)
+        if key is None:
+            raise GatewayListError(f"gateway {gateway_id!r} has no active key to revoke")
+        now = datetime.datetime.now(datetime.timezone.utc).strftime(TIME_FORMAT)
+        if since is not None:
+            try:
+                parse_time(since)
+            except ValueError:
+                raise GatewayListError(f"--since {since!r} is not a UTC time like 2026-11-29T06:00:00Z") from None
+        key["status"], key["revoked"], key["revoked_since"] = "revoked", now, since or now
+        self._index(gateway_id, entry)
+        return key_id(key["public_key"])
 
     @classmethod
     def load(cls, path: str | os.PathLike, missing_ok: bool = False) -> "Gateways":
@@ -79,7 +129,7 @@ class Gateways:
             if k["status"] == "active":
                 k["status"], k["retired"] = "retired", now
         entry["keys"].append({"public_key": sec1, "status": "active", "added": now})
-        self._keys.setdefault(gateway_id, []).append(public_key)
+        self._index(gateway_id, entry)
         return "key added" if len(entry["keys"]) > 1 else "added"
 
     def save(self) -> None:

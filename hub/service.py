@@ -84,9 +84,14 @@ class HubService:
         except OSError as exc:
             raise ConfigError(f"[hub] state_dir {state_dir}: the crash guard's journal cannot be kept there "
                               f"({exc.strerror or exc}); give a folder the hub may write") from None
+        self.bounds_learnt: list[tuple[str, str, int]] = []  # to write with the next commit
         self.prune_due = 0.0  # when the rejected table is held to its budget next (monotonic)
         self.gateways = Gateways.load(cfg.gateways)
         self.verifier = Verifier(cfg.registry, cfg.verify_workers)
+        self.store.key_id_of = lambda r: self.verifier.registry.key_rule(r.device_id, r.key).key_id
+        with self.store.transaction():
+            self.bounds = self.store.key_bounds()  # (signer, key id) -> valid below; learnt, kept in the store
+            self.flag_revoked()
         self.inbox: "queue.Queue[Delivery]" = queue.Queue()
         self.in_flight: deque[Pending] = deque()
         self.stopping = threading.Event()
@@ -151,9 +156,32 @@ class HubService:
                                                        f"{d.topic}"), [])
             return Pending(d, None, None, [], rec)
         try:
-            b = batch.verify(d.payload, self.gateways)
+            b = batch.verify(d.payload, self.gateways.active)  # nearly always: the active key
         except wire.WireError as exc:
-            return Pending(d, None, (exc.code, exc.reason), [])
+            b = None
+            refusal = (exc.code, exc.reason)
+        if b is None:
+            gateway_id = _unverified_kid(d.payload)
+            for public, rule in self.gateways.others(gateway_id):
+                try:
+                    b = batch.verify(d.payload, lambda _g, k=public: [k])
+                except wire.WireError:
+                    continue
+                refused = rule.refusal(b.seq, b.created, self.bounds.get(("gw/" + gateway_id, rule.key_id)),
+                                       what="batch")
+                if refused is not None:
+                    return Pending(d, None, refused, [])
+                break
+            if b is None:
+                if refusal[0] == "unknown_gateway" and self.gateways.others(gateway_id):
+                    refusal = ("bad_signature", f"signature does not verify with the key(s) of gateway "
+                                                f"{gateway_id!r} (it has no active key)")
+                return Pending(d, None, refusal, [])
+        elif self.gateways.others(b.gateway_id):  # the first batch under a new key bounds the older ones
+            for _public, rule in self.gateways.others(b.gateway_id):
+                if ("gw/" + b.gateway_id, rule.key_id) not in self.bounds:
+                    self.bounds["gw/" + b.gateway_id, rule.key_id] = b.seq
+                    self.bounds_learnt.append(("gw/" + b.gateway_id, rule.key_id, b.seq))
         topic_gateway = topics.gateway_of(d.topic)
         if topic_gateway != b.gateway_id:
             return Pending(d, b, ("wrong_topic", f"batch {b.id} came on the topic of {topic_gateway!r}"), [])
@@ -222,6 +250,7 @@ class HubService:
             return
         b = p.batch
         results = self._results(p)
+        self._key_rules(results)
         readings = [None if isinstance(r, tuple) else r for r in results]
         try:
             by_store = self.store.add_batch(b, readings)
@@ -251,6 +280,33 @@ class HubService:
                         len(results) - len(refused), len(b.aggregates), len(refused), leaf, code, reason)
         else:
             log.info("batch %s: %d readings, %d aggregates", b.id, len(results), len(b.aggregates))
+
+    def _key_rules(self, results: list[Result]) -> None:
+        """Refuses, in place, the readings signed by a key no longer valid for them (govedge.core.registry's
+        KeyRule); the first reading under a device's active key sets the boundary of its older keys."""
+        registry = self.verifier.registry
+        rules = [None if isinstance(r, tuple) else registry.key_rule(r.device_id, r.key) for r in results]
+        for r, rule in zip(results, rules):  # learnt first: an old key's reading above it in the batch is refused
+            if rule is not None and rule.status == "active" and len(registry.public_keys(r.device_id)) > 1:
+                for old in registry.retired_ids(r.device_id):
+                    if self.bounds.get((r.device_id, old), r.seq + 1) > r.seq:
+                        self.bounds[r.device_id, old] = r.seq
+                        self.bounds_learnt.append((r.device_id, old, r.seq))
+        for i, (r, rule) in enumerate(zip(results, rules)):
+            if rule is not None and rule.status != "active":
+                refused = rule.refusal(r.seq, r.time, self.bounds.get((r.device_id, rule.key_id)))
+                if refused is not None:
+                    results[i] = refused
+
+    def flag_revoked(self) -> None:
+        """Inside a transaction: flags the stored readings of the registry's revoked keys (docs/SECURITY.md)."""
+        for device in self.verifier.registry.devices.values():
+            for k in device.keys:
+                if k.status == "revoked":
+                    n = self.store.flag_revoked(device.device_id, k.key_id, k.rule().until)
+                    if n:
+                        log.warning("%s: %d stored readings signed by the revoked key %s flagged revoked_key",
+                                    device.device_id, n, k.key_id)
 
     def _reject(self, p: Pending, code: str, reason: str, message: bytes | None = None) -> None:
         """Keeps the refused delivery, or one refused device ``message`` of its batch, in ``rejected``."""
@@ -301,6 +357,7 @@ class HubService:
             with self.store.transaction():
                 for p in ready:
                     self._store(p)
+                self._keep_bounds()
         for p in ready:  # committed: now the broker may forget them
             p.delivery.ack()
         return done + len(ready)
@@ -313,8 +370,14 @@ class HubService:
             p = self._check(d)
             with self.store.transaction():
                 self._store(p)
+                self._keep_bounds()
         d.ack()
         self.guard.handled([d.payload])
+
+    def _keep_bounds(self) -> None:
+        for signer, key_id, seq in self.bounds_learnt:
+            self.store.learn_key_bound(signer, key_id, seq)
+        self.bounds_learnt.clear()
 
     def housekeeping(self) -> None:
         """Holds the rejected table to its budget (when something was rejected since the last time)."""
@@ -379,6 +442,14 @@ def _state_dir(cfg: HubConfig) -> Path:
     if cfg.state_dir is not None:
         return cfg.state_dir
     return Path(cfg.store.removeprefix("sqlite://")).parent if cfg.store.startswith("sqlite://") else Path(".")
+
+
+def _unverified_kid(data: bytes) -> str:
+    """The signer a batch names (not verified)."""
+    try:
+        return wire.decode_envelope(data, batch.MAX_BATCH_BYTES, "batch").kid
+    except Exception:  # noqa: BLE001 - refused already; only its name is looked for
+        return ""
 
 
 def _unverified_id(message: bytes) -> tuple[str | None, int | None]:

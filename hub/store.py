@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import cbor2
 
@@ -117,6 +117,12 @@ CREATE TABLE IF NOT EXISTS rejected (
     payload {BLOB} NOT NULL             -- and sha256, size, device_id, seq: ADDED_COLUMNS
 );
 CREATE INDEX IF NOT EXISTS readings_time ON readings (time);
+CREATE TABLE IF NOT EXISTS key_bounds (  -- learnt from the first message the hub stores under a newer key
+    signer TEXT NOT NULL,               -- a device id, or 'gw/' and a gateway id
+    key_id TEXT NOT NULL,               -- its retired or revoked key (govedge.core.registry.key_id)
+    valid_below_seq {INT} NOT NULL,     -- valid only for readings (batches) numbered below this
+    PRIMARY KEY (signer, key_id)
+);
 """
 
 # (table, column, definition, what it holds): added to a store that lacks them when it is opened
@@ -127,6 +133,9 @@ ADDED_COLUMNS = (
     ("rejected", "size", "{INT}", "the payload's size as received; `payload` keeps a bounded prefix of it"),
     ("rejected", "device_id", "TEXT", "a refused device message's device id, when its header reads"),
     ("rejected", "seq", "{INT}", "and its sequence number, when all of it reads"),
+    ("readings", "key_id", "TEXT", "the device key that verified it (govedge.core.registry.key_id); NULL before"),
+    ("readings", "flag", "TEXT", "revoked_key: its key was revoked later and its time is not before "
+                                 "revoked_since (or it has none); NULL otherwise"),
 )
 
 KEEP_BYTES = 262144  # of a rejected payload; a batch of 500 readings (about 100 kB) fits whole
@@ -216,6 +225,8 @@ class HubStore:
             for statement in schema_statements(self.dialect):
                 self._exec(statement)
             self._add_columns()
+        # the id of the device key a reading was verified with (the hub's service sets it from its registry)
+        self.key_id_of: Callable[[wire.Reading], str | None] = lambda reading: None
 
     def _columns(self, table: str) -> set[str]:
         if self.dialect == "sqlite":
@@ -353,9 +364,9 @@ class HubStore:
     def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> Refusal | None:
         """Stores a reading; its refusal when another reading holds its device id and sequence number."""
         if not self._exec(
-                "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
-                (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message)).rowcount:
+                "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message, key_id) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
+                (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message, self.key_id_of(r))).rowcount:
             held = self.reading_of(r.device_id, r.seq)
             if held.message == message:
                 return None  # in an earlier batch already (a gateway that sent it twice): kept once
@@ -456,6 +467,24 @@ class HubStore:
     def batches_in_epochs(self) -> int:
         """How many batches the stored epochs cover."""
         return self._exec("SELECT coalesce(sum(size), 0) FROM epochs").fetchone()[0]
+
+    def key_bounds(self) -> dict[tuple[str, str], int]:
+        return {(s, k): b for s, k, b in self._exec("SELECT signer, key_id, valid_below_seq FROM key_bounds")}
+
+    def learn_key_bound(self, signer: str, key_id: str, seq: int) -> None:
+        """Inside a transaction: the signer's retired key ``key_id`` is valid only below ``seq`` (kept if known)."""
+        self._exec("INSERT INTO key_bounds (signer, key_id, valid_below_seq) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                   (signer, key_id, seq))
+
+    def flag_revoked(self, device_id: str, key_id: str, since: float) -> int:
+        """Inside a transaction: flags the stored readings of a revoked device key timed from ``since`` on or
+        untimed (``flag`` = 'revoked_key'); returns how many were newly flagged."""
+        return self._exec("UPDATE readings SET flag = 'revoked_key' WHERE device_id = ? AND key_id = ? AND "
+                          "(time IS NULL OR time >= ?) AND flag IS NULL", (device_id, key_id, since)).rowcount
+
+    def flag_of(self, device_id: str, seq: int) -> str | None:
+        row = self._exec("SELECT flag FROM readings WHERE device_id = ? AND seq = ?", (device_id, seq)).fetchone()
+        return None if row is None else row[0]
 
     def reading_ids(self) -> set[tuple[str, int]]:
         return {(d, s) for d, s in self._exec("SELECT device_id, seq FROM readings").fetchall()}
