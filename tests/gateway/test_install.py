@@ -253,22 +253,31 @@ def test_a_node_and_the_gateway_work_through_the_installed_broker(tmp_path, buil
     root = tmp_path / "root"
     done = _install(root, registry, tmp_path / "esp32-0201-provisioning", port, "--no-self-test")
     assert done.returncode == 0, done.stderr
-    provisioned = tmp_path / "esp32-0201-provisioning" / "esp32-0201"
+    db = run_installed(root, tmp_path, port, node, "esp32-0201", 2)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+
+
+def run_installed(root: Path, tmp_path: Path, port: int, node, device: str, readings: int,
+                  as_user: tuple[str, ...] = (sys.executable,), env: dict | None = None) -> Path:
+    """The node with the credential the install gave it (its provisioning folder), the installed broker
+    and `govedge gateway run` from the installed gateway.toml (started by ``as_user``), until the gateway
+    has stored ``readings`` of the node's; returns gateway.db."""
+    provisioned = tmp_path / f"{device}-provisioning" / device
     node.config["mqtt"] = json.loads((provisioned / "config.json").read_text())["mqtt"]
     node.write_config()
     (node.root / "ca.der").write_bytes((provisioned / "ca.der").read_bytes())
     broker = _start_installed_broker(root, tmp_path, port)
     log = open(tmp_path / "gateway.log", "wb")
-    gw = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "gateway", "run", "--config",
-                           str(root / "etc/govedge/gateway.toml")], stdout=log, stderr=log)
+    gw = subprocess.Popen([*as_user, "-m", "govedge.tools.cli", "gateway", "run", "--config",
+                           str(root / "etc/govedge/gateway.toml")], stdout=log, stderr=log, env=env)
+    db = root / "var/lib/govedge/gateway.db"
     try:
         node.start()
         node.wait_for_log(r"mqtt: connected", timeout=30)
-        db = root / "var/lib/govedge/gateway.db"
         deadline = time.monotonic() + 30
         while not (db.exists() and sqlite3.connect(db).execute(
-                "SELECT count(*) FROM readings WHERE device_id = 'esp32-0201'").fetchone()[0] >= 2):
-            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-2000:]
+                "SELECT count(*) FROM readings WHERE device_id = ?", (device,)).fetchone()[0] >= readings):
+            assert gw.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-2000:]
             time.sleep(0.2)
     finally:
         node.kill()
@@ -277,4 +286,4 @@ def test_a_node_and_the_gateway_work_through_the_installed_broker(tmp_path, buil
         log.close()
         broker.terminate()
         broker.wait(10)
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+    return db

@@ -9,12 +9,10 @@ import json
 import os
 import pwd
 import shutil
-import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ import pytest
 from govedge.gateway import install
 from govedge.tools.dev.broker import free_port
 from govedge.tools.field.provision import provision
-from test_install import _install, _start_installed_broker
+from test_install import _install, run_installed
 
 NOBODY = pwd.getpwnam("nobody")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners other than the invoking user need root "
@@ -173,36 +171,15 @@ def test_the_gateway_runs_as_an_unprivileged_user_with_only_what_the_install_gav
     done = _install(root, registry, tmp_path / "esp32-0311-provisioning", port, "--no-self-test",
                     "--service-user", "nobody")
     assert done.returncode == 0, done.stderr
-    provisioned = tmp_path / "esp32-0311-provisioning" / "esp32-0311"
-    node.config["mqtt"] = json.loads((provisioned / "config.json").read_text())["mqtt"]
-    node.write_config()
-    (node.root / "ca.der").write_bytes((provisioned / "ca.der").read_bytes())
     as_nobody = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups"]
-    for secret in ("etc/govedge/credentials.json", "etc/govedge/tls/ca.key"):
-        assert subprocess.run([*as_nobody, "cat", str(root / secret)], capture_output=True).returncode != 0
-    broker = _start_installed_broker(root, tmp_path, port)
-    log = open(tmp_path / "gateway.log", "wb")
-    gw = subprocess.Popen([*as_nobody, *_python_of_another_user(), "-m", "govedge.tools.cli", "gateway", "run",
-                           "--config", str(root / "etc/govedge/gateway.toml")], stdout=log, stderr=log,
-                          env={**os.environ, "HOME": str(root / "var/lib/govedge"), "PYTHONUSERBASE": sys.prefix})
-    db = root / "var/lib/govedge/gateway.db"
     try:
-        node.start()
-        deadline = time.monotonic() + 40
-        while not (db.exists() and sqlite3.connect(db).execute(
-                "SELECT count(*) FROM readings WHERE device_id = 'esp32-0311'").fetchone()[0] >= 1):
-            assert gw.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-2000:]
-            time.sleep(0.2)
-        owner = db.stat().st_uid  # the store is the service user's
+        for secret in ("etc/govedge/credentials.json", "etc/govedge/tls/ca.key"):
+            assert subprocess.run([*as_nobody, "cat", str(root / secret)], capture_output=True).returncode != 0
+        db = run_installed(root, tmp_path, port, node, "esp32-0311", 1, (*as_nobody, *_python_of_another_user()),
+                           {**os.environ, "HOME": str(root / "var/lib/govedge"), "PYTHONUSERBASE": sys.prefix})
+        assert db.stat().st_uid == NOBODY.pw_uid  # the store is the service user's
     finally:
-        node.kill()
-        gw.terminate()
-        gw.wait(20)
-        log.close()
-        broker.terminate()
-        broker.wait(10)
         shutil.rmtree(top, ignore_errors=True)
-    assert owner == NOBODY.pw_uid
 
 
 def test_on_the_pi_the_units_are_enabled_started_and_restarted_when_their_files_changed(monkeypatch):
