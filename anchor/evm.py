@@ -4,10 +4,12 @@ The gateway's account sends each root to the anchor contract
 (anchor/contracts/Anchor.sol) in a transaction it signs itself: the key
 stays in the gateway, the node only relays raw signed transactions
 (``eth_sendRawTransaction``), so no account has to be unlocked on the node. The
-contract remembers the block that first recorded each root and emits one
-``Anchored(root, epoch, gateway)`` event for it; ``lookup`` reads both back,
-which is all an auditor needs: an RPC URL and the contract's address
-(docs/ANCHORING.md).
+contract remembers, per root and account, the block where that account recorded
+it and emits one ``Anchored(root, epoch, gateway)`` event for it; ``lookup``
+reads both back for the gateway's account, which is all an auditor needs: an RPC
+URL, the contract's address and the account (docs/ANCHORING.md). Someone who
+copies a root from the mempool and anchors it first only adds a record of their
+own: the gateway notices (a warning) and still anchors the root itself.
 
 web3 and eth-account (the [evm] extra) are imported when a backend, a key file or a
 deployment needs them, not with this module: the configuration check and `govedge
@@ -417,10 +419,12 @@ class EvmAnchor:
             raise AnchorError("rejected", "no account key was given to this backend: it looks roots up, "
                                           "it cannot anchor them")
         self._check_contract()
-        if self._anchored_at(root):
+        if self._anchored_at(root, self.address):
             anchored = self.lookup(root)
             if anchored is not None:
                 return anchored
+        self._notice_others(root, "and not by this gateway's account {account}: anchoring it with the "
+                                  "gateway's own account")
         data = self.contract.encode_abi("anchor", [root, epoch])
         tx_hash, nonce = self.sender.send(self.contract_address, data, f"anchoring root {root.hex()[:16]}...")
         log.info("root %s of epoch %d sent in transaction %s (nonce %d, account %s)",
@@ -449,22 +453,53 @@ class EvmAnchor:
                                           "submit it again")
         return None
 
-    def lookup(self, root: bytes) -> Receipt | None:
-        """What the chain says of ``root``: the contract's block for it and the Anchored event there, or None."""
+    def lookup(self, root: bytes, anchored_by: str | None = None) -> Receipt | None:
+        """What the chain says of ``root`` as anchored by the account ``anchored_by`` (by default this
+        backend's own): the contract's block for it and the Anchored event there, or None. An auditor's
+        backend given no account gets the root's earliest Anchored event, whoever sent it."""
         root = _check_root(root)
         self._check_contract()
-        block = self._anchored_at(root)
-        if not block:
-            return None
-        with self.sender.talking(f"reading the Anchored event of root {root.hex()[:16]}..."):
-            logs = self.w3.eth.get_logs({"address": self.contract_address, "fromBlock": block, "toBlock": block,
-                                         "topics": [_hex(ANCHORED_TOPIC), _hex(root)]})
-        if not logs:
-            raise AnchorError("mismatch", f"contract {self.contract_address} says root {root.hex()} was anchored in "
-                                          f"block {block}, but that block has no Anchored event for it")
-        with self.sender.talking(f"reading transaction {_hex(logs[0]['transactionHash'])}"):
-            tx_receipt = self.w3.eth.get_transaction_receipt(logs[0]["transactionHash"])
-        return self._from_log(logs[0], tx_receipt)
+        account = anchored_by or self.address
+        if account is None:
+            events = self._anchored_events(root)
+            if not events:
+                return None
+            entry = events[0]
+        else:
+            from web3 import Web3
+
+            if not Web3.is_address(account):
+                raise AnchorError("mismatch", f"{account!r} is not an account address")
+            block = self._anchored_at(root, account)
+            if not block:
+                return None
+            with self.sender.talking(f"reading the Anchored event of root {root.hex()[:16]}..."):
+                logs = self.w3.eth.get_logs({"address": self.contract_address, "fromBlock": block, "toBlock": block,
+                                             "topics": [_hex(ANCHORED_TOPIC), _hex(root), None,
+                                                        _hex(bytes(12) + bytes.fromhex(account[2:]))]})
+            if not logs:
+                raise AnchorError("mismatch", f"contract {self.contract_address} says root {root.hex()} was anchored "
+                                              f"by {account} in block {block}, but that block has no Anchored event "
+                                              "for it")
+            entry = logs[0]
+        with self.sender.talking(f"reading transaction {_hex(entry['transactionHash'])}"):
+            tx_receipt = self.w3.eth.get_transaction_receipt(entry["transactionHash"])
+        return self._from_log(entry, tx_receipt)
+
+    def _notice_others(self, root: bytes, words: str) -> None:
+        """A warning when other accounts anchored the gateway's root: a copy from the mempool (front-running),
+        or another gateway's; either way the gateway's own record is what auditors ask for."""
+        others = self.anchored_by_others(root)
+        if others:
+            log.warning("root %s is on the chain anchored by %s " + words.format(account=self.address),
+                        root.hex(), ", ".join(others))
+
+    def anchored_by_others(self, root: bytes) -> list[str]:
+        """The accounts other than this backend's that anchored ``root``, earliest first."""
+        own = (self.address or "").lower()
+        senders = [self.contract.events.Anchored().process_log(e)["args"]["gateway"]
+                   for e in self._anchored_events(_check_root(root))]
+        return list(dict.fromkeys(s for s in senders if s.lower() != own))
 
     # -- the chain's answers
 
@@ -478,9 +513,17 @@ class EvmAnchor:
                                           f"(node {self.where}); deploy the anchor contract first")
         self._contract_checked = True
 
-    def _anchored_at(self, root: bytes) -> int:
-        with self.sender.talking(f"asking the contract for root {root.hex()[:16]}..."):
-            return self.contract.functions.anchoredAt(root).call()
+    def _anchored_at(self, root: bytes, account: str) -> int:
+        from web3 import Web3
+
+        with self.sender.talking(f"asking the contract for root {root.hex()[:16]}... of {account}"):
+            return self.contract.functions.anchoredAt(root, Web3.to_checksum_address(account)).call()
+
+    def _anchored_events(self, root: bytes) -> list:
+        """Every Anchored event of ``root``, in chain order (one per account that anchored it)."""
+        with self.sender.talking(f"searching the Anchored events of root {root.hex()[:16]}..."):
+            return list(self.w3.eth.get_logs({"address": self.contract_address, "fromBlock": 0, "toBlock": "latest",
+                                              "topics": [_hex(ANCHORED_TOPIC), _hex(root)]}))
 
     def _transaction_receipt(self, tx_hash: str):
         from web3.exceptions import TransactionNotFound
@@ -530,6 +573,8 @@ class EvmAnchor:
                   and bytes(e["topics"][0]) == ANCHORED_TOPIC]
         if events:
             confirmed = self._from_log(events[0], tx_receipt)
+            self._notice_others(confirmed.root, "as well as by this gateway's account {account} (whose own "
+                                                "anchor stands)")
             if confirmed.root != receipt.root:
                 raise AnchorError("mismatch", f"transaction {tx_hash} anchored root {confirmed.root.hex()}, "
                                               f"the receipt says {receipt.root.hex()}")
@@ -538,7 +583,7 @@ class EvmAnchor:
                 raise AnchorError("mismatch", f"transaction {tx_hash} anchored root {receipt.root.hex()} for epoch "
                                               f"{confirmed.details['epoch']}, the receipt says epoch {epoch}")
             return confirmed
-        # no event: the root was on the chain before this transaction came (the contract keeps the first)
+        # no event: this account had anchored the root before (a transaction sent again after a restart)
         earlier = self.lookup(receipt.root)
         if earlier is None:
             raise AnchorError("mismatch", f"transaction {tx_hash} is in block {tx_receipt['blockNumber']} but "

@@ -283,9 +283,10 @@ class RestAnchor:
                                   reference=receipt.reference, epoch=receipt.details.get("epoch"))
         return confirmed if confirmed.confirmed else None
 
-    def lookup(self, root: bytes) -> Receipt | None:
+    def lookup(self, root: bytes, anchored_by: str | None = None) -> Receipt | None:
         """The confirmed receipt of ``root`` as the observer holds it; None if the chain
-        has no transaction for it, or one that is not in a block yet."""
+        has no transaction for it, or one that is not in a block yet. ``anchored_by``: the
+        creator it must have (the observer keeps one creator per hash)."""
         _check_root(root)
         chain = self.chain
         path = f"/hashes/{root.hex()}"
@@ -293,6 +294,9 @@ class RestAnchor:
         if status == 404:
             return None
         receipt = self._receipt(record, root, chain, f"GET {self.where}{path}", own=False)
+        if anchored_by is not None and receipt.details["creator"] != anchored_by:
+            raise AnchorError("mismatch", f"GET {self.where}{path}: root {root.hex()} is anchored by "
+                                          f"{receipt.details['creator']!r}, not by {anchored_by!r}")
         return receipt if receipt.confirmed else None
 
     # --- the observer ---

@@ -61,5 +61,6 @@ class AnchorBackend(Protocol):
     def confirm(self, receipt: Receipt) -> Receipt | None:
         """The confirmed receipt once the chain has the root in a block, else None. Raises AnchorError."""
 
-    def lookup(self, root: bytes) -> Receipt | None:
-        """What the chain itself says of this root (the auditor's check), or None if it is not there."""
+    def lookup(self, root: bytes, anchored_by: str | None = None) -> Receipt | None:
+        """What the chain itself says of this root (the auditor's check), or None if it is not there;
+        with ``anchored_by`` (an EVM account, a REST creator), as anchored by that identity."""

@@ -264,11 +264,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"govedge verify: {exc}", file=sys.stderr)
         return 2
     try:
-        for line in proof.verify(bundle, registry, chain, account=args.account):
-            print(f"  ok  {line}")
+        lines = proof.verify(bundle, registry, chain, account=args.account)
     except proof.ProofError as exc:
         print(f"  FAILED  {exc.link}: {exc.reason}")
         return 1
+    for line in lines:
+        print(f"  {proof.status(line)}  {line}")
+    if chain is not None and proof.status(lines[-1]) != "ok":
+        print("  (the anchoring identity was not checked: give --account (EVM) or --gateway-key (REST) "
+              "to check it is the gateway's)")
     if chain is None:
         print("  (the chain was not asked: give --rpc and --contract, or --observer, to check the anchor there)")
     return 0

@@ -18,7 +18,7 @@ import eth_abi
 import pytest
 from web3 import EthereumTesterProvider
 
-from support.chain import CHAIN_ID, first_block_slot, funded_key, keccak, start_anvil
+from support.chain import CHAIN_ID, anchored_block_slot, funded_key, keccak, start_anvil
 from govedge.anchor import AnchorError, Receipt
 from govedge.anchor.evm import (ANCHORED_EVENT, ANCHORED_TOPIC, ARTIFACT_PATH, CONTRACTS_DIR, EvmAnchor, KeyFileError,
                                 create_key_file, deploy, read_key_file)
@@ -303,38 +303,62 @@ def test_lookup_detects_contract_state_without_its_event(anvil, installed):
     gateway = backend(anvil, installed)
     first = gateway.confirm(gateway.submit(root(1), 1))
     # the chain's storage says root 2 was anchored in block 1, where no event for it exists
-    anvil.request("anvil_setStorageAt", [installed[0], first_block_slot(root(2)), "0x" + (1).to_bytes(32, "big").hex()])
+    anvil.request("anvil_setStorageAt", [installed[0], anchored_block_slot(root(2), gateway.address),
+                                         "0x" + (1).to_bytes(32, "big").hex()])
     with pytest.raises(AnchorError) as tampered:
         gateway.lookup(root(2))
     assert tampered.value.code == "mismatch" and "no Anchored event" in tampered.value.reason
     # root 1 moved to another block
-    anvil.request("anvil_setStorageAt", [installed[0], first_block_slot(root(1)),
+    anvil.request("anvil_setStorageAt", [installed[0], anchored_block_slot(root(1), gateway.address),
                                          "0x" + (first.block - 1).to_bytes(32, "big").hex()])
     with pytest.raises(AnchorError) as moved:
         gateway.lookup(root(1))
     assert moved.value.code == "mismatch"
 
 
-def test_a_root_anchored_twice_keeps_its_first_block_and_gateway(anvil, installed, tmp_path):
+def test_a_root_sent_again_by_the_gateway_keeps_its_first_block(anvil, installed):
     gateway = backend(anvil, installed)
     first = gateway.confirm(gateway.submit(root(1), 1))
     anvil.request("evm_mine")
-
     # the same root sent again through the backend: the chain's answer, nothing sent
     nonce_before = gateway.sender.nonce
     assert gateway.submit(root(1), 1) == first
     assert gateway.sender.nonce == nonce_before
-
-    # another account sends it straight to the contract: accepted, no event, the first block stays
-    other = EvmAnchor(anvil.url, installed[0], funded_key(anvil, tmp_path / "other.key"))
-    data = other.contract.encode_abi("anchor", [root(1), 7])
-    tx_hash, _ = other.sender.send(installed[0], data, "anchoring root 1 again")
+    # sent again straight to the contract (a restart between send and receipt): no event, the first block stays
+    tx_hash, _ = gateway.sender.send(installed[0], gateway.contract.encode_abi("anchor", [root(1), 1]), "again")
     again = Receipt(backend="evm", chain=first.chain, root=root(1), reference=tx_hash,
                     details={"contract": installed[0]})
-    receipt = anvil.request("eth_getTransactionReceipt", [tx_hash])
-    assert receipt["status"] == "0x1" and receipt["logs"] == []
-    assert other.confirm(again) == first  # the chain's first anchoring, with its epoch and gateway
-    assert other.lookup(root(1)) == first
+    gateway.confirm(again)
+    assert anvil.request("eth_getTransactionReceipt", [tx_hash])["logs"] == []
+    assert gateway.confirm(again) == first and gateway.lookup(root(1)) == first
+
+
+def test_a_front_runner_anchoring_the_root_first_neither_blocks_nor_spoils_the_gateway_s_anchor(
+        anvil, installed, tmp_path, caplog):
+    gateway = backend(anvil, installed)
+    thief = EvmAnchor(anvil.url, installed[0], funded_key(anvil, tmp_path / "thief.key"))
+    # the root copied from the mempool and anchored first, for another epoch, by another funded account
+    theirs = thief.confirm(thief.submit(root(1), 99))
+    assert theirs.details["gateway"] == thief.address
+    with caplog.at_level(logging.WARNING, logger="govedge.anchor.evm"):
+        pending = gateway.submit(root(1), 1)
+    assert f"anchored by {thief.address} and not by this gateway's account {gateway.address}" in caplog.text
+    assert "as well as by this gateway's account" not in caplog.text  # said once, when it is sent
+    assert not pending.confirmed  # the gateway's own transaction was sent
+    with caplog.at_level(logging.WARNING, logger="govedge.anchor.evm"):
+        ours = gateway.confirm(pending)
+    assert f"anchored by {thief.address} as well as by this gateway's account" in caplog.text
+    assert ours.details["gateway"] == gateway.address and ours.details["epoch"] == 1 and ours.block > theirs.block
+    # every account's record stands on its own
+    auditor = EvmAnchor(anvil.url, installed[0])
+    assert auditor.lookup(root(1), anchored_by=gateway.address) == ours
+    assert auditor.lookup(root(1), anchored_by=thief.address) == theirs
+    assert auditor.lookup(root(1)) == theirs  # no account named: the earliest, whoever sent it
+    assert auditor.lookup(root(1), anchored_by="0x" + "11" * 20) is None
+    assert gateway.anchored_by_others(root(1)) == [thief.address]
+    # and the thief sending it again after the gateway changes nothing for the gateway
+    assert thief.submit(root(1), 99) == theirs
+    assert gateway.lookup(root(1)) == ours
 
 
 def test_the_anchored_event_decoded_without_the_contract_object(anvil, installed):
@@ -360,12 +384,14 @@ def test_the_anchored_event_decoded_without_the_contract_object(anvil, installed
     assert sent["input"] == "0x" + (keccak(b"anchor(bytes32,uint64)")[:4]
                                     + eth_abi.encode(["bytes32", "uint64"], [root(5), 2**64 - 1])).hex()
 
-    def anchored_at(r: bytes) -> int:
-        call = "0x" + (keccak(b"anchoredAt(bytes32)")[:4] + r).hex()
+    def anchored_at(r: bytes, account: str) -> int:
+        call = "0x" + (keccak(b"anchoredAt(bytes32,address)")[:4] + eth_abi.encode(["bytes32", "address"],
+                                                                                    [r, account])).hex()
         answer = anvil.request("eth_call", [{"to": contract, "data": call}, "latest"])
         return eth_abi.decode(["uint256"], bytes.fromhex(answer[2:]))[0]
 
-    assert anchored_at(root(5)) == confirmed.block and anchored_at(root(6)) == 0
+    assert anchored_at(root(5), gateway.address) == confirmed.block and anchored_at(root(6), gateway.address) == 0
+    assert anchored_at(root(5), "0x" + "11" * 20) == 0
     # what runs on the chain is the committed artifact
     artifact = json.loads(ARTIFACT_PATH.read_text())
     assert anvil.request("eth_getCode", [contract, "latest"]) == artifact["deployedBytecode"]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from support.chain import first_block_slot, funded_key, start_anvil
+from support.chain import anchored_block_slot, funded_key, start_anvil
 from support.deploy import GATEWAY_ID, GatewayProcess
 from govedge.anchor.evm import deploy
 from govedge.tools.dev.broker import Mosquitto
@@ -26,6 +26,14 @@ pytestmark = pytest.mark.e2e  # the product's processes, end to end
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "govedge.tools.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def _account(key_file) -> str:
+    from eth_account import Account
+
+    from govedge.anchor.evm import read_key_file
+
+    return Account.from_key(read_key_file(key_file)).address
 
 
 def _deployment(tmp_path, build_dir, device: str, anchor: str):
@@ -99,18 +107,20 @@ def test_a_reading_is_proven_from_its_node_to_the_chain(anchored):
     out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
                "--contract", a["contract"])
     assert out.returncode == 0, out.stdout + out.stderr
-    assert [line.split()[1] for line in out.stdout.splitlines() if line.startswith("  ok")] == [
-        "reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain"]
-    from govedge.anchor.evm import read_key_file
-    from eth_account import Account
-
-    account = Account.from_key(read_key_file(a["tmp"] / "anchor.key")).address
+    account = _account(a["tmp"] / "anchor.key")
+    # without --account the chain line names the sender but does not say ok: nothing checked who it is
+    assert [line.split()[:2] for line in out.stdout.splitlines() if line.startswith("  ")][:6] == [
+        ["ok", "reading"], ["ok", "device_signature"], ["ok", "batch_path"], ["ok", "epoch_path"],
+        ["ok", "anchor_receipt"], ["--", "chain"]]
+    assert f"anchored by {account}: gateway identity not checked" in out.stdout, out.stdout
     out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
                "--contract", a["contract"], "--account", account)
-    assert out.returncode == 0 and f"anchored by {account}" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and f"  ok  chain" in out.stdout and f"anchored by {account}: valid" in out.stdout, \
+        out.stdout + out.stderr
     out = _cli("verify", str(bundle_hub), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
                "--contract", a["contract"], "--account", "0x" + "11" * 20)
-    assert out.returncode == 1 and "FAILED  chain: the root was anchored by account" in out.stdout, out.stdout
+    assert out.returncode == 1 and "FAILED  chain: the chain does not hold root" in out.stdout, out.stdout
+    assert "anchored by 0x" + "11" * 20 in out.stdout
     # a receipt that names another block than the chain's is found out on the chain
     bundle["anchor"]["block"] += 1
     forged = a["tmp"] / "forged.json"
@@ -127,7 +137,8 @@ def test_a_root_taken_off_the_chain_is_named(anchored):
                 str(bundle)).returncode == 0
     root = bytes.fromhex(json.loads(bundle.read_text())["epoch"]["root"])
     # the chain's state rewritten under the contract: the root's first block is gone
-    a["anvil"].request("anvil_setStorageAt", [a["contract"], first_block_slot(root), "0x" + "00" * 32])
+    a["anvil"].request("anvil_setStorageAt", [a["contract"], anchored_block_slot(root, _account(a["tmp"] / "anchor.key")),
+                                              "0x" + "00" * 32])
     out = _cli("verify", str(bundle), "--registry", str(a["registry"]), "--rpc", a["anvil"].url,
                "--contract", a["contract"])
     assert out.returncode == 1 and "FAILED  chain:" in out.stdout, out.stdout
@@ -319,3 +330,66 @@ def test_secrets_in_the_hub_dsn_reach_no_log_or_error(tmp_path):
     for where, text in (("hub log", hub.log), ("store error", f"{refused.value} {refused.value!r}"),
                         ("failed hub's log", dead.log)):
         _assert_no_secret(where, text, DSN_SECRETS)
+
+
+def test_a_front_runner_copying_roots_from_the_mempool_does_not_stop_the_gateway_s_anchors(tmp_path, build_dir):
+    """Blocks mined by hand: every anchoring transaction of the gateway waiting in the mempool is copied by
+    another funded account with a higher tip, so the copy lands first, in the same block."""
+    import time
+
+    from govedge.anchor.evm import EvmAnchor
+
+    anvil = start_anvil(tmp_path / "anvil")
+    key = funded_key(anvil, tmp_path / "anchor.key")
+    contract = deploy(anvil.url, key)
+    account = _account(key)
+    thief = EvmAnchor(anvil.url, contract, funded_key(anvil, tmp_path / "thief.key"), gas_price=10**11)
+    anvil.request("evm_setAutomine", [False])
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, "esp32-0904", f'[anchor]\nbackend = "evm"\nepoch_s = 1\n[anchor.evm]\n'
+                                           f'rpc_url = "{anvil.url}"\ncontract = "{contract}"\nkey_file = "{key}"\n')
+    copied = set()
+    gw.start()
+    try:
+        gw.wait_for_log("ingest: subscribed")
+        node.start()
+        deadline = time.monotonic() + 90
+        while "anchor: epoch 1 in block" not in gw.log:
+            assert time.monotonic() < deadline, gw.log[-3000:]
+            pending = anvil.request("txpool_content", [])["pending"]
+            for sender, txs in pending.items():
+                for sent in txs.values():
+                    if sender.lower() == account.lower() and sent["hash"] not in copied:
+                        copied.add(sent["hash"])
+                        thief.sender.send(contract, sent["input"], "copying the gateway's root")
+            anvil.request("evm_mine")
+            time.sleep(0.3)
+        out = _cli("gateway", "proof", "--config", str(gw.folder / "gateway.toml"), "esp32-0904", "1",
+                   "--output", str(tmp_path / "bundle.json"))
+        assert out.returncode == 0, out.stderr
+    finally:
+        node.kill()
+        gw.stop()
+        local.stop()
+        hub_broker.stop()
+    try:
+        assert copied and "as well as by this gateway's account" in gw.log  # the gateway noticed
+        bundle = json.loads((tmp_path / "bundle.json").read_text())
+        root = bytes.fromhex(bundle["epoch"]["root"])
+        assert thief.address in EvmAnchor(anvil.url, contract).anchored_by_others(root) or \
+            thief.lookup(root) is not None, "the copy was not anchored first"
+        verify = ("verify", str(tmp_path / "bundle.json"), "--registry", str(registry), "--rpc", anvil.url,
+                  "--contract", contract)
+        out = _cli(*verify, "--account", account)
+        assert out.returncode == 0 and f"  ok  chain" in out.stdout and f"anchored by {account}: valid" in out.stdout, \
+            out.stdout + out.stderr
+        out = _cli(*verify, "--account", thief.address)  # the copy is the thief's, not the gateway's
+        assert out.returncode == 1 and "FAILED  chain: the chain holds the root in block" in out.stdout, out.stdout
+        # a receipt of another chain is refused, naming both
+        bundle["anchor"]["chain"] = "eip155:1"
+        (tmp_path / "other-chain.json").write_text(json.dumps(bundle))
+        out = _cli("verify", str(tmp_path / "other-chain.json"), *verify[2:], "--account", account)
+        assert out.returncode == 1 and ("FAILED  chain: the receipt is of chain eip155:1, the node asked serves "
+                                        "eip155:31337") in out.stdout, out.stdout
+    finally:
+        anvil.stop()

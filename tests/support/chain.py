@@ -33,6 +33,8 @@ def keccak(data: bytes) -> bytes:
     return h.digest()
 
 
-def first_block_slot(root: bytes) -> str:
-    """The storage slot of ``firstBlock[root]`` in Anchor.sol (a mapping in slot 0: keccak(key . slot))."""
-    return "0x" + keccak(root + bytes(32)).hex()
+def anchored_block_slot(root: bytes, account: str) -> str:
+    """The storage slot of ``anchoredBlock[root][account]`` in Anchor.sol (a mapping of mappings in slot 0:
+    keccak(account . keccak(root . slot)))."""
+    inner = keccak(root + bytes(32))
+    return "0x" + keccak(bytes(12) + bytes.fromhex(account.removeprefix("0x")) + inner).hex()

@@ -343,8 +343,10 @@ def _summary(nodes, delivered, gateway, hub: _Hub, chain: DemoChain, registry: P
     print(f"  proof bundle {path} ({path.stat().st_size} bytes), from the hub's store, checked link by link:")
     ok = True
     try:
-        for line in proof.verify(bundle, Registry.load(registry), chain.auditor_view()):
-            print(f"    ok  {line}")
+        # the gateway's account given, as an auditor gives the one registered for the gateway
+        for line in proof.verify(bundle, Registry.load(registry), chain.auditor_view(),
+                                 account=chain.gateway_backend().address):
+            print(f"    {proof.status(line)}  {line}")
     except proof.ProofError as exc:
         print(f"    FAILED  {exc.link}: {exc.reason}")
         ok = False
