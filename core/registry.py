@@ -111,8 +111,9 @@ class DeviceKey:
         return key_id(self.public_key)
 
     def rule(self) -> KeyRule:
-        until = self.revoked_since if self.status == "revoked" else self.retired
-        return KeyRule(self.key_id, self.status, None if until is None else parse_time(until), self.valid_below_seq)
+        # a retired key revoked later keeps the earlier of its two ends
+        ends = [parse_time(t) for t in (self.retired, self.revoked_since if self.status == "revoked" else None) if t]
+        return KeyRule(self.key_id, self.status, min(ends) if ends else None, self.valid_below_seq)
 
 
 def key_id(public_key_hex: str) -> str:
@@ -281,16 +282,27 @@ class Registry:
         self._keys.pop(device_id, None)
         return device
 
-    def revoke(self, device_id: str, since: str | None = None) -> DeviceKey:
-        """Marks the device's active key revoked (a leak): nothing it signed from ``since`` (a registry time;
-        default now) on is valid. The device signs nothing valid until `govedge provision --rotate`."""
+    def revoke(self, device_id: str, since: str | None = None, key: str | None = None) -> DeviceKey:
+        """Marks a key of the device revoked (a leak): nothing it signed from ``since`` (a registry time;
+        default now) on is valid. ``key`` (its key id, ``govedge.core.registry.key_id``) names a retired key
+        that leaked after its rotation; without it the active key is revoked, and the device signs nothing
+        valid until `govedge provision --rotate`."""
         device = self.devices.get(device_id)
         if device is None:
             raise RegistryError(f"device {device_id!r} is not in the registry; nothing to revoke")
-        key = next((k for k in device.keys if k.status == "active"), None)
         if key is None:
-            raise RegistryError(f"device {device_id!r} has no active key (revoked already); "
-                                "give it a new one with `govedge provision --rotate`")
+            found = next((k for k in device.keys if k.status == "active"), None)
+            if found is None:
+                raise RegistryError(f"device {device_id!r} has no active key (revoked already); "
+                                    "give it a new one with `govedge provision --rotate`")
+        else:
+            found = next((k for k in device.keys if k.key_id == key), None)
+            if found is None:
+                known = ", ".join(f"{k.key_id} ({k.status})" for k in device.keys)
+                raise RegistryError(f"device {device_id!r} has no key {key!r}; its keys: {known}")
+            if found.status == "revoked":
+                raise RegistryError(f"key {key} of {device_id!r} is revoked already (from {found.revoked_since})")
+        key = found
         now = _now()
         if since is not None:
             try:

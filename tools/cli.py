@@ -354,13 +354,13 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
     try:
         registry = Registry.load(args.registry)
-        key = registry.revoke(args.device_id, args.since)
+        key = registry.revoke(args.device_id, args.since, args.key)
         registry.save()
     except (RegistryError, OSError) as exc:
         print(f"govedge revoke: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.device_id}: key {key.key_id} revoked from {key.revoked_since} ({args.registry}); "
-          f"give the device a new key with `govedge provision {args.device_id} --rotate`")
+    print(f"{args.device_id}: key {key.key_id} revoked from {key.revoked_since} ({args.registry})"
+          + ("" if args.key else f"; give the device a new key with `govedge provision {args.device_id} --rotate`"))
     return 0
 
 
@@ -507,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("revoke", help="a leaked device key: nothing it signed from --since on is accepted")
     p.add_argument("device_id", metavar="DEVICE", help="the device whose active key is revoked")
     p.add_argument("--since", metavar="TIME", help="UTC time like 2026-11-29T06:00:00Z (default now)")
+    p.add_argument("--key", metavar="KEY_ID", help="a retired key that leaked after its rotation (its key id, "
+                   "the first 16 hex digits of its x coordinate); default the active key")
     p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
     p.set_defaults(func=_cmd_revoke)
 

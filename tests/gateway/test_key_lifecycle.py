@@ -119,3 +119,34 @@ def test_a_revoked_key_signs_nothing_after_since_nor_anything_without_a_time(tmp
     assert stored(gw) == [1]
     assert refusals(gw) == ["revoked_key", "revoked_key"]
     assert Registry.load(world.folder / "registry.json").devices[DEVICE].keys[0].status == "revoked"
+
+
+def test_a_retired_key_that_leaks_later_is_revoked_by_its_id_and_keeps_the_earlier_end(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    rotate(world)
+    rotated = time.time() - 1
+    registry = Registry.load(world.folder / "registry.json")
+    old = next(k for k in registry.devices[DEVICE].keys if k.status == "retired")
+    later = rotated + 7200  # the leak is noticed after the rotation: --since lies after the retirement
+    revoked = registry.revoke(DEVICE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later)), key=old.key_id)
+    registry.save()
+    assert revoked is old and sorted(k.status for k in registry.devices[DEVICE].keys) == ["active", "revoked"]
+    gw = make_gateway(tmp_path / "gw", world)
+    acks = Acks()
+    send(gw, acks, signed(OLD, 10, rotated - 3600),  # made before the rotation: still kept
+         signed(OLD, 11, rotated + 60),  # after the rotation, before --since: the retirement still ends it
+         signed(OLD, 12, None),  # untimed: a revoked key signs nothing without a time
+         signed(NEW, 13, time.time()))  # the active key is untouched
+    assert stored(gw) == [10, 13]
+    assert refusals(gw) == ["revoked_key", "revoked_key"]
+
+
+def test_revoking_a_key_the_device_does_not_have_names_the_keys_it_has(tmp_path):
+    import pytest
+
+    from govedge.core.registry import RegistryError
+
+    world = World(tmp_path / "w", devices=1)
+    registry = Registry.load(world.folder / "registry.json")
+    with pytest.raises(RegistryError, match=r"has no key 'ffffffffffffffff'; its keys: [0-9a-f]{16} \(active\)"):
+        registry.revoke(DEVICE, key="ffffffffffffffff")
