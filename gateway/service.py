@@ -7,7 +7,11 @@ its PUBACK; the quota, govedge.gateway.quota) -> batch (RFC 9162 root, gateway
 signature; epochs, govedge.gateway.batcher) -> uplink (MQTT QoS 1 to the hub,
 cursor advanced on PUBACK, govedge.gateway.uplink).
 A bad message is quarantined with its reason and acknowledged: it never blocks
-what comes after it and is never retried forever. Whatever handling one
+what comes after it and is never retried forever. The one exception is a
+message refused only because the registry does not know its device
+(``unknown_device``): it waits in the store (``waiting_for_registry``, bounded
+per sender and in total) and is verified again each time the registry is
+reloaded (SIGHUP, or a change of the file noticed within a couple of seconds). Whatever handling one
 message raises quarantines that message alone (``internal_error``); whatever
 ends the process while it handles messages is caught by the crash guard
 (govedge.core.crashguard) on the next start.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -24,9 +29,9 @@ from concurrent.futures import Future
 from typing import Callable
 
 from govedge.core import topics, wire
-from govedge.core.crashguard import SUSPECT, CrashGuard, digest
+from govedge.core.crashguard import POISON, SUSPECT, CrashGuard, digest
 from govedge.core.errors import internal_error, one_line
-from govedge.core.verifypool import Result, Verifier, check
+from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
 
 from .admit import DUPLICATE, Checks, FairShare, KeyBounds, Refusal, admit, sender_of
 from .aggregate import Aggregator, NotAggregated
@@ -43,6 +48,11 @@ from .uplink import HubUplink
 log = logging.getLogger("govedge.gateway")
 
 MAX_REASON_CHARS = 400  # a quarantine reason is one line a technician reads
+# messages of devices the registry does not know yet, kept until a reload (beyond: quarantined as
+# unknown_device): a node's full flash buffer per sender, 4096 messages (8 MB at most) in all
+WAITING_PER_SENDER = 256
+WAITING_TOTAL = 4096
+RELOAD_CHECK_S = 2.0  # how often the registry file is looked at
 
 
 class Gateway:
@@ -89,6 +99,9 @@ class Gateway:
                            lambda state, ok: self.live.set("store", state, ok))
         self.stopping = threading.Event()
         self.last_housekeeping = 0.0
+        self.registry_watch = FileWatch(cfg.registry)
+        self.reload_requested = threading.Event()  # SIGHUP
+        self.last_registry_look = time.monotonic()
 
     # -- verify and store ------------------------------------------------------------
 
@@ -121,6 +134,8 @@ class Gateway:
         to condense."""
         topic_device = topics.device_of(item.source)
         if isinstance(checked, tuple):
+            if checked[0] == "unknown_device" and self._wait_for_registry(item):
+                return None
             self._quarantine(item, topic_device, *checked)
             return None
         reading = checked
@@ -161,6 +176,73 @@ class Gateway:
         self.counters["quarantined"] += 1
         self.counters[f"quarantined_{code}"] += 1
         log.warning("quarantine: %s from %s: %s", code, item.source, reason)
+
+    def _wait_for_registry(self, item: Inbound) -> bool:
+        """Keeps a message of a device the registry does not know (yet) for the next reload; False (quarantine
+        it) when its sender or the table is at its bound."""
+        if self.store.wait_for_registry(item.source, sender_of(item.source), item.payload, WAITING_PER_SENDER,
+                                        WAITING_TOTAL):
+            self.counters["waiting_for_registry"] += 1
+            return True
+        self.counters["waiting_for_registry_full"] += 1
+        return False
+
+    # -- registry reloads ------------------------------------------------------------
+
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Reloads the registry when its file changed (or ``force``: SIGHUP); then verifies the messages
+        waiting for it again. A file that does not load leaves the registry before in force (one log line)."""
+        changed = self.registry_watch.changed()
+        if not (changed or force):
+            return False
+        self.finish_in_flight()  # what is in hand was checked against the registry before
+        try:
+            registry = self.verifier.reload()
+        except RELOAD_ERRORS as exc:
+            self.counters["registry_reload_failures"] += 1
+            log.error("registry not reloaded, the one loaded before stays in force: %s",
+                      reload_error(self.cfg.registry, exc))
+            return False
+        if self.checks.bounds is not None:
+            self.checks.bounds.forget_done()  # a device may have a newly retired key
+        self.counters["registry_reloads"] += 1
+        log.info("registry %s reloaded: %d devices", self.cfg.registry, len(registry.devices))
+        self.verify_waiting()
+        return True
+
+    def verify_waiting(self) -> int:
+        """Verifies the messages waiting for the registry again, oldest first; those whose device it knows now
+        are stored or quarantined as any other. Returns how many left the table."""
+        rows = self.store.waiting_for_registry()
+        if not rows:
+            return 0
+        normal = [r for r in rows if self.guard.verdict(r[2]) is None]
+        done = 0
+        with self.guard.handling(m for _, _, m in normal):
+            results = check([m for _, _, m in normal], self.verifier.registry)
+            with self.store:
+                for (row_id, source, message), checked in zip(normal, results):
+                    if isinstance(checked, tuple) and checked[0] == "unknown_device":
+                        continue
+                    self.store.done_waiting(row_id)
+                    self.accept(Inbound(source, message, lambda: None), checked)
+                    done += 1
+        for row_id, source, message in rows:  # a message the process died on: alone, or refused
+            verdict = self.guard.verdict(message)
+            if verdict is None:
+                continue
+            item = Inbound(source, message, lambda: None)
+            with self.guard.handling([message], alone=True), self.store:
+                self.store.done_waiting(row_id)
+                if verdict == POISON:
+                    self._quarantine(item, topics.device_of(source), "internal_error", self.guard.poison_note(message))
+                else:
+                    self.accept(item, check([message], self.verifier.registry)[0])
+            self.guard.handled([message])
+            done += 1
+        if done:
+            log.info("registry: %d of %d messages waiting for it verified again", done, len(rows))
+        return done
 
     CHUNK = 256  # messages per trip to a verification worker
     TAKE = 2000  # messages taken from the inbox at a time
@@ -296,9 +378,18 @@ class Gateway:
         log.info("gateway %s running: ingest %s:%d, hub %s:%d", self.cfg.gateway_id, self.cfg.ingest.host,
                  self.cfg.ingest.port, self.cfg.hub.host, self.cfg.hub.port)
         batcher, quota = self.batcher, self.quota
+        hup = None
+        if threading.current_thread() is threading.main_thread():  # SIGHUP: reload the registry
+            hup = signal.signal(signal.SIGHUP, lambda *a: self.reload_requested.set())
         try:
+            self.verify_waiting()  # the registry may have changed while the gateway was stopped
             while not self.stopping.is_set() and not (until and until()):
                 self.drain(0.2)
+                if self.reload_requested.is_set() or time.monotonic() - self.last_registry_look > RELOAD_CHECK_S:
+                    force = self.reload_requested.is_set()
+                    self.reload_requested.clear()
+                    self.maybe_reload(force)
+                    self.last_registry_look = time.monotonic()
                 while batcher.maybe_batch() is not None:
                     pass  # a backlog goes out in as many full batches as it makes
                 if time.monotonic() - self.last_housekeeping > 2:
@@ -320,6 +411,8 @@ class Gateway:
                 while self.store.epochs_to_anchor(1) and time.monotonic() < deadline:
                     time.sleep(0.1)
         finally:
+            if hup is not None:
+                signal.signal(signal.SIGHUP, hup)
             if self.anchorer is not None:
                 self.anchorer.stop()
                 self.anchorer.join(10)

@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
     sha256 BLOB,                        -- of the whole message
     size INTEGER                        -- of the whole message, in bytes
 );
+CREATE TABLE IF NOT EXISTS waiting_for_registry (  -- unknown_device: verified again after a registry reload
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,               -- MQTT topic or serial port
+    sender TEXT NOT NULL,               -- whose share of the table it takes (govedge.gateway.admit.sender_of)
+    message BLOB NOT NULL,              -- as received (a decodable message: at most 2048 bytes)
+    sha256 BLOB NOT NULL UNIQUE         -- a message delivered again waits once
+);
+CREATE INDEX IF NOT EXISTS waiting_sender ON waiting_for_registry (sender);
 CREATE TABLE IF NOT EXISTS held_back (
     id INTEGER PRIMARY KEY,
     reading_id INTEGER NOT NULL REFERENCES readings(id),
@@ -264,6 +273,27 @@ class Store:
              len(message)),
         )
         return len(kept) + len(reason.encode()) + len(source.encode()) + QUARANTINE_ROW_BYTES
+
+    def wait_for_registry(self, source: str, sender: str, message: bytes, per_sender: int, total: int) -> bool:
+        """Keeps a message of a device the registry does not know (yet); False when the sender has
+        ``per_sender`` messages waiting or the table ``total``: nothing is kept then."""
+        sha = hashlib.sha256(message).digest()
+        if self.db.execute("SELECT 1 FROM waiting_for_registry WHERE sha256 = ?", (sha,)).fetchone():
+            return True  # delivered again: it waits once
+        if (self.db.execute("SELECT COUNT(*) FROM waiting_for_registry WHERE sender = ?", (sender,)).fetchone()[0]
+                >= per_sender or self.db.execute("SELECT COUNT(*) FROM waiting_for_registry").fetchone()[0] >= total):
+            return False
+        self.db.execute("INSERT INTO waiting_for_registry (received_at, source, sender, message, sha256) "
+                        "VALUES (?, ?, ?, ?, ?)", (time.time(), source, sender, message, sha))
+        return True
+
+    def waiting_for_registry(self) -> list[tuple[int, str, bytes]]:
+        """(id, source, message) of the messages waiting for the registry, oldest first."""
+        return [(i, src, bytes(m)) for i, src, m in
+                self.db.execute("SELECT id, source, message FROM waiting_for_registry ORDER BY id")]
+
+    def done_waiting(self, row_id: int) -> None:
+        self.db.execute("DELETE FROM waiting_for_registry WHERE id = ?", (row_id,))
 
     def quarantine_usage(self) -> QuarantineUsage:
         """Rows and bytes of the quarantine, as its budget counts them."""
