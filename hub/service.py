@@ -17,6 +17,12 @@ raises refuses that one (``internal_error``), each in a savepoint of the
 step's transaction; and a crash guard (govedge.core.crashguard) notes what is being
 handled, so that an input the process keeps dying on is refused, not handled
 again and again.
+
+The registry and the gateways file are reloaded on SIGHUP and when either file
+changes (looked at every couple of seconds); a file that does not load leaves
+the one before in force. A batch (or epoch record) refused only because its
+gateway is not known (``unknown_gateway``) waits in ``waiting_for_gateway``,
+bounded per gateway and in total, and is verified again after each reload.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 import queue
 import random
 import re
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -43,16 +50,20 @@ from govedge.core import batch, topics, wire
 from govedge.core.epoch import EpochRecord, verify_epoch
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 from govedge.core.config import ConfigError
-from govedge.core.verifypool import Result, Verifier, check
+from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
 
 from .config import HubConfig
-from .gateways import Gateways
+from .gateways import GatewayListError, Gateways
 from .store import INTERNAL_ERROR, HubStore, StoreError, internal_error, one_line, text_of
 
 log = logging.getLogger("govedge.hub")
 
 CHUNK = 128  # device messages per trip to a verification worker
 HOUSEKEEPING_S = 2.0  # how often the rejected table is held to its budget, when something was rejected
+RELOAD_CHECK_S = 2.0  # how often the registry and gateways files are looked at
+# deliveries of gateways not known yet, kept until a reload (rows, bytes); beyond: rejected as unknown_gateway
+WAITING_PER_GATEWAY = (64, 16 * 1024 * 1024)
+WAITING_TOTAL = (256, 64 * 1024 * 1024)
 
 
 @dataclass
@@ -86,8 +97,12 @@ class HubService:
                               f"({exc.strerror or exc}); give a folder the hub may write") from None
         self.bounds_learnt: list[tuple[str, str, int]] = []  # to write with the next commit
         self.prune_due = 0.0  # when the rejected table is held to its budget next (monotonic)
+        self.gateways_watch = FileWatch(cfg.gateways)  # before the load: a change meanwhile is seen
+        self.registry_watch = FileWatch(cfg.registry)
         self.gateways = Gateways.load(cfg.gateways)
         self.verifier = Verifier(cfg.registry, cfg.verify_workers)
+        self.reload_requested = threading.Event()  # SIGHUP
+        self.last_reload_look = time.monotonic()
         self.store.key_id_of = lambda r: self.verifier.registry.key_rule(r.device_id, r.key).key_id
         with self.store.transaction():
             self.bounds = self.store.key_bounds()  # (signer, key id) -> valid below; learnt, kept in the store
@@ -246,6 +261,8 @@ class HubService:
                      "had it already")
             return
         if p.error is not None:
+            if p.error[0] == "unknown_gateway" and self._wait_for_gateway(p):
+                return
             self._reject(p, *p.error)
             return
         b = p.batch
@@ -308,6 +325,79 @@ class HubService:
                         log.warning("%s: %d stored readings signed by the revoked key %s flagged revoked_key",
                                     device.device_id, n, k.key_id)
 
+    def _wait_for_gateway(self, p: Pending) -> bool:
+        """Keeps a delivery of a gateway the hub does not know (yet) for the next reload; False (reject it) when
+        its gateway or the table is at its bound."""
+        d = p.delivery
+        if self.store.wait_for_gateway(d.topic, topics.gateway_of(d.topic) or "", d.payload, WAITING_PER_GATEWAY,
+                                       WAITING_TOTAL):
+            self.counters["waiting_for_gateway"] += 1
+            log.warning("waiting: a delivery on %s from a gateway not in %s; verified again when it is",
+                        one_line(d.topic, 200), self.cfg.gateways)
+            return True
+        self.counters["waiting_for_gateway_full"] += 1
+        return False
+
+    # -- reloads --------------------------------------------------------------------------
+
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Reloads the registry and the gateways file when they changed (``force``: both, SIGHUP); flags the
+        stored readings of newly revoked keys; verifies the deliveries waiting for a gateway again. A file that
+        does not load leaves the one before in force (one log line). True if anything was reloaded."""
+        registry_changed = self.registry_watch.changed() or force
+        gateways_changed = self.gateways_watch.changed() or force
+        if not (registry_changed or gateways_changed):
+            return False
+        self.finish_in_flight()  # what is in hand was checked against the files before
+        reloaded = False
+        if gateways_changed:
+            try:
+                self.gateways = Gateways.load(self.cfg.gateways)
+                reloaded = True
+                log.info("gateways %s reloaded", self.cfg.gateways)
+            except (GatewayListError, *RELOAD_ERRORS) as exc:
+                self.counters["reload_failures"] += 1
+                log.error("gateways not reloaded, the list loaded before stays in force: %s",
+                          reload_error(self.cfg.gateways, exc))
+        if registry_changed:
+            try:
+                registry = self.verifier.reload()
+                reloaded = True
+                log.info("registry %s reloaded: %d devices", self.cfg.registry, len(registry.devices))
+                with self.store.transaction():
+                    self.flag_revoked()
+            except RELOAD_ERRORS as exc:
+                self.counters["reload_failures"] += 1
+                log.error("registry not reloaded, the one loaded before stays in force: %s",
+                          reload_error(self.cfg.registry, exc))
+        if reloaded:
+            self.counters["reloads"] += 1
+            self.verify_waiting()
+        return reloaded
+
+    def verify_waiting(self) -> int:
+        """Verifies the deliveries waiting for their gateway again, oldest first; those of a gateway known now
+        are stored or rejected as any other. Returns how many left the table."""
+        rows = self.store.waiting_for_gateway()
+        done = 0
+        for row_id, topic, payload in rows:
+            d = Delivery(topic, payload, lambda: None)
+            verdict = self.guard.verdict(payload)
+            with self.guard.handling([payload], alone=verdict == SUSPECT):
+                p = (Pending(d, None, (INTERNAL_ERROR, self.guard.poison_note(payload)), []) if verdict == POISON
+                     else self._check(d))
+                if p.error is not None and p.error[0] == "unknown_gateway":
+                    continue
+                with self.store.transaction():
+                    self.store.done_waiting(row_id)
+                    self._store(p)
+                    self._keep_bounds()
+            self.guard.handled([payload])
+            done += 1
+        if done:
+            log.info("waiting: %d of %d deliveries verified again", done, len(rows))
+        return done
+
     def _reject(self, p: Pending, code: str, reason: str, message: bytes | None = None) -> None:
         """Keeps the refused delivery, or one refused device ``message`` of its batch, in ``rejected``."""
         device_id = seq = None
@@ -345,14 +435,21 @@ class HubService:
         if group:  # noted from here until committed: a process that dies meanwhile makes them suspects
             with self.guard.handling(d.payload for d in group):
                 self.in_flight.extend(self._check(d) for d in group)
-        wait = not items
+        return done + self._commit_ready(wait=not items)
+
+    def finish_in_flight(self) -> None:
+        while self.in_flight:
+            self._commit_ready(wait=True)
+
+    def _commit_ready(self, wait: bool) -> int:
+        """Stores the verified deliveries in order (``wait``: the oldest, done or not) and acks them."""
         ready: list[Pending] = []
         while self.in_flight and (wait or all(f.done() for f in self.in_flight[0].chunks)
                                   or len(self.in_flight) > 8):
             ready.append(self.in_flight.popleft())
             wait = False
         if not ready:
-            return done
+            return 0
         with self.guard.handling(p.delivery.payload for p in ready):
             with self.store.transaction():
                 for p in ready:
@@ -360,7 +457,7 @@ class HubService:
                 self._keep_bounds()
         for p in ready:  # committed: now the broker may forget them
             p.delivery.ack()
-        return done + len(ready)
+        return len(ready)
 
     def _alone(self, d: Delivery) -> None:
         """A suspect: the process died while handling it among others. Handled by itself."""
@@ -413,10 +510,19 @@ class HubService:
             self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive)
         self.client.loop_start()
         log.info("hub running: store %s, %d verification workers", self.store.dialect, self.verifier.workers)
+        hup = None
+        if threading.current_thread() is threading.main_thread():  # SIGHUP: reload registry and gateways
+            hup = signal.signal(signal.SIGHUP, lambda *a: self.reload_requested.set())
         try:
+            self.verify_waiting()  # a gateway may have been added while the hub was stopped
             while not self.stopping.is_set() and not (until and until()):
                 self.step(0.2)
                 self.housekeeping()
+                if self.reload_requested.is_set() or time.monotonic() - self.last_reload_look > RELOAD_CHECK_S:
+                    force = self.reload_requested.is_set()
+                    self.reload_requested.clear()
+                    self.maybe_reload(force)
+                    self.last_reload_look = time.monotonic()
             while self.in_flight:
                 self.step(0.0)
         except Exception as exc:
@@ -427,6 +533,8 @@ class HubService:
                       type(exc).__name__, text_of(exc))
             raise SystemExit(1) from None
         finally:
+            if hup is not None:
+                signal.signal(signal.SIGHUP, hup)
             self.client.loop_stop()
             self.client.disconnect()
             self.verifier.close()

@@ -117,6 +117,14 @@ CREATE TABLE IF NOT EXISTS rejected (
     payload {BLOB} NOT NULL             -- and sha256, size, device_id, seq: ADDED_COLUMNS
 );
 CREATE INDEX IF NOT EXISTS readings_time ON readings (time);
+CREATE TABLE IF NOT EXISTS waiting_for_gateway (  -- unknown_gateway: verified again after a reload
+    id {SERIAL},
+    received_at {REAL} NOT NULL,
+    topic TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,           -- the gateway of its topic: whose share of the table it takes
+    payload {BLOB} NOT NULL,            -- whole, as received
+    sha256 {BLOB} NOT NULL UNIQUE       -- a batch delivered again waits once
+);
 CREATE TABLE IF NOT EXISTS key_bounds (  -- learnt from the first message the hub stores under a newer key
     signer TEXT NOT NULL,               -- a device id, or 'gw/' and a gateway id
     key_id TEXT NOT NULL,               -- its retired or revoked key (govedge.core.registry.key_id)
@@ -425,6 +433,31 @@ class HubStore:
                     code, one_line(reason, MAX_REASON_CHARS), payload[:self.keep_bytes],
                     hashlib.sha256(payload).digest(), len(payload), device_id, seq))
 
+    def wait_for_gateway(self, topic: str, gateway_id: str, payload: bytes, per_gateway: tuple[int, int],
+                         total: tuple[int, int]) -> bool:
+        """Keeps a delivery of a gateway the hub does not know (yet); False when its gateway or the table is at
+        its bound ((rows, bytes) each): nothing is kept then."""
+        payload = bytes(payload)
+        sha = hashlib.sha256(payload).digest()
+        if self._exec("SELECT 1 FROM waiting_for_gateway WHERE sha256 = ?", (sha,)).fetchone():
+            return True  # delivered again: it waits once
+        for where, args, (rows, size) in (("WHERE gateway_id = ?", (gateway_id,), per_gateway), ("", (), total)):
+            n, used = self._exec(f"SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM waiting_for_gateway "
+                                 f"{where}", args).fetchone()
+            if n >= rows or used + len(payload) > size:
+                return False
+        self._exec("INSERT INTO waiting_for_gateway (received_at, topic, gateway_id, payload, sha256) "
+                   "VALUES (?, ?, ?, ?, ?)", (time.time(), topic, gateway_id, payload, sha))
+        return True
+
+    def waiting_for_gateway(self) -> list[tuple[int, str, bytes]]:
+        """(id, topic, payload) of the deliveries waiting for their gateway, oldest first."""
+        return [(i, t, bytes(p)) for i, t, p in
+                self._exec("SELECT id, topic, payload FROM waiting_for_gateway ORDER BY id").fetchall()]
+
+    def done_waiting(self, row_id: int) -> None:
+        self._exec("DELETE FROM waiting_for_gateway WHERE id = ?", (row_id,))
+
     def prune_rejected(self, max_bytes: int, max_rows: int) -> dict[str, int]:
         """Deletes the oldest rejected rows over the budget; how many of each gateway's.
 
@@ -461,7 +494,8 @@ class HubStore:
     # -- reading ------------------------------------------------------------------------
 
     def count(self, table: str) -> int:
-        assert table in ("batches", "readings", "measurements", "aggregates", "epochs", "rejected")
+        assert table in ("batches", "readings", "measurements", "aggregates", "epochs", "rejected",
+                         "waiting_for_gateway")
         return self._exec(f"SELECT count(*) FROM {table}").fetchone()[0]
 
     def batches_in_epochs(self) -> int:

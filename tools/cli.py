@@ -328,7 +328,7 @@ def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
     except (ConfigError, GatewayListError, OSError) as exc:
         print(f"govedge hub add-gateway: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers read it when they start")
+    print(f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers reload it within seconds (SIGHUP: at once)")
     return 0
 
 
