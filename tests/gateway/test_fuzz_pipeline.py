@@ -219,7 +219,8 @@ def through(service, items: list[tuple[str, bytes]]) -> list[int]:
 
 
 def outcome_counts(g) -> int:
-    return g.counters["verified"] + g.counters["quarantined"] + g.counters["duplicates"]
+    return (g.counters["verified"] + g.counters["quarantined"] + g.counters["duplicates"]
+            + g.counters["waiting_for_registry"])  # a device not known yet: verified again after a reload
 
 
 def check_gateway_store(rig: Rig, g) -> None:
@@ -291,9 +292,12 @@ def gateway_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> list[b
         # in order, each input is quarantined (the next quarantine row keeps it), stored (the first
         # time its bytes are), or the same bytes as one stored (a duplicate, dropped and counted)
         pending, stored, duplicates = rows(g.store.db, "quarantine"), set(), 0
+        waiting = {bytes(m) for (m,) in g.store.db.execute("SELECT message FROM waiting_for_registry")}
         for _, payload in items:
             r = verified(payload, rig.registry)
-            if pending and holds(pending[0], payload):
+            if payload in waiting:
+                event("gateway: waiting_for_registry")
+            elif pending and holds(pending[0], payload):
                 row = pending.pop(0)
                 check_refusal(row["code"], row["reason"])
                 event(f"gateway: {row['code']}")
@@ -411,6 +415,8 @@ def hub_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> None:
         assert acks == [1] * len(items), f"acknowledgements per delivery: {acks}"
         assert through(h, [(topics.batch(GATEWAY), after)]) == [1]
         stored = {bytes(c) for (c,) in h.store.db.execute("SELECT cose FROM batches")}
+        # a batch of a gateway the hub does not know waits for `hub add-gateway` (hub/README.md)
+        waiting = {bytes(p) for (p,) in h.store.db.execute("SELECT payload FROM waiting_for_gateway")}
         refusals = rows(h.store.db, "rejected")
         unused = list(refusals)
         seen = set()
@@ -420,6 +426,9 @@ def hub_keeps_its_word(rig: Rig, hostile: list[tuple[str, bytes]]) -> None:
                 seen.add(payload)
                 continue
             seen.add(payload)
+            if payload in waiting:
+                event("hub: waiting_for_gateway")
+                continue
             row = next((r for r in unused if holds(r, payload)), None)
             assert row is not None, "a delivery neither stored nor rejected"
             unused.remove(row)

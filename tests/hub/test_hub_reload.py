@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from govedge.hub.gateways import Gateways
 from govedge.hub.service import Delivery, HubService
 from support import firmware, private_key, scalar, wait_until
 from support.hubkit import GATEWAY, HubProcess, World, broker, publish  # noqa: F401 - broker: a fixture
+
+from test_hub_keys import query
 
 NEW_GW = "gw-new-01"
 DEVICE = "esp32-0001"
@@ -47,14 +48,6 @@ def feed(hub: HubService, items: list[tuple[str, bytes]]) -> list[int]:
     while len(acks) < len(items):
         hub.step(0)
     return acks
-
-
-def query(world: World, sql: str) -> list:
-    db = sqlite3.connect(world.store_url)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
 
 
 def close(hub: HubService) -> None:
