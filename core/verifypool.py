@@ -74,8 +74,8 @@ def _load(path: str, generation: int = 0, digest: bytes | None = None) -> None:
     try:
         _registry, _ = load_exactly(path, digest)
         _generation = generation
-    except RegistryChanged:  # the first chunk tries again, or goes back to the main process
-        _registry, _generation = Registry.load(path), -1
+    except RegistryChanged:  # each chunk tries again, or goes back to the main process
+        _registry, _generation = None, -1
 
 
 def check_at(payloads: list[bytes], generation: int, path: str, digest: bytes | None) -> list[Result]:
@@ -109,7 +109,14 @@ class Verifier:
     def __init__(self, registry_path: Path, workers: int):
         self.registry_path = Path(registry_path)
         # for the main process's own checks; the generation and digest tell the workers which one it is
-        self.registry, self.digest = load_exactly(self.registry_path)
+        for attempt in range(3):  # a file being renamed into place just now: read it again
+            try:
+                self.registry, self.digest = load_exactly(self.registry_path)
+                break
+            except RegistryChanged:
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
         self.generation = 0
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
