@@ -54,7 +54,7 @@ from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, 
 
 from .config import HubConfig
 from .gateways import GatewayListError, Gateways
-from .store import INTERNAL_ERROR, HubStore, StoreError, internal_error, one_line, text_of
+from .store import INTERNAL_ERROR, HubStore, RejectedMessage, StoreError, internal_error, one_line, text_of
 
 log = logging.getLogger("govedge.hub")
 
@@ -64,6 +64,7 @@ RELOAD_CHECK_S = 2.0  # how often the registry and gateways files are looked at
 # deliveries of gateways not known yet, kept until a reload (rows, bytes); beyond: rejected as unknown_gateway
 WAITING_PER_GATEWAY = (64, 16 * 1024 * 1024)
 WAITING_TOTAL = (256, 64 * 1024 * 1024)
+RECHECK_CHUNK = 256  # unknown_device rows verified again per transaction after a registry reload
 
 
 @dataclass
@@ -288,7 +289,7 @@ class HubService:
             results[leaf] = refusal
         refused = [(leaf, r) for leaf, r in enumerate(results) if isinstance(r, tuple)]
         for leaf, (code, reason) in refused:
-            self._reject(p, code, f"batch {b.id}, message {leaf}: {reason}", b.messages[leaf])
+            self._reject(p, code, f"batch {b.id}, message {leaf}: {reason}", b.messages[leaf], leaf)
         self.counters["batches"] += 1
         self.counters["readings"] += len(results) - len(refused)
         if refused:
@@ -373,6 +374,8 @@ class HubService:
         if reloaded:
             self.counters["reloads"] += 1
             self.verify_waiting()
+            if registry_changed:
+                self.verify_unknown_devices()
         return reloaded
 
     def verify_waiting(self) -> int:
@@ -398,13 +401,72 @@ class HubService:
             log.info("waiting: %d of %d deliveries verified again", done, len(rows))
         return done
 
-    def _reject(self, p: Pending, code: str, reason: str, message: bytes | None = None) -> None:
-        """Keeps the refused delivery, or one refused device ``message`` of its batch, in ``rejected``."""
+    def verify_unknown_devices(self) -> int:
+        """Verifies again the device messages refused as ``unknown_device`` whose device the registry knows now,
+        oldest first, RECHECK_CHUNK to a transaction: one that verifies and passes the key rule is stored as the
+        reading of its batch's leaf (its row deleted, the leaf off ``batches.refused``); one refused still keeps
+        its row with the new code. Run twice, or after a crash in the middle, it stores nothing twice. Returns
+        how many were stored."""
+        known = self.verifier.registry.devices
+        ids = [i for i, device in self.store.unknown_device_rows() if device in known]
+        stored = 0
+        for start in range(0, len(ids), RECHECK_CHUNK):
+            with self.store.transaction():
+                batches: dict[tuple[str, int], batch.Batch | None] = {}
+                for row in self.store.unknown_device_messages(ids[start:start + RECHECK_CHUNK]):
+                    stored += self._verify_refused(row, batches)
+                self._keep_bounds()
+        if ids:
+            self.counters["readings"] += stored
+            log.info("unknown_device: %d of %d refused device messages of devices known now stored", stored,
+                     len(ids))
+        return stored
+
+    def _verify_refused(self, row: RejectedMessage, batches: dict) -> bool:
+        """One of verify_unknown_devices's rows, in a savepoint: True if stored."""
+        verdict = self.guard.verdict(row.payload)
+        if verdict == POISON:
+            self.store.recode_rejected(row.id, INTERNAL_ERROR, self.guard.poison_note(row.payload))
+            return False
+        self.store.savepoint("refused")
+        try:
+            with self.guard.handling([row.payload], alone=verdict == SUSPECT):
+                key = (row.gateway_id, row.batch_seq)
+                if key not in batches:
+                    cose = self.store.batch_bytes(*key)
+                    try:
+                        batches[key] = None if cose is None else batch.verify(cose, self.gateways)
+                    except wire.WireError:  # its gateway is gone from the list: the row stays as it is
+                        batches[key] = None
+                b = batches[key]
+                if b is None or row.leaf >= len(b.messages) or b.messages[row.leaf] != row.payload:
+                    self.store.release("refused")
+                    return False
+                results = self._check_each([row.payload])
+                self._key_rules(results)
+                refusal = results[0] if isinstance(results[0], tuple) else \
+                    self.store.add_refused_reading(b, row, results[0])
+                if refusal is not None:
+                    self.store.recode_rejected(row.id, refusal[0], f"batch {b.id}, message {row.leaf}: {refusal[1]}")
+        except Exception as exc:  # noqa: BLE001 - whatever one message raises leaves it refused, with that reason
+            if self.store.unavailable(exc):
+                raise
+            self.store.undo_to("refused")
+            refusal = internal_error(exc)
+            self.store.recode_rejected(row.id, *refusal)
+        self.store.release("refused")
+        self.guard.handled([row.payload])
+        return refusal is None
+
+    def _reject(self, p: Pending, code: str, reason: str, message: bytes | None = None,
+                leaf: int | None = None) -> None:
+        """Keeps the refused delivery, or one refused device ``message`` (``leaf``) of its batch, in ``rejected``."""
         device_id = seq = None
         if message is not None:
             device_id, seq = _unverified_id(message)
         self.store.reject(p.delivery.topic, topics.gateway_of(p.delivery.topic), code, reason,
-                          p.delivery.payload if message is None else message, device_id, seq)
+                          p.delivery.payload if message is None else message, device_id, seq,
+                          None if message is None else p.batch.seq, leaf)
         self.counters["rejected"] += 1
         self.counters[f"rejected_{code}"] += 1
         self.prune_due = min(self.prune_due, time.monotonic() + HOUSEKEEPING_S)
@@ -514,7 +576,8 @@ class HubService:
         if threading.current_thread() is threading.main_thread():  # SIGHUP: reload registry and gateways
             hup = signal.signal(signal.SIGHUP, lambda *a: self.reload_requested.set())
         try:
-            self.verify_waiting()  # a gateway may have been added while the hub was stopped
+            self.verify_waiting()  # a gateway or a device may have been added while the hub was stopped
+            self.verify_unknown_devices()
             while not self.stopping.is_set() and not (until and until()):
                 self.step(0.2)
                 self.housekeeping()

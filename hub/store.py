@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -141,6 +142,8 @@ ADDED_COLUMNS = (
     ("rejected", "size", "{INT}", "the payload's size as received; `payload` keeps a bounded prefix of it"),
     ("rejected", "device_id", "TEXT", "a refused device message's device id, when its header reads"),
     ("rejected", "seq", "{INT}", "and its sequence number, when all of it reads"),
+    ("rejected", "batch_seq", "{INT}", "a refused device message's batch (of gateway_id): its sequence number"),
+    ("rejected", "leaf", "{INT}", "and the message's leaf index in that batch"),
     ("readings", "key_id", "TEXT", "the device key that verified it (govedge.core.registry.key_id); NULL before"),
     ("readings", "flag", "TEXT", "revoked_key: its key was revoked later and its time is not before "
                                  "revoked_since (or it has none); NULL otherwise"),
@@ -159,6 +162,20 @@ class StoredReading(NamedTuple):
     message: bytes
     gateway_id: str
     batch_seq: int
+
+
+class RejectedMessage(NamedTuple):
+    """A device message refused inside a stored batch, as kept in ``rejected``."""
+
+    id: int
+    gateway_id: str
+    batch_seq: int
+    leaf: int
+    payload: bytes
+
+
+# the leaf a refused device message's reason names, for rows kept before rejected.batch_seq and leaf
+_LEAF_IN_REASON = re.compile(r"batch ([\w.-]+)/(\d+), message (\d+): ")
 
 
 class EpochOfBatch(NamedTuple):
@@ -422,16 +439,59 @@ class HubStore:
         return None if row is None else EpochOfBatch(row[0], cbor2.loads(bytes(row[1])), row[2])
 
     def reject(self, topic: str, gateway_id: str | None, code: str, reason: str, payload: bytes,
-               device_id: str | None = None, seq: int | None = None) -> None:
+               device_id: str | None = None, seq: int | None = None, batch_seq: int | None = None,
+               leaf: int | None = None) -> None:
         """Keeps what was refused: the payload's first ``keep_bytes``, its SHA-256 and size.
 
-        ``gateway_id``: the gateway whose topic it came on (its share of the rejected budget)."""
+        ``gateway_id``: the gateway whose topic it came on (its share of the rejected budget); ``batch_seq`` and
+        ``leaf``: where a refused device message sits in its (stored) batch of that gateway."""
         payload = bytes(payload)
         self._exec("INSERT INTO rejected (received_at, topic, gateway_id, code, reason, payload, sha256, size, "
-                   "device_id, seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                   "device_id, seq, batch_seq, leaf) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                    (time.time(), one_line(topic, MAX_TOPIC_CHARS), gateway_id and one_line(gateway_id, MAX_TOPIC_CHARS),
                     code, one_line(reason, MAX_REASON_CHARS), payload[:self.keep_bytes],
-                    hashlib.sha256(payload).digest(), len(payload), device_id, seq))
+                    hashlib.sha256(payload).digest(), len(payload), device_id, seq, batch_seq, leaf))
+
+    def unknown_device_rows(self) -> list[tuple[int, str]]:
+        """(id, device id) of the device messages refused as ``unknown_device``, oldest first."""
+        return [(i, d) for i, d in self._exec("SELECT id, device_id FROM rejected WHERE code = 'unknown_device' "
+                                              "AND device_id IS NOT NULL ORDER BY id").fetchall()]
+
+    def unknown_device_messages(self, ids: list[int]) -> list[RejectedMessage]:
+        """Inside a transaction: those of the rows ``ids`` still refused as ``unknown_device`` that name their
+        batch and leaf, oldest first; on PostgreSQL locked until the commit (two workers re-verify each once)."""
+        if not ids:
+            return []
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        out = []
+        for i, gateway_id, batch_seq, leaf, payload, reason in self._exec(
+                "SELECT id, gateway_id, batch_seq, leaf, payload, reason FROM rejected WHERE code = 'unknown_device' "
+                f"AND id IN ({','.join('?' * len(ids))}) ORDER BY id{lock}", tuple(ids)).fetchall():
+            if batch_seq is None and (m := _LEAF_IN_REASON.match(reason)) and m[1] == gateway_id:
+                batch_seq, leaf = int(m[2]), int(m[3])
+            if gateway_id is not None and batch_seq is not None and leaf is not None:
+                out.append(RejectedMessage(i, gateway_id, batch_seq, leaf, bytes(payload)))
+        return out
+
+    def add_refused_reading(self, b: Batch, row: RejectedMessage, r: wire.Reading) -> Refusal | None:
+        """Inside a transaction: stores a device message refused before (``row``) as the reading of its batch's
+        leaf, takes the leaf off the batch's ``refused`` list and deletes the row; returns the store's refusal
+        instead (conflicting_reading), changing nothing. A reading held already with the same bytes is kept
+        once."""
+        refusal = self._add_reading(b, row.leaf, row.payload, r)
+        if refusal is not None:
+            return refusal
+        (refused,) = self._exec("SELECT refused FROM batches WHERE gateway_id = ? AND seq = ?",
+                                (b.gateway_id, b.seq)).fetchone()
+        self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND seq = ?",
+                   (_leaf_list([leaf for leaf in json.loads(refused) if leaf != row.leaf]), b.gateway_id, b.seq))
+        self._exec("DELETE FROM rejected WHERE id = ?", (row.id,))
+        return None
+
+    def recode_rejected(self, row_id: int, code: str, reason: str) -> None:
+        """Inside a transaction: a rejected row verified again and refused for another reason now."""
+        self._exec("UPDATE rejected SET code = ?, reason = ? WHERE id = ?",
+                   (code, one_line(reason, MAX_REASON_CHARS), row_id))
 
     def wait_for_gateway(self, topic: str, gateway_id: str, payload: bytes, per_gateway: tuple[int, int],
                          total: tuple[int, int]) -> bool:

@@ -1,0 +1,106 @@
+"""The key lifecycle at the hub, past the first check: device messages refused as ``unknown_device`` stored once
+their device is provisioned (with a proof that verifies), epoch records under the gateway key rule, and
+`govedge hub proof` naming a reading's flag. The hub is the real service object on a SQLite store, fed as its
+broker would (docs/SECURITY.md, "Key lifecycle")."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from govedge.anchor import Receipt
+from govedge.core import batch, proof, topics
+from govedge.core.epoch import Epoch, head_of, sign_epoch
+from govedge.core.registry import Registry
+from govedge.hub import config as hubconfig
+from govedge.hub.proofs import bundle_for
+from support import scalar, sec1
+from support.hubkit import GATEWAY, World
+
+from test_hub_keys import query
+from test_hub_reload import close, feed, make_hub
+
+NEW_DEVICE = "esp32-0009"
+
+
+def provision(world: World, device: str, key_label: str) -> None:
+    registry = Registry.load(world.folder / "registry.json")
+    registry.add(device, "esp32", ["bme280"], sec1(scalar(key_label)))
+    registry.save()
+
+
+def epoch_record(world: World, batches: list[bytes], key=None) -> bytes:
+    epoch = Epoch(GATEWAY, 0, tuple(head_of(batch.verify(b, world.gateway_keys)) for b in batches))
+    receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "5e" * 32, block=812, block_time=world.t0 + 300)
+    return sign_epoch(key or world.gateway_key, epoch, 0, len(batches) - 1, receipt)
+
+
+def test_a_message_refused_as_unknown_device_is_stored_in_its_batch_once_the_device_is_provisioned(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    known = world.devices[0]
+    b0 = world.batch(0, [world.message(known), world.message(NEW_DEVICE, seq=3), world.message("esp32-0010", seq=4)])
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), b0), (topics.epoch(GATEWAY), epoch_record(world, [b0]))])
+        assert query(world, "SELECT code, device_id, batch_seq, leaf FROM rejected ORDER BY id") == [
+            ("unknown_device", NEW_DEVICE, 0, 1), ("unknown_device", "esp32-0010", 0, 2)]
+        assert query(world, "SELECT refused FROM batches") == [("[1,2]",)]
+        provision(world, NEW_DEVICE, NEW_DEVICE)
+        provision(world, "esp32-0010", "another key")  # provisioned with a key that did not sign it
+        assert hub.maybe_reload() is True
+        assert query(world, "SELECT device_id, seq, gateway_id, batch_seq, leaf FROM readings ORDER BY leaf") == [
+            (known, 0, GATEWAY, 0, 0), (NEW_DEVICE, 3, GATEWAY, 0, 1)]
+        assert query(world, "SELECT COUNT(*) FROM measurements WHERE device_id = 'esp32-0009'") == [(2,)]
+        assert query(world, "SELECT refused FROM batches") == [("[2]",)]
+        assert query(world, "SELECT code, device_id, leaf FROM rejected") == [("bad_signature", "esp32-0010", 2)]
+        assert hub.verify_unknown_devices() == 0  # run again: nothing twice
+        assert hub.maybe_reload(force=True) is True
+        assert query(world, "SELECT COUNT(*) FROM readings") == [(2,)]
+    finally:
+        close(hub)
+    bundle = bundle_for(hubconfig.load(world.hub_toml(1883, workers=0)), NEW_DEVICE, 3)
+    links = proof.verify(json.loads(proof.dumps(bundle)), Registry.load(world.folder / "registry.json"))
+    assert "leaf 1 of 3 in batch gw-hub-test/0" in "\n".join(links)
+
+
+def test_unknown_device_rows_are_verified_again_when_the_worker_starts_and_a_crash_in_between_stores_once(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    b0 = world.batch(0, [world.message(NEW_DEVICE, seq=1), world.message(NEW_DEVICE, seq=2)])
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), b0)])
+    finally:
+        close(hub)
+    with sqlite3.connect(world.store_url) as db:  # rows kept by an earlier version: the reason names the leaf
+        db.execute("UPDATE rejected SET batch_seq = NULL, leaf = NULL")
+    db.close()
+    provision(world, NEW_DEVICE, NEW_DEVICE)  # while the hub is stopped
+    hub = make_hub(world)
+    try:
+        # a crash after the reading went in, before the row was deleted: the same reading is stored once
+        hub.store._exec("INSERT INTO readings (device_id, seq, gateway_id, batch_seq, leaf, message) VALUES "
+                        "(?, 1, ?, 0, 0, ?)", (NEW_DEVICE, GATEWAY, batch.verify(b0, world.gateway_keys).messages[0]))
+        assert hub.verify_unknown_devices() == 2
+        assert hub.verify_unknown_devices() == 0
+    finally:
+        close(hub)
+    assert query(world, "SELECT seq, leaf FROM readings ORDER BY seq") == [(1, 0), (2, 1)]
+    assert query(world, "SELECT refused FROM batches") == [("[]",)]
+    assert query(world, "SELECT COUNT(*) FROM rejected") == [(0,)]
+
+
+def test_a_message_of_a_device_provisioned_later_still_passes_the_key_rule(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    b0 = world.batch(0, [world.message(NEW_DEVICE, seq=7)])
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), b0)])
+        provision(world, NEW_DEVICE, NEW_DEVICE)
+        registry = Registry.load(world.folder / "registry.json")
+        registry.revoke(NEW_DEVICE, "2000-01-01T00:00:00Z")
+        registry.save()
+        hub.maybe_reload()
+    finally:
+        close(hub)
+    assert query(world, "SELECT COUNT(*) FROM readings") == [(0,)]
+    assert query(world, "SELECT code, leaf FROM rejected") == [("revoked_key", 0)]
