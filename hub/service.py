@@ -46,8 +46,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from govedge.core import batch, topics, wire
-from govedge.core.epoch import EpochRecord, verify_epoch
+from govedge.core import batch, cose, topics, wire
+from govedge.core.epoch import MAX_EPOCH_RECORD_BYTES, EpochRecord, verify_epoch
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 from govedge.core.config import ConfigError
 from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
@@ -163,37 +163,17 @@ class HubService:
 
     def _check_unguarded(self, d: Delivery) -> Pending:
         if d.topic.endswith("/epoch"):
-            try:
-                rec = verify_epoch(d.payload, self.gateways)
-            except wire.WireError as exc:
-                return Pending(d, None, (exc.code, exc.reason), [])
+            rec, refusal, _rule = self._gateway_signed(d.payload, verify_epoch, "epoch record", _epoch_extent)
+            if refusal is not None:
+                return Pending(d, None, refusal, [])
             if topics.gateway_of(d.topic) != rec.epoch.gateway_id:
                 return Pending(d, None, ("wrong_topic", f"epoch record of {rec.epoch.gateway_id!r} came on "
                                                        f"{d.topic}"), [])
             return Pending(d, None, None, [], rec)
-        try:
-            b = batch.verify(d.payload, self.gateways.active)  # nearly always: the active key
-        except wire.WireError as exc:
-            b = None
-            refusal = (exc.code, exc.reason)
-        if b is None:
-            gateway_id = _unverified_kid(d.payload)
-            for public, rule in self.gateways.others(gateway_id):
-                try:
-                    b = batch.verify(d.payload, lambda _g, k=public: [k])
-                except wire.WireError:
-                    continue
-                refused = rule.refusal(b.seq, b.created, self.bounds.get(("gw/" + gateway_id, rule.key_id)),
-                                       what="batch")
-                if refused is not None:
-                    return Pending(d, None, refused, [])
-                break
-            if b is None:
-                if refusal[0] == "unknown_gateway" and self.gateways.others(gateway_id):
-                    refusal = ("bad_signature", f"signature does not verify with the key(s) of gateway "
-                                                f"{gateway_id!r} (it has no active key)")
-                return Pending(d, None, refusal, [])
-        elif self.gateways.others(b.gateway_id):  # the first batch under a new key bounds the older ones
+        b, refusal, rule = self._gateway_signed(d.payload, batch.verify, "batch", lambda b: (b.seq, b.created))
+        if refusal is not None:
+            return Pending(d, None, refusal, [])
+        if rule is None and self.gateways.others(b.gateway_id):  # the first batch under a new key bounds the older
             for _public, rule in self.gateways.others(b.gateway_id):
                 if ("gw/" + b.gateway_id, rule.key_id) not in self.bounds:
                     self.bounds["gw/" + b.gateway_id, rule.key_id] = b.seq
@@ -203,6 +183,30 @@ class HubService:
             return Pending(d, b, ("wrong_topic", f"batch {b.id} came on the topic of {topic_gateway!r}"), [])
         chunks = [self.verifier.submit(list(b.messages[i:i + CHUNK])) for i in range(0, len(b.messages), CHUNK)]
         return Pending(d, b, None, chunks)
+
+    def _gateway_signed(self, payload: bytes, verify: Callable, what: str, extent: Callable):
+        """``verify(payload, keys)`` (a batch or an epoch record) under the gateway key rule (docs/SECURITY.md, "Key
+        lifecycle"): nearly always the active key verifies; else a retired or revoked key of the gateway that
+        verifies must still be valid for ``extent(verified)``, (the highest batch sequence number, the latest
+        batch creation time). Returns (verified, None, the KeyRule of the key or None for the active key), or
+        (None, (code, reason), None)."""
+        try:
+            return verify(payload, self.gateways.active), None, None
+        except wire.WireError as exc:
+            refusal = (exc.code, exc.reason)
+        gateway_id = _unverified_kid(payload)
+        for public, rule in self.gateways.others(gateway_id):
+            try:
+                verified = verify(payload, lambda _g, k=public: [k])
+            except wire.WireError:
+                continue
+            seq, created = extent(verified)
+            refused = rule.refusal(seq, created, self.bounds.get(("gw/" + gateway_id, rule.key_id)), what=what)
+            return (None, refused, None) if refused is not None else (verified, None, rule)
+        if refusal[0] == "unknown_gateway" and self.gateways.others(gateway_id):
+            refusal = ("bad_signature", f"signature does not verify with the key(s) of gateway {gateway_id!r} "
+                                        "(it has no active key)")
+        return None, refusal, None
 
     def _results(self, p: Pending) -> list[Result]:
         out: list[Result] = []
@@ -615,10 +619,20 @@ def _state_dir(cfg: HubConfig) -> Path:
     return Path(cfg.store.removeprefix("sqlite://")).parent if cfg.store.startswith("sqlite://") else Path(".")
 
 
-def _unverified_kid(data: bytes) -> str:
-    """The signer a batch names (not verified)."""
+def _epoch_extent(rec: EpochRecord) -> tuple[int, int | None]:
+    """What a gateway key must have been valid for to sign the epoch record: its last batch (the highest sequence
+    number it names) and the latest creation time of its batch heads (None when a head does not read)."""
     try:
-        return wire.decode_envelope(data, batch.MAX_BATCH_BYTES, "batch").kid
+        heads = [cose.strict_loads(h, "batch head") for h in rec.epoch.heads]
+        return max([rec.last, *(h["seq"] for h in heads)]), max(h["created"] for h in heads)
+    except Exception:  # noqa: BLE001 - a head that does not read: no time, so a revoked key's record is refused
+        return rec.last, None
+
+
+def _unverified_kid(data: bytes) -> str:
+    """The signer a batch or an epoch record names (not verified)."""
+    try:
+        return wire.decode_envelope(data, max(batch.MAX_BATCH_BYTES, MAX_EPOCH_RECORD_BYTES), "batch").kid
     except Exception:  # noqa: BLE001 - refused already; only its name is looked for
         return ""
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 from govedge.anchor import Receipt
 from govedge.core import batch, proof, topics
 from govedge.core.epoch import Epoch, head_of, sign_epoch
 from govedge.core.registry import Registry
 from govedge.hub import config as hubconfig
+from govedge.hub.gateways import Gateways
 from govedge.hub.proofs import bundle_for
-from support import scalar, sec1
+from support import private_key, scalar, sec1
 from support.hubkit import GATEWAY, World
 
 from test_hub_keys import query
@@ -30,7 +32,7 @@ def provision(world: World, device: str, key_label: str) -> None:
 
 
 def epoch_record(world: World, batches: list[bytes], key=None) -> bytes:
-    epoch = Epoch(GATEWAY, 0, tuple(head_of(batch.verify(b, world.gateway_keys)) for b in batches))
+    epoch = Epoch(GATEWAY, 0, tuple(head_of(batch.verify(b, Gateways.load(world.folder / "gateways.json"))) for b in batches))
     receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "5e" * 32, block=812, block_time=world.t0 + 300)
     return sign_epoch(key or world.gateway_key, epoch, 0, len(batches) - 1, receipt)
 
@@ -104,3 +106,52 @@ def test_a_message_of_a_device_provisioned_later_still_passes_the_key_rule(tmp_p
         close(hub)
     assert query(world, "SELECT COUNT(*) FROM readings") == [(0,)]
     assert query(world, "SELECT code, leaf FROM rejected") == [("revoked_key", 0)]
+
+
+def test_an_epoch_record_of_a_revoked_gateway_key_after_since_is_refused_and_the_active_keys_passes(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    device = world.devices[0]
+    since = world.t0 + 100 + 2  # batches 0 and 1 were created before, batch 2 at it
+    before = [world.batch(seq, [world.message(device)]) for seq in range(2)]  # stored before the revocation
+    after = world.batch(2, [world.message(device)])
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), b) for b in before + [after]])
+        gateways = Gateways.load(world.folder / "gateways.json")
+        gateways.revoke(GATEWAY, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
+        new = private_key(scalar("gateway second key"))
+        gateways.add(GATEWAY, new.public_key())
+        gateways.save()
+        assert hub.maybe_reload() is True
+        feed(hub, [(topics.epoch(GATEWAY), epoch_record(world, before + [after])),  # the revoked key, after since
+                   (topics.epoch(GATEWAY), epoch_record(world, before))])  # the revoked key, all before since
+        assert query(world, "SELECT code FROM rejected") == [("revoked_key",)]
+        assert "epoch record #2 is signed by the revoked key" in query(world, "SELECT reason FROM rejected")[0][0]
+        assert query(world, "SELECT number, last_batch FROM epochs") == [(0, 1)]
+        with sqlite3.connect(world.store_url) as db:
+            db.execute("DELETE FROM epochs")
+        db.close()
+        feed(hub, [(topics.epoch(GATEWAY), epoch_record(world, before + [after], key=new))])  # the active key
+        assert query(world, "SELECT number, last_batch FROM epochs") == [(0, 2)]
+    finally:
+        close(hub)
+
+
+def test_an_epoch_record_of_a_retired_gateway_key_reaching_past_the_boundary_is_refused(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    device = world.devices[0]
+    old = world.gateway_key
+    new = private_key(scalar("gateway second key"))
+    gateways = Gateways.load(world.folder / "gateways.json")
+    gateways.add(GATEWAY, new.public_key())
+    gateways.save()
+    b0, b1 = world.batch(0, [world.message(device)], key=old), world.batch(1, [world.message(device)], key=new)
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), b0), (topics.batch(GATEWAY), b1)])  # batch 1 bounds the old key below 1
+        feed(hub, [(topics.epoch(GATEWAY), epoch_record(world, [b0, b1], key=old))])
+        assert query(world, "SELECT code FROM rejected") == [("retired_key",)]
+        feed(hub, [(topics.epoch(GATEWAY), epoch_record(world, [b0], key=old))])
+        assert query(world, "SELECT number, last_batch FROM epochs") == [(0, 0)]
+    finally:
+        close(hub)
