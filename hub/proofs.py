@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from govedge.core import batch, proof
 from govedge.core.epoch import Epoch, head_of
 from govedge.core.proof import ProofUnavailable
+from govedge.core.registry import Registry
 from govedge.anchor import Receipt
 
 from .config import HubConfig
@@ -12,7 +15,9 @@ from .gateways import Gateways
 from .store import HubStore
 
 
-def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
+def bundle_for(cfg: HubConfig, device_id: str, seq: int, warn: Callable[[str], None] | None = None) -> dict:
+    """The reading's proof bundle. ``warn``: told, in one line, when the reading is flagged (``readings.flag``):
+    the bundle is the same, but what it proves is worth less (hub/README.md, "Epochs and proofs")."""
     store = HubStore(cfg.store)
     try:
         found = store.reading_of(device_id, seq)
@@ -26,6 +31,7 @@ def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
         message, gateway_id, batch_seq = found
         cose = store.batch_bytes(gateway_id, batch_seq)
         epoch = store.epoch_of(gateway_id, batch_seq)
+        flagged = store.flagged(device_id, seq)
     finally:
         store.close()
     if epoch is None:
@@ -36,5 +42,22 @@ def bundle_for(cfg: HubConfig, device_id: str, seq: int) -> dict:
     head = head_of(b)
     if head not in heads:
         raise ProofUnavailable(f"epoch {gateway_id}/{number} does not hold batch {batch_seq}'s head")
-    return proof.build(message, b.leaves, head, Epoch(gateway_id, number, tuple(heads)),
-                       Receipt.loads(receipt_json))
+    bundle = proof.build(message, b.leaves, head, Epoch(gateway_id, number, tuple(heads)),
+                         Receipt.loads(receipt_json))
+    if flagged is not None and warn is not None:
+        warn(flag_warning(cfg, device_id, seq, *flagged))
+    return bundle
+
+
+def flag_warning(cfg: HubConfig, device_id: str, seq: int, flag: str, key_id: str | None) -> str:
+    """One line on a flagged reading: the flag and what it means."""
+    if flag != "revoked_key":
+        return f"reading {device_id} #{seq} is flagged {flag}"
+    since = "?"
+    try:
+        device = Registry.load(cfg.registry).devices.get(device_id)
+        since = next((k.revoked_since for k in device.keys if k.key_id == key_id and k.revoked_since), "?")
+    except Exception:  # noqa: BLE001 - the warning stands without the time
+        pass
+    return (f"reading {device_id} #{seq} is flagged revoked_key: its key {key_id or '?'} was revoked from {since}: "
+            "its signature verifies, but the key may have been in other hands")

@@ -576,6 +576,12 @@ class HubStore:
         return self._exec("UPDATE readings SET flag = 'revoked_key' WHERE device_id = ? AND key_id = ? AND "
                           "(time IS NULL OR time >= ?) AND flag IS NULL", (device_id, key_id, since)).rowcount
 
+    def flagged(self, device_id: str, seq: int) -> tuple[str, str | None] | None:
+        """A stored reading's flag and the id of the key that verified it; None when it has no flag."""
+        row = self._exec("SELECT flag, key_id FROM readings WHERE device_id = ? AND seq = ? AND flag IS NOT NULL",
+                         (device_id, seq)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def flag_of(self, device_id: str, seq: int) -> str | None:
         row = self._exec("SELECT flag FROM readings WHERE device_id = ? AND seq = ?", (device_id, seq)).fetchone()
         return None if row is None else row[0]

@@ -286,7 +286,8 @@ def _cmd_hub_proof(args: argparse.Namespace) -> int:
     from govedge.hub.store import StoreError
 
     try:
-        text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq))
+        text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq,
+                                      warn=lambda line: print(f"govedge hub proof: warning: {line}", file=sys.stderr)))
     except (ConfigError, ProofUnavailable, StoreError, OSError) as exc:
         print(f"govedge hub proof: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from govedge.hub.proofs import bundle_for
 from support import private_key, scalar, sec1
 from support.hubkit import GATEWAY, World
 
+from test_hub_hostile import hub_cli
 from test_hub_keys import query
 from test_hub_reload import close, feed, make_hub
 
@@ -155,3 +156,33 @@ def test_an_epoch_record_of_a_retired_gateway_key_reaching_past_the_boundary_is_
         assert query(world, "SELECT number, last_batch FROM epochs") == [(0, 0)]
     finally:
         close(hub)
+
+
+def test_hub_proof_of_a_reading_flagged_revoked_key_writes_the_bundle_and_warns_in_one_line(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    device = world.devices[0]
+    b0 = world.batch(0, [world.message(device), world.message(device)])
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), b0), (topics.epoch(GATEWAY), epoch_record(world, [b0]))])
+        registry = Registry.load(world.folder / "registry.json")
+        registry.revoke(device, "2025-11-29T07:06:41Z")  # world.t0 + 1: reading #1 is from then on, #0 before
+        registry.save()
+        assert hub.maybe_reload() is True
+    finally:
+        close(hub)
+    assert query(world, "SELECT seq, flag FROM readings ORDER BY seq") == [(0, None), (1, "revoked_key")]
+    config = str(world.hub_toml(1883, workers=0))
+    flagged = hub_cli("proof", "--config", config, device, "1")
+    assert flagged.returncode == 0, flagged.stderr
+    proof.verify(json.loads(flagged.stdout), Registry.load(world.folder / "registry.json"))
+    assert flagged.stderr.count("\n") == 1, flagged.stderr
+    assert flagged.stderr.startswith(f"govedge hub proof: warning: reading {device} #1 is flagged revoked_key: its key "), \
+        flagged.stderr
+    assert ("was revoked from 2025-11-29T07:06:41Z: its signature verifies, but the key may have been in other hands"
+            in flagged.stderr)
+    clean = hub_cli("proof", "--config", config, device, "0")
+    assert clean.returncode == 0 and clean.stderr == "", clean.stderr
+    warned: list[str] = []
+    assert bundle_for(hubconfig.load(config), device, 0, warn=warned.append) and warned == []
+    assert bundle_for(hubconfig.load(config), device, 1, warn=warned.append) and len(warned) == 1
