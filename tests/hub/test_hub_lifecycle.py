@@ -38,6 +38,17 @@ def epoch_record(world: World, batches: list[bytes], key=None) -> bytes:
     return sign_epoch(key or world.gateway_key, epoch, 0, len(batches) - 1, receipt)
 
 
+def new_gateway_key(world: World, revoke_since: str | None = None):
+    """The gateway's next key, added as `hub add-gateway` does (the active one revoked first, if asked)."""
+    gateways = Gateways.load(world.folder / "gateways.json")
+    if revoke_since is not None:
+        gateways.revoke(GATEWAY, revoke_since)
+    new = private_key(scalar("gateway second key"))
+    gateways.add(GATEWAY, new.public_key())
+    gateways.save()
+    return new
+
+
 def test_a_message_refused_as_unknown_device_is_stored_in_its_batch_once_the_device_is_provisioned(tmp_path):
     world = World(tmp_path / "w", devices=1)
     known = world.devices[0]
@@ -118,11 +129,7 @@ def test_an_epoch_record_of_a_revoked_gateway_key_after_since_is_refused_and_the
     hub = make_hub(world)
     try:
         feed(hub, [(topics.batch(GATEWAY), b) for b in before + [after]])
-        gateways = Gateways.load(world.folder / "gateways.json")
-        gateways.revoke(GATEWAY, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
-        new = private_key(scalar("gateway second key"))
-        gateways.add(GATEWAY, new.public_key())
-        gateways.save()
+        new = new_gateway_key(world, revoke_since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
         assert hub.maybe_reload() is True
         feed(hub, [(topics.epoch(GATEWAY), epoch_record(world, before + [after])),  # the revoked key, after since
                    (topics.epoch(GATEWAY), epoch_record(world, before))])  # the revoked key, all before since
@@ -140,13 +147,8 @@ def test_an_epoch_record_of_a_revoked_gateway_key_after_since_is_refused_and_the
 
 def test_an_epoch_record_of_a_retired_gateway_key_reaching_past_the_boundary_is_refused(tmp_path):
     world = World(tmp_path / "w", devices=1)
-    device = world.devices[0]
-    old = world.gateway_key
-    new = private_key(scalar("gateway second key"))
-    gateways = Gateways.load(world.folder / "gateways.json")
-    gateways.add(GATEWAY, new.public_key())
-    gateways.save()
-    b0, b1 = world.batch(0, [world.message(device)], key=old), world.batch(1, [world.message(device)], key=new)
+    old, new = world.gateway_key, new_gateway_key(world)
+    b0, b1 = (world.batch(seq, [world.message(world.devices[0])], key=key) for seq, key in enumerate((old, new)))
     hub = make_hub(world)
     try:
         feed(hub, [(topics.batch(GATEWAY), b0), (topics.batch(GATEWAY), b1)])  # batch 1 bounds the old key below 1
