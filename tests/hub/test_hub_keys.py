@@ -40,6 +40,10 @@ def run(world: World, *batches: bytes) -> list[int]:
 
 
 def query(world: World, sql: str) -> list:
+    if world.store_url.startswith("postgresql://"):
+        from test_hub_hostile import query as store_query
+
+        return store_query(world.store_url, sql)
     db = sqlite3.connect(world.store_url)
     try:
         return db.execute(sql).fetchall()

@@ -9,6 +9,8 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from govedge.anchor import Receipt
 from govedge.core import batch, proof, topics
 from govedge.core.epoch import Epoch, head_of, sign_epoch
@@ -17,7 +19,7 @@ from govedge.hub import config as hubconfig
 from govedge.hub.gateways import Gateways
 from govedge.hub.proofs import bundle_for
 from support import private_key, scalar, sec1
-from support.hubkit import GATEWAY, World
+from support.hubkit import GATEWAY, World, postgres  # noqa: F401 - a fixture
 
 from test_hub_hostile import hub_cli
 from test_hub_keys import query
@@ -49,8 +51,10 @@ def new_gateway_key(world: World, revoke_since: str | None = None):
     return new
 
 
-def test_a_message_refused_as_unknown_device_is_stored_in_its_batch_once_the_device_is_provisioned(tmp_path):
-    world = World(tmp_path / "w", devices=1)
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_message_refused_as_unknown_device_is_stored_in_its_batch_once_the_device_is_provisioned(tmp_path, store, request):
+    world = World(tmp_path / "w", devices=1,
+                  store_url=request.getfixturevalue("postgres").new_database() if store == "postgresql" else None)
     known = world.devices[0]
     b0 = world.batch(0, [world.message(known), world.message(NEW_DEVICE, seq=3), world.message("esp32-0010", seq=4)])
     hub = make_hub(world)

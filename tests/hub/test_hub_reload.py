@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from govedge.core import topics
 from govedge.core.registry import Registry
 from govedge.hub import config as hubconfig
@@ -19,7 +21,7 @@ from govedge.hub import service as hubservice
 from govedge.hub.gateways import Gateways
 from govedge.hub.service import Delivery, HubService
 from support import firmware, private_key, scalar, wait_until
-from support.hubkit import GATEWAY, HubProcess, World, broker, publish  # noqa: F401 - broker: a fixture
+from support.hubkit import GATEWAY, HubProcess, World, broker, postgres, publish  # noqa: F401 - fixtures
 
 from test_hub_keys import query
 
@@ -56,8 +58,10 @@ def close(hub: HubService) -> None:
     hub.guard.close()
 
 
-def test_batches_of_a_gateway_added_while_the_hub_runs_are_stored_after_add_gateway(tmp_path):
-    world = World(tmp_path / "w", devices=1)
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_batches_of_a_gateway_added_while_the_hub_runs_are_stored_after_add_gateway(tmp_path, store, request):
+    world = World(tmp_path / "w", devices=1,
+                  store_url=request.getfixturevalue("postgres").new_database() if store == "postgresql" else None)
     hub = make_hub(world)
     try:
         early = [new_gateway_batch(world, seq) for seq in range(2)]
