@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, settings
 
 from govedge.tools.field import firmware
 from support import MPY_PRELUDE, READINGS, SignedReading, hex_lines, mpy_literal
+from support.deploy import CliProcess
 
 # deterministic and database-less: the same examples on every run and machine
 settings.register_profile(
@@ -100,3 +101,14 @@ def firmware_readings(micropython) -> dict[str, SignedReading]:
         n: SignedReading(message=lines[2 * i], public_key=lines[2 * i + 1], **READINGS[n])
         for i, n in enumerate(names)
     }
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_what_services_write():
+    """After every test: no `govedge gateway run` or `hub run` it started wrote a password, a secret
+    part of a URL or DSN, or a private key of its configuration to its log or status file."""
+    CliProcess.started.clear()
+    yield
+    leaked = [line for process in CliProcess.started for line in process.leaked()]
+    CliProcess.started.clear()
+    assert not leaked, "secrets of a service's configuration in what it wrote:\n" + "\n".join(leaked)

@@ -91,3 +91,21 @@ def test_nothing_raises(nasty):
     for f in (redact.url, redact.endpoint, redact.dsn, redact.text, redact.secret_parts):
         assert isinstance(f(nasty), (str, list))
     assert isinstance(redact.text("some text", nasty), str)
+
+
+def test_the_check_on_what_services_write_finds_a_secret_of_their_configuration(tmp_path):
+    """tests/conftest.py runs this check after every test that starts `govedge gateway run` or `hub run`."""
+    from support.deploy import CliProcess
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[hub]\nhost = "hub.example"\npassword = "hub-secret-1"\n'
+                      '[anchor.evm]\nrpc_url = "https://rpc.example/v3/0123456789abcdef"\n')
+    process = CliProcess(["gateway", "run", "--config", str(config)], tmp_path / "gateway.log")
+    process.log_path.write_text("INFO gateway: uplink to hub.example:8883 connected\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "live.json").write_text('{"anchor": "https://rpc.example/…: unreachable"}')
+    assert process.leaked() == []
+    (tmp_path / "data" / "live.json").write_text('{"anchor": "https://rpc.example/v3/0123456789abcdef: down"}')
+    process.log_path.write_text("ERROR could not log in as govedge with hub-secret-1\n")
+    assert process.leaked() == [f"{tmp_path / 'gateway.log'}: hub-se...",
+                                f"{tmp_path / 'data' / 'live.json'}: 012345..."]

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from govedge.core import batch
+from govedge.core import batch, redact
 from govedge.core.registry import Registry
 
 GATEWAY_ID = "gw-test-01"
@@ -32,17 +33,70 @@ def gateway_key(folder: Path) -> tuple[Path, ec.EllipticCurvePublicKey]:
     return path, key.public_key()
 
 
+FILE_SETTINGS = {"key", "ca", "cert", "key_file"}  # paths of files, not secrets; a key file's contents are
+
+
+def secrets_of(config: Path) -> set[str]:
+    """What a service's configuration holds that must never reach its output: passwords and other secret
+    settings, the secret parts of its URLs and DSNs (an RPC endpoint's path too), its private keys' PEM."""
+    found: set[str] = set()
+
+    def walk(node, name: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, name)
+        elif isinstance(node, str):
+            if name in FILE_SETTINGS:
+                path = config.parent / node
+                if path.is_file() and b"PRIVATE KEY" in path.read_bytes()[:200]:
+                    found.update(line for line in path.read_text().splitlines() if len(line) >= 32)
+            elif redact.is_secret_name(name):
+                found.add(node)
+            elif "://" in node or "password" in node:
+                found.update(redact.secret_parts(node, paths=name == "rpc_url"))
+
+    walk(tomllib.loads(config.read_text()), "")
+    return {s for s in found if len(s) >= 6}
+
+
 class CliProcess:
-    """A `govedge` service (gateway run, hub run) as its own process group, its output in a log file."""
+    """A `govedge` service (gateway run, hub run) as its own process group, its output in a log file.
+
+    Every one started is listed in ``started``: tests/conftest.py checks after each test that none of
+    them wrote a secret of its configuration to its log or its status file (``leaked``)."""
 
     stop_timeout = 10.0
+    started: list["CliProcess"] = []
 
     def __init__(self, args: list[str], log_path: Path):
         self.args = args
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def config_file(self) -> Path | None:
+        return Path(self.args[self.args.index("--config") + 1]) if "--config" in self.args else None
+
+    def outputs(self) -> list[Path]:
+        """Where the service writes what people read: its log, and the gateway's live.json."""
+        found = [self.log_path]
+        if self.config_file is not None:
+            found += sorted(self.config_file.parent.glob("**/live.json"))
+        return [p for p in found if p.is_file()]
+
+    def leaked(self) -> list[str]:
+        """Each secret of the configuration found in an output, as 'file: the secret's first characters'."""
+        if self.config_file is None or not self.config_file.is_file():
+            return []
+        secrets = secrets_of(self.config_file)
+        return [f"{path}: {secret[:6]}..." for path in self.outputs() for secret in secrets
+                if secret in path.read_text(errors="replace")]
+
     def start(self):
+        CliProcess.started.append(self)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", *self.args], stdout=log, stderr=log,
                                          start_new_session=True)
