@@ -129,6 +129,7 @@ class Checks:
             return Refusal("future_time",
                            f"reading time {reading.time} is more than {self.max_future_s} s ahead of the gateway")
         space = device
+        several_keys = False
         if self.registry is not None:
             registry = self.registry()
             rule = registry.key_rule(device, reading.key)
@@ -138,6 +139,7 @@ class Checks:
                 if refused is not None:
                     return Refusal(*refused)
             space = device + " " + rule.key_id
+            several_keys = len(registry.devices[device].keys) > 1
         last = self.last_seq.get(space)
         if last is None:
             last = self.stored_last_seq(space)
@@ -151,6 +153,10 @@ class Checks:
         if reading.seq - (last or 0) > MAX_SEQ_JUMP:
             return Refusal("seq_jump", f"sequence number {reading.seq} of {device!r} is more than 2**32 above the "
                                        f"last accepted one of its key ({last or 0})")
+        if several_keys and self.stored_message(device, reading.seq) is not None:
+            # each key counts on its own, but a device's readings are one series: another key signed this number
+            return Refusal("conflicting_reading", f"sequence number {reading.seq} of {device!r} is taken by a "
+                                                  "reading another of its keys signed; the first is kept")
         return None
 
     def stored(self, reading: wire.Reading, space: str) -> None:

@@ -150,3 +150,19 @@ def test_revoking_a_key_the_device_does_not_have_names_the_keys_it_has(tmp_path)
     registry = Registry.load(world.folder / "registry.json")
     with pytest.raises(RegistryError, match=r"has no key 'ffffffffffffffff'; its keys: [0-9a-f]{16} \(active\)"):
         registry.revoke(DEVICE, key="ffffffffffffffff")
+
+
+def test_a_number_another_key_of_the_device_signed_is_a_conflicting_reading_not_an_internal_error(tmp_path):
+    world = World(tmp_path / "w", devices=1)
+    rotate(world)
+    rotated = time.time() - 1
+    gw = make_gateway(tmp_path / "gw", world)
+    acks = Acks()
+    send(gw, acks, signed(OLD, 50, rotated - 600),  # the old key's, made before the rotation: kept
+         signed(NEW, 50, time.time()),  # the new key's count runs on its own, but 50 is the device's already
+         signed(NEW, 51, time.time()))
+    assert stored(gw) == [50, 51]
+    assert refusals(gw) == ["conflicting_reading"]
+    [(reason,)] = rows(gw, "SELECT reason FROM quarantine")
+    assert reason == f"sequence number 50 of '{DEVICE}' is taken by a reading another of its keys signed; the first is kept"
+    assert len(acks.acked) == 3
