@@ -316,38 +316,38 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
-    from govedge.gateway.config import ConfigError
-    from govedge.hub import config as hubconfig
-    from govedge.hub.gateways import GatewayListError, Gateways, load_public_key
-
-    try:
-        cfg = hubconfig.load(args.config)
-        gateways = Gateways.load(cfg.gateways, missing_ok=True)
-        what = gateways.add(args.gateway_id, load_public_key(args.key))
-        gateways.save()
-    except (ConfigError, GatewayListError, OSError) as exc:
-        print(f"govedge hub add-gateway: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers reload it within seconds (SIGHUP: at once)")
-    return 0
-
-
-def _cmd_hub_revoke_gateway(args: argparse.Namespace) -> int:
-    from govedge.gateway.config import ConfigError
+def _change_gateways(args: argparse.Namespace, command: str, change, done, missing_ok: bool = False) -> int:
+    """Loads the hub's gateway list, applies ``change`` to it and saves it; prints ``done(cfg, result)``."""
+    from govedge.core.config import ConfigError
     from govedge.hub import config as hubconfig
     from govedge.hub.gateways import GatewayListError, Gateways
 
     try:
         cfg = hubconfig.load(args.config)
-        gateways = Gateways.load(cfg.gateways)
-        key = gateways.revoke(args.gateway_id, args.since)
+        gateways = Gateways.load(cfg.gateways, missing_ok=missing_ok)
+        result = change(gateways)
         gateways.save()
     except (ConfigError, GatewayListError, OSError) as exc:
-        print(f"govedge hub revoke-gateway: {exc}", file=sys.stderr)
+        print(f"govedge hub {command}: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.gateway_id}: key {key} revoked ({cfg.gateways}); add its new key with `govedge hub add-gateway`")
+    print(done(cfg, result))
     return 0
+
+
+def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
+    from govedge.hub.gateways import load_public_key
+
+    return _change_gateways(
+        args, "add-gateway", lambda gateways: gateways.add(args.gateway_id, load_public_key(args.key)),
+        lambda cfg, what: f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers reload it within "
+                          "seconds (SIGHUP: at once)", missing_ok=True)
+
+
+def _cmd_hub_revoke_gateway(args: argparse.Namespace) -> int:
+    return _change_gateways(
+        args, "revoke-gateway", lambda gateways: gateways.revoke(args.gateway_id, args.since),
+        lambda cfg, key: f"{args.gateway_id}: key {key} revoked ({cfg.gateways}); add its new key with "
+                         "`govedge hub add-gateway`")
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import time
 
 from govedge.core import topics
 from govedge.core.registry import Registry
-from support import firmware, scalar, sec1
+from support import firmware, revoke, scalar, sec1
 from support.hubkit import World
 
 from test_gateway_isolation import Acks, drain_all, make_gateway, rows
@@ -28,6 +28,13 @@ def rotate(world: World, label: str = NEW) -> None:
     registry.save()
 
 
+def after_rotation(tmp_path):
+    """A device whose key was rotated a second ago, and a gateway that has it in its registry."""
+    world = World(tmp_path / "w", devices=1)
+    rotate(world)
+    return world, time.time() - 1, make_gateway(tmp_path / "gw", world), Acks()
+
+
 def send(gw, acks: Acks, *messages: bytes) -> None:
     drain_all(gw, [acks.inbound(topics.reading(DEVICE), m) for m in messages])
 
@@ -41,11 +48,7 @@ def refusals(gw) -> list[str]:
 
 
 def test_a_retired_key_signs_nothing_timed_after_the_rotation_but_what_it_made_before_passes(tmp_path):
-    world = World(tmp_path / "w", devices=1)
-    rotate(world)
-    rotated = time.time() - 1
-    gw = make_gateway(tmp_path / "gw", world)
-    acks = Acks()
+    world, rotated, gw, acks = after_rotation(tmp_path)
     send(gw, acks, signed(OLD, 10, rotated - 3600),  # made before the rotation, delivered late: kept
          signed(OLD, 11, rotated + 30))  # the old key, timed after the rotation: the smallest forgery
     assert stored(gw) == [10]
@@ -109,10 +112,8 @@ def test_a_node_replaying_its_full_flash_buffer_after_an_outage_is_never_refused
 
 def test_a_revoked_key_signs_nothing_after_since_nor_anything_without_a_time(tmp_path):
     world = World(tmp_path / "w", devices=1)
-    registry = Registry.load(world.folder / "registry.json")
     since = time.time() - 3600
-    registry.revoke(DEVICE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
-    registry.save()
+    revoke(world.folder / "registry.json", DEVICE, since)
     gw = make_gateway(tmp_path / "gw", world)
     acks = Acks()
     send(gw, acks, signed(OLD, 1, since - 60), signed(OLD, 2, since + 60), signed(OLD, 3, None))
@@ -128,9 +129,9 @@ def test_a_retired_key_that_leaks_later_is_revoked_by_its_id_and_keeps_the_earli
     registry = Registry.load(world.folder / "registry.json")
     old = next(k for k in registry.devices[DEVICE].keys if k.status == "retired")
     later = rotated + 7200  # the leak is noticed after the rotation: --since lies after the retirement
-    revoked = registry.revoke(DEVICE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later)), key=old.key_id)
-    registry.save()
-    assert revoked is old and sorted(k.status for k in registry.devices[DEVICE].keys) == ["active", "revoked"]
+    revoked = revoke(world.folder / "registry.json", DEVICE, later, key=old.key_id)
+    registry = Registry.load(world.folder / "registry.json")
+    assert revoked.key_id == old.key_id and sorted(k.status for k in registry.devices[DEVICE].keys) == ["active", "revoked"]
     gw = make_gateway(tmp_path / "gw", world)
     acks = Acks()
     send(gw, acks, signed(OLD, 10, rotated - 3600),  # made before the rotation: still kept
@@ -153,11 +154,7 @@ def test_revoking_a_key_the_device_does_not_have_names_the_keys_it_has(tmp_path)
 
 
 def test_a_number_another_key_of_the_device_signed_is_a_conflicting_reading_not_an_internal_error(tmp_path):
-    world = World(tmp_path / "w", devices=1)
-    rotate(world)
-    rotated = time.time() - 1
-    gw = make_gateway(tmp_path / "gw", world)
-    acks = Acks()
+    world, rotated, gw, acks = after_rotation(tmp_path)
     send(gw, acks, signed(OLD, 50, rotated - 600),  # the old key's, made before the rotation: kept
          signed(NEW, 50, time.time()),  # the new key's count runs on its own, but 50 is the device's already
          signed(NEW, 51, time.time()))

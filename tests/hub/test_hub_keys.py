@@ -13,7 +13,7 @@ from govedge.core.registry import Registry
 from govedge.hub import config as hubconfig
 from govedge.hub.gateways import Gateways
 from govedge.hub.service import Delivery, HubService
-from support import firmware, private_key, scalar, sec1
+from support import firmware, private_key, revoke, scalar, sec1
 from support.hubkit import GATEWAY, World
 
 DEVICE = "esp32-0001"
@@ -71,9 +71,7 @@ def test_a_revoked_device_key_is_refused_after_since_and_what_the_hub_stored_fro
     since = time.time() - 600
     run(world, world.batch(0, [signed(DEVICE, 1, since - 60), signed(DEVICE, 2, since + 60),
                                signed(DEVICE, 3, None)]))
-    registry = Registry.load(world.folder / "registry.json")
-    registry.revoke(DEVICE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
-    registry.save()
+    revoke(world.folder / "registry.json", DEVICE, since)
     run(world, world.batch(1, [signed(DEVICE, 4, since - 30), signed(DEVICE, 5, since + 120),
                                signed(DEVICE, 6, None)]))
     assert query(world, "SELECT seq, flag FROM readings ORDER BY seq") == [
@@ -101,10 +99,8 @@ def test_a_gateway_key_rotation_bounds_the_old_key_by_batch_number_and_time(tmp_
 
 def test_a_revoked_gateway_key_signs_no_batch_created_after_since(tmp_path):
     world = World(tmp_path / "w", devices=1)
-    gateways = Gateways.load(world.folder / "gateways.json")
     since = time.time() - 600
-    gateways.revoke(GATEWAY, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
-    gateways.save()
+    revoke(world.folder / "gateways.json", GATEWAY, since)
     from govedge.core import batch as corebatch
     before, _ = corebatch.sign(world.gateway_key, GATEWAY, 1, int(since) - 60, [signed(DEVICE, 1, None)], [], "raw")
     after, _ = corebatch.sign(world.gateway_key, GATEWAY, 2, int(since) + 60, [signed(DEVICE, 2, None)], [], "raw")

@@ -15,12 +15,11 @@ import time
 import pytest
 
 from govedge.core import topics
-from govedge.core.registry import Registry
 from govedge.hub import config as hubconfig
 from govedge.hub import service as hubservice
 from govedge.hub.gateways import Gateways
 from govedge.hub.service import Delivery, HubService
-from support import firmware, private_key, scalar, wait_until
+from support import firmware, private_key, revoke, scalar, wait_until
 from support.hubkit import GATEWAY, HubProcess, World, broker, postgres, publish  # noqa: F401 - fixtures
 
 from test_hub_keys import query
@@ -89,9 +88,7 @@ def test_a_revocation_at_the_reload_refuses_what_comes_and_flags_what_was_stored
         feed(hub, [(topics.batch(GATEWAY), world.batch(0, [
             sign(scalar(DEVICE), DEVICE, 1, int(since - 60), [("temp", "Cel", 2150)]),
             sign(scalar(DEVICE), DEVICE, 2, int(since + 60), [("temp", "Cel", 2150)])]))])
-        registry = Registry.load(world.folder / "registry.json")
-        registry.revoke(DEVICE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
-        registry.save()
+        revoke(world.folder / "registry.json", DEVICE, since)
         assert hub.maybe_reload() is True
         assert query(world, "SELECT seq, flag FROM readings ORDER BY seq") == [(1, None), (2, "revoked_key")]
         feed(hub, [(topics.batch(GATEWAY), world.batch(1, [

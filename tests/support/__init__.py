@@ -14,6 +14,7 @@ import importlib
 import struct
 import sys
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from unittest import mock
@@ -286,3 +287,19 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition", detail
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s\n{detail()}".rstrip())
         time.sleep(0.05)
+
+
+def utc(t: float) -> str:
+    """A time as the registry and the gateway list write it (RFC 3339, UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def revoke(path, who: str, since: float, **how):
+    """Revokes ``who``'s key from ``since`` on in the registry or gateway list at ``path`` (saved)."""
+    from govedge.core.registry import Registry
+    from govedge.hub.gateways import Gateways
+
+    keys = (Gateways if Path(path).name == "gateways.json" else Registry).load(path)
+    revoked = keys.revoke(who, utc(since), **how)
+    keys.save()
+    return revoked
