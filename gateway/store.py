@@ -491,25 +491,24 @@ class Store:
         return self.db.execute("DELETE FROM held_back WHERE held_at < ?", (older_than,)).rowcount
 
     def drop_unsent_older_than(self, destination: str, older_than: float) -> int:
-        """Readings not yet acknowledged by the destination and received before older_than (the age limit)."""
-        ids = [r[0] for r in self.db.execute(
-            "SELECT id FROM readings WHERE received_at < ? AND (batch_seq IS NULL OR batch_seq > ?)",
-            (older_than, self.cursor(destination))).fetchall()]
-        if not ids:
-            return 0
+        """Readings not yet acknowledged by the destination and received before older_than (the age limit).
+
+        Said in SQL, not as a list of ids: after a long outage that list outgrows SQLite's limit of
+        variables in one statement."""
         seqs = [r[0] for r in self.db.execute(
-            "SELECT DISTINCT batch_seq FROM readings WHERE batch_seq IS NOT NULL AND id IN (%s)"
-            % ",".join("?" * len(ids)), ids).fetchall()]
+            "SELECT DISTINCT batch_seq FROM readings WHERE received_at < ? AND batch_seq > ? ORDER BY batch_seq",
+            (older_than, self.cursor(destination))).fetchall()]
         in_batches = 0
         for seq in seqs:  # a batch goes whole: its signature covers all of it
             in_batches += self.db.execute("SELECT count(*) FROM readings WHERE batch_seq = ?", (seq,)).fetchone()[0]
             self._delete_batch(seq)
-        unbatched = [(i,) for i in ids if self.db.execute("SELECT 1 FROM readings WHERE id = ?", (i,)).fetchone()]
-        self.db.executemany("DELETE FROM held_back WHERE reading_id = ?", unbatched)
-        self.db.executemany("DELETE FROM readings WHERE id = ?", unbatched)
+        self.db.execute("DELETE FROM held_back WHERE reading_id IN "
+                        "(SELECT id FROM readings WHERE received_at < ? AND batch_seq IS NULL)", (older_than,))
+        unbatched = self.db.execute("DELETE FROM readings WHERE received_at < ? AND batch_seq IS NULL",
+                                    (older_than,)).rowcount
         if seqs:
             self.advance(destination, max(seqs))
-        return in_batches + len(unbatched)
+        return in_batches + unbatched
 
     def _delete_batch(self, seq: int) -> None:
         self.db.execute("DELETE FROM held_back WHERE reading_id IN (SELECT id FROM readings WHERE batch_seq = ?)",

@@ -1,5 +1,6 @@
 """The gateway's store forgets only what its configuration says, and says what it dropped."""
 
+import sqlite3
 import time
 
 from govedge.gateway.health import snapshot
@@ -83,3 +84,20 @@ def test_batch_sequence_numbers_never_go_back_when_batches_are_dropped(tmp_path)
     assert store.next_batch_seq() == 2
     store.close()
     assert Store(tmp_path / "gateway.db").next_batch_seq() == 2
+
+
+def test_an_outage_longer_than_the_age_limit_drops_more_readings_than_one_sql_statement_can_name(tmp_path):
+    store = Store(tmp_path / "gateway.db")
+    # SQLite's default limit of variables in one statement (SQLITE_MAX_VARIABLE_NUMBER; Debian's build
+    # raises it to 250000, others do not): a list of 40,000 ids cannot be bound
+    store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+    n = 40_000
+    with store:
+        store.db.executemany("INSERT INTO readings (device_id, seq, kind, node_time, received_at, message) "
+                             "VALUES ('esp32-0001', ?, 'reading', NULL, ?, x'00')",
+                             [(i, time.time() - 100 * 86400) for i in range(n)])
+        store.add_batch(0, store.unbatched(500), b"r" * 32, b"c0", b"h0")
+        dropped = store.drop_unsent_older_than("hub", time.time() - 90 * 86400)
+    assert dropped == n
+    assert store.cursor("hub") == 0
+    assert store.db.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
