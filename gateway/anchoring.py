@@ -24,6 +24,7 @@ from govedge.core import redact
 
 from .config import GatewayConfig
 from .store import Store
+from .supervise import Backoff, run_supervised
 
 log = logging.getLogger("govedge.gateway")
 
@@ -52,8 +53,13 @@ class Anchorer(threading.Thread):
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.pause = 1.0
+        self.backoff = Backoff()  # pauses between restarts after an unexpected exception (govedge.gateway.supervise)
 
     def run(self) -> None:
+        """The anchor stage under supervision: an unexpected exception restarts it (govedge.gateway.supervise)."""
+        run_supervised("anchor", self._run, self.stopping, self.counters, self.on_state, self.backoff)
+
+    def _run(self) -> None:
         store = Store(self.db_path, self.synchronous)
         try:
             while not self.stopping.is_set():

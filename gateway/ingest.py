@@ -12,6 +12,8 @@ from typing import Callable
 from govedge.core import mqtt, topics
 from govedge.core.config import MqttEndpoint
 
+from .supervise import guard_callbacks
+
 log = logging.getLogger("govedge.gateway")
 
 
@@ -35,6 +37,7 @@ class MqttIngest:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        guard_callbacks(self.client, "ingest", counters)
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         if reason.is_failure:

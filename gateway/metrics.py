@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .health import snapshot
+from .supervise import FAULTS
 
 _COUNTERS = {
     "received": "messages taken from the local broker and serial lines",
@@ -22,6 +23,8 @@ _COUNTERS = {
     "epochs_anchored": "epochs the govchain confirmed",
 }
 
+SUPERVISED = ("uplink", "anchor", "ingest_callback", "uplink_callback", "housekeeping")  # always exported
+
 
 class GatewayCollector:
     def __init__(self, gateway):
@@ -33,13 +36,22 @@ class GatewayCollector:
             yield CounterMetricFamily(f"govedge_{name}", doc, value=c[name])
         held = CounterMetricFamily("govedge_held_back", "values held back by the filters", labels=["rule"])
         refused = CounterMetricFamily("govedge_quarantined_by_reason", "quarantined messages", labels=["code"])
+        faults = CounterMetricFamily("govedge_part_faults", "unexpected exceptions caught in a supervised part "
+                                     "(logged; uplink and anchor restart with backoff, a callback or housekeeping "
+                                     "pass ends there and the next one runs)", labels=["part"])
+        for part in SUPERVISED:
+            faults.add_metric([part], c[FAULTS + part])
         for key, value in c.items():
-            if key.startswith("held_back_"):
+            if key.startswith(FAULTS):
+                if key[len(FAULTS):] not in SUPERVISED:
+                    faults.add_metric([key[len(FAULTS):]], value)
+            elif key.startswith("held_back_"):
                 held.add_metric([key[len("held_back_"):]], value)
             elif key.startswith("quarantined_"):
                 refused.add_metric([key[len("quarantined_"):]], value)
         yield held
         yield refused
+        yield faults
         s = snapshot(self.gateway.db_path)
         yield GaugeMetricFamily("govedge_queue_readings", "readings waiting for a batch", value=s["unbatched"])
         yield GaugeMetricFamily("govedge_queue_batches", "batches the hub has not acknowledged",

@@ -30,7 +30,7 @@ from typing import Callable
 
 from govedge.core import topics, wire
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard, digest
-from govedge.core.errors import internal_error, one_line
+from govedge.core.errors import internal_error, one_line, text_of
 from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
 
 from .admit import DUPLICATE, Checks, FairShare, KeyBounds, Refusal, admit, sender_of
@@ -43,6 +43,7 @@ from .ingest import Inbound, MqttIngest
 from .quota import Quota
 from .serial_ingest import SerialIngest
 from .store import Store
+from .supervise import fault
 from .uplink import HubUplink
 
 log = logging.getLogger("govedge.gateway")
@@ -53,6 +54,7 @@ MAX_REASON_CHARS = 400  # a quarantine reason is one line a technician reads
 WAITING_PER_SENDER = 256
 WAITING_TOTAL = 4096
 RELOAD_CHECK_S = 2.0  # how often the registry file is looked at
+HOUSEKEEPING_S = 2.0  # how often the quota, the quarantine's budget and the epoch clock run
 
 
 class Gateway:
@@ -99,6 +101,7 @@ class Gateway:
                            lambda state, ok: self.live.set("store", state, ok))
         self.stopping = threading.Event()
         self.last_housekeeping = 0.0
+        self.housekeeping_failed = False
         self.registry_watch = FileWatch(cfg.registry)
         self.reload_requested = threading.Event()  # SIGHUP
         self.last_registry_look = time.monotonic()
@@ -355,6 +358,33 @@ class Gateway:
                 break
         return items
 
+    def housekeeping(self) -> None:
+        """One pass of the quota, the quarantine's budget and the epoch clock. What it raises is logged,
+        counted and told as the state of "housekeeping"; the gateway goes on and the next pass comes as
+        usual (govedge.gateway.supervise)."""
+        try:
+            self.quota.keep_quarantine_within_budget()
+            self.share.forget_full()
+            self.quota.keep_within_quota()
+            self.batcher.recount()  # the quota may have dropped some
+            self.quota.tell_state()
+            self.batcher.maybe_close_epoch()
+            if self.housekeeping_failed:
+                self.housekeeping_failed = False
+                self.live.set("housekeeping", "passes run again", True)
+        except Exception as exc:  # noqa: BLE001 - whatever nobody foresaw: the next pass tries again
+            if self.store.db.in_transaction:
+                self.store.db.rollback()
+            self.housekeeping_failed = True
+            line = fault(self.counters, "housekeeping", exc, f"the next pass in {HOUSEKEEPING_S:g} s")
+            try:
+                self.live.set("housekeeping", f"the last pass failed ({line}); the next in {HOUSEKEEPING_S:g} s",
+                              False)
+            except Exception as exc2:  # noqa: BLE001 - telling it may fail as well (a full disk)
+                log.error("housekeeping: its state could not be told: %s", text_of(exc2))
+        finally:
+            self.last_housekeeping = time.monotonic()
+
     def finish_in_flight(self) -> int:
         n = 0
         while self.in_flight:
@@ -377,7 +407,7 @@ class Gateway:
             port.start()
         log.info("gateway %s running: ingest %s:%d, hub %s:%d", self.cfg.gateway_id, self.cfg.ingest.host,
                  self.cfg.ingest.port, self.cfg.hub.host, self.cfg.hub.port)
-        batcher, quota = self.batcher, self.quota
+        batcher = self.batcher
         hup = None
         if threading.current_thread() is threading.main_thread():  # SIGHUP: reload the registry
             hup = signal.signal(signal.SIGHUP, lambda *a: self.reload_requested.set())
@@ -392,14 +422,8 @@ class Gateway:
                     self.last_registry_look = time.monotonic()
                 while batcher.maybe_batch() is not None:
                     pass  # a backlog goes out in as many full batches as it makes
-                if time.monotonic() - self.last_housekeeping > 2:
-                    quota.keep_quarantine_within_budget()
-                    self.share.forget_full()
-                    quota.keep_within_quota()
-                    batcher.recount()  # the quota may have dropped some
-                    quota.tell_state()
-                    batcher.maybe_close_epoch()
-                    self.last_housekeeping = time.monotonic()
+                if time.monotonic() - self.last_housekeeping > HOUSEKEEPING_S:
+                    self.housekeeping()
                 batcher.close_if_requested()
             self.finish_in_flight()
             batcher.aggregates.extend(self.aggregator.flush())

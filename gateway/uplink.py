@@ -20,6 +20,7 @@ from govedge.core import epoch, mqtt, topics
 
 from .config import GatewayConfig
 from .store import Store
+from .supervise import Backoff, guard_callbacks, run_supervised
 
 log = logging.getLogger("govedge.gateway")
 
@@ -47,6 +48,8 @@ class HubUplink(threading.Thread):
         self.client = mqtt.client(cfg.hub, clean_session=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        guard_callbacks(self.client, "uplink", counters)
+        self.backoff = Backoff()  # pauses between restarts after an unexpected exception (govedge.gateway.supervise)
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         hub = f"{self.cfg.hub.host}:{self.cfg.hub.port}"
@@ -58,9 +61,9 @@ class HubUplink(threading.Thread):
             return
         self.state = "connected"
         self.connected.set()
+        self.wake.set()
         log.info("uplink: connected to hub %s", hub)
         self.on_state(f"connected to the hub broker {hub}", True)
-        self.wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         if self.connected.is_set():
@@ -71,12 +74,21 @@ class HubUplink(threading.Thread):
                       "batches wait on disk, trying again with growing pauses", False)
 
     def run(self):
+        """The uplink under supervision: an unexpected exception restarts it (govedge.gateway.supervise)."""
+        run_supervised("uplink", self._run, self.stopping, self.counters,
+                       lambda state, ok: self._tell_down(state), self.backoff)
+
+    def _tell_down(self, state: str) -> None:
+        self.state = state
+        self.on_state(state, False)
+
+    def _run(self):
         store = Store(self.db_path, self.cfg.synchronous)
-        self.on_state(f"connecting to the hub broker {self.cfg.hub.host}:{self.cfg.hub.port}", False)
-        self.client.connect_async(self.cfg.hub.host, self.cfg.hub.port, self.cfg.hub.keepalive)
-        self.client.loop_start()
         gap = 1.0 / self.cfg.uplink_rate_per_s if self.cfg.uplink_rate_per_s > 0 else 0.0
         try:
+            self.on_state(f"connecting to the hub broker {self.cfg.hub.host}:{self.cfg.hub.port}", False)
+            self.client.connect_async(self.cfg.hub.host, self.cfg.hub.port, self.cfg.hub.keepalive)
+            self.client.loop_start()
             while not self.stopping.is_set():
                 if not self.connected.wait(0.5):
                     continue
@@ -95,7 +107,9 @@ class HubUplink(threading.Thread):
                     if gap:
                         time.sleep(gap)  # the backlog after an outage goes out under the rate cap
         finally:
+            self.client.disconnect()
             self.client.loop_stop()
+            self.connected.clear()  # told to metrics as not connected until the next connection
             store.close()
 
     def _publish(self, topic: str, payload: bytes) -> bool:
