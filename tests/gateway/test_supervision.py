@@ -9,6 +9,7 @@ in for the bug nobody has found yet. Pauses between restarts are shortened.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from govedge.gateway.metrics import GatewayCollector
 from govedge.gateway.service import Gateway
 from govedge.gateway.supervise import Backoff
 from govedge.tools.dev.broker import Mosquitto
+from support import wait_until
 from support.deploy import GATEWAY_ID, HubSubscriber
 from support.hubkit import World, publish
 
@@ -87,8 +89,8 @@ class Running:
         self.sub = HubSubscriber(self.hub.port, self.world.folder / "registry.json", key.public_key())
         self.thread = threading.Thread(target=self.gw.run, name="gateway-main", daemon=True)
         self.thread.start()
-        wait_for(lambda: self.live("ingest").startswith("subscribed"), "ingest subscribed")
-        wait_for(lambda: self.gw.uplink.connected.is_set(), "uplink connected")
+        wait_until(lambda: self.live("ingest").startswith("subscribed"), what="ingest subscribed")
+        wait_until(lambda: self.gw.uplink.connected.is_set(), what="uplink connected")
 
     def live(self, part: str) -> str:
         doc = health.live(self.gw.cfg.data_dir) or {"parts": {}}
@@ -119,15 +121,6 @@ class Running:
         self.sub.close()
         self.local.stop()
         self.hub.stop()
-
-
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -161,11 +154,11 @@ def fail_once(monkeypatch, cls, name: str, thread: str | None = None):
 def test_an_exception_in_the_uplink_restarts_it_and_status_says_so_while_it_is_down(running, monkeypatch):
     r = running()
     r.send(2)
-    wait_for(lambda: r.hub_count() >= 4, "the first readings at the hub")
+    wait_until(lambda: r.hub_count() >= 4, what="the first readings at the hub")
     raised = fail_once(monkeypatch, gwuplink.HubUplink, "_publish")
     r.send(2)
-    wait_for(raised.is_set, "the injected fault")
-    wait_for(lambda: r.hub_count() >= 8, "the readings sent after the fault at the hub")
+    wait_until(raised.is_set, what="the injected fault")
+    wait_until(lambda: r.hub_count() >= 8, what="the readings sent after the fault at the hub")
     assert r.gw.counters["part_faults_uplink"] == 1
     assert r.metric("govedge_part_faults_total", part="uplink") == 1
     told = [(state, ok) for part, state, ok in r.states if part == "uplink"]
@@ -186,14 +179,14 @@ def test_an_exception_in_the_anchor_stage_restarts_it_and_epochs_are_anchored_af
     r = running(anchor=True)
     raised = fail_once(monkeypatch, gwstore.Store, "epochs_to_anchor", thread="anchor")
     r.gw.anchorer.wake.set()
-    wait_for(raised.is_set, "the injected fault")
-    wait_for(lambda: "anchor" in r.while_failed, "the fault told")
+    wait_until(raised.is_set, what="the injected fault")
+    wait_until(lambda: "anchor" in r.while_failed, what="the fault told")
     assert r.metric("govedge_part_faults_total", part="anchor") == 1
     assert any(p == "anchor" and s.startswith("failed (RuntimeError") and not ok for p, s, ok in r.states)
     assert "PROBLEM: failed (RuntimeError: injected fault in epochs_to_anchor)" in r.while_failed["anchor"][0]
     r.send(2)
-    wait_for(lambda: r.hub_count() >= 4, "readings at the hub")
-    wait_for(lambda: r.gw.counters["epochs_anchored"] >= 1, "an epoch anchored after the restart", timeout=30)
+    wait_until(lambda: r.hub_count() >= 4, what="readings at the hub")
+    wait_until(lambda: r.gw.counters["epochs_anchored"] >= 1, what="an epoch anchored after the restart", timeout=30)
     assert r.live("anchor").startswith(("every epoch is anchored", "anchoring on"))
     assert r.gw.anchorer.is_alive()
 
@@ -201,7 +194,7 @@ def test_an_exception_in_the_anchor_stage_restarts_it_and_epochs_are_anchored_af
 def test_an_exception_in_a_paho_callback_never_ends_pahos_network_thread(running, monkeypatch):
     r = running()
     r.send(1)
-    wait_for(lambda: r.hub_count() >= 2, "the first readings at the hub")
+    wait_until(lambda: r.hub_count() >= 2, what="the first readings at the hub")
     original = health.LiveState.set
     failing = threading.Event()
 
@@ -213,31 +206,30 @@ def test_an_exception_in_a_paho_callback_never_ends_pahos_network_thread(running
     monkeypatch.setattr(health.LiveState, "set", full_disk)
     r.gw.live.set = full_disk.__get__(r.gw.live)  # the recorder of the fixture stands aside
     failing.set()
-    # both clients lose their broker's connection and get it back: their callbacks tell the state and raise
-    r.gw.ingest.client.disconnect()
-    r.gw.ingest.client.reconnect()
-    r.gw.uplink.client.disconnect()
-    r.gw.uplink.client.reconnect()
-    wait_for(lambda: r.gw.counters["part_faults_ingest_callback"] >= 1, "the ingest callback's fault counted")
-    wait_for(lambda: r.gw.counters["part_faults_uplink_callback"] >= 1, "the uplink callback's fault counted")
-    wait_for(lambda: r.gw.uplink.connected.is_set(), "uplink connected again")
+    # both clients lose their broker's connection and paho's own threads get it back: their callbacks tell
+    # the state and raise (a disconnect() asked for from here would end paho's loop instead)
+    for client in (r.gw.ingest.client, r.gw.uplink.client):
+        client.socket().shutdown(socket.SHUT_RDWR)
+    wait_until(lambda: r.gw.counters["part_faults_ingest_callback"] >= 1, what="the ingest callback's fault counted")
+    wait_until(lambda: r.gw.counters["part_faults_uplink_callback"] >= 1, what="the uplink callback's fault counted")
+    wait_until(lambda: r.gw.uplink.connected.is_set(), what="uplink connected again")
     assert r.metric("govedge_part_faults_total", part="ingest_callback") >= 1
     failing.clear()
     r.send(2)  # both network threads still run: the readings reach the hub
-    wait_for(lambda: r.hub_count() >= 6, "readings after the callbacks' faults at the hub")
+    wait_until(lambda: r.hub_count() >= 6, what="readings after the callbacks' faults at the hub")
     assert r.gw.ingest.client._thread.is_alive() and r.gw.uplink.client._thread.is_alive()
 
 
 def test_an_exception_in_housekeeping_is_counted_and_the_gateway_goes_on(running, monkeypatch):
     r = running()
     raised = fail_once(monkeypatch, gwquota.Quota, "keep_within_quota")
-    wait_for(raised.is_set, "the injected fault")
-    wait_for(lambda: "housekeeping" in r.while_failed, "the fault told")
+    wait_until(raised.is_set, what="the injected fault")
+    wait_until(lambda: "housekeeping" in r.while_failed, what="the fault told")
     assert r.metric("govedge_part_faults_total", part="housekeeping") == 1
     assert "PROBLEM: the last pass failed (RuntimeError: injected" in r.while_failed["housekeeping"][0]
-    wait_for(lambda: r.live("housekeeping") == "passes run again", "the next pass")
+    wait_until(lambda: r.live("housekeeping") == "passes run again", what="the next pass")
     r.send(2)
-    wait_for(lambda: r.hub_count() >= 4, "readings at the hub")
+    wait_until(lambda: r.hub_count() >= 4, what="readings at the hub")
     assert r.thread.is_alive()
 
 

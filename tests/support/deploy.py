@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core import batch, redact
 from govedge.core.registry import Registry
+from support import wait_until
 
 GATEWAY_ID = "gw-test-01"
 
@@ -193,12 +194,7 @@ class HubSubscriber:
         return out
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"hub: {what} not reached within {timeout} s; errors: {self.errors[:3]}")
+        wait_until(predicate, timeout, f"hub: {what}", detail=lambda: f"errors: {self.errors[:3]}")
 
     def close(self):
         self.client.loop_stop()
