@@ -96,14 +96,10 @@ class Running:
         doc = health.live(self.gw.cfg.data_dir) or {"parts": {}}
         return doc["parts"].get(part, {}).get("state", "")
 
-    def send(self, n: int = 3) -> set[tuple[str, int]]:
-        items, sent = [], set()
-        for device in self.world.devices:
-            for _ in range(n):
-                message = self.world.message(device)
-                items.append((topics.reading(device), message))
-        publish(self.local.port, items)
-        return sent
+    def send(self, n: int = 3) -> None:
+        """``n`` readings of each device, published to the local broker."""
+        publish(self.local.port, [(topics.reading(device), self.world.message(device))
+                                  for device in self.world.devices for _ in range(n)])
 
     def hub_count(self) -> int:
         return len(self.sub.readings())
