@@ -11,6 +11,17 @@ def status(device_id: str) -> str:
     return f"{PREFIX}/{device_id}/status"
 
 
+def ack(device_id: str) -> str:
+    """Where the gateway tells a node which of its messages are committed (docs/FORMAT.md,
+    "Acknowledgements between node and gateway"); only that node may read it."""
+    return f"{PREFIX}/{device_id}/ack"
+
+
+def ack_payload(seq: int) -> bytes:
+    """An acknowledgement: the sequence number in ASCII decimal."""
+    return b"%d" % seq
+
+
 def batch(gateway_id: str) -> str:
     """Where a gateway publishes its signed batches on the hub's broker."""
     return f"{PREFIX}/gateway/{gateway_id}/batch"
