@@ -62,7 +62,8 @@ def seq_store(path):
 
 
 class PahoUplink:
-    """QoS 1 through paho-mqtt; send() returns once the broker has the message."""
+    """QoS 1 through paho-mqtt; the gateway's acks come on mqtt.ack_topic, to paho's thread
+    (the protocol of firmware/mqtt.py: the broker's PUBACK is transport, the ack is custody)."""
 
     def __init__(self, cfg, log, timeout_s=10):
         import paho.mqtt.client as paho
@@ -73,6 +74,7 @@ class PahoUplink:
         self.where = "%s:%d" % (m["host"], m["port"])
         self.host, self.port, self.keepalive = m["host"], m["port"], m.get("keepalive", 60)
         self.topics = (m["topic"], m["status_topic"])
+        self.ack_topic = m["ack_topic"]
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                                   client_id=m.get("client_id") or cfg["device_id"])
         if m.get("user"):
@@ -83,18 +85,39 @@ class PahoUplink:
             with open(m.get("ca", "ca.der"), "rb") as f:  # the same DER file as on the boards
                 self.client.tls_set_context(ssl.create_default_context(cadata=f.read()))
         self.ready = threading.Event()
+        self.lock = threading.Lock()  # self.ack and self.lost, shared with paho's thread
+        self.ack = None  # the highest sequence number acknowledged since acked()
+        self.lost = False  # the connection dropped since connect(): its acks are gone
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
         self.connected = False
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         if not reason.is_failure:
+            # clean session: subscribe on every connect; acks sent meanwhile are lost, the node sends again
+            client.subscribe(self.ack_topic, 1)
             self.ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self.ready.clear()
+        with self.lock:
+            self.lost = True
+
+    def _on_message(self, client, userdata, msg):
+        if msg.topic != self.ack_topic:
+            return
+        try:
+            n = int(msg.payload)
+        except ValueError:  # not the gateway's words: ignore rather than forget anything
+            return
+        with self.lock:
+            if self.ack is None or n > self.ack:
+                self.ack = n
 
     def connect(self):
+        with self.lock:
+            self.lost, self.ack = False, None
         try:
             self.client.connect(self.host, self.port, self.keepalive)
         except OSError as exc:
@@ -106,9 +129,19 @@ class PahoUplink:
         self.connected = True
         self.log("mqtt", "connected to %s" % self.where)
 
+    def _check(self):
+        # paho reconnects by itself: the node must hear of it, or it would wait for acks that are lost
+        with self.lock:
+            lost = self.lost
+        if lost:
+            self.close()
+            raise OSError("connection to %s lost" % self.where)
+
     def send(self, kind, seq, msg):
+        """Publish; False: the gateway's acknowledgement comes later, through acked()."""
         if not self.connected:
             self.connect()
+        self._check()
         info = self.client.publish(self.topics[kind], bytes(msg), qos=1)
         deadline = time.monotonic() + self.timeout_s
         while not info.is_published() and time.monotonic() < deadline and self.ready.is_set():
@@ -116,6 +149,16 @@ class PahoUplink:
         if not info.is_published():
             self.close()
             raise OSError("publish to %s not acknowledged" % self.where)
+        return False
+
+    def acked(self):
+        """The highest sequence number the gateway acknowledged since the last call, or None."""
+        if not self.connected:
+            return None
+        self._check()
+        with self.lock:
+            n, self.ack = self.ack, None
+        return n
 
     def close(self):
         self.client.loop_stop()
@@ -127,6 +170,8 @@ class PahoUplink:
             self.log("mqtt", "disconnected from %s" % self.where)
         self.connected = False
         self.ready.clear()
+        with self.lock:
+            self.ack = None
 
 
 def uplink(cfg, log):

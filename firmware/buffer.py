@@ -2,8 +2,10 @@
 # them. A fixed file of `slots` slots of `slot_bytes` each, written round-robin;
 # each slot is a 16-byte header (magic, kind, length, sequence number, CRC-32)
 # and the message. On boot the slots are scanned: entries with a bad CRC (a
-# write cut by a power loss) are ignored. What the gateway acknowledged is
-# kept as a cursor (the highest sequence number sent) in a FileCounter; it is
+# write cut by a power loss) are ignored. A message stays here until the
+# gateway has acknowledged it (committed on its disk), not when the broker has
+# it. What the gateway acknowledged is kept as a cursor (one above the highest
+# sequence number acknowledged) in a FileCounter; it is
 # written lazily, so a reboot may send a few messages again, which the
 # gateway recognises by their sequence numbers. When the buffer is full the
 # oldest unsent message is overwritten and counted in `dropped`.
@@ -94,10 +96,16 @@ class Buffer:
         self.pos = (slot + 1) % self.slots
 
     def oldest(self):
-        """(kind, seq, msg) of the oldest unsent message, or None."""
-        if not self.pending:
+        """(kind, seq, msg) of the oldest unacknowledged message, or None."""
+        return self.after(-1)
+
+    def after(self, above):
+        """(kind, seq, msg) of the oldest waiting message numbered above `above`, or None."""
+        for seq, slot in self.pending:
+            if seq > above:
+                break
+        else:
             return None
-        seq, slot = self.pending[0]
         with open(self.path, "rb") as f:
             f.seek(slot * self.slot_bytes)
             head = f.read(_HEADER)

@@ -19,6 +19,7 @@ DEFAULTS = {
     "seq_block": 16,
     "watchdog_s": 120,
     "deep_sleep": False,
+    "ack_timeout_s": 30,
     "key_file": "device.key",
     "ntp": {"host": "pool.ntp.org"},
 }
@@ -55,7 +56,10 @@ def check(cfg):
         if not 0 < port < 65536:
             raise ConfigError("config: mqtt.port %d is not a TCP port" % port)
         _need(cfg, "mqtt.topic", str)
-        _need(cfg, "mqtt.status_topic", str)
+        topic = _need(cfg, "mqtt.status_topic", str)
+        if "ack_topic" not in cfg["mqtt"]:  # the gateway's acks: govedge/v1/DEVICE/ack beside the others
+            cfg["mqtt"]["ack_topic"] = topic.rsplit("/", 1)[0] + "/ack"
+        _need(cfg, "mqtt.ack_topic", str)
     elif transport == "serial":
         _need(cfg, "serial", dict)
     else:
@@ -63,6 +67,9 @@ def check(cfg):
     interval = cfg["interval_s"]
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
         raise ConfigError("config: interval_s must be a positive number of seconds, not %r" % interval)
+    wait = cfg["ack_timeout_s"]
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait <= 0:
+        raise ConfigError("config: ack_timeout_s must be a positive number of seconds, not %r" % wait)
     if _need(cfg, "status_every", int) < 1:
         raise ConfigError("config: status_every must be at least 1")
     if _need(cfg, "seq_block", int) < 1:

@@ -1,12 +1,20 @@
-# MQTT uplink of MicroPython nodes: umqtt.simple, QoS 1. publish() returns only
-# once the broker has acknowledged the message (PUBACK) and raises OSError
-# otherwise, so the buffer forgets nothing the broker does not have. Every
-# socket operation, connect included, is bounded by a timeout: a dead network
-# cannot hang the loop.
+# MQTT uplink of MicroPython nodes: umqtt.simple, QoS 1. The broker's PUBACK
+# only means the broker has the message (transport, not custody): the gateway
+# acknowledges on the device's ack topic once it has committed the message
+# (the sequence number in ASCII decimal: everything up to it is on its disk),
+# and only then does the node forget it. Every socket operation, connect
+# included, is bounded by a timeout: a dead network cannot hang the loop.
 
 import socket as _socket
 
+try:
+    from micropython import const
+except ImportError:  # CPython runs this module only in tests
+    const = int
+
 import umqtt.simple as _umqtt
+
+_POLL_MAX = const(8)  # incoming packets read per poll: bounded work per loop
 
 
 class _Sockets:
@@ -14,11 +22,33 @@ class _Sockets:
     def __init__(self, timeout_s):
         self.timeout_s = timeout_s
         self.getaddrinfo = _socket.getaddrinfo
+        self.last = None
 
     def socket(self, *args):
-        s = _socket.socket(*args)
+        s = self.last = _socket.socket(*args)
         s.settimeout(self.timeout_s)
         return s
+
+
+class _Bounded:
+    # umqtt.simple's wait_msg() calls setblocking(True) after the first byte of every packet,
+    # which on a board means no timeout at all: here blocking means the uplink's timeout
+    def __init__(self, stream, raw, timeout_s):
+        self.stream = stream  # what umqtt reads and writes (the TLS layer, with TLS)
+        self.raw = raw  # the TCP socket under it, which holds the timeout
+        self.timeout_s = timeout_s
+
+    def read(self, n):
+        return self.stream.read(n)
+
+    def write(self, buf, n=None):
+        return self.stream.write(buf) if n is None else self.stream.write(buf, n)
+
+    def setblocking(self, flag):
+        self.raw.settimeout(self.timeout_s if flag else 0)
+
+    def close(self):
+        self.stream.close()
 
 
 def _tls(m):
@@ -36,8 +66,9 @@ def _tls(m):
 
 
 class Uplink:
-    """QoS 1 to the broker cfg["mqtt"] names; timeout_s bounds every socket operation
-    (a board whose watchdog is shorter passes less: Pico W)."""
+    """QoS 1 to the broker cfg["mqtt"] names, acknowledgements from the gateway on
+    mqtt.ack_topic; timeout_s bounds every socket operation (a board whose watchdog
+    is shorter passes less: Pico W)."""
 
     def __init__(self, cfg, log, timeout_s=10):
         m = cfg["mqtt"]
@@ -49,14 +80,33 @@ class Uplink:
             user=m.get("user"), password=m.get("password"), keepalive=m.get("keepalive", 60),
             ssl=bool(m.get("tls")), ssl_params=_tls(m) if m.get("tls") else {},
         )
+        # before anything is read: publish() hands incoming acks to it while it waits for PUBACK
+        self.client.set_callback(self._incoming)
         self.topics = (m["topic"].encode(), m["status_topic"].encode())
+        self.ack_topic = m["ack_topic"].encode()
+        self.ack = None  # the highest sequence number the gateway acknowledged since acked()
+        self.heard = 0  # acks taken in, so that acked() knows when the line is quiet
         self.connected = False
+
+    def _incoming(self, topic, msg):
+        if topic != self.ack_topic:
+            return
+        self.heard += 1
+        try:
+            n = int(msg)
+        except ValueError:  # not the gateway's words: ignore rather than forget anything
+            return
+        if self.ack is None or n > self.ack:
+            self.ack = n
 
     def connect(self):
         # umqtt.simple 1.3.4 takes no timeout: it opens its socket from its module's `socket`
         _umqtt.socket = self.sockets
         try:
             self.client.connect()
+            self.client.sock = _Bounded(self.client.sock, self.sockets.last, self.sockets.timeout_s)
+            # clean session: acks published while the node was away are lost; it sends again instead
+            self.client.subscribe(self.ack_topic, 1)
         except Exception as exc:  # umqtt raises OSError, MQTTException, IndexError on a cut reply
             self.close()
             raise OSError("broker %s unreachable: %r" % (self.where, exc))
@@ -64,6 +114,7 @@ class Uplink:
         self.log("mqtt", "connected to %s" % self.where)
 
     def send(self, kind, seq, msg):
+        """Publish; False: the gateway's acknowledgement comes later, through acked()."""
         if not self.connected:
             self.connect()
         try:
@@ -71,6 +122,23 @@ class Uplink:
         except Exception as exc:
             self.close()
             raise OSError("publish to %s failed: %r" % (self.where, exc))
+        return False
+
+    def acked(self):
+        """The highest sequence number the gateway acknowledged since the last call, or None;
+        never waits (OSError when the connection broke)."""
+        if self.connected:
+            try:
+                for _ in range(_POLL_MAX):
+                    heard = self.heard
+                    self.client.check_msg()  # non-blocking; _Bounded restores the timeout
+                    if self.heard == heard:
+                        break
+            except Exception as exc:
+                self.close()
+                raise OSError("connection to %s lost: %r" % (self.where, exc))
+        n, self.ack = self.ack, None
+        return n
 
     def close(self):
         if self.client.sock:
@@ -82,3 +150,4 @@ class Uplink:
         if self.connected:
             self.log("mqtt", "disconnected from %s" % self.where)
         self.connected = False
+        self.ack = None

@@ -2,7 +2,10 @@
 # offline buffer, and send what the gateway does not have yet, oldest first.
 # The same code runs on every board; what differs lives in board_<name>.py,
 # which provides: sensor(name, spec), seq_store(path), uplink(cfg, log) (an
-# object with send(kind, seq, msg) and close()),
+# object with send(kind, seq, msg) -> True when the gateway has the message
+# already (serial), False when its acknowledgement comes later; acked() -> the
+# highest sequence number the gateway acknowledged since the last call, or
+# None, without waiting; close(); both raise OSError when the link failed),
 # watchdog(seconds), mem_free(), vsupply_mv(cfg), network_up(cfg, log),
 # sync_time(cfg, log), deep_sleep(ms).
 
@@ -24,6 +27,8 @@ _STATUS = const(1)
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _RESYNC_MS = const(3600000)  # ask NTP again every hour
+_ACK_WAIT_MAX_MS = const(600000)  # unanswered rounds wait longer, up to 10 min (unless ack_timeout_s is longer)
+_SLEEP_ACK_MS = const(5000)  # a deep-sleep node waits at most this long for its ack: battery
 
 _boot = clock.ticks_ms()
 
@@ -54,6 +59,14 @@ class Node:
         self.backoff_ms = 0
         self.delivered_once = False
         self.retry_at = clock.ticks_ms()
+        # the gateway acknowledges what it committed: a message sent stays in the buffer, and is
+        # not sent again on this connection, until its ack comes or ack_timeout_s passes
+        self.sent_upto = -1  # sending goes on above this seq; -1: all unacknowledged again
+        self.carried = -1  # the highest seq this connection carried: acks vouch for no more
+        self.ack_wait_base = int(cfg["ack_timeout_s"] * 1000)
+        self.ack_wait_ms = self.ack_wait_base
+        self.ack_since = clock.ticks_ms()  # the last ack, or the first send with nothing in flight
+        self.backlog = False  # a failure left messages waiting: "buffer sent" once they are done
         self.synced_at = None
         self.wdt = None
         log("node", "%s up: seq from %d, %d messages waiting in the buffer"
@@ -115,38 +128,93 @@ class Node:
     # -- sending ------------------------------------------------------------------
 
     def flush(self):
-        """Send waiting messages oldest first; False when the link failed."""
+        """Send waiting messages oldest first and take in the gateway's acks;
+        False when the link failed."""
         if clock.ticks_diff(clock.ticks_ms(), self.retry_at) < 0:
             return False
         progress = False
-        while True:
-            item = self.buffer.oldest()
-            if item is None:
-                break
-            kind, seq, msg = item
-            try:
-                self.uplink.send(kind, seq, msg)
-            except OSError as exc:
-                # a link that took something is alive: try again soon; a dead one, ever later
-                self.backoff_ms = _BACKOFF_MIN_MS if progress else min(
-                    _BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
-                # jitter, so that nodes cut off together do not come back together
-                self.backoff_ms += self.backoff_ms * os.urandom(1)[0] // 1024
-                self.retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
-                log("uplink", "%s; %d waiting, next try in %d s"
-                    % (exc, len(self.buffer.pending), self.backoff_ms // 1000))
-                self.buffer.save_cursor()
-                return False
-            self.buffer.delivered(seq)
-            if not self.delivered_once:  # once per boot: the technician (and govedge flash) see it work
-                self.delivered_once = True
-                log("uplink", "first message delivered (#%d)" % seq)
-            progress = True
-            self.feed()
-        if self.backoff_ms:
-            log("uplink", "buffer sent")
+        try:
+            self.take_acks()
+            while True:
+                item = self.buffer.after(self.sent_upto)
+                if item is None:
+                    break
+                kind, seq, msg = item
+                if not self.waiting():  # nothing was in flight: the ack clock starts now
+                    self.ack_since = clock.ticks_ms()
+                done = self.uplink.send(kind, seq, msg)
+                self.sent_upto = seq
+                self.carried = max(self.carried, seq)
+                if done:
+                    self.acknowledged(seq)
+                progress = True
+                self.feed()
+            self.take_acks()
+        except OSError as exc:
+            # acks of this connection are lost with it: all unacknowledged go again on the next
+            self.sent_upto = self.carried = -1
+            # a link that took something is alive: try again soon; a dead one, ever later
+            self.backoff_ms = _BACKOFF_MIN_MS if progress else min(
+                _BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
+            self.backoff_ms += self._jitter(self.backoff_ms)
+            self.retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
+            log("uplink", "%s; %d waiting, next try in %d s"
+                % (exc, len(self.buffer.pending), self.backoff_ms // 1000))
+            self.backlog = True
+            self.buffer.save_cursor()
+            return False
         self.backoff_ms = 0
+        if self.waiting() and clock.ticks_diff(clock.ticks_ms(), self.ack_since) >= self.ack_wait_ms:
+            log("uplink", "no acknowledgement from the gateway for %d s; %d messages go again"
+                % (self.ack_wait_ms // 1000, len(self.buffer.pending)))
+            self.sent_upto = -1
+            # the gateway may be down or slow: repeated rounds without progress wait ever longer
+            self.ack_wait_ms = max(self.ack_wait_base, min(_ACK_WAIT_MAX_MS, 2 * self.ack_wait_ms))
+            self.ack_wait_ms += self._jitter(self.ack_wait_ms)
+            self.backlog = True
+        if self.backlog and not self.buffer.pending:
+            log("uplink", "buffer sent")
+            self.backlog = False
         return True
+
+    def _jitter(self, ms):
+        # up to a quarter more, so that nodes cut off together do not come back together
+        return ms * os.urandom(1)[0] // 1024
+
+    def waiting(self):
+        """Whether a message sent on this connection waits for the gateway's ack."""
+        pending = self.buffer.pending
+        return bool(pending) and pending[0][0] <= self.sent_upto
+
+    def take_acks(self):
+        n = self.uplink.acked()
+        if n is not None:
+            # only what this connection sent: an ack cannot vouch for a message it never carried
+            self.acknowledged(min(n, self.carried))
+
+    def acknowledged(self, n):
+        """The gateway has committed every message up to n: they leave the buffer."""
+        pending = self.buffer.pending
+        if not pending or pending[0][0] > n:
+            return  # a repeated ack: nothing new
+        first = pending[0][0]
+        self.buffer.delivered(n)
+        self.ack_since = clock.ticks_ms()
+        self.ack_wait_ms = self.ack_wait_base
+        if not self.delivered_once:  # once per boot: the technician (and govedge flash) see it work
+            self.delivered_once = True
+            log("uplink", "first message delivered (#%d)" % first)
+
+    def await_acks(self, ms):
+        """Before deep sleep: give the gateway up to ms to acknowledge what was sent."""
+        start = clock.ticks_ms()
+        while self.waiting() and clock.ticks_diff(clock.ticks_ms(), start) < ms:
+            try:
+                self.take_acks()
+            except OSError:
+                return  # unacknowledged messages stay in the buffer for the next wake-up
+            self.feed()
+            clock.sleep_ms(20)
 
     def feed(self):
         if self.wdt:
@@ -192,6 +260,7 @@ class Node:
                 log("node", "cycle failed: %r" % exc)
             self.feed()
             if self.cfg["deep_sleep"]:
+                self.await_acks(min(self.ack_wait_base, _SLEEP_ACK_MS))
                 self.buffer.save_cursor()
                 self.uplink.close()
                 log("node", "deep sleep for %d ms" % interval_ms)

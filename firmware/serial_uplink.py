@@ -31,6 +31,7 @@ class Uplink:
         self.rx = bytearray()
 
     def send(self, kind, seq, msg):
+        """True once the gateway has committed (or quarantined) the message; OSError otherwise."""
         # a 0x00 first: whatever noise the line picked up ends there, not in this frame
         self.uart.write(b"\x00")
         body = bytes((kind + 1,)) + msg
@@ -42,7 +43,7 @@ class Uplink:
             if answer == _REFUSED:
                 self.log("uplink", "the gateway refused message %d (it keeps it in its quarantine); going on" % seq)
             if answer:
-                return
+                return True
             clock.sleep_ms(5)
         raise OSError("gateway did not acknowledge message %d within %d ms" % (seq, self.timeout_ms))
 
@@ -65,6 +66,10 @@ class Uplink:
                 return _ACK
             if msg and len(msg) == 5 and msg[0] == _REFUSED and int.from_bytes(msg[1:], "little") == crc:
                 return _REFUSED
+
+    def acked(self):
+        # the line answers each message in send(): nothing acknowledged later
+        return None
 
     def close(self):
         pass

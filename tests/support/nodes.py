@@ -119,12 +119,19 @@ class VirtualNode:
 
 
 class Collector:
-    """A persistent-session MQTT subscriber that keeps every node message it gets."""
+    """A persistent-session MQTT subscriber that keeps every node message it gets and, standing in
+    for the gateway, acknowledges each once it has recorded it: the sequence number on the device's
+    ack topic, QoS 1, not retained (docs/FORMAT.md). `acking` False: it records and says nothing
+    (a gateway that never commits); `ack_delay` seconds: it answers that much later."""
 
-    def __init__(self, port: int, registry_path: Path, client_id: str = "test-collector", ca: Path | None = None):
+    def __init__(self, port: int, registry_path: Path, client_id: str = "test-collector", ca: Path | None = None,
+                 acking: bool = True, ack_delay: float = 0.0):
         self.port = port
         self.registry_path = registry_path
         self.messages: list[tuple[str, bytes]] = []
+        self.acks: list[tuple[str, int]] = []  # (device, seq) in the order they were published
+        self.acking = acking
+        self.ack_delay = ack_delay
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
@@ -138,6 +145,26 @@ class Collector:
     def _on_message(self, client, userdata, msg):
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload)))
+        if not self.acking:
+            return
+        try:
+            r = wire.decode_unverified(bytes(msg.payload))
+        except Exception:
+            return  # the gateway quarantines what it cannot read: nothing to acknowledge here
+        if self.ack_delay:
+            threading.Timer(self.ack_delay, self.ack, (r.device_id, r.seq)).start()
+        else:
+            self.ack(r.device_id, r.seq)
+
+    def ack(self, device: str, seq: int):
+        """Tell the device that everything up to seq is committed."""
+        with self.lock:
+            self.acks.append((device, seq))
+        self.client.publish(topics.ack(device), topics.ack_payload(seq), qos=1, retain=False)
+
+    def received(self, kind: str = "reading", device: str | None = None) -> list[int]:
+        """Sequence numbers of every message that arrived, repeats included, in arrival order."""
+        return [r.seq for r in self.verified(kind) if device is None or r.device_id == device]
 
     def verified(self, kind: str = "reading") -> list[wire.Reading]:
         """Every message on the kind's topics, verified (raises on any bad one), in arrival order."""
