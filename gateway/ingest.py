@@ -58,6 +58,14 @@ class MqttIngest:
         mid, qos = msg.mid, msg.qos
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), lambda: client.ack(mid, qos) if qos else None))
 
+    def confirm(self, latest: dict[str, int]) -> None:
+        """Tells each node (device id -> sequence number) that its messages up to that number are committed:
+        QoS 1 on the node's acknowledgement topic, which only it may read. A node that misses one (it was
+        offline) sends its messages again; the repeats are acknowledged again."""
+        for device, seq in latest.items():
+            self.client.publish(topics.ack(device), topics.ack_payload(seq), qos=1)
+        self.counters["node_acks"] += len(latest)
+
     def start(self):
         self.on_state(f"connecting to the local broker {self.ep.host}:{self.ep.port}", False)
         self.client.connect_async(self.ep.host, self.ep.port, self.ep.keepalive)

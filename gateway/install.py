@@ -272,17 +272,20 @@ def _credentials(lay: Layout, devices: list[str], changed: list) -> dict[str, st
 
 
 def _acl() -> str:
-    """The gateway reads the node topics; a device writes its own two and reads nothing (the protocol
-    gives a node nothing to subscribe to); a login's client id is its user name (_broker_conf)."""
+    """The gateway reads the node topics and writes the nodes' acknowledgements; a device writes its own two
+    topics and reads its own acknowledgements, nothing else; a login's client id is its user name
+    (_broker_conf)."""
     return (
         "# written by govedge gateway install: who may publish and read what on the gateway's broker\n"
         f"user {GATEWAY_USER}\n"
         f"topic read {topics.ALL_READINGS}\n"
-        f"topic read {topics.ALL_STATUS}\n\n"
-        "# every device (user name = device id) may publish to its own topics, and nothing else;\n"
-        "# no line grants a device read: its subscriptions are refused\n"
+        f"topic read {topics.ALL_STATUS}\n"
+        f"topic write {topics.ack('+')}\n\n"
+        "# every device (user name = device id) may publish to its own topics and read the gateway's\n"
+        "# acknowledgements of its own messages, and nothing else\n"
         f"pattern write {topics.PREFIX}/%u/reading\n"
         f"pattern write {topics.PREFIX}/%u/status\n"
+        f"pattern read {topics.ack('%u')}\n"
     )
 
 

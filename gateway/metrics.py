@@ -15,6 +15,7 @@ _COUNTERS = {
     "quarantine_pruned": "quarantine rows deleted to keep the quarantine within its own budget "
                          "(the sender with the most loses its oldest first)",
     "duplicates": "messages received again that the gateway already had (a node's resend)",
+    "node_acks": "acknowledgements published to nodes after a commit (one per node and commit)",
     "condense_faults": "readings stored whose filtering or aggregation raised (logged; the reading is batched)",
     "batches": "batches built and signed",
     "batches_delivered": "batches the hub's broker acknowledged",

@@ -57,6 +57,19 @@ RELOAD_CHECK_S = 2.0  # how often the registry file is looked at
 HOUSEKEEPING_S = 2.0  # how often the quota, the quarantine's budget and the epoch clock run
 
 
+def _sequence_number(payload: bytes, checked: Result | None, device: str) -> int | None:
+    """The sequence number a committed message from ``device``'s topic carries, if it names that device:
+    verified, or (a message refused before or without a signature check: it is kept in the quarantine or
+    waits for the registry, committed all the same) as it says of itself. None when it says nothing."""
+    reading = checked if isinstance(checked, wire.Reading) else None
+    if reading is None:
+        try:
+            reading = wire.decode_unverified(payload)
+        except Exception:  # noqa: BLE001 - not a reading at all: nothing to tell its sender
+            return None
+    return reading.seq if reading.device_id == device else None
+
+
 class Gateway:
     """The stages wired together. The main loop (``run``) takes messages through admit, verify and store
     (``drain``), then hands over to the batcher and, every two seconds, to the quota; the uplink and the
@@ -278,9 +291,25 @@ class Gateway:
         with self.store:
             for item, refusal in refused:
                 self._quarantine(item, topics.device_of(item.source), *refusal)
-        for item, _ in refused:
-            item.ack()
+        self._acknowledge((item, None) for item, _ in refused)
         return len(refused)
+
+    def _acknowledge(self, committed) -> None:
+        """Tells the senders of committed messages (``committed``: (Inbound, its Result or None)) that they may
+        forget them: the broker's PUBACK (or the serial answer), then to each node on MQTT the highest
+        sequence number of its messages in this commit (docs/FORMAT.md, "Acknowledgements between node
+        and gateway")."""
+        latest: dict[str, int] = {}
+        for item, checked in committed:
+            item.ack()
+            device = topics.device_of(item.source)
+            if device is None:  # a serial line: its answer named the message
+                continue
+            seq = _sequence_number(item.payload, checked, device)
+            if seq is not None and seq > latest.get(device, -1):
+                latest[device] = seq
+        if latest:
+            self.ingest.confirm(latest)
 
     def _until_suspect(self, items: list[Inbound]) -> tuple[list[Inbound], Inbound | None, list[Inbound]]:
         """(the messages before the first suspect, the suspect, the rest)."""
@@ -308,7 +337,7 @@ class Gateway:
             checked = check([item.payload], self.verifier.registry)[0]
             with self.store:
                 self.accept(item, checked)
-            item.ack()
+            self._acknowledge([(item, checked)])
         self.guard.handled([item.payload])
         return 1
 
@@ -330,11 +359,9 @@ class Gateway:
             for chunk, results in ready:
                 for item, checked in zip(chunk, results):
                     self.accept(item, checked)
-        n = 0
-        for chunk, _ in ready:  # committed: now the senders may forget them
-            for item in chunk:
-                item.ack()
-            n += len(chunk)
+        # committed: now the senders may forget them
+        self._acknowledge((item, checked) for chunk, results in ready for item, checked in zip(chunk, results))
+        n = sum(len(chunk) for chunk, _ in ready)
         if self.in_flight:  # the journal names what is still in hand
             self.guard.note(b"".join(d for _, _, d in self.in_flight))
         else:

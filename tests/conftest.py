@@ -25,7 +25,8 @@ settings.load_profile("govedge")
 MARKER_OF_FIXTURE = {
     "broker": "e2e",  # a real Mosquitto
     "deployment": "e2e",  # govedge gateway run and a hub subscriber
-    "wired": "e2e",  # a MicroPython node on a pseudo-terminal, the gateway's serial ingest at the other end
+    "wired": "e2e",
+    "running": "e2e",  # the gateway service in a thread of the test, with real brokers (support.rig)  # a MicroPython node on a pseudo-terminal, the gateway's serial ingest at the other end
     "anvil": "chain",
     "postgres": "postgres",
 }

@@ -1,7 +1,7 @@
 """The broker `govedge gateway install` configures, started from its files: a login is bound to its
 session. A device that connects with the gateway's client id (or another device's) gets a session of
-its own; the gateway stays connected and the messages the broker keeps for it survive; a device can
-subscribe to nothing."""
+its own; the gateway stays connected and the messages the broker keeps for it survive; a device receives
+nothing but the gateway's acknowledgements of its own messages, and no device can forge those."""
 
 from __future__ import annotations
 
@@ -106,12 +106,13 @@ def test_a_device_with_the_gateways_client_id_gets_a_session_of_its_own_and_the_
         login.close()
 
 
-def test_a_device_receives_nothing_whatever_it_subscribes_to(broker):
+def test_a_device_receives_nothing_but_its_own_acknowledgements_whatever_it_subscribes_to(broker):
     # Mosquitto 2.0's acl_file grants every SUBSCRIBE (src/security_default.c: "FIXME - implement ACL
     # subscription strings") and checks read access per message before it queues it for a client
-    # (src/subs.c): no line of the installed ACL gives a device read, so nothing reaches or waits for it
+    # (src/subs.c): the installed ACL gives a device read of its own acknowledgement topic alone, so
+    # nothing else reaches or waits for it
     filters = (topics.reading("esp32-0102"), topics.status("esp32-0102"), topics.ALL_READINGS, "#",
-               topics.reading("esp32-0101"))
+               topics.reading("esp32-0101"), topics.ack("esp32-0102"), topics.ack("+"))
     spy = Login(broker, "esp32-0101", "esp32-0101", protocol=paho.MQTTv5)
     spy.subscribe(*filters)
     lasting = Login(broker, LONGEST_ID, f"spy-{os.getpid()}", clean_session=False)
@@ -124,9 +125,16 @@ def test_a_device_receives_nothing_whatever_it_subscribes_to(broker):
     victim.client.publish(topics.status("esp32-0102"), b"status", qos=1).wait_for_publish(5)
     spy.client.publish(topics.reading("esp32-0101"), b"own", qos=1).wait_for_publish(5)
     assert gateway.wait_for(3) == [b"private", b"status", b"own"]  # delivered: to the gateway only
+    victim.subscribe(topics.ack("esp32-0102"))
+    for device in ("esp32-0102", "esp32-0101", LONGEST_ID):
+        gateway.client.publish(topics.ack(device), topics.ack_payload(1), qos=1).wait_for_publish(5)
+    # each its own (MQTT 5 delivers a copy per matching subscription: the spy has overlapping ones)
+    assert victim.wait_for(1) == [b"1"] and set(spy.wait_for(1)) == {b"1"}
+    spy.client.publish(topics.ack("esp32-0102"), b"99999", qos=1)  # a forged acknowledgement: refused
     lasting = Login(broker, LONGEST_ID, f"spy-{os.getpid()}", clean_session=False)
     assert lasting.session_present
     time.sleep(1)
-    assert spy.got == [] and lasting.got == []
+    assert set(spy.got) == {b"1"} and victim.got == [b"1"]
+    assert lasting.got == [b"1"]  # its own acknowledgement waited in its session
     for login in (spy, lasting, gateway, victim):
         login.close()
