@@ -42,7 +42,7 @@ def make_backend(cfg: GatewayConfig) -> AnchorBackend | None:
 
 
 class Anchorer(threading.Thread):
-    def __init__(self, db_path: Path, backend: AnchorBackend, counters: Counter, synchronous: str = "NORMAL",
+    def __init__(self, db_path: Path, backend: AnchorBackend, counters: Counter, synchronous: str = "FULL",
                  on_state: Callable[[str, bool], None] = lambda state, ok: None):
         super().__init__(name="anchor", daemon=True)
         self.db_path = db_path

@@ -37,7 +37,7 @@ class GatewayConfig:
     store_policy: str = "drop_oldest"  # when full: "drop_oldest" unsent data (counted) or "refuse_new"
     quarantine_max_bytes: int = 64_000_000  # the quarantine's own budget, apart from the store's quota
     quarantine_max_rows: int = 100_000
-    synchronous: str = "NORMAL"
+    synchronous: str = "FULL"  # fsync per commit: what a node is told is committed survives a power cut
     metrics_port: int = 0  # 0: no Prometheus endpoint
     filter: dict = field(default_factory=dict)
     aggregate: dict = field(default_factory=dict)
@@ -103,7 +103,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         store_held_back_days=int(store.get("held_back_days", 30)),
         quarantine_max_bytes=int(store.get("quarantine_max_bytes", 64_000_000)),
         quarantine_max_rows=int(store.get("quarantine_max_rows", 100_000)),
-        synchronous=store.get("synchronous", "NORMAL"),
+        synchronous=store.get("synchronous", "FULL"),
         metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
         filter=doc.get("filter") or {},
         aggregate=doc.get("aggregate") or {},

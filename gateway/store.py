@@ -183,7 +183,7 @@ class Dropped(NamedTuple):
 
 
 class Store:
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
+    def __init__(self, path: str | Path, synchronous: str = "FULL"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -12,7 +12,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "gateway":
         from govedge.tools.dev.bench_gateway import bench_gateway
 
-        result = bench_gateway(devices=args.devices, per_device=args.per_device, workers=args.workers)
+        result = bench_gateway(devices=args.devices, per_device=args.per_device, workers=args.workers,
+                               synchronous=args.synchronous)
     elif args.target == "anchor":
         from govedge.tools.dev.bench_anchor import bench_anchor
 
@@ -548,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-device", type=int, default=40, help="gateway: readings per device (default 40)")
     p.add_argument("--workers", type=int, default=None,
                    help="gateway, hub: verification processes (default: the service's default, one per core)")
+    p.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=None,
+                   help="gateway: the store's [store] synchronous (default: the service's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rounds", type=int, default=201, help="signatures timed per interpreter (default 201)")
     p.set_defaults(func=_cmd_bench)

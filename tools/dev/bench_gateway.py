@@ -101,6 +101,19 @@ def _cpu_s(pid: int) -> tuple[float, float]:
     return own(pid), sum(own(c) for c in children)
 
 
+def _block_writes(path: Path) -> tuple[int, int] | None:
+    """(write requests completed, bytes written) of the block device holding ``path``, from its
+    /sys/dev/block/MAJOR:MINOR/stat (the kernel's Documentation/block/stat.rst: fields 5 and 7, the
+    latter in 512-byte sectors); None where the file system has no block device (tmpfs, overlays)."""
+    dev = os.stat(path).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    try:
+        fields = stat.read_text().split()
+    except OSError:
+        return None
+    return int(fields[4]), int(fields[6]) * 512
+
+
 def _log_time(line: bytes) -> float:
     """The wall-clock time of a gateway log line (`asctime` format, milliseconds)."""
     stamp, ms = line[:23].decode().split(",")
@@ -146,7 +159,7 @@ def _publisher(port: int) -> paho.Client:
 
 
 def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None = None,
-                  latency_rate: float = 500.0, latency_readings: int = 2000) -> dict:
+                  latency_rate: float = 500.0, latency_readings: int = 2000, synchronous: str | None = None) -> dict:
     """Throughput from a backlog, then latency under a steady load.
 
     Throughput: the readings wait in the local broker for the gateway's persistent
@@ -155,6 +168,9 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
     the clock runs from the gateway's connection to the last reading at the hub.
     Latency: further readings published at ``latency_rate`` per second, node publish
     to hub arrival, with the default batching.
+    Disk: write requests and bytes the block device under the gateway's store completed
+    during the backlog, per reading (the whole device: what else writes to it counts too);
+    ``synchronous``: the store's [store] synchronous instead of the default.
     """
     reading = _firmware_modules()
     with tempfile.TemporaryDirectory(prefix="govedge-bench-gw-") as tmp:
@@ -171,6 +187,7 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
         # as `govedge gateway install` configures the gateway's broker: many messages in flight
         broker_conf = "max_queued_messages 0\nmax_inflight_messages 1000\n"
         verify = f"[verify]\nworkers = {workers}\n" if workers is not None else ""
+        store = f'[store]\nsynchronous = "{synchronous}"\n' if synchronous is not None else ""
         with Mosquitto(base / "local", persistence=False, extra_config=broker_conf) as local, \
                 Mosquitto(base / "hub", extra_config=broker_conf) as hub:
             (base / "gateway.toml").write_text(
@@ -178,7 +195,7 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
                 f'registry = "registry.json"\n[ingest.mqtt]\nport = {local.port}\n'
                 f'[hub]\nhost = "127.0.0.1"\nport = {hub.port}\nrate_per_s = 0\n{verify}'
                 # the node's own rate limit would hold back a burst of pre-signed readings
-                f'[filter]\nrate = false\n')
+                f'[filter]\nrate = false\n{store}')
             from govedge.gateway import config
 
             cfg = config.load(base / "gateway.toml")
@@ -210,9 +227,9 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
                     if time.monotonic() > deadline or gw.poll() is not None:
                         raise RuntimeError("gateway did not start: " + log_path.read_text()[-500:])
                     time.sleep(0.01)
-                cpu_before = _cpu_s(gw.pid)
+                cpu_before, disk_before = _cpu_s(gw.pid), _block_writes(base)
                 counter.wait(len(backlog), 300)
-                cpu_after = _cpu_s(gw.pid)
+                cpu_after, disk_after = _cpu_s(gw.pid), _block_writes(base)
                 elapsed = max(counter.arrived.values()) - _log_time(connected)
                 sent: dict[bytes, float] = {}
                 start = time.time()
@@ -233,6 +250,8 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
         # machine's speed wanders
         limit = max(limit_before, verify_limit_per_s())
         rate = len(backlog) / elapsed
+        disk = None if disk_before is None or disk_after is None else (
+            (disk_after[0] - disk_before[0]) / len(backlog), (disk_after[1] - disk_before[1]) / len(backlog))
         return {
             "readings": len(backlog),
             "devices": devices,
@@ -249,6 +268,10 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
             # the verification workers, CPU microseconds per reading of the backlog
             "main_cpu_us_per_reading": round((cpu_after[0] - cpu_before[0]) / len(backlog) * 1e6, 1),
             "workers_cpu_us_per_reading": round((cpu_after[1] - cpu_before[1]) / len(backlog) * 1e6, 1),
+            "synchronous": cfg.synchronous,
+            # what the SD card would see: write requests and bytes per reading, null without a block device
+            "disk_writes_per_reading": None if disk is None else round(disk[0], 3),
+            "disk_bytes_per_reading": None if disk is None else round(disk[1], 1),
         }
 
 
