@@ -66,7 +66,7 @@ class Node:
         self.ack_wait_base = int(cfg["ack_timeout_s"] * 1000)
         self.ack_wait_ms = self.ack_wait_base
         self.ack_since = clock.ticks_ms()  # the last ack, or the first send with nothing in flight
-        self.backlog = False  # a failure left messages waiting: "buffer sent" once they are done
+        self.backlog = -1  # the newest seq a failure left waiting: "buffer sent" once it is acknowledged
         self.synced_at = None
         self.wdt = None
         log("node", "%s up: seq from %d, %d messages waiting in the buffer"
@@ -160,7 +160,7 @@ class Node:
             self.retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
             log("uplink", "%s; %d waiting, next try in %d s"
                 % (exc, len(self.buffer.pending), self.backoff_ms // 1000))
-            self.backlog = True
+            self.backlog = self.seq.next - 1
             self.buffer.save_cursor()
             return False
         self.backoff_ms = 0
@@ -171,10 +171,11 @@ class Node:
             # the gateway may be down or slow: repeated rounds without progress wait ever longer
             self.ack_wait_ms = max(self.ack_wait_base, min(_ACK_WAIT_MAX_MS, 2 * self.ack_wait_ms))
             self.ack_wait_ms += self._jitter(self.ack_wait_ms)
-            self.backlog = True
-        if self.backlog and not self.buffer.pending:
+            self.backlog = self.seq.next - 1
+        pending = self.buffer.pending
+        if self.backlog >= 0 and (not pending or pending[0][0] > self.backlog):
             log("uplink", "buffer sent")
-            self.backlog = False
+            self.backlog = -1
         return True
 
     def _jitter(self, ms):

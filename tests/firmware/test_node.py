@@ -1,6 +1,7 @@
-"""The node firmware end to end: the real firmware under the MicroPython unix
+"""""The node firmware end to end: the real firmware under the MicroPython unix
 port, umqtt.simple from the package registry, a real Mosquitto, every message
-verified with the host verifier."""
+verified with the host verifier. The collector stands in for the gateway: it
+acknowledges each message on the device's ack topic once it has recorded it."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_node_signs_and_publishes_status_records_that_verify(make_node, collecto
     assert "mqtt: connected to 127.0.0.1" in node.log
 
 
-def test_broker_outage_loses_nothing_and_repeats_nothing(make_node, collector, broker):
+def test_broker_outage_loses_nothing_and_repeats_only_what_it_caught_unacknowledged(make_node, collector, broker):
     node = make_node(sensors=(), status_every=1).start()
     collector.wait_for(3, kind="status")
     broker.stop()
@@ -80,12 +81,142 @@ def test_broker_outage_loses_nothing_and_repeats_nothing(make_node, collector, b
     node.kill()
     stored = _stored_seqs(node)
     seqs = _seqs(collector.wait_for(len(stored) - 1, kind="status"))
-    assert len(seqs) == len(set(seqs)), "a message arrived twice"
-    assert seqs == sorted(seqs), "messages arrived out of order"
+    firsts = sorted(set(seqs))
     # the node sends oldest first, so everything it stored before the newest message
     # that arrived has arrived too; what the power cut caught unsent waits in flash
-    assert [s for s in stored if s <= seqs[-1]] == seqs
+    assert [s for s in stored if s <= firsts[-1]] == firsts
+    assert _first_arrivals(seqs) == firsts, "messages arrived out of order"
+    # a message whose ack the outage swallowed goes again (the gateway acknowledges it as a
+    # duplicate); nothing else does
+    assert len(seqs) - len(firsts) <= 2, seqs
     assert len(seqs) > 10
+
+
+def _first_arrivals(seqs):
+    firsts, seen = [], set()
+    for s in seqs:
+        if s not in seen:
+            seen.add(s)
+            firsts.append(s)
+    return firsts
+
+
+def _pending_reported(collector, device="esp32-0001"):
+    """buffer_pending of each status record, in arrival order."""
+    return [r.value("buffer_pending") for r in collector.verified("status") if r.device_id == device]
+
+
+def _wait(what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError("not within %s s" % timeout)
+
+
+def test_a_message_the_broker_took_but_the_gateway_never_acknowledged_stays_and_goes_again(make_node, collector):
+    # the broker's PUBACK is transport, not custody: without the gateway's ack nothing leaves the buffer
+    collector.acking = False
+    node = make_node(sensors=(), status_every=1, ack_timeout_s=1).start()
+    node.wait_for_log(r"uplink: no acknowledgement from the gateway for 1 s; \d+ messages go again")
+    _wait(lambda: collector.received("status").count(0) >= 2)
+    assert max(_pending_reported(collector)) >= 3, "the node forgot messages the gateway never acknowledged"
+    assert "first message delivered" not in node.log
+    collector.acking = True
+    node.wait_for_log(r"uplink: first message delivered \(#0\)")
+    node.wait_for_log(r"uplink: buffer sent")
+    n = len(collector.received("status"))
+    time.sleep(2)
+    node.kill()
+    tail = collector.received("status")[n:]
+    assert len(tail) >= 5 and len(tail) == len(set(tail)), tail
+    assert max(_pending_reported(collector)[-3:]) <= 1
+
+
+def test_acknowledged_messages_leave_the_buffer_and_never_go_again(make_node, collector):
+    node = make_node(sensors=(), status_every=1, ack_timeout_s=1).start()
+    collector.wait_for(15, kind="status")
+    node.kill()
+    seqs = collector.received("status")
+    assert seqs == sorted(set(seqs)), "an acknowledged message went again"
+    acked = [seq for device, seq in collector.acks]
+    assert acked == seqs
+    # each status record reports what waits for the gateway before itself: at most the last one
+    assert max(_pending_reported(collector)) <= 1
+    assert "no acknowledgement" not in node.log
+    assert [line for line in node.lines if "first message delivered" in line][0].endswith("(#0)")
+
+
+def test_messages_a_broker_lost_after_its_puback_arrive_after_all(tmp_path, build_dir, registry_path):
+    # the gateway's Pi loses power: Mosquitto without its store (never written since the last
+    # autosave) comes back empty, the messages it PUBACKed while the gateway was away are gone
+    with Mosquitto(tmp_path / "volatile-broker", persistence=False) as broker:
+        gateway = Collector(broker.port, registry_path, client_id="gateway")
+        node = VirtualNode(tmp_path / "esp32-0001", build_dir, registry_path, "esp32-0001", broker.port,
+                           sensors=(), status_every=1)
+        try:
+            node.start()
+            gateway.wait_for(3, kind="status")
+            gateway.close()
+            first = gateway.received("status")  # the gateway stops; the broker queues for it, in memory
+            time.sleep(2)
+            assert "next try in" not in node.log  # the broker took (PUBACKed) every message
+            broker.stop()
+            broker.start()
+            gateway = Collector(broker.port, registry_path, client_id="gateway-after")
+            node.wait_for_log(r"uplink: buffer sent", timeout=60)
+            time.sleep(0.5)
+        finally:
+            node.kill()
+            gateway.close()
+    after = gateway.received("status")  # the ones sent again and the new
+    arrived = sorted(set(first) | set(after))
+    assert arrived == list(range(arrived[-1] + 1)), "messages the broker lost after its PUBACK never came again"
+    assert max(after) > max(first) + 5
+
+
+def test_a_lost_ack_makes_the_node_send_again_and_the_duplicate_is_acknowledged(make_node, collector):
+    collector.acking = False
+    node = make_node(sensors=(), status_every=1).start()
+    collector.wait_for(3, kind="status")
+    node.sim(link_down=True)
+    node.wait_for_log(r"uplink: radio link down")
+    # the gateway commits and acknowledges while the node is away: a clean session loses the ack
+    got = collector.received("status")
+    collector.ack("esp32-0001", max(got))
+    collector.acking = True
+    time.sleep(0.5)
+    node.sim(link_down=False)
+    node.wait_for_log(r"uplink: buffer sent", timeout=60)
+    n = len(collector.received("status"))
+    time.sleep(1.5)
+    node.kill()
+    seqs = collector.received("status")
+    assert all(seqs.count(s) == 2 for s in got), seqs  # each went again, once
+    assert [seq for device, seq in collector.acks].count(max(got)) >= 2  # acknowledged as the duplicate it is
+    assert sorted(set(seqs)) == list(range(max(seqs) + 1))
+    tail = seqs[n:]
+    assert tail and len(tail) == len(set(tail)) and min(tail) > max(got)
+
+
+def test_cpython_node_keeps_what_the_gateway_did_not_acknowledge(make_node, collector):
+    collector.acking = False
+    node = make_node("rpi-0001", sensors=(), status_every=1, interpreter="cpython", ack_timeout_s=1).start()
+    node.wait_for_log(r"uplink: no acknowledgement from the gateway")
+    _wait(lambda: collector.received("status", "rpi-0001").count(0) >= 2)
+    collector.acking = True
+    node.wait_for_log(r"uplink: first message delivered \(#0\)")
+    node.wait_for_log(r"uplink: buffer sent")
+    n = len(collector.received("status", "rpi-0001"))
+    time.sleep(2)
+    node.kill()
+    seqs = collector.received("status", "rpi-0001")
+    assert sorted(set(seqs)) == list(range(max(seqs) + 1))
+    tail = seqs[n:]
+    assert len(tail) >= 5 and tail == sorted(set(tail)), tail
+    assert max(_pending_reported(collector, "rpi-0001")[-3:]) <= 1
 
 
 def _stored_seqs(node):
@@ -170,7 +301,7 @@ def test_each_mqtt_uplink_gives_up_on_a_silent_broker_after_its_own_timeout(buil
         script = (
             "import mqtt, time\n"
             "cfg = {'device_id': 'picow-0001', 'mqtt': {'host': '127.0.0.1', 'port': %d,"
-            " 'topic': 't', 'status_topic': 's'}}\n"
+            " 'topic': 't', 'status_topic': 's', 'ack_topic': 'a'}}\n"
             "for timeout_s in (0.3, 1.2):\n"
             "    uplink = mqtt.Uplink(cfg, print, timeout_s=timeout_s)\n"
             "    start = time.ticks_ms()\n"
@@ -192,6 +323,7 @@ def test_each_mqtt_uplink_gives_up_on_a_silent_broker_after_its_own_timeout(buil
         ({"transport": "pigeon"}, "[config] config: transport must be 'mqtt' or 'serial', not 'pigeon'"),
         ({"format": "x"}, "[config] config: format must be 'govedge-node/1', not 'x'"),
         ({"interval_s": 0}, "[config] config: interval_s must be a positive number of seconds, not 0"),
+        ({"ack_timeout_s": "30"}, "[config] config: ack_timeout_s must be a positive number of seconds, not '30'"),
         ({"sensors": {"dht22": {}}}, "[config] config: unknown sensor 'dht22' (known: bme280, sds011)"),
         ({"key_file": "missing.key"}, "[config] key: missing.key not found on the board (govedge flash writes it)"),
     ],
@@ -225,6 +357,28 @@ def test_deep_sleep_node_sends_one_message_per_wake_up_and_never_reuses_a_number
         assert "node: deep sleep for 200 ms" in node.log
     got = collector.wait_for(5, kind="status")
     assert _seqs(got) == [0, 1, 2, 3, 4]
+
+
+def test_deep_sleep_node_waits_for_its_ack_and_keeps_what_was_not_acknowledged(make_node, collector):
+    node = make_node(sensors=(), status_every=1, deep_sleep=True, seq_block=1, ack_timeout_s=2)
+    collector.acking = False  # the first wake-up: no ack comes; the node waits 2 s, then sleeps
+    wakes = []
+    for acking in (False, True, True):
+        collector.acking = acking
+        collector.ack_delay = 1.0  # the gateway commits a second later
+        before = len(node.lines)
+        started = time.monotonic()
+        node.start()
+        assert node.proc.wait(20) == 0
+        node.kill()
+        wakes.append((time.monotonic() - started, node.lines[before:]))
+    assert wakes[0][0] >= 2 and "first message delivered" not in "\n".join(wakes[0][1])
+    second = "\n".join(wakes[1][1])
+    assert "first message delivered (#0)" in second  # the message of the first wake-up went again
+    assert second.index("first message delivered") < second.index("deep sleep")
+    time.sleep(1.5)
+    # nothing the gateway acknowledged went again
+    assert collector.received("status") == [0, 0, 1, 2]
 
 
 def test_bme280_readings_carry_what_the_sensor_measured(make_node, collector):
