@@ -7,14 +7,7 @@
 
 import socket as _socket
 
-try:
-    from micropython import const
-except ImportError:  # CPython runs this module only in tests
-    const = int
-
 import umqtt.simple as _umqtt
-
-_POLL_MAX = const(8)  # incoming packets read per poll: bounded work per loop
 
 
 class _Sockets:
@@ -129,7 +122,7 @@ class Uplink:
         never waits (OSError when the connection broke)."""
         if self.connected:
             try:
-                for _ in range(_POLL_MAX):
+                for _ in range(8):  # at most 8 incoming packets per poll: bounded work per loop
                     heard = self.heard
                     self.client.check_msg()  # non-blocking; _Bounded restores the timeout
                     if self.heard == heard:

@@ -33,12 +33,13 @@ UP = " up: "  # node: "DEVICE up: seq from N, ..." once per boot
 CYCLE_FAILED = "cycle failed"  # node: a cycle raised; the node goes on
 CONNECTED = "connected to "  # mqtt: "connected to HOST:PORT"
 WIFI_FAILED = "could not join"  # wifi: "could not join 'SSID' (status N)"
-DELIVERED = "first message delivered"  # uplink, once per boot: "(#SEQ)", acknowledged by broker or gateway
-BUFFER_SENT = "buffer sent"  # uplink: the backlog is out after a failure
+DELIVERED = "first message delivered"  # uplink, once per boot: "(#SEQ)", committed by the gateway (its ack)
+BUFFER_SENT = "buffer sent"  # uplink: the gateway acknowledged the backlog a failure left
+NO_ACK = "no acknowledgement from the gateway"  # uplink: the broker takes messages, the gateway commits none
 UNREACHABLE = " unreachable"  # uplink: "broker HOST:PORT unreachable: ..."
 SENSOR_BACK = " working again"  # sensor: "NAME working again"; any other sensor line is a fault
 PHRASES = (CONFIG, CONFIG_KEY, UP, CYCLE_FAILED, CONNECTED, WIFI_FAILED, DELIVERED, BUFFER_SENT,
-           UNREACHABLE, SENSOR_BACK)
+           NO_ACK, UNREACHABLE, SENSOR_BACK)
 
 # MicroPython's own words, not the firmware's
 SOFT_REBOOT = "soft reboot"  # a soft reset: main.py runs next
@@ -64,6 +65,8 @@ def judge(line: str) -> tuple[str, str] | None:
         return "error", "Wi-Fi failed"
     if tag == UPLINK and text.startswith(DELIVERED):
         return "delivered", text[len(DELIVERED):].strip(" ()")
+    if tag == UPLINK and text.startswith(NO_ACK):
+        return "error", "the gateway does not acknowledge"
     if tag == UPLINK and UNREACHABLE in text:
         return "error", "broker unreachable"
     if tag == UPLINK and text != BUFFER_SENT:
