@@ -317,6 +317,78 @@ def test_each_mqtt_uplink_gives_up_on_a_silent_broker_after_its_own_timeout(buil
     assert why.startswith("broker 127.0.0.1:") and "unreachable" in why
 
 
+def _fake_broker(listener, cut_after_s):
+    """CONNACK, SUBACK, one ack (QoS 1) for seq 41, then, cut_after_s after the node's PUBACK,
+    the first byte of a packet and nothing more."""
+    conn, _ = listener.accept()
+    f = conn.makefile("rb")
+
+    def packet():  # one whole packet (each short: one byte of remaining length)
+        head = f.read(2)
+        return head + f.read(head[1])
+
+    with conn, f:
+        packet()  # CONNECT
+        conn.sendall(b"\x20\x02\x00\x00")
+        sub = packet()  # SUBSCRIBE: its packet id answers in SUBACK
+        conn.sendall(b"\x90\x03" + sub[2:4] + b"\x01")
+        conn.sendall(b"\x32\x07\x00\x01a\x00\x07" + b"41")
+        packet()  # PUBACK
+        time.sleep(cut_after_s)
+        conn.sendall(b"\x30")
+        time.sleep(5)
+
+
+def test_mqtt_uplink_reads_acks_without_waiting_and_every_read_stays_bounded(build_dir):
+    # a board's socket (lwip) forgets its timeout on setblocking(True), which umqtt.simple calls
+    # in every read of a packet: the uplink must keep reads bounded all the same
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        threading.Thread(target=_fake_broker, args=(listener, 1.0), daemon=True).start()
+        script = (
+            "import mqtt, socket, time\n"
+            "class BoardSocket:\n"
+            "    def __init__(self, *a): self.s = socket.socket(*a)\n"
+            "    def settimeout(self, t): self.s.settimeout(t)\n"
+            "    def setblocking(self, flag): self.s.settimeout(None if flag else 0)\n"
+            "    def connect(self, a): self.s.connect(a)\n"
+            "    def read(self, n): return self.s.read(n)\n"
+            "    def write(self, b, n=None): return self.s.write(b) if n is None else self.s.write(b, n)\n"
+            "    def close(self): self.s.close()\n"
+            "class Board:\n"
+            "    getaddrinfo = socket.getaddrinfo\n"
+            "    socket = BoardSocket\n"
+            "mqtt._socket = Board\n"
+            "cfg = {'device_id': 'esp32-0001', 'mqtt': {'host': '127.0.0.1', 'port': %d,"
+            " 'topic': 't', 'status_topic': 's', 'ack_topic': 'a'}}\n"
+            "u = mqtt.Uplink(cfg, print, timeout_s=0.5)\n"
+            "u.connect()\n"
+            "n = None\n"
+            "start = time.ticks_ms()\n"
+            "while n is None and time.ticks_diff(time.ticks_ms(), start) < 3000:\n"
+            "    n = u.acked()\n"
+            "    time.sleep_ms(10)\n"
+            "start = time.ticks_ms()\n"
+            "print('ack', n, u.acked(), time.ticks_diff(time.ticks_ms(), start))\n"
+            "time.sleep_ms(1500)\n"
+            "start = time.ticks_ms()\n"
+            "try:\n"
+            "    u.acked()\n"
+            "except OSError as exc:\n"
+            "    print('lost', time.ticks_diff(time.ticks_ms(), start), exc)\n" % listener.getsockname()[1])
+        proc = firmware.run_micropython(script, path=[build_dir], timeout=20)
+    lines = [line for line in proc.stdout.decode().splitlines() if not line.startswith("mqtt ")]  # its log
+    assert len(lines) == 2, proc.stdout.decode() + proc.stderr.decode()
+    ack, n, again, idle_ms = lines[0].split()
+    assert (n, again) == ("41", "None") and int(idle_ms) < 100  # an ack read; nothing more: no wait
+    lost, ms, why = lines[1].split(" ", 2)
+    assert lost == "lost" and 500 <= int(ms) < 1500, lines  # the cut packet: the uplink's timeout, not forever
+    assert why.startswith("connection to 127.0.0.1:")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
