@@ -17,9 +17,46 @@ def ack(device_id: str) -> str:
     return f"{PREFIX}/{device_id}/ack"
 
 
+ACK_PAYLOAD_BYTES = 256  # what one acknowledgement carries at most: a node reads it whole into memory
+
+
 def ack_payload(seq: int) -> bytes:
-    """An acknowledgement: the sequence number in ASCII decimal."""
+    """An acknowledgement of one message: its sequence number in ASCII decimal."""
     return b"%d" % seq
+
+
+def ack_payloads(seqs) -> list[bytes]:
+    """Acknowledgements of the messages numbered ``seqs``: ascending ranges, "a" or "a-b" (inclusive),
+    separated by commas, as many payloads of at most ACK_PAYLOAD_BYTES as they need (docs/FORMAT.md,
+    "Acknowledgements between node and gateway")."""
+    ranges: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    payloads: list[bytes] = []
+    current = b""
+    for first, last in ranges:
+        part = b"%d" % first if first == last else b"%d-%d" % (first, last)
+        if current and len(current) + 1 + len(part) > ACK_PAYLOAD_BYTES:
+            payloads.append(current)
+            current = b""
+        current = current + b"," + part if current else part
+    if current:
+        payloads.append(current)
+    return payloads
+
+
+def acked(payload: bytes) -> list[tuple[int, int]]:
+    """The (first, last) ranges an acknowledgement names; ValueError when it is not one."""
+    out = []
+    for part in payload.split(b","):
+        first, _, last = part.partition(b"-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"not an acknowledgement: {payload[:40]!r}")
+        out.append((int(first), int(last or first)))
+    return out
 
 
 def batch(gateway_id: str) -> str:

@@ -58,13 +58,14 @@ class MqttIngest:
         mid, qos = msg.mid, msg.qos
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), lambda: client.ack(mid, qos) if qos else None))
 
-    def confirm(self, latest: dict[str, int]) -> None:
-        """Tells each node (device id -> sequence number) that its messages up to that number are committed:
-        QoS 1 on the node's acknowledgement topic, which only it may read. A node that misses one (it was
-        offline) sends its messages again; the repeats are acknowledged again."""
-        for device, seq in latest.items():
-            self.client.publish(topics.ack(device), topics.ack_payload(seq), qos=1)
-        self.counters["node_acks"] += len(latest)
+    def confirm(self, committed: dict[str, list[int]]) -> None:
+        """Tells each node (device id -> sequence numbers) which of its messages are committed: QoS 1 on
+        the node's acknowledgement topic, which only it may read. A node that misses one (it was offline)
+        sends those messages again; the repeats are acknowledged again."""
+        for device, seqs in committed.items():
+            for payload in topics.ack_payloads(seqs):
+                self.client.publish(topics.ack(device), payload, qos=1)
+                self.counters["node_acks"] += 1
 
     def start(self):
         self.on_state(f"connecting to the local broker {self.ep.host}:{self.ep.port}", False)

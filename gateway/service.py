@@ -296,20 +296,21 @@ class Gateway:
 
     def _acknowledge(self, committed) -> None:
         """Tells the senders of committed messages (``committed``: (Inbound, its Result or None)) that they may
-        forget them: the broker's PUBACK (or the serial answer), then to each node on MQTT the highest
-        sequence number of its messages in this commit (docs/FORMAT.md, "Acknowledgements between node
-        and gateway")."""
-        latest: dict[str, int] = {}
+        forget them: the broker's PUBACK (or the serial answer), then to each node on MQTT the sequence
+        numbers of its messages in this commit (docs/FORMAT.md, "Acknowledgements between node and
+        gateway"). Each number is named: a node whose messages a broker lost (it had no session for the
+        gateway after a power cut) must not take a later number for them."""
+        seqs: dict[str, list[int]] = {}
         for item, checked in committed:
             item.ack()
             device = topics.device_of(item.source)
             if device is None:  # a serial line: its answer named the message
                 continue
             seq = _sequence_number(item.payload, checked, device)
-            if seq is not None and seq > latest.get(device, -1):
-                latest[device] = seq
-        if latest:
-            self.ingest.confirm(latest)
+            if seq is not None:
+                seqs.setdefault(device, []).append(seq)
+        if seqs:
+            self.ingest.confirm(seqs)
 
     def _until_suspect(self, items: list[Inbound]) -> tuple[list[Inbound], Inbound | None, list[Inbound]]:
         """(the messages before the first suspect, the suspect, the rest)."""
