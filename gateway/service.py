@@ -412,6 +412,7 @@ class Gateway:
             self.quota.keep_within_quota()
             self.batcher.recount()  # the quota may have dropped some
             self.quota.tell_state()
+            self.live.retry()  # a live.json a full disk kept from being written
             self.batcher.maybe_close_epoch()
             if self.housekeeping_failed:
                 self.housekeeping_failed = False

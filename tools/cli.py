@@ -119,11 +119,13 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
 
     try:
         cfg = gwconfig.load(args.config)
-        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id, live(cfg.data_dir)))
+        live_doc = live(cfg.data_dir)
+        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id, live_doc))
     except (gwconfig.ConfigError, FileNotFoundError) as exc:
         print(f"govedge gateway status: {exc}", file=sys.stderr)
         return 2
-    return 0
+    store = (live_doc or {}).get("parts", {}).get("store", {"ok": True})
+    return 0 if not (live_doc and live_doc["running"]) or store["ok"] else 1  # 1: the store refuses messages
 
 
 def _ask(value, question: str, default: str | None = None) -> str:
@@ -453,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("run", help="run the gateway: ingest, verify, store, batch, forward to the hub")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_run)
-    p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words")
+    p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words "
+                        "(exit status 1 while its store refuses messages: disk full or quota)")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_status)
 
