@@ -271,6 +271,9 @@ class Gateway:
             time.sleep(max_wait_s)
             return 0
         taken = self._take(0.0 if self.in_flight else max_wait_s)
+        if taken and self.room.refusing():  # the disk filled while they came: back, unacknowledged
+            self.retry.extendleft(reversed(taken))
+            return 0
         done = 0
         items, refused = admit(taken, self.guard, self.share)
         waiting = taken  # what goes back if a full disk stops this pass before it is in hand
