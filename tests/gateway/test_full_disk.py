@@ -240,3 +240,35 @@ def test_when_sqlite_hits_the_wall_the_gateway_stays_up_acknowledges_nothing_and
     assert rig.stored() == 16
     wait_until(lambda: rig.live("store").startswith("within its quota"), what="live.json written again")
     assert "Traceback" not in rig.gw.log
+
+
+def test_live_state_a_write_the_full_disk_refused_is_done_again_even_if_the_state_did_not_change(small_disk):
+    live = health.LiveState(small_disk, "gw-live", 1)
+    live.set("store", "within its quota", True)
+    filler = fill(small_disk, leave=0)
+    live.set("uplink", "connected to the hub", True)  # live.json cannot be written: no exception, no half file
+    assert live.unwritten and "No space left" in live.unwritten
+    assert health.live(small_disk)["parts"].keys() == {"store"}
+    assert not (small_disk / "live.tmp").exists()
+    filler.unlink()
+    live.set("uplink", "connected to the hub", True)  # the same state: written all the same
+    assert live.unwritten is None
+    assert health.live(small_disk)["parts"]["uplink"]["state"] == "connected to the hub"
+    fill(small_disk, leave=0)
+    live.set("ingest", "subscribed", True)
+    (small_disk / "filler").unlink()
+    live.retry()  # the next housekeeping pass, with no new state at all
+    assert health.live(small_disk)["parts"]["ingest"]["state"] == "subscribed"
+
+
+def test_the_quota_counts_the_wal_and_the_shm_beside_the_database(tmp_path):
+    world = World(tmp_path / "world", devices=1)
+    gw = make_gateway(tmp_path / "gw", world)
+    (device,) = world.devices
+    for _ in range(20):
+        gw.inbox.put(Acks().inbound(topics.reading(device), world.message(device)))
+    while not gw.inbox.empty() or gw.in_flight:
+        gw.drain(0.0)
+    wal = gw.store.wal_bytes()
+    assert wal > 0 and gw.quota.used_bytes() == gw.store.used_bytes() + wal
+    assert gw.store.checkpoint() and gw.store.wal_bytes() < wal  # a checkpoint gives the WAL's space back
