@@ -462,7 +462,12 @@ class Gateway:
         if threading.current_thread() is threading.main_thread():  # SIGHUP: reload the registry
             hup = signal.signal(signal.SIGHUP, lambda *a: self.reload_requested.set())
         try:
-            self.verify_waiting()  # the registry may have changed while the gateway was stopped
+            try:
+                self.verify_waiting()  # the registry may have changed while the gateway was stopped
+            except Exception as exc:
+                if not disk_fault(exc):
+                    raise
+                self.store.rollback()  # they wait in the store for the next reload
             while not self.stopping.is_set() and not (until and until()):
                 self.drain(0.2)
                 try:
@@ -490,8 +495,15 @@ class Gateway:
                           "again at the next start", sum(len(c) for c, _, _ in self.in_flight), text_of(exc))
                 self.in_flight.clear()
             batcher.aggregates.extend(self.aggregator.flush())
-            batcher.maybe_batch(force=True)
-            batcher.maybe_close_epoch(force=True)  # what was made is anchored, even if the epoch is short
+            try:
+                batcher.maybe_batch(force=True)
+                batcher.maybe_close_epoch(force=True)  # what was made is anchored, even if the epoch is short
+            except Exception as exc:
+                if not disk_fault(exc):
+                    raise
+                self.store.rollback()
+                log.error("store: the last batch and epoch not made for want of room (%s); the next start "
+                          "makes them", text_of(exc))
             if self.anchorer is not None:  # a few seconds for the chain to take it; else at the next start
                 self.anchorer.wake.set()
                 deadline = time.monotonic() + 5

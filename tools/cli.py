@@ -97,18 +97,38 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import logging
     import signal
+    import threading
 
     from govedge.gateway import config as gwconfig
     from govedge.gateway.service import Gateway
 
+    from govedge.gateway.room import disk_fault
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        cfg = gwconfig.load(args.config)
-        gateway = Gateway(cfg)
-    except (gwconfig.ConfigError, OSError, ValueError) as exc:
-        print(f"govedge gateway: {exc}", file=sys.stderr)
-        return 2
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stopping.set())
+    told = False
+    while True:
+        try:
+            cfg = gwconfig.load(args.config)
+            gateway = Gateway(cfg)
+            break
+        except Exception as exc:
+            if disk_fault(exc):  # a start on a full disk waits for room, it does not loop through systemd
+                if not told:
+                    logging.error("gateway: its store in %s cannot be opened for want of room (%s); nothing is "
+                                  "acknowledged, trying again every 5 s", cfg.data_dir, exc)
+                told = True
+                if stopping.wait(5):
+                    return 0
+                continue
+            if isinstance(exc, (gwconfig.ConfigError, OSError, ValueError)):
+                print(f"govedge gateway: {exc}", file=sys.stderr)
+                return 2
+            raise
     signal.signal(signal.SIGTERM, lambda *a: gateway.stop())
+    if stopping.is_set():
+        return 0
     gateway.run()
     return 0
 
