@@ -114,7 +114,10 @@ class Quota:
             if pruned:
                 store.checkpoint()
                 continue
-            if not store.checkpoint() and store.used_bytes() <= cfg.store_max_bytes:
+            truncated = store.checkpoint()
+            if self.used_bytes() <= cfg.store_max_bytes:
+                break  # the WAL's space was enough
+            if not truncated and store.used_bytes() <= cfg.store_max_bytes:
                 break  # over only by a WAL a reader holds for now: no reason to drop unsent data
             if cfg.store_policy == "refuse_new":
                 if not self.refusing:
