@@ -5,7 +5,8 @@ what the quota may free, and goes on by itself once space returns.
 
 The first test is the smallest fault: one commit failing with SQLITE_FULL, on the real service object fed
 through its inbox (as test_gateway_isolation). The others fill a small real file system (a tmpfs of a few
-MB, mounted by the test: it needs root) under the running gateway, with real brokers and signed readings.
+MB, mounted by the test: it needs root, and skips without) under `govedge gateway run`, with real brokers,
+signed readings and a hub-side subscriber verifying every batch; the filler file is then deleted.
 """
 
 from __future__ import annotations
