@@ -25,6 +25,7 @@ journal, but a power cut is no sign of a poisonous input.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ class CrashGuard:
         self.list_path = self.path.with_name(self.path.name + ".json")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict] = self._load_list()  # hex digest -> {"state", "since", "deaths"}
+        self.unnoted = False  # the last note failed for want of room
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         left = os.pread(self.fd, 1 + MAX_ENTRIES * DIGEST, 0)
         if left:
@@ -102,8 +104,15 @@ class CrashGuard:
             for key in sorted(self.entries, key=lambda k: self.entries[k]["since"])[:len(self.entries) - MAX_ENTRIES]:
                 del self.entries[key]
         tmp = self.list_path.with_name(self.list_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.entries, sort_keys=True))
-        os.replace(tmp, self.list_path)
+        try:
+            tmp.write_text(json.dumps(self.entries, sort_keys=True))
+            os.replace(tmp, self.list_path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            tmp.unlink(missing_ok=True)  # kept in memory; the next change writes it again
+            log.error("crash guard: %s not written (%s); written with the next change", self.list_path,
+                      exc.strerror)
 
     # -- while handling --------------------------------------------------------------
 
@@ -116,8 +125,21 @@ class CrashGuard:
 
     def note(self, digests: bytes, alone: bool = False) -> None:
         """The inputs in hand now (their SHA-256 digests, concatenated), replacing what was noted."""
-        os.pwrite(self.fd, (b"1" if alone else b"0") + digests, 0)
-        os.ftruncate(self.fd, 1 + len(digests))
+        try:
+            os.pwrite(self.fd, (b"1" if alone else b"0") + digests, 0)
+            os.ftruncate(self.fd, 1 + len(digests))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk is no poison: these go unguarded rather than stop the service (nor is anything
+            # committed, or acknowledged, until there is room again)
+            os.ftruncate(self.fd, 0)
+            if not self.unnoted:
+                log.error("crash guard: %s not written (%s): inputs are handled without the guard until "
+                          "there is room", self.path, exc.strerror)
+            self.unnoted = True
+            return
+        self.unnoted = False
 
     @contextmanager
     def handling(self, payloads: Iterable[bytes], alone: bool = False) -> Iterator[None]:

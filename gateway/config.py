@@ -37,6 +37,7 @@ class GatewayConfig:
     store_policy: str = "drop_oldest"  # when full: "drop_oldest" unsent data (counted) or "refuse_new"
     quarantine_max_bytes: int = 64_000_000  # the quarantine's own budget, apart from the store's quota
     quarantine_max_rows: int = 100_000
+    store_min_free_bytes: int = 64_000_000  # below this much free disk the gateway stops acknowledging
     synchronous: str = "FULL"  # fsync per commit: what a node is told is committed survives a power cut
     metrics_port: int = 0  # 0: no Prometheus endpoint
     filter: dict = field(default_factory=dict)
@@ -103,6 +104,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         store_held_back_days=int(store.get("held_back_days", 30)),
         quarantine_max_bytes=int(store.get("quarantine_max_bytes", 64_000_000)),
         quarantine_max_rows=int(store.get("quarantine_max_rows", 100_000)),
+        store_min_free_bytes=int(float(store.get("min_free_mb", 64)) * 1_000_000),
         synchronous=store.get("synchronous", "FULL"),
         metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
         filter=doc.get("filter") or {},
@@ -136,6 +138,8 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         raise ConfigError("[verify] device_burst and device_rate_per_s must be positive")
     if cfg.quarantine_max_bytes < 1 or cfg.quarantine_max_rows < 1:
         raise ConfigError("[store] quarantine_max_bytes and quarantine_max_rows must be positive")
+    if cfg.store_min_free_bytes < 0:
+        raise ConfigError("[store] min_free_mb must not be negative (0: no reserve, SQLite fills the disk)")
     if cfg.batch_max_readings < 1 or cfg.batch_interval_s <= 0:
         raise ConfigError("[batch] max_readings and interval_s must be positive")
     return cfg

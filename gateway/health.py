@@ -15,6 +15,7 @@ its process id.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -22,29 +23,56 @@ import time
 from pathlib import Path
 
 from govedge.core import redact
+from govedge.core.errors import text_of
+
+log = logging.getLogger("govedge.gateway")
 
 LIVE_FILE = "live.json"
 
 
 class LiveState:
-    """The service's side of live.json: ``set(part, state)`` from any thread."""
+    """The service's side of live.json: ``set(part, state)`` from any thread. A write that fails (a full
+    disk) never raises: it is logged once and done again by the next ``set`` or ``retry``, whether or not
+    the state changed meanwhile, so live.json never stays behind."""
 
     def __init__(self, data_dir: Path, gateway_id: str, workers: int):
         self.path = Path(data_dir) / LIVE_FILE
         self._lock = threading.Lock()
         self.doc = {"gateway_id": gateway_id, "pid": os.getpid(), "started_at": time.time(),
                     "verify_workers": workers, "parts": {}}
+        self.unwritten: str | None = None  # why the last write failed; None: live.json holds self.doc
 
     def set(self, part: str, state: str, ok: bool) -> None:
         state = redact.text(state)  # a state may quote an endpoint: live.json is readable by technicians
         with self._lock:
             old = self.doc["parts"].get(part)
-            if old and old["state"] == state:
+            if old and old["state"] == state and old["ok"] == ok and self.unwritten is None:
                 return
-            self.doc["parts"][part] = {"state": state, "ok": ok, "since": time.time()}
-            tmp = self.path.with_suffix(".tmp")
+            if not (old and old["state"] == state and old["ok"] == ok):
+                self.doc["parts"][part] = {"state": state, "ok": ok, "since": time.time()}
+            self._write()
+
+    def retry(self) -> None:
+        """A write that failed, done again (the main loop calls it on every pass of its housekeeping)."""
+        with self._lock:
+            if self.unwritten is not None:
+                self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        try:
             tmp.write_text(json.dumps(self.doc, indent=1))
             os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # half a file holds space the store needs
+            if self.unwritten is None:
+                log.error("live state: %s not written (%s); status may be behind until it is", self.path,
+                          text_of(exc))
+            self.unwritten = text_of(exc)
+            return
+        if self.unwritten is not None:
+            log.warning("live state: %s written again", self.path)
+        self.unwritten = None
 
     def remove(self) -> None:
         with self._lock:

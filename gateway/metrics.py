@@ -65,6 +65,17 @@ class GatewayCollector:
                                 value=s["oldest_unanchored_epoch_age_s"])
         yield GaugeMetricFamily("govedge_uplink_connected", "1 while connected to the hub's broker",
                                 value=1 if self.gateway.uplink.connected.is_set() else 0)
+        room = self.gateway.room
+        yield GaugeMetricFamily("govedge_store_free_bytes", "free space of the file system of the data_dir",
+                                value=room.look())
+        yield GaugeMetricFamily("govedge_store_reserve_bytes", "free space below which nothing is acknowledged "
+                                "([store] min_free_mb)", value=room.reserve)
+        yield GaugeMetricFamily("govedge_store_file_bytes", "gateway.db with its WAL and shm, on disk",
+                                value=self.gateway.db_path.stat().st_size + self.gateway.store.wal_bytes())
+        yield GaugeMetricFamily("govedge_store_refusing", "1 while the gateway acknowledges nothing: disk short "
+                                "of its reserve, a commit failed for want of room, or the quota full under "
+                                "policy refuse_new", value=1 if room.cause is not None or self.gateway.quota.refusing
+                                else 0)
 
 
 def serve(gateway, port: int):

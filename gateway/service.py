@@ -41,6 +41,7 @@ from .filter import Filter
 from .health import LiveState
 from .ingest import Inbound, MqttIngest
 from .quota import Quota
+from .room import Undo, disk_fault
 from .serial_ingest import SerialIngest
 from .store import Store
 from .supervise import fault
@@ -112,6 +113,8 @@ class Gateway:
                                on_epoch=(lambda: None) if self.anchorer is None else self.anchorer.wake.set)
         self.quota = Quota(cfg, self.store, self.counters, HubUplink.DESTINATION,
                            lambda state, ok: self.live.set("store", state, ok))
+        self.room = self.quota.room  # a full disk: nothing taken, nothing acknowledged (govedge.gateway.room)
+        self.retry: deque[Inbound] = deque()  # taken, then put back by a pass a full disk stopped
         self.stopping = threading.Event()
         self.last_housekeeping = 0.0
         self.housekeeping_failed = False
@@ -132,6 +135,8 @@ class Gateway:
         try:
             stored = self._check_and_store(item, checked)
         except Exception as exc:  # noqa: BLE001 - a fault of ours on one message is that message's alone
+            if disk_fault(exc):
+                raise  # the disk's, not the message's: the whole commit waits for room
             log.error("internal error while handling a message from %s; quarantined", item.source, exc_info=exc)
             self._quarantine(item, None if isinstance(checked, tuple) else checked.device_id, *internal_error(exc))
             return
@@ -141,6 +146,8 @@ class Gateway:
         try:
             self.condense(reading_id, reading)
         except Exception as exc:  # noqa: BLE001 - derived data: the signed original is the record
+            if disk_fault(exc):
+                raise  # the disk's: the whole commit waits for room
             self.counters["condense_faults"] += 1
             log.error("internal error in the filters or aggregation of %s #%d; the reading is stored and batched, "
                       "its values are not condensed", reading.device_id, reading.seq, exc_info=exc)
@@ -269,23 +276,49 @@ class Gateway:
         Returns the number of messages committed. While the workers check one chunk
         the main loop stores the one before, so both cores are busy under load.
         """
+        if self.room.refusing():  # the disk is (nearly) full: room first; nothing is taken or committed
+            self.quota.make_room()
+            time.sleep(max_wait_s)
+            return 0
         if self.quota.refusing:  # unacknowledged, the messages wait in the broker and in the nodes' buffers
             time.sleep(max_wait_s)
             return 0
         taken = self._take(0.0 if self.in_flight else max_wait_s)
+        if taken and self.room.refusing():  # the disk filled while they came: back, unacknowledged
+            self.retry.extendleft(reversed(taken))
+            return 0
         done = 0
         items, refused = admit(taken, self.guard, self.share)
-        if refused:
-            done += self._refuse(refused)
-        while items:
-            normal, suspect, items = self._until_suspect(items)
-            self._submit(normal)
-            if suspect is not None:  # handled alone, after everything before it, in order
-                done += self.finish_in_flight()
-                done += self._handle_alone(suspect)
-        if self.quota.quarantine_due():
-            self.quota.keep_quarantine_within_budget()
-        return done + self._commit_verified(wait=not taken)
+        waiting = taken  # what goes back if a full disk stops this pass before it is in hand
+        try:
+            if refused:
+                done += self._refuse(refused)
+            while items:
+                normal, suspect, items = self._until_suspect(items)
+                waiting = normal + ([suspect] if suspect is not None else []) + items
+                self._submit(normal)
+                waiting = waiting[len(normal):]
+                if suspect is not None:  # handled alone, after everything before it, in order
+                    done += self.finish_in_flight()
+                    done += self._handle_alone(suspect)
+                    waiting = items
+            waiting = []
+            if self.quota.quarantine_due():
+                self.quota.keep_quarantine_within_budget()
+            return done + self._commit_verified(wait=not taken)
+        except Exception as exc:
+            if not disk_fault(exc):
+                raise
+            self.retry.extendleft(reversed(waiting))
+            self._disk_full(exc)
+            return done
+
+    def _disk_full(self, exc: BaseException) -> None:
+        """A commit failed for want of room: rolled back (what it held is back in hand, unacknowledged),
+        told (govedge.gateway.room), and room is made before the next attempt."""
+        self.store.rollback()
+        self.room.failed(exc)
+        self.quota.make_room()
 
     def _refuse(self, refused: list[tuple[Inbound, Refusal]]) -> int:
         with self.store:
@@ -350,16 +383,26 @@ class Gateway:
         """
         limit = 4 * max(1, self.verifier.workers)
         ready: list[tuple[list[Inbound], list[Result]]] = []
+        popped = []
         while self.in_flight and (wait or self.in_flight[0][1].done() or len(self.in_flight) > limit):
-            chunk, future, _ = self.in_flight.popleft()
+            popped.append(self.in_flight.popleft())
+            chunk, future, _ = popped[-1]
             ready.append((chunk, self.verifier.result([m.payload for m in chunk], future)))
             wait = False
         if not ready:
             return 0
-        with self.store:
-            for chunk, results in ready:
-                for item, checked in zip(chunk, results):
-                    self.accept(item, checked)
+        undo = Undo(self)
+        try:
+            with self.store:
+                for chunk, results in ready:
+                    for item, checked in zip(chunk, results):
+                        self.accept(item, checked)
+        except Exception as exc:
+            if disk_fault(exc):  # nothing of it is stored: back in hand, oldest first, unacknowledged
+                undo.restore()
+                self.in_flight.extendleft(reversed(popped))
+            raise
+        self.room.committed()
         # committed: now the senders may forget them
         self._acknowledge((item, checked) for chunk, results in ready for item, checked in zip(chunk, results))
         n = sum(len(chunk) for chunk, _ in ready)
@@ -372,6 +415,10 @@ class Gateway:
         return n
 
     def _take(self, max_wait_s: float) -> list[Inbound]:
+        if self.retry:  # put back by a pass a full disk stopped: they come first, in their order
+            items = list(self.retry)
+            self.retry.clear()
+            return items
         items: list[Inbound] = []
         try:
             items.append(self.inbox.get(timeout=max_wait_s) if max_wait_s > 0 else self.inbox.get_nowait())
@@ -396,13 +443,16 @@ class Gateway:
             self.quota.keep_within_quota()
             self.batcher.recount()  # the quota may have dropped some
             self.quota.tell_state()
+            self.live.retry()  # a live.json a full disk kept from being written
             self.batcher.maybe_close_epoch()
             if self.housekeeping_failed:
                 self.housekeeping_failed = False
                 self.live.set("housekeeping", "passes run again", True)
         except Exception as exc:  # noqa: BLE001 - whatever nobody foresaw: the next pass tries again
-            if self.store.db.in_transaction:
-                self.store.db.rollback()
+            self.store.rollback()
+            if disk_fault(exc):  # foreseen: the store's state tells it (govedge.gateway.room)
+                self.quota.make_room()
+                return
             self.housekeeping_failed = True
             line = fault(self.counters, "housekeeping", exc, f"the next pass in {HOUSEKEEPING_S:g} s")
             try:
@@ -440,23 +490,48 @@ class Gateway:
         if threading.current_thread() is threading.main_thread():  # SIGHUP: reload the registry
             hup = signal.signal(signal.SIGHUP, lambda *a: self.reload_requested.set())
         try:
-            self.verify_waiting()  # the registry may have changed while the gateway was stopped
+            try:
+                self.verify_waiting()  # the registry may have changed while the gateway was stopped
+            except Exception as exc:
+                if not disk_fault(exc):
+                    raise
+                self.store.rollback()  # they wait in the store for the next reload
             while not self.stopping.is_set() and not (until and until()):
                 self.drain(0.2)
-                if self.reload_requested.is_set() or time.monotonic() - self.last_registry_look > RELOAD_CHECK_S:
-                    force = self.reload_requested.is_set()
-                    self.reload_requested.clear()
-                    self.maybe_reload(force)
-                    self.last_registry_look = time.monotonic()
-                while batcher.maybe_batch() is not None:
-                    pass  # a backlog goes out in as many full batches as it makes
-                if time.monotonic() - self.last_housekeeping > HOUSEKEEPING_S:
-                    self.housekeeping()
-                batcher.close_if_requested()
-            self.finish_in_flight()
+                try:
+                    if self.reload_requested.is_set() or time.monotonic() - self.last_registry_look > RELOAD_CHECK_S:
+                        force = self.reload_requested.is_set()
+                        self.reload_requested.clear()
+                        self.maybe_reload(force)
+                        self.last_registry_look = time.monotonic()
+                    while batcher.maybe_batch() is not None:
+                        pass  # a backlog goes out in as many full batches as it makes
+                    if time.monotonic() - self.last_housekeeping > HOUSEKEEPING_S:
+                        self.housekeeping()
+                    batcher.close_if_requested()
+                except Exception as exc:
+                    if not disk_fault(exc):
+                        raise
+                    self.store.rollback()  # nothing acknowledged hangs on these: the next pass tries again
+                    self.quota.make_room()
+            try:
+                self.finish_in_flight()
+            except Exception as exc:
+                if not disk_fault(exc):
+                    raise
+                log.error("store: %d messages not committed for want of room (%s); the broker delivers them "
+                          "again at the next start", sum(len(c) for c, _, _ in self.in_flight), text_of(exc))
+                self.in_flight.clear()
             batcher.aggregates.extend(self.aggregator.flush())
-            batcher.maybe_batch(force=True)
-            batcher.maybe_close_epoch(force=True)  # what was made is anchored, even if the epoch is short
+            try:
+                batcher.maybe_batch(force=True)
+                batcher.maybe_close_epoch(force=True)  # what was made is anchored, even if the epoch is short
+            except Exception as exc:
+                if not disk_fault(exc):
+                    raise
+                self.store.rollback()
+                log.error("store: the last batch and epoch not made for want of room (%s); the next start "
+                          "makes them", text_of(exc))
             if self.anchorer is not None:  # a few seconds for the chain to take it; else at the next start
                 self.anchorer.wake.set()
                 deadline = time.monotonic() + 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -219,11 +220,19 @@ class Store:
                     "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
                     self._last_seq.items())
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.rollback()
             raise
         finally:
             self._last_seq.clear()
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.rollback()
+
+    def rollback(self) -> None:
+        """The open transaction undone; after SQLITE_FULL or an I/O error SQLite may have undone it itself."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
 
     # -- devices and readings ---------------------------------------------------
 
@@ -451,6 +460,27 @@ class Store:
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * page - self._quarantine_pages_bytes()
+
+    def wal_bytes(self) -> int:
+        """The WAL and shm files beside gateway.db: disk the quota counts as well."""
+        n = 0
+        for suffix in ("-wal", "-shm"):
+            try:
+                n += os.stat(f"{self.path}{suffix}").st_size
+            except FileNotFoundError:
+                pass
+        return n
+
+    def spare_bytes(self) -> int:
+        """Free pages inside gateway.db: room for new rows without growing the file."""
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        return self.db.execute("PRAGMA freelist_count").fetchone()[0] * page
+
+    def checkpoint(self) -> bool:
+        """The WAL copied into gateway.db and truncated, giving its space back; False when a reader (the
+        uplink, the anchor stage) kept it from finishing."""
+        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
 
     def _quarantine_pages_bytes(self) -> int:
         try:  # SQLite's dbstat table: the pages the quarantine and its index take, exactly

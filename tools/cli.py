@@ -98,18 +98,38 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import logging
     import signal
+    import threading
 
     from govedge.gateway import config as gwconfig
     from govedge.gateway.service import Gateway
 
+    from govedge.gateway.room import disk_fault
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        cfg = gwconfig.load(args.config)
-        gateway = Gateway(cfg)
-    except (gwconfig.ConfigError, OSError, ValueError) as exc:
-        print(f"govedge gateway: {exc}", file=sys.stderr)
-        return 2
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stopping.set())
+    told = False
+    while True:
+        try:
+            cfg = gwconfig.load(args.config)
+            gateway = Gateway(cfg)
+            break
+        except Exception as exc:
+            if disk_fault(exc):  # a start on a full disk waits for room, it does not loop through systemd
+                if not told:
+                    logging.error("gateway: its store in %s cannot be opened for want of room (%s); nothing is "
+                                  "acknowledged, trying again every 5 s", cfg.data_dir, exc)
+                told = True
+                if stopping.wait(5):
+                    return 0
+                continue
+            if isinstance(exc, (gwconfig.ConfigError, OSError, ValueError)):
+                print(f"govedge gateway: {exc}", file=sys.stderr)
+                return 2
+            raise
     signal.signal(signal.SIGTERM, lambda *a: gateway.stop())
+    if stopping.is_set():
+        return 0
     gateway.run()
     return 0
 
@@ -120,11 +140,13 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
 
     try:
         cfg = gwconfig.load(args.config)
-        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id, live(cfg.data_dir)))
+        live_doc = live(cfg.data_dir)
+        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id, live_doc))
     except (gwconfig.ConfigError, FileNotFoundError) as exc:
         print(f"govedge gateway status: {exc}", file=sys.stderr)
         return 2
-    return 0
+    store = (live_doc or {}).get("parts", {}).get("store", {"ok": True})
+    return 0 if not (live_doc and live_doc["running"]) or store["ok"] else 1  # 1: the store refuses messages
 
 
 def _ask(value, question: str, default: str | None = None) -> str:
@@ -454,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("run", help="run the gateway: ingest, verify, store, batch, forward to the hub")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_run)
-    p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words")
+    p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words "
+                        "(exit status 1 while its store refuses messages: disk full or quota)")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_status)
 
