@@ -66,7 +66,8 @@ class GatewayCollector:
                                 value=s["oldest_unanchored_epoch_age_s"])
         synced = self.gateway.clock.synchronized()
         yield GaugeMetricFamily("govedge_clock_synchronized", "1 while the gateway's clock is synchronized (NTP), "
-                                "0 while it is not, -1 while nobody can tell", value=-1 if synced is None else int(synced))
+                                "0 while it is not, -1 while nobody can tell",
+                                value=-1 if synced is None else int(synced))
         yield GaugeMetricFamily("govedge_uplink_connected", "1 while connected to the hub's broker",
                                 value=1 if self.gateway.uplink.connected.is_set() else 0)
 

@@ -243,6 +243,7 @@ def test_a_gateway_a_day_behind_and_unsynchronized_forwards_everything_then_its_
         send(3)
         wait_until(lambda: len(sub.readings()) >= 6, what="the readings of the day-behind gateway at the hub")
         wait_until(lambda: "clock       PROBLEM: NOT synchronized" in status(), what="the clock in the status")
+        assert "  flagged     6 readings timed ahead of the gateway's clock" in status()
         assert count(gw, "SELECT count(*) FROM readings WHERE clock_flag = 'clock_unsynced'") == 6
         assert metric(gw, "govedge_clock_synchronized") == 0
         assert metric(gw, "govedge_clock_unsynced_total") == 6
