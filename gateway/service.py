@@ -264,6 +264,24 @@ class Gateway:
             log.info("registry: %d of %d messages waiting for it verified again", done, len(rows))
         return done
 
+    def replay_quarantined(self, code: str) -> tuple[int, int]:
+        """Verifies the messages quarantined whole with ``code`` again (``govedge gateway replay-quarantine``:
+        ``future_time`` after a node's clock, or the gateway's, was put right) and stores those every check
+        passes now; the others keep their quarantine row as it was. Returns (stored, left)."""
+        rows = self.store.quarantined_whole(code)
+        results = check([m for _, _, m in rows], self.verifier.registry)
+        stored = 0
+        with self.store:
+            for (row_id, source, message), checked in zip(rows, results):
+                if isinstance(checked, tuple) or self.checks.refusal(checked, topics.device_of(source)) is not None:
+                    continue  # still refused (or a duplicate of what is stored): its row stays, with its reason
+                self.store.forget_quarantined(row_id)
+                self.accept(Inbound(source, message, lambda: None), checked)
+                stored += 1
+        if stored:
+            log.info("quarantine: %d of %d %s messages verified again and stored", stored, len(rows), code)
+        return stored, len(rows) - stored
+
     CHUNK = 256  # messages per trip to a verification worker
     TAKE = 2000  # messages taken from the inbox at a time
 

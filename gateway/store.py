@@ -303,6 +303,16 @@ class Store:
     def done_waiting(self, row_id: int) -> None:
         self.db.execute("DELETE FROM waiting_for_registry WHERE id = ?", (row_id,))
 
+    def quarantined_whole(self, code: str) -> list[tuple[int, str, bytes]]:
+        """(id, source, message) of the quarantined messages of a code that were kept whole, oldest first."""
+        return [(i, src, bytes(m)) for i, src, m in self.db.execute(
+            "SELECT id, source, message FROM quarantine WHERE code = ? AND size = length(message) ORDER BY id",
+            (code,))]
+
+    def forget_quarantined(self, row_id: int) -> None:
+        """Inside a transaction: a quarantined message that is now stored as a reading."""
+        self.db.execute("DELETE FROM quarantine WHERE id = ?", (row_id,))
+
     def quarantine_usage(self) -> QuarantineUsage:
         """Rows and bytes of the quarantine, as its budget counts them."""
         return QuarantineUsage._make(self.db.execute(

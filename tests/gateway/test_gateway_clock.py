@@ -30,6 +30,7 @@ from govedge.gateway.admit import CLOCK_UNSYNCED, Checks, Refusal
 from govedge.gateway.clocksync import TIME_FLOOR, GatewayClock
 from govedge.gateway.metrics import GatewayCollector
 from govedge.gateway.service import Gateway
+from govedge.tools import cli
 from govedge.tools.dev.broker import Mosquitto
 from support import firmware, scalar, wait_until
 from support.deploy import GATEWAY_ID, HubSubscriber
@@ -263,3 +264,32 @@ def test_a_gateway_a_day_behind_and_unsynchronized_forwards_everything_then_its_
         sub.close()
         local.stop()
         hub.stop()
+
+
+def test_future_time_messages_are_kept_whole_and_stored_by_replay_quarantine_once_the_clock_is_right(
+        tmp_path, capsys):
+    """A gateway told its clock is synchronized (``clock_synchronized = "yes"``) that was in fact a day behind
+    quarantines correct readings as future_time; once its clock is right, `govedge gateway replay-quarantine`
+    stores them. What is still refused keeps its row as it was."""
+    world = World(tmp_path / "w", devices=1)
+    gw = make_gateway_with_clock(tmp_path / "gw", world, GatewayClock("yes", now=lambda: time.time() - DAY))
+    acks = Acks()
+    now = time.time()
+    early = [signed(seq, now + seq) for seq in range(3)]
+    old = signed(3, TIME_FLOOR - 1)
+    drain_all(gw, [acks.inbound(topics.reading(DEVICE), m) for m in [*early, old]])
+    assert len(acks.acked) == 4 and rows(gw, "SELECT count(*) FROM readings") == [(0,)]
+    assert rows(gw, "SELECT code, message FROM quarantine ORDER BY id") == [
+        *(("future_time", m) for m in early), ("time_before_floor", old)]
+    gw.store.close()
+    gw.guard.close()
+    config = str(tmp_path / "gw" / "gateway.toml")
+    assert cli.main(["gateway", "replay-quarantine", "--config", config]) == 0  # the system's clock: right
+    assert capsys.readouterr().out == ("3 future_time messages stored (they go out with the next batch), "
+                                       "0 still refused (their quarantine rows stay)\n")
+    assert cli.main(["gateway", "replay-quarantine", "--config", config, "--code", "time_before_floor"]) == 0
+    assert capsys.readouterr().out.startswith("0 time_before_floor messages stored")
+    db = sqlite3.connect(tmp_path / "gw" / "data" / "gateway.db")
+    assert db.execute("SELECT seq, message FROM readings ORDER BY seq").fetchall() == list(enumerate(early))
+    assert db.execute("SELECT code FROM quarantine").fetchall() == [("time_before_floor",)]
+    db.close()
