@@ -16,14 +16,14 @@
   its own older rows (govedge.gateway.store, ``trim_quarantine``).
 
 And what a message must pass after its signature checked out, before it is stored
-(``Checks``): the topic's device must be the signer, the node's time must not lie before
+(``Checks``): the topic's device must be the signer; the node's time must not lie before
 ``TIME_FLOOR`` (``time_before_floor``: a node clock set wrong; a node whose clock is unset sends no
-time and passes) and at most ``max_future_s`` ahead of the gateway's clock. Ahead of it, the
-gateway's clock decides (govedge.gateway.clocksync): synchronized, the node's clock is wrong
+time and passes); more than ``max_future_s`` ahead of the gateway's clock, the gateway's clock
+decides (govedge.gateway.clocksync): synchronized, the node's clock is wrong
 (``future_time``, quarantined whole); not known to be synchronized, the gateway cannot tell who is
 wrong, so the reading is stored and batched as any other and flagged ``clock_unsynced``
-(``clock_flag``): a clock disagreement never costs a signed reading. Then the key that signed it must still be valid
-for it (a retired or revoked key: ``retired_key``, ``revoked_key``; the rule is
+(``clock_flag``): a clock disagreement never costs a signed reading. Then the key that signed
+it must still be valid for it (a retired or revoked key: ``retired_key``, ``revoked_key``; the rule is
 govedge.core.registry's ``KeyRule``), and the sequence number must be above the last
 one accepted under the same key (``replayed``) and at most ``MAX_SEQ_JUMP`` above
 it (``seq_jump``). Sequence numbers are counted per key, so a leaked key that signed
@@ -53,7 +53,8 @@ MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full buc
 MAX_SEQ_JUMP = 2**32
 
 
-CLOCK_UNSYNCED = "clock_unsynced"  # the flag of a reading stored while it was ahead of an unsynchronized gateway clock
+# the flag of a reading stored while it was ahead of a gateway clock not known to be synchronized
+CLOCK_UNSYNCED = "clock_unsynced"
 
 # the verdict on a message received again byte for byte: counted and acknowledged, not quarantined
 DUPLICATE = Refusal("duplicate", "received again byte for byte: the gateway has it")
