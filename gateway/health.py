@@ -97,10 +97,11 @@ def snapshot(db_path: Path) -> dict:
             "oldest_unanchored_epoch_age_s": (now - u[1]) if u[1] else 0.0,
             "anchor_error": (e[0] if (e := q("SELECT error FROM epochs WHERE confirmed = 0 AND error IS NOT NULL "
                                              "ORDER BY number LIMIT 1")) else None),
-            # a store the service has not migrated yet has no flags
-            "clock_flagged": q("SELECT count(*) FROM readings WHERE clock_flag IS NOT NULL")[0] if any(
-                c[1] == "clock_flag" for c in db.execute("PRAGMA table_info(readings)")) else 0,
-            "last_reading_age_s": (now - r[0]) if (r := q("SELECT max(received_at) FROM readings"))[0] else None,
+            # one pass over the readings for both (a store the service has not migrated yet has no flags)
+            "last_reading_age_s": (now - r[0]) if (r := q("SELECT max(received_at), " + (
+                "count(clock_flag)" if any(c[1] == "clock_flag" for c in db.execute("PRAGMA table_info(readings)"))
+                else "0") + " FROM readings"))[0] else None,
+            "clock_flagged": r[1],
         }
     finally:
         db.close()

@@ -199,8 +199,6 @@ class Store:
             self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
         if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
             self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
-        self.db.execute("CREATE INDEX IF NOT EXISTS readings_clock_flagged ON readings (id) "
-                        "WHERE clock_flag IS NOT NULL")  # status counts them on every look
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
         for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
             if column not in columns:  # a store from before the quarantine had its budget
