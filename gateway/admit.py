@@ -16,9 +16,14 @@
   its own older rows (govedge.gateway.store, ``trim_quarantine``).
 
 And what a message must pass after its signature checked out, before it is stored
-(``Checks``): the topic's device must be the signer, the node's time may be at most
-``max_future_s`` ahead of the gateway's, the key that signed it must still be valid
-for it (a retired or revoked key: ``retired_key``, ``revoked_key``; the rule is
+(``Checks``): the topic's device must be the signer; the node's time must not lie before
+``TIME_FLOOR`` (``time_before_floor``: a node clock set wrong; a node whose clock is unset sends no
+time and passes); more than ``max_future_s`` ahead of the gateway's clock, the gateway's clock
+decides (govedge.gateway.clocksync): synchronized, the node's clock is wrong
+(``future_time``, quarantined whole); not known to be synchronized, the gateway cannot tell who is
+wrong, so the reading is stored and batched as any other and flagged ``clock_unsynced``
+(``clock_flag``): a clock disagreement never costs a signed reading. Then the key that signed
+it must still be valid for it (a retired or revoked key: ``retired_key``, ``revoked_key``; the rule is
 govedge.core.registry's ``KeyRule``), and the sequence number must be above the last
 one accepted under the same key (``replayed``) and at most ``MAX_SEQ_JUMP`` above
 it (``seq_jump``). Sequence numbers are counted per key, so a leaked key that signed
@@ -35,6 +40,7 @@ from govedge.core import topics, wire
 from govedge.core.crashguard import POISON, CrashGuard
 from govedge.core.errors import Refusal
 
+from .clocksync import TIME_FLOOR, GatewayClock
 from .ingest import Inbound
 
 if TYPE_CHECKING:
@@ -46,6 +52,9 @@ MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full buc
 # numbered, whatever it dropped from a full buffer or reserved in blocks across reboots
 MAX_SEQ_JUMP = 2**32
 
+
+# the flag of a reading stored while it was ahead of a gateway clock not known to be synchronized
+CLOCK_UNSYNCED = "clock_unsynced"
 
 # the verdict on a message received again byte for byte: counted and acknowledged, not quarantined
 DUPLICATE = Refusal("duplicate", "received again byte for byte: the gateway has it")
@@ -101,13 +110,15 @@ class Checks:
     ``last_seq`` and ``message_of`` read the store (the last accepted sequence number
     of a sequence space, a stored message); ``registry`` gives the registry the
     readings were verified against (None: one sequence space per device, no key rules);
-    ``bounds`` the store's learnt key boundaries. The caller notes each message it
-    stores with ``stored``."""
+    ``bounds`` the store's learnt key boundaries; ``clock`` the gateway's clock (its time and whether
+    it is synchronized; tests hand in one a day behind). The caller notes each message it stores with
+    ``stored`` and stores it with its ``clock_flag``."""
 
     def __init__(self, max_future_s: int, last_seq: Callable[[str], int | None],
                  message_of: Callable[[str, int], bytes | None], registry: Callable[[], "Registry"] | None = None,
-                 bounds: "KeyBounds | None" = None):
+                 bounds: "KeyBounds | None" = None, clock: GatewayClock | None = None):
         self.max_future_s = max_future_s
+        self.clock = clock or GatewayClock()
         self.stored_last_seq = last_seq
         self.stored_message = message_of
         self.registry = registry
@@ -125,9 +136,12 @@ class Checks:
         device = reading.device_id
         if topic_device is not None and topic_device != device:
             return Refusal("wrong_topic", f"published on the topic of {topic_device!r} but signed by {device!r}")
-        if reading.time is not None and reading.time > time.time() + self.max_future_s:
-            return Refusal("future_time",
-                           f"reading time {reading.time} is more than {self.max_future_s} s ahead of the gateway")
+        if reading.time is not None and reading.time < TIME_FLOOR:
+            return Refusal("time_before_floor", f"reading time {reading.time} is before {TIME_FLOOR} "
+                                                "(2024-01-01): the node's clock was set wrong")
+        if self.ahead(reading) and self.clock.synchronized():
+            return Refusal("future_time", f"reading time {reading.time} is more than {self.max_future_s} s ahead "
+                                          "of the gateway, whose clock is synchronized: the node's clock is wrong")
         space = device
         several_keys = False
         if self.registry is not None:
@@ -158,6 +172,15 @@ class Checks:
             return Refusal("conflicting_reading", f"sequence number {reading.seq} of {device!r} is taken by a "
                                                   "reading another of its keys signed; the first is kept")
         return None
+
+    def ahead(self, reading: wire.Reading) -> bool:
+        """Whether the reading is timed more than ``max_future_s`` ahead of the gateway's clock."""
+        return reading.time is not None and reading.time > self.clock.now() + self.max_future_s
+
+    def clock_flag(self, reading: wire.Reading) -> str | None:
+        """For a reading ``refusal`` let through: CLOCK_UNSYNCED when it is ahead of the gateway's clock
+        (which was then not known to be synchronized), else None."""
+        return CLOCK_UNSYNCED if self.ahead(reading) else None
 
     def stored(self, reading: wire.Reading, space: str) -> None:
         """Notes a reading stored in the open transaction, in its sequence space (``space``)."""

@@ -24,6 +24,7 @@ class GatewayConfig:
     hub: MqttEndpoint = field(default_factory=MqttEndpoint)
     hub_topic: str = ""
     max_future_s: int = 300
+    clock_synchronized: str = "auto"  # whether the gateway's clock is synchronized: "auto" (ask), "yes", "no"
     verify_workers: int = 1  # processes checking signatures; 0: in the main process
     device_burst: int = 4096  # messages a sender may send at once (govedge.gateway.admit)
     device_rate_per_s: float = 10.0  # and how fast its share refills
@@ -92,6 +93,7 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         hub_topic=hub.get("topic", topics.batch(gw["id"])),
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
+        clock_synchronized=(doc.get("verify") or {}).get("clock_synchronized", "auto"),
         verify_workers=workers((doc.get("verify") or {}).get("workers", "auto")),
         device_burst=int((doc.get("verify") or {}).get("device_burst", 4096)),
         device_rate_per_s=float((doc.get("verify") or {}).get("device_rate_per_s", 10.0)),
@@ -134,6 +136,9 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         raise ConfigError(f"[store] policy must be 'drop_oldest' or 'refuse_new', not {cfg.store_policy!r}")
     if cfg.synchronous not in ("NORMAL", "FULL"):
         raise ConfigError(f"[store] synchronous must be 'NORMAL' or 'FULL', not {cfg.synchronous!r}")
+    if cfg.clock_synchronized not in ("auto", "yes", "no"):
+        raise ConfigError("[verify] clock_synchronized must be 'auto' (ask the kernel and systemd-timesyncd), "
+                          f"'yes' or 'no', not {cfg.clock_synchronized!r}")
     if cfg.device_burst < 1 or cfg.device_rate_per_s <= 0:
         raise ConfigError("[verify] device_burst and device_rate_per_s must be positive")
     if cfg.quarantine_max_bytes < 1 or cfg.quarantine_max_rows < 1:

@@ -125,7 +125,11 @@ def snapshot(db_path: Path) -> dict:
             "oldest_unanchored_epoch_age_s": (now - u[1]) if u[1] else 0.0,
             "anchor_error": (e[0] if (e := q("SELECT error FROM epochs WHERE confirmed = 0 AND error IS NOT NULL "
                                              "ORDER BY number LIMIT 1")) else None),
-            "last_reading_age_s": (now - r[0]) if (r := q("SELECT max(received_at) FROM readings"))[0] else None,
+            # one pass over the readings for both (a store the service has not migrated yet has no flags)
+            "last_reading_age_s": (now - r[0]) if (r := q("SELECT max(received_at), " + (
+                "count(clock_flag)" if any(c[1] == "clock_flag" for c in db.execute("PRAGMA table_info(readings)"))
+                else "0") + " FROM readings"))[0] else None,
+            "clock_flagged": r[1],
         }
     finally:
         db.close()
@@ -156,6 +160,9 @@ def describe(s: dict, gateway_id: str, live_doc: dict | None = None) -> str:
     else:
         lines.append(f"  readings    {s['readings']} from {s['devices']} devices, "
                      f"the last {s['last_reading_age_s']:.0f} s ago")
+    if s["clock_flagged"]:
+        lines.append(f"  flagged     {s['clock_flagged']} readings timed ahead of the gateway's clock while it was "
+                     "not known to be synchronized (clock_unsynced; stored and forwarded as any other)")
     lines.append(f"  waiting     {s['unbatched']} readings for the next batch, "
                  f"{s['batches_unsent']} batches not yet acknowledged by the hub")
     if s["batches_unsent"]:

@@ -14,6 +14,8 @@ _COUNTERS = {
     "quarantined": "messages refused and kept in the quarantine table with their reason",
     "quarantine_pruned": "quarantine rows deleted to keep the quarantine within its own budget "
                          "(the sender with the most loses its oldest first)",
+    "clock_unsynced": "readings stored and flagged because they were timed ahead of a gateway clock not known "
+                      "to be synchronized (govedge.gateway.clocksync)",
     "duplicates": "messages received again that the gateway already had (a node's resend)",
     "node_acks": "acknowledgements published to nodes after a commit (one per node and commit)",
     "condense_faults": "readings stored whose filtering or aggregation raised (logged; the reading is batched)",
@@ -63,6 +65,10 @@ class GatewayCollector:
                                 value=s["epochs_unanchored"])
         yield GaugeMetricFamily("govedge_oldest_unanchored_epoch_age_seconds", "age of the oldest unanchored epoch",
                                 value=s["oldest_unanchored_epoch_age_s"])
+        synced = self.gateway.clock.synchronized()
+        yield GaugeMetricFamily("govedge_clock_synchronized", "1 while the gateway's clock is synchronized (NTP), "
+                                "0 while it is not, -1 while nobody can tell",
+                                value=-1 if synced is None else int(synced))
         yield GaugeMetricFamily("govedge_uplink_connected", "1 while connected to the hub's broker",
                                 value=1 if self.gateway.uplink.connected.is_set() else 0)
         room = self.gateway.room

@@ -36,6 +36,7 @@ from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, 
 from .admit import DUPLICATE, Checks, FairShare, KeyBounds, Refusal, admit, sender_of
 from .aggregate import Aggregator, NotAggregated
 from .batcher import Batcher
+from .clocksync import GatewayClock
 from .config import GatewayConfig
 from .filter import Filter
 from .health import LiveState
@@ -56,6 +57,7 @@ WAITING_PER_SENDER = 256
 WAITING_TOTAL = 4096
 RELOAD_CHECK_S = 2.0  # how often the registry file is looked at
 HOUSEKEEPING_S = 2.0  # how often the quota, the quarantine's budget and the epoch clock run
+CLOCK_WARNING_S = 60.0  # flagged readings come in streams until NTP syncs: one log line a minute, all counted
 
 
 def _sequence_number(payload: bytes, checked: Result | None, device: str) -> int | None:
@@ -76,9 +78,10 @@ class Gateway:
     (``drain``), then hands over to the batcher and, every two seconds, to the quota; the uplink and the
     anchor stage run in threads of their own and read what they send from the store."""
 
-    def __init__(self, cfg: GatewayConfig, anchor_backend=None):
+    def __init__(self, cfg: GatewayConfig, anchor_backend=None, clock: GatewayClock | None = None):
         """``anchor_backend``: a govedge.anchor backend to use instead of the configured one
-        (the demo's in-process chain)."""
+        (the demo's in-process chain); ``clock``: the gateway's clock instead of the system's as
+        ``[verify] clock_synchronized`` says (tests: a clock a day behind)."""
         self.cfg = cfg
         self.counters: Counter = Counter()
         self.db_path = cfg.data_dir / "gateway.db"
@@ -89,9 +92,11 @@ class Gateway:
         self.in_flight: deque[tuple[list[Inbound], Future, bytes]] = deque()
         self.guard = CrashGuard(cfg.data_dir / "handling")
         self.share = FairShare(cfg.device_burst, cfg.device_rate_per_s)
+        self.clock = clock or GatewayClock(cfg.clock_synchronized)
+        self.last_clock_warning = -CLOCK_WARNING_S
         self.checks = Checks(cfg.max_future_s, self.store.last_seq, self.store.message_of,
                              lambda: self.verifier.registry,
-                             KeyBounds(self.store.key_bounds, self.store.learn_key_bound))
+                             KeyBounds(self.store.key_bounds, self.store.learn_key_bound), self.clock)
         key = cfg.signing_key()
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
@@ -171,9 +176,12 @@ class Gateway:
             return None
         kind = "status" if item.source.endswith("/status") else "reading"
         space = self.checks.space(reading)
+        flag = self.checks.clock_flag(reading)
         reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message,
-                                            space)
+                                            space, flag)
         self.checks.stored(reading, space)
+        if flag is not None:
+            self._flagged(reading, flag)
         self.batcher.waiting += 1
         self.counters["verified"] += 1
         return (reading_id, reading) if kind == "reading" else None
@@ -191,6 +199,15 @@ class Gateway:
                                                   m.name, m.unit, m.value))
             except NotAggregated as exc:
                 self.counters[f"not_aggregated_{exc.code}"] += 1
+
+    def _flagged(self, reading: wire.Reading, flag: str) -> None:
+        """A reading stored with a clock flag: counted, and told in the log once a minute."""
+        self.counters[flag] += 1
+        if time.monotonic() - self.last_clock_warning >= CLOCK_WARNING_S:
+            self.last_clock_warning = time.monotonic()
+            log.warning("%s: %s #%d is timed %.0f s ahead of the gateway's clock, which is not known to be "
+                        "synchronized; stored, batched and flagged (%d so far)", flag, reading.device_id,
+                        reading.seq, reading.time - self.clock.now(), self.counters[flag])
 
     def _quarantine(self, item: Inbound, device: str | None, code: str, reason: str) -> None:
         reason = one_line(reason, MAX_REASON_CHARS)  # a reason quotes what came in: a topic may be 64 KiB long
@@ -266,6 +283,24 @@ class Gateway:
         if done:
             log.info("registry: %d of %d messages waiting for it verified again", done, len(rows))
         return done
+
+    def replay_quarantined(self, code: str) -> tuple[int, int]:
+        """Verifies the messages quarantined whole with ``code`` again (``govedge gateway replay-quarantine``:
+        ``future_time`` after a node's clock, or the gateway's, was put right) and stores those every check
+        passes now; the others keep their quarantine row as it was. Returns (stored, left)."""
+        rows = self.store.quarantined_whole(code)
+        results = check([m for _, _, m in rows], self.verifier.registry)
+        stored = 0
+        with self.store:
+            for (row_id, source, message), checked in zip(rows, results):
+                if isinstance(checked, tuple) or self.checks.refusal(checked, topics.device_of(source)) is not None:
+                    continue  # still refused (or a duplicate of what is stored): its row stays, with its reason
+                self.store.forget_quarantined(row_id)
+                self.accept(Inbound(source, message, lambda: None), checked)
+                stored += 1
+        if stored:
+            log.info("quarantine: %d of %d %s messages verified again and stored", stored, len(rows), code)
+        return stored, len(rows) - stored
 
     CHUNK = 256  # messages per trip to a verification worker
     TAKE = 2000  # messages taken from the inbox at a time
@@ -445,6 +480,7 @@ class Gateway:
             self.quota.tell_state()
             self.live.retry()  # a live.json a full disk kept from being written
             self.batcher.maybe_close_epoch()
+            self.live.set("clock", *self.clock.state())  # written only when it changes
             if self.housekeeping_failed:
                 self.housekeeping_failed = False
                 self.live.set("housekeeping", "passes run again", True)

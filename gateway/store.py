@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS readings (
     received_at REAL NOT NULL,
     message BLOB NOT NULL,              -- the device-signed bytes, as received
     batch_seq INTEGER,                  -- NULL until batched
+    clock_flag TEXT,                    -- 'clock_unsynced': node_time was ahead of a gateway clock not known
+                                        -- to be synchronized (govedge.gateway.admit); NULL otherwise
     UNIQUE (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS readings_unbatched ON readings (id) WHERE batch_seq IS NULL;
@@ -196,6 +198,8 @@ class Store:
         self.db.executescript(SCHEMA)
         if "head" not in {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}:
             self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
+        if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
+            self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
         for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
             if column not in columns:  # a store from before the quarantine had its budget
@@ -243,12 +247,14 @@ class Store:
         return row[0] if row else None
 
     def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes,
-                    space: str | None = None) -> int:
+                    space: str | None = None, clock_flag: str | None = None) -> int:
         """Inside a transaction (``with store:``): the last sequence number of the reading's sequence space
-        (govedge.gateway.admit's Checks; the device's by default) is written at commit."""
+        (govedge.gateway.admit's Checks; the device's by default) is written at commit. ``clock_flag``:
+        kept with the reading for an auditor ('clock_unsynced')."""
         cur = self.db.execute(
-            "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message) VALUES (?,?,?,?,?,?)",
-            (device_id, seq, kind, node_time, time.time(), message),
+            "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message, clock_flag) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (device_id, seq, kind, node_time, time.time(), message, clock_flag),
         )
         space = space or device_id
         if seq > self._last_seq.get(space, -1):
@@ -303,6 +309,16 @@ class Store:
 
     def done_waiting(self, row_id: int) -> None:
         self.db.execute("DELETE FROM waiting_for_registry WHERE id = ?", (row_id,))
+
+    def quarantined_whole(self, code: str) -> list[tuple[int, str, bytes]]:
+        """(id, source, message) of the quarantined messages of a code that were kept whole, oldest first."""
+        return [(i, src, bytes(m)) for i, src, m in self.db.execute(
+            "SELECT id, source, message FROM quarantine WHERE code = ? AND size = length(message) ORDER BY id",
+            (code,))]
+
+    def forget_quarantined(self, row_id: int) -> None:
+        """Inside a transaction: a quarantined message that is now stored as a reading."""
+        self.db.execute("DELETE FROM quarantine WHERE id = ?", (row_id,))
 
     def quarantine_usage(self) -> QuarantineUsage:
         """Rows and bytes of the quarantine, as its budget counts them."""

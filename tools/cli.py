@@ -149,6 +149,32 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
     return 0 if not (live_doc and live_doc["running"]) or store["ok"] else 1  # 1: the store refuses messages
 
 
+def _cmd_gateway_replay_quarantine(args: argparse.Namespace) -> int:
+    from govedge.gateway import config as gwconfig
+    from govedge.gateway.health import live
+    from govedge.gateway.service import Gateway
+
+    try:
+        cfg = gwconfig.load(args.config)
+        if (doc := live(cfg.data_dir)) is not None and doc["running"]:
+            print(f"govedge gateway replay-quarantine: the service runs (process {doc['pid']}); stop it first "
+                  "(systemctl stop govedge-gateway), then start it again", file=sys.stderr)
+            return 2
+        gateway = Gateway(cfg)
+    except (gwconfig.ConfigError, OSError, ValueError) as exc:
+        print(f"govedge gateway replay-quarantine: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stored, left = gateway.replay_quarantined(args.code)
+    finally:
+        gateway.verifier.close()
+        gateway.store.close()
+        gateway.guard.close()
+    print(f"{stored} {args.code} messages stored (they go out with the next batch), {left} still refused "
+          "(their quarantine rows stay)")
+    return 0
+
+
 def _ask(value, question: str, default: str | None = None) -> str:
     """A value from its flag, else from the technician at the terminal, else its default."""
     if value:
@@ -480,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(exit status 1 while its store refuses messages: disk full or quota)")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_status)
+    p = gsub.add_parser("replay-quarantine", help="verify quarantined messages of one code again and store those "
+                                                  "that pass now (future_time, once the wrong clock is right)")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    p.add_argument("--code", default="future_time", help="the quarantine code (default future_time)")
+    p.set_defaults(func=_cmd_gateway_replay_quarantine)
 
     p = gsub.add_parser("install", help="make this Pi a gateway: key, config, broker with TLS and per-device "
                                         "credentials, systemd unit; then a self-test")

@@ -8,6 +8,7 @@ import time
 from govedge.core import crashguard, topics
 from govedge.core.wire import Reading
 from govedge.gateway.admit import DUPLICATE, Checks, FairShare, Refusal, admit
+from govedge.gateway.clocksync import GatewayClock
 from govedge.gateway.ingest import Inbound
 
 
@@ -15,10 +16,11 @@ def reading(device: str, seq: int, t: float | None = None, message: bytes = b"si
     return Reading(device, seq, t, (), message, b"", b"", b"")
 
 
-def checks(stored: dict[tuple[str, int], bytes] | None = None) -> Checks:
+def checks(stored: dict[tuple[str, int], bytes] | None = None, clock: GatewayClock | None = None) -> Checks:
+    """``clock``: the gateway's; by default the system's time, synchronized."""
     stored = stored or {}
     return Checks(300, lambda d: max((s for dev, s in stored if dev == d), default=None),
-                  lambda d, s: stored.get((d, s)))
+                  lambda d, s: stored.get((d, s)), clock=clock or GatewayClock("yes"))
 
 
 def test_a_reading_on_its_own_topic_in_time_and_after_the_last_one_passes():
@@ -34,7 +36,8 @@ def test_topic_then_clock_then_replay_each_with_its_code_and_reason():
         "wrong_topic", "published on the topic of 'esp32-0007' but signed by 'esp32-0202'")
     refusal = c.refusal(reading("esp32-0202", 40, late), "esp32-0202")
     assert refusal.code == "future_time"
-    assert refusal.reason == f"reading time {late} is more than 300 s ahead of the gateway"
+    assert refusal.reason == (f"reading time {late} is more than 300 s ahead of the gateway, whose clock is "
+                              "synchronized: the node's clock is wrong")
     assert c.refusal(reading("esp32-0202", 40), "esp32-0202") == Refusal(
         "replayed", "sequence number 40 of 'esp32-0202' is not above the last accepted one (50)")
 
