@@ -64,12 +64,10 @@ def check(cfg):
         _need(cfg, "serial", dict)
     else:
         raise ConfigError("config: transport must be 'mqtt' or 'serial', not %r" % transport)
-    interval = cfg["interval_s"]
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        raise ConfigError("config: interval_s must be a positive number of seconds, not %r" % interval)
-    wait = cfg["ack_timeout_s"]
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait <= 0:
-        raise ConfigError("config: ack_timeout_s must be a positive number of seconds, not %r" % wait)
+    for key in ("interval_s", "ack_timeout_s"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError("config: %s must be a positive number of seconds, not %r" % (key, value))
     if _need(cfg, "status_every", int) < 1:
         raise ConfigError("config: status_every must be at least 1")
     if _need(cfg, "seq_block", int) < 1:

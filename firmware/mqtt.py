@@ -10,26 +10,20 @@ import socket as _socket
 import umqtt.simple as _umqtt
 
 
-class _Sockets:
-    # what umqtt.simple uses of the socket module, each socket with the uplink's timeout
+class _Link:
+    # what umqtt.simple uses of the socket module, each socket with the uplink's timeout; once
+    # connected, also the stream umqtt reads and writes: its wait_msg() calls setblocking(True)
+    # after the first byte of every packet, which on a board means no timeout at all, and here
+    # means the uplink's timeout
     def __init__(self, timeout_s):
         self.timeout_s = timeout_s
         self.getaddrinfo = _socket.getaddrinfo
-        self.last = None
+        self.raw = self.stream = None  # the TCP socket (it holds the timeout); what umqtt uses on it
 
     def socket(self, *args):
-        s = self.last = _socket.socket(*args)
+        s = self.raw = _socket.socket(*args)
         s.settimeout(self.timeout_s)
         return s
-
-
-class _Bounded:
-    # umqtt.simple's wait_msg() calls setblocking(True) after the first byte of every packet,
-    # which on a board means no timeout at all: here blocking means the uplink's timeout
-    def __init__(self, stream, raw, timeout_s):
-        self.stream = stream  # what umqtt reads and writes (the TLS layer, with TLS)
-        self.raw = raw  # the TCP socket under it, which holds the timeout
-        self.timeout_s = timeout_s
 
     def read(self, n):
         return self.stream.read(n)
@@ -66,7 +60,7 @@ class Uplink:
     def __init__(self, cfg, log, timeout_s=10):
         m = cfg["mqtt"]
         self.log = log
-        self.sockets = _Sockets(timeout_s)
+        self.link = _Link(timeout_s)
         self.where = "%s:%d" % (m["host"], m["port"])
         self.client = _umqtt.MQTTClient(
             m.get("client_id") or cfg["device_id"], m["host"], m["port"],
@@ -78,13 +72,11 @@ class Uplink:
         self.topics = (m["topic"].encode(), m["status_topic"].encode())
         self.ack_topic = m["ack_topic"].encode()
         self.ack = None  # the highest sequence number the gateway acknowledged since acked()
-        self.heard = 0  # acks taken in, so that acked() knows when the line is quiet
         self.connected = False
 
     def _incoming(self, topic, msg):
         if topic != self.ack_topic:
             return
-        self.heard += 1
         try:
             n = int(msg)
         except ValueError:  # not the gateway's words: ignore rather than forget anything
@@ -94,10 +86,10 @@ class Uplink:
 
     def connect(self):
         # umqtt.simple 1.3.4 takes no timeout: it opens its socket from its module's `socket`
-        _umqtt.socket = self.sockets
+        _umqtt.socket = self.link
         try:
             self.client.connect()
-            self.client.sock = _Bounded(self.client.sock, self.sockets.last, self.sockets.timeout_s)
+            self.link.stream, self.client.sock = self.client.sock, self.link
             # clean session: acks published while the node was away are lost; it sends again instead
             self.client.subscribe(self.ack_topic, 1)
         except Exception as exc:  # umqtt raises OSError, MQTTException, IndexError on a cut reply
@@ -122,11 +114,9 @@ class Uplink:
         never waits (OSError when the connection broke)."""
         if self.connected:
             try:
-                for _ in range(8):  # at most 8 incoming packets per poll: bounded work per loop
-                    heard = self.heard
-                    self.client.check_msg()  # non-blocking; _Bounded restores the timeout
-                    if self.heard == heard:
-                        break
+                # one packet, without waiting (the node polls every 200 ms; publish() reads
+                # acks too); setblocking(True) in it restores the timeout
+                self.client.check_msg()
             except Exception as exc:
                 self.close()
                 raise OSError("connection to %s lost: %r" % (self.where, exc))
@@ -139,7 +129,7 @@ class Uplink:
                 self.client.sock.close()
             except Exception:
                 pass
-            self.client.sock = None
+            self.client.sock = self.link.stream = None
         if self.connected:
             self.log("mqtt", "disconnected from %s" % self.where)
         self.connected = False

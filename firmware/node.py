@@ -51,6 +51,7 @@ class Node:
         self.buffer = Buffer("buffer.dat", b["slots"], b["slot_bytes"])
         if self.buffer.corrupt:
             log("buffer", "%d damaged slots ignored (power loss during a write)" % self.buffer.corrupt)
+        gc.collect()  # the buffer's scan left garbage: the uplink's code fills its holes, not fresh heap
         self.uplink = board.uplink(cfg, log)
         self.sensors = {}
         self.errors = {}
@@ -63,8 +64,7 @@ class Node:
         # not sent again on this connection, until its ack comes or ack_timeout_s passes
         self.sent_upto = -1  # sending goes on above this seq; -1: all unacknowledged again
         self.carried = -1  # the highest seq this connection carried: acks vouch for no more
-        self.ack_wait_base = int(cfg["ack_timeout_s"] * 1000)
-        self.ack_wait_ms = self.ack_wait_base
+        self.ack_wait_ms = self.ack_timeout_ms()
         self.ack_since = clock.ticks_ms()  # the last ack, or the first send with nothing in flight
         self.backlog = -1  # the newest seq a failure left waiting: "buffer sent" once it is acknowledged
         self.synced_at = None
@@ -134,7 +134,10 @@ class Node:
             return False
         progress = False
         try:
-            self.take_acks()
+            n = self.uplink.acked()  # publish() reads acks too: they wait here until the next flush
+            if n is not None:
+                # only what this connection sent: an ack cannot vouch for a message it never carried
+                self.acknowledged(min(n, self.carried))
             while True:
                 item = self.buffer.after(self.sent_upto)
                 if item is None:
@@ -149,14 +152,14 @@ class Node:
                     self.acknowledged(seq)
                 progress = True
                 self.feed()
-            self.take_acks()
         except OSError as exc:
             # acks of this connection are lost with it: all unacknowledged go again on the next
             self.sent_upto = self.carried = -1
             # a link that took something is alive: try again soon; a dead one, ever later
             self.backoff_ms = _BACKOFF_MIN_MS if progress else min(
                 _BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
-            self.backoff_ms += self._jitter(self.backoff_ms)
+            # jitter, so that nodes cut off together do not come back together
+            self.backoff_ms += self.backoff_ms * os.urandom(1)[0] // 1024
             self.retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
             log("uplink", "%s; %d waiting, next try in %d s"
                 % (exc, len(self.buffer.pending), self.backoff_ms // 1000))
@@ -169,8 +172,7 @@ class Node:
                 % (self.ack_wait_ms // 1000, len(self.buffer.pending)))
             self.sent_upto = -1
             # the gateway may be down or slow: repeated rounds without progress wait ever longer
-            self.ack_wait_ms = max(self.ack_wait_base, min(_ACK_WAIT_MAX_MS, 2 * self.ack_wait_ms))
-            self.ack_wait_ms += self._jitter(self.ack_wait_ms)
+            self.ack_wait_ms = max(self.ack_timeout_ms(), min(_ACK_WAIT_MAX_MS, 2 * self.ack_wait_ms))
             self.backlog = self.seq.next - 1
         pending = self.buffer.pending
         if self.backlog >= 0 and (not pending or pending[0][0] > self.backlog):
@@ -178,20 +180,13 @@ class Node:
             self.backlog = -1
         return True
 
-    def _jitter(self, ms):
-        # up to a quarter more, so that nodes cut off together do not come back together
-        return ms * os.urandom(1)[0] // 1024
+    def ack_timeout_ms(self):
+        return int(self.cfg["ack_timeout_s"] * 1000)
 
     def waiting(self):
         """Whether a message sent on this connection waits for the gateway's ack."""
         pending = self.buffer.pending
         return bool(pending) and pending[0][0] <= self.sent_upto
-
-    def take_acks(self):
-        n = self.uplink.acked()
-        if n is not None:
-            # only what this connection sent: an ack cannot vouch for a message it never carried
-            self.acknowledged(min(n, self.carried))
 
     def acknowledged(self, n):
         """The gateway has committed every message up to n: they leave the buffer."""
@@ -201,19 +196,16 @@ class Node:
         first = pending[0][0]
         self.buffer.delivered(n)
         self.ack_since = clock.ticks_ms()
-        self.ack_wait_ms = self.ack_wait_base
+        self.ack_wait_ms = self.ack_timeout_ms()
         if not self.delivered_once:  # once per boot: the technician (and govedge flash) see it work
             self.delivered_once = True
             log("uplink", "first message delivered (#%d)" % first)
 
     def await_acks(self, ms):
-        """Before deep sleep: give the gateway up to ms to acknowledge what was sent."""
+        """Before deep sleep: give the gateway up to ms to acknowledge what was sent; what it
+        did not stays in the buffer for the next wake-up."""
         start = clock.ticks_ms()
-        while self.waiting() and clock.ticks_diff(clock.ticks_ms(), start) < ms:
-            try:
-                self.take_acks()
-            except OSError:
-                return  # unacknowledged messages stay in the buffer for the next wake-up
+        while self.waiting() and clock.ticks_diff(clock.ticks_ms(), start) < ms and self.flush():
             self.feed()
             clock.sleep_ms(20)
 
@@ -261,7 +253,7 @@ class Node:
                 log("node", "cycle failed: %r" % exc)
             self.feed()
             if self.cfg["deep_sleep"]:
-                self.await_acks(min(self.ack_wait_base, _SLEEP_ACK_MS))
+                self.await_acks(min(self.ack_timeout_ms(), _SLEEP_ACK_MS))
                 self.buffer.save_cursor()
                 self.uplink.close()
                 log("node", "deep sleep for %d ms" % interval_ms)
