@@ -87,10 +87,11 @@ class PahoUplink:
         self.ready = threading.Event()
         self.lock = threading.Lock()  # self.ack and self.lost, shared with paho's thread
         self.ack = None  # the highest sequence number acknowledged since acked()
-        self.lost = False  # the connection dropped since connect(): its acks are gone
+        self.lost = None  # why the connection is no use since connect(): its acks are gone
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connected = False
 
     def _on_connect(self, client, userdata, flags, reason, properties):
@@ -102,7 +103,12 @@ class PahoUplink:
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self.ready.clear()
         with self.lock:
-            self.lost = True
+            self.lost = self.lost or "connection to %s lost" % self.where
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if any(rc.is_failure for rc in reason_codes):  # the broker's ACL: no acks would ever come
+            with self.lock:
+                self.lost = "broker %s refused %s" % (self.where, self.ack_topic)
 
     def _on_message(self, client, userdata, msg):
         if msg.topic != self.ack_topic:
@@ -117,7 +123,7 @@ class PahoUplink:
 
     def connect(self):
         with self.lock:
-            self.lost, self.ack = False, None
+            self.lost, self.ack = None, None
         try:
             self.client.connect(self.host, self.port, self.keepalive)
         except OSError as exc:
@@ -135,7 +141,7 @@ class PahoUplink:
             lost = self.lost
         if lost:
             self.close()
-            raise OSError("connection to %s lost" % self.where)
+            raise OSError(lost)
 
     def send(self, kind, seq, msg):
         """Publish; False: the gateway's acknowledgement comes later, through acked()."""

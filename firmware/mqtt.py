@@ -90,11 +90,15 @@ class Uplink:
         try:
             self.client.connect()
             self.link.stream, self.client.sock = self.client.sock, self.link
-            # clean session: acks published while the node was away are lost; it sends again instead
-            self.client.subscribe(self.ack_topic, 1)
         except Exception as exc:  # umqtt raises OSError, MQTTException, IndexError on a cut reply
             self.close()
             raise OSError("broker %s unreachable: %r" % (self.where, exc))
+        try:
+            # clean session: acks published while the node was away are lost; it sends again instead
+            self.client.subscribe(self.ack_topic, 1)
+        except Exception as exc:  # MQTTException(128): the broker's ACL refused it
+            self.close()
+            raise OSError("broker %s refused %s: %r" % (self.where, self.ack_topic.decode(), exc))
         self.connected = True
         self.log("mqtt", "connected to %s" % self.where)
 
