@@ -89,7 +89,7 @@ class HubService:
     def __init__(self, cfg: HubConfig):
         self.cfg = cfg
         self.counters: Counter = Counter()
-        self.store = HubStore(cfg.store, cfg.rejected_keep_bytes)
+        self.store = HubStore(cfg.store, cfg.rejected_keep_bytes, cfg.synchronous)
         state_dir = _state_dir(cfg)
         try:
             self.guard = CrashGuard(state_dir / ("handling-" + re.sub(r"[^A-Za-z0-9._-]", "_", cfg.mqtt.client_id)))

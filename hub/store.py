@@ -149,6 +149,7 @@ ADDED_COLUMNS = (
                                  "revoked_since (or it has none); NULL otherwise"),
 )
 
+SYNCHRONOUS = ("FULL", "NORMAL")  # [store] synchronous: SQLite's PRAGMA synchronous in WAL mode
 KEEP_BYTES = 262144  # of a rejected payload; a batch of 500 readings (about 100 kB) fits whole
 MAX_REASON_CHARS = 500
 MAX_TOPIC_CHARS = 256
@@ -222,8 +223,12 @@ def _number(value) -> float | None:
 
 
 class HubStore:
-    def __init__(self, url: str, keep_bytes: int = KEEP_BYTES):
-        """``keep_bytes``: how much of a rejected payload is kept (a device message always whole)."""
+    def __init__(self, url: str, keep_bytes: int = KEEP_BYTES, synchronous: str = "FULL"):
+        """``keep_bytes``: how much of a rejected payload is kept (a device message always whole);
+        ``synchronous``: SQLite's PRAGMA synchronous, FULL (a commit is fsynced: it survives a power cut) or
+        NORMAL (it survives a crash of the process; a power cut may undo the last commits)."""
+        if synchronous not in SYNCHRONOUS:
+            raise StoreError(f"synchronous must be one of {list(SYNCHRONOUS)}, not {synchronous!r}")
         self.url = url
         self.keep_bytes = max(keep_bytes, wire.MAX_MESSAGE_BYTES)
         if url.startswith(("postgresql://", "postgres://")):
@@ -242,7 +247,7 @@ class HubStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.dialect = "sqlite"
         with self.transaction():  # hub workers starting together create the tables once
             if self.dialect == "postgresql":
