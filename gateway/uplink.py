@@ -6,8 +6,8 @@ flight; the cursor moves only when the hub confirms on the gateway's own
 broker's PUBACK: a broker may lose what it acknowledged. What is not confirmed
 within ``[hub] confirm_timeout_s`` is sent again, and all of it after a new
 connection; the hub de-duplicates (docs/FORMAT.md, "Acknowledgements between
-gateway and hub"). Anchored epochs follow, the same way, once every batch is
-confirmed. While the hub is away everything waits on disk (govedge.gateway.store).
+gateway and hub"). Anchored epochs follow, the same way, once every batch in
+them is confirmed. While the hub is away everything waits on disk (govedge.gateway.store).
 """
 
 from __future__ import annotations
@@ -154,8 +154,7 @@ class HubUplink(threading.Thread):
                             break  # the hub is away; the batch stays after the cursor
                         if gap:
                             time.sleep(gap)  # the backlog after an outage goes out under the rate cap
-                else:
-                    self._send_epochs(store)
+                self._send_epochs(store, store.cursor(self.DESTINATION))
                 self.wake.wait(self._next_due())
         finally:
             self.client.disconnect()
@@ -223,9 +222,11 @@ class HubUplink(threading.Thread):
         self.counters["batches_delivered" if kind == "batch" else "epochs_delivered"] += done
         return items[done:]
 
-    def _send_epochs(self, store: Store) -> None:
-        """Anchored epochs to the hub, after every batch is confirmed, kept until the hub confirms them too."""
-        pending = store.confirmed_epochs_after(store.cursor(self.EPOCHS), EPOCH_WINDOW)
+    def _send_epochs(self, store: Store, batches_confirmed: int) -> None:
+        """Anchored epochs to the hub once the hub confirmed every batch in them (up to ``batches_confirmed``),
+        kept until the hub confirms them too."""
+        pending = [e for e in store.confirmed_epochs_after(store.cursor(self.EPOCHS), EPOCH_WINDOW)
+                   if e.last_batch <= batches_confirmed]
         pending = self._pass_confirmed(store, self.EPOCHS, "epoch", [e.number for e in pending], pending)
         for e in pending:
             if not self._due(("epoch", e.number)):
