@@ -144,16 +144,14 @@ class HubUplink(threading.Thread):
                 self.wake.clear()
                 self._take_confirmations()
                 pending = store.batches_after(store.cursor(self.DESTINATION), WINDOW)
-                if pending:
-                    pending = self._pass_confirmed(store, self.DESTINATION, "batch", [b.seq for b in pending],
-                                                   pending)
-                    for b in pending:
-                        if not self._due(("batch", b.seq)):
-                            continue
-                        if not self._publish(self.cfg.hub_topic, b.cose, ("batch", b.seq)):
-                            break  # the hub is away; the batch stays after the cursor
-                        if gap:
-                            time.sleep(gap)  # the backlog after an outage goes out under the rate cap
+                pending = self._pass_confirmed(store, self.DESTINATION, "batch", [b.seq for b in pending], pending)
+                for b in pending:
+                    if not self._due(("batch", b.seq)):
+                        continue
+                    if not self._publish(self.cfg.hub_topic, b.cose, ("batch", b.seq)):
+                        break  # the hub is away; the batch stays after the cursor
+                    if gap:
+                        time.sleep(gap)  # the backlog after an outage goes out under the rate cap
                 self._send_epochs(store, store.cursor(self.DESTINATION))
                 self.wake.wait(self._next_due())
         finally:
@@ -207,8 +205,10 @@ class HubUplink(threading.Thread):
     def _pass_confirmed(self, store: Store, destination: str, kind: str, numbers: list[int], items: list) -> list:
         """Moves the destination's cursor past the confirmed items at the head of ``items`` (in order, numbered
         ``numbers``): every item up to the cursor is confirmed. Returns the items after it."""
-        for stale in [k for k in self.confirmed if k[0] == kind and numbers and k[1] < numbers[0]]:
-            del self.confirmed[stale]  # confirmed again after the cursor passed it (a delivery again)
+        # behind the cursor: confirmed again after it passed (a delivery again), or dropped by the quota unconfirmed
+        for stale in [k for k in {*self.confirmed, *self.sent} if k[0] == kind and (not numbers or k[1] < numbers[0])]:
+            self.confirmed.pop(stale, None)
+            self.sent.pop(stale, None)
         done = 0
         while done < len(numbers) and (kind, numbers[done]) in self.confirmed:
             done += 1
