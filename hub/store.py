@@ -430,7 +430,8 @@ class HubStore:
                              (b.gateway_id, b.store_id or "", b.seq)).fetchone()
             if bytes(row[0]) != b.cose:
                 raise StoreError(f"batch {b.id} is here already with other contents: the gateway's "
-                                 "sequence numbers went back (was its store lost?)")
+                                 "sequence numbers went back in one store (was its store restored from an old "
+                                 "copy, or lost by a gateway from before store ids?)")
         return bool(inserted)
 
     def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> Refusal | None:
