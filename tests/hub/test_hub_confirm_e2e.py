@@ -95,3 +95,50 @@ def test_a_batch_the_hub_broker_acknowledged_and_lost_is_sent_again_and_stored_o
     # stored exactly once; a delivery again (sent again before the confirmation came) was confirmed as a duplicate
     assert hub.log.count(f"batch {GATEWAY_ID}/{store_id}/0: ") == 1, hub.log[-3000:]
     assert len(store_id) == 16 and gw.log.count("sending it again") >= 1
+
+
+def test_the_gateway_keeps_a_window_of_batches_in_flight_and_moves_it_only_on_the_hubs_confirmation(tmp_path,
+                                                                                                 build_dir):
+    from govedge.gateway.uplink import WINDOW
+    from support.deploy import HubSubscriber
+
+    local = Mosquitto(tmp_path / "local", persistence=True).start()
+    hub_broker = Mosquitto(tmp_path / "hub-broker", persistence=True).start()
+    registry = tmp_path / "registry.json"
+    node = VirtualNode(tmp_path / DEVICE, build_dir, registry, DEVICE, local.port, interval_s=0.05)
+    gw = GatewayProcess(tmp_path / "gateway", registry, local.port, hub_broker.port, batch_interval_s=0.05,
+                        batch_max_readings=1, hub=f'[hub]\nhost = "127.0.0.1"\nport = {hub_broker.port}\n'
+                                                  'rate_per_s = 0\nconfirm_timeout_s = 3\n')
+    sub = None
+    try:
+        gw.start()
+        sub = HubSubscriber(hub_broker.port, registry, gw.public_key, confirms=False)  # a hub that is silent
+        assert sub.subscribed.wait(10)
+        gw.wait_for_log("ingest: subscribed")
+        node.start()
+        wait_until(lambda: (_gateway_db(gw, "SELECT max(seq) FROM batches")[0][0] or 0) >= WINDOW + 8, timeout=60,
+                   what="more batches than the window")
+        wait_until(lambda: len(sub.batches) >= WINDOW, what="a window of batches at the hub")
+        # several in flight, not one per round trip; and no more than the window while nothing is confirmed
+        assert sorted(b.seq for b in sub.batches.values()) == list(range(WINDOW))
+        assert _gateway_db(gw, "SELECT batch_seq FROM cursors WHERE destination = 'hub'") == []
+        sub.confirms = True  # from now on the hub confirms: what it got unconfirmed comes again, then the rest
+        node.kill()
+
+        def all_confirmed() -> bool:
+            made = _gateway_db(gw, "SELECT max(seq) FROM batches")[0][0]
+            unbatched = _gateway_db(gw, "SELECT count(*) FROM readings WHERE batch_seq IS NULL")[0][0]
+            return not unbatched and _gateway_db(gw, "SELECT batch_seq FROM cursors WHERE destination = 'hub'") \
+                == [(made,)]
+
+        wait_until(all_confirmed, timeout=60, what="every batch confirmed", detail=lambda: gw.log[-1500:])
+        made = [s for (s,) in _gateway_db(gw, "SELECT seq FROM batches ORDER BY seq")]
+        assert sorted(b.seq for b in sub.batches.values()) == made
+        assert "not confirmed by the hub within 3 s; sending it again" in gw.log
+    finally:
+        node.kill()
+        if sub is not None:
+            sub.close()
+        gw.stop()
+        local.stop()
+        hub_broker.stop()
