@@ -167,3 +167,26 @@ def test_the_hub_sqlite_store_fsyncs_every_commit_unless_told_otherwise(tmp_path
         finally:
             s.close()
     assert hubconfig.load(world.hub_toml(1883)).synchronous == "FULL"
+
+
+def test_what_the_hub_refuses_is_confirmed_as_refused_with_its_code_and_garbage_names_nothing_to_confirm(tmp_path):
+    from support import private_key, scalar
+
+    world = World(tmp_path / "w", devices=1)
+    device = world.devices[0]
+    forged, _root = batch.sign(private_key(scalar("someone-else")), GATEWAY, 5, world.t0, [world.message(device)],
+                               [], "raw", STORE_A)
+    stranger, _root = batch.sign(world.gateway_key, "gw-unknown", 0, world.t0, [world.message(device)], [], "raw",
+                                 STORE_B)
+    hub = make_hub(world)
+    sent = confirmations(hub)
+    try:
+        feed(hub, [(topics.batch(GATEWAY), forged), (topics.batch(GATEWAY), b"\xd2\x84garbage"),
+                   (topics.batch("gw-unknown"), stranger)])
+    finally:
+        close(hub)
+    # a forged batch is confirmed by what it names (only its gateway may write its topic): the gateway that sent
+    # it stops sending it; one of a gateway not known yet is held, and confirmed as waiting
+    assert [(t, c.store_id, c.number, c.outcome, c.code) for t, c in sent] == [
+        (topics.committed(GATEWAY), STORE_A, 5, "rejected", "bad_signature"),
+        (topics.committed("gw-unknown"), STORE_B, 0, "waiting", "unknown_gateway")]
