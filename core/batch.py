@@ -1,8 +1,10 @@
 """The gateway's batch on the wire (docs/FORMAT.md, "The batch"): build and verify.
 
 A batch is a COSE_Sign1 signed with the gateway's own P-256 key (ES256, kid =
-gateway id) over a CBOR map: the gateway id and batch sequence number (the
-batch id the hub de-duplicates by), the RFC 9162 Merkle root over the device
+gateway id) over a CBOR map: the gateway id, the id of the gateway's store
+(random, made with the store: a gateway whose SD card was replaced numbers its
+batches from 0 again, in a new store) and the batch sequence number in that
+store (together the batch id the hub de-duplicates by), the RFC 9162 Merkle root over the device
 messages it covers, the messages themselves ("raw" mode) or their leaf hashes
 ("aggregate" mode), and the gateway's aggregates.
 """
@@ -10,6 +12,7 @@ messages it covers, the messages themselves ("raw" mode) or their leaf hashes
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -22,6 +25,7 @@ from .wire import WireError
 FORMAT_VERSION = 1
 MODES = ("raw", "aggregate")
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+STORE_ID = re.compile(r"[0-9a-f]{16}")  # a gateway store's id: 8 random bytes, lowercase hex
 BATCH_SIGNER = cose.Signer("unknown_gateway", "gateway {kid!r} is unknown to the registry",
                            "batch signature does not verify with the key of gateway {kid!r}")
 
@@ -38,23 +42,34 @@ class Batch:
     leaves: tuple[bytes, ...]  # RFC 9162 leaf hashes of the messages, in tree order
     aggregates: tuple[dict, ...]
     cose: bytes
+    store_id: str | None = None  # None: a batch of a gateway from before store ids
 
     @property
     def id(self) -> str:
-        return f"{self.gateway_id}/{self.seq}"
+        return batch_id(self.gateway_id, self.store_id, self.seq)
+
+
+def batch_id(gateway_id: str, store_id: str | None, seq: int) -> str:
+    """A batch's id as people see it: GATEWAY/STORE/SEQ, or GATEWAY/SEQ for a batch without a store id."""
+    return f"{gateway_id}/{store_id}/{seq}" if store_id else f"{gateway_id}/{seq}"
 
 
 def sign(key: ec.EllipticCurvePrivateKey, gateway_id: str, seq: int, created: int, messages: list[bytes],
-         aggregates: list[dict], mode: str = "raw") -> tuple[bytes, bytes]:
-    """The batch's COSE_Sign1 bytes and its Merkle root."""
+         aggregates: list[dict], mode: str = "raw", store_id: str | None = None) -> tuple[bytes, bytes]:
+    """The batch's COSE_Sign1 bytes and its Merkle root; ``store_id``: the gateway store's (None: left out,
+    as gateways from before store ids did)."""
     if mode not in MODES:
         raise ValueError(f"batch mode must be one of {MODES}, not {mode!r}")
+    if store_id is not None and not STORE_ID.fullmatch(store_id):
+        raise ValueError(f"store id must be 16 lowercase hex digits, not {store_id!r}")
     leaves = [merkle.leaf_hash(m) for m in messages]
     root = merkle.root(leaves)
     body = {
         "v": FORMAT_VERSION, "gateway": gateway_id, "seq": seq, "created": created, "mode": mode,
         "root": root, "size": len(messages), "aggregates": aggregates,
     }
+    if store_id is not None:
+        body["store"] = store_id
     if mode == "raw":
         body["messages"] = list(messages)
     else:
@@ -122,6 +137,9 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
         raise WireError("malformed_batch", f"batch format version {version!r} is not {FORMAT_VERSION}")
     if gw != gateway_id:
         raise WireError("malformed_batch", f"batch names gateway {gw!r} but is signed by {gateway_id!r}")
+    store_id = body.get("store")
+    if store_id is not None and not (isinstance(store_id, str) and STORE_ID.fullmatch(store_id)):
+        raise WireError("malformed_batch", "batch store is not 16 lowercase hex digits")
     if not _uint(seq) or not isinstance(mode, str) or mode not in MODES or not isinstance(root, bytes) \
             or len(root) != 32:
         raise WireError("malformed_batch", "batch seq, mode or root is malformed")
@@ -132,7 +150,7 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
     for i, a in enumerate(aggregates):
         fault = _aggregate_fault(a)
         if fault:
-            raise WireError("malformed_batch", f"batch {gateway_id}/{seq}, aggregate {i}: {fault}")
+            raise WireError("malformed_batch", f"batch {batch_id(gateway_id, store_id, seq)}, aggregate {i}: {fault}")
     messages: tuple[bytes, ...] = ()
     if mode == "raw":
         messages = body.get("messages") or ()
@@ -148,12 +166,12 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable[ec.EllipticCurveP
     if len(leaves) != size:
         raise WireError("malformed_batch", f"batch says {size} messages but carries {len(leaves)}")
     if merkle.root(list(leaves)) != root:
-        raise WireError("bad_root", f"batch {gateway_id}/{seq}: Merkle root does not match its messages")
+        raise WireError("bad_root", f"batch {batch_id(gateway_id, store_id, seq)}: Merkle root does not match its messages")
     if device_keys is not None:
         for i, m in enumerate(messages):
             try:
                 wire.verify(m, device_keys)
             except WireError as exc:
-                raise WireError(exc.code, f"batch {gateway_id}/{seq}, message {i}: {exc.reason}") from None
+                raise WireError(exc.code, f"batch {batch_id(gateway_id, store_id, seq)}, message {i}: {exc.reason}") from None
     return Batch(gateway_id, seq, created, mode, root, size, messages, leaves,
-                 tuple(aggregates or ()), bytes(data))
+                 tuple(aggregates or ()), bytes(data), store_id)

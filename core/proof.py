@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Sequence
 import cbor2
 
 from . import cose, merkle, wire
+from .batch import batch_id
 from .epoch import Epoch, batch_head
 from .receipt import AnchorBackend, AnchorError, Receipt
 from .errors import GovedgeError
@@ -60,12 +61,15 @@ def build(message: bytes, batch_leaves: Sequence[bytes], head: bytes, epoch: Epo
     index = list(batch_leaves).index(leaf)
     epoch_index = list(epoch.heads).index(head)
     h = cbor2.loads(head)
+    epoch_part = {"gateway": epoch.gateway_id, "number": epoch.number}
+    if epoch.store_id is not None:
+        epoch_part["store"] = epoch.store_id
     return {
         "format": FORMAT,
         "reading": {"message": message.hex()},
-        "batch": {"id": f"{h['gateway']}/{h['seq']}", "head": head.hex(), "leaf_index": index,
+        "batch": {"id": batch_id(h["gateway"], h.get("store"), h["seq"]), "head": head.hex(), "leaf_index": index,
                   "path": [p.hex() for p in merkle.inclusion_proof(index, list(batch_leaves))]},
-        "epoch": {"gateway": epoch.gateway_id, "number": epoch.number, "size": len(epoch.heads),
+        "epoch": {**epoch_part, "size": len(epoch.heads),
                   "root": epoch.root.hex(), "leaf_index": epoch_index,
                   "path": [p.hex() for p in merkle.inclusion_proof(epoch_index, [merkle.leaf_hash(x)
                                                                                  for x in epoch.heads])]},
@@ -119,16 +123,18 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
     try:
         head = cose.strict_loads(head_bytes, "the batch head")
         gateway_id, seq, size, root = head["gateway"], head["seq"], head["size"], head["root"]
+        store_id = head.get("store")
     except Exception:  # noqa: BLE001 - any fault of the head is the same fault
         raise ProofError("batch_path", "the batch head is not a CBOR map with gateway, seq, size and root") from None
-    if batch_head(gateway_id, seq, head.get("created"), head.get("mode"), size, root) != head_bytes:
+    if batch_head(gateway_id, seq, head.get("created"), head.get("mode"), size, root, store_id) != head_bytes:
         raise ProofError("batch_path", "the batch head is not in its deterministic encoding")
     path = [_hex(p, "batch_path", "a batch path hash", 32) for p in _get(b, "path", "batch_path")]
     index = _get(b, "leaf_index", "batch_path")
+    bid = batch_id(gateway_id, store_id, seq)
     if not merkle.verify_inclusion(merkle.leaf_hash(message), index, size, path, root):
-        raise ProofError("batch_path", f"the message is not leaf {index} of batch {gateway_id}/{seq} "
+        raise ProofError("batch_path", f"the message is not leaf {index} of batch {bid} "
                                        f"(root {root.hex()[:16]}..., {size} messages)")
-    done.append(f"batch_path       leaf {index} of {size} in batch {gateway_id}/{seq}: valid")
+    done.append(f"batch_path       leaf {index} of {size} in batch {bid}: valid")
     # 4: the batch in its epoch
     e = _get(bundle, "epoch", "epoch_path")
     e_root = _hex(_get(e, "root", "epoch_path"), "epoch_path", "the epoch root", 32)
@@ -137,9 +143,10 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
     if _get(e, "gateway", "epoch_path") != gateway_id:
         raise ProofError("epoch_path", f"the epoch is gateway {e['gateway']!r}'s, the batch {gateway_id!r}'s")
     if not merkle.verify_inclusion(merkle.leaf_hash(head_bytes), e_index, e_size, e_path, e_root):
-        raise ProofError("epoch_path", f"batch {gateway_id}/{seq} is not leaf {e_index} of epoch "
+        raise ProofError("epoch_path", f"batch {bid} is not leaf {e_index} of epoch "
                                        f"{e.get('number')} (root {e_root.hex()[:16]}..., {e_size} batches)")
-    done.append(f"epoch_path       batch {e_index} of {e_size} in epoch {e.get('number')} of {gateway_id}: valid")
+    of = gateway_id + (f", store {e['store']}" if e.get("store") else "")
+    done.append(f"epoch_path       batch {e_index} of {e_size} in epoch {e.get('number')} of {of}: valid")
     # 5: the receipt
     a = bundle.get("anchor")
     if a is None:

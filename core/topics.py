@@ -69,6 +69,12 @@ def epoch(gateway_id: str) -> str:
     return f"{PREFIX}/gateway/{gateway_id}/epoch"
 
 
+def committed(gateway_id: str) -> str:
+    """Where the hub confirms to a gateway what it committed or refused of its batches and epoch records
+    (docs/FORMAT.md, "Acknowledgements between gateway and hub"): the hub writes, only that gateway reads."""
+    return f"{PREFIX}/gateway/{gateway_id}/committed"
+
+
 def gateway_of(topic: str) -> str | None:
     """The gateway id in a batch or epoch topic, or None for a topic outside the layout."""
     parts = topic.split("/")

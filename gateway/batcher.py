@@ -58,9 +58,10 @@ class Batcher:
         seq = self.store.next_batch_seq()
         aggregates = [a.to_cbor_map() for a in self.aggregates]
         created = int(time.time())
-        cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, created,
-                                [r.message for r in rows], aggregates, self.cfg.batch_mode)
-        head = epoch.batch_head(self.cfg.gateway_id, seq, created, self.cfg.batch_mode, len(rows), root)
+        cose, root = batch.sign(self.key, self.cfg.gateway_id, seq, created, [r.message for r in rows], aggregates,
+                                self.cfg.batch_mode, self.store.store_id)
+        head = epoch.batch_head(self.cfg.gateway_id, seq, created, self.cfg.batch_mode, len(rows), root,
+                                self.store.store_id)
         with self.store:
             self.store.add_batch(seq, rows, root, cose, head)
         self.aggregates.clear()

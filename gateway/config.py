@@ -32,6 +32,8 @@ class GatewayConfig:
     batch_max_readings: int = 500
     batch_mode: str = "raw"
     uplink_rate_per_s: float = 20.0
+    # a batch or epoch record the hub has not confirmed committed this long after it went out is sent again
+    hub_confirm_timeout_s: float = 30.0
     store_max_bytes: int = 2_000_000_000
     store_max_age_days: int = 90
     store_held_back_days: int = 30  # how long values held back by the filters are kept for audit
@@ -89,9 +91,11 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         ingest=endpoint(ingest.get("mqtt") or {}, "[ingest.mqtt]", 1883),
         serial_ports=list((ingest.get("serial") or {}).get("ports", [])),
         serial_baud=int((ingest.get("serial") or {}).get("baud", 115200)),
-        hub=endpoint({k: v for k, v in hub.items() if k != "topic" and k != "rate_per_s"}, "[hub]", 8883),
+        hub=endpoint({k: v for k, v in hub.items() if k not in ("topic", "rate_per_s", "confirm_timeout_s")}, "[hub]",
+                     8883),
         hub_topic=hub.get("topic", topics.batch(gw["id"])),
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
+        hub_confirm_timeout_s=float(hub.get("confirm_timeout_s", 30.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
         clock_synchronized=(doc.get("verify") or {}).get("clock_synchronized", "auto"),
         verify_workers=workers((doc.get("verify") or {}).get("workers", "auto")),
@@ -139,6 +143,9 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
     if cfg.clock_synchronized not in ("auto", "yes", "no"):
         raise ConfigError("[verify] clock_synchronized must be 'auto' (ask the kernel and systemd-timesyncd), "
                           f"'yes' or 'no', not {cfg.clock_synchronized!r}")
+    if not cfg.hub_confirm_timeout_s > 0:
+        raise ConfigError(f"[hub] confirm_timeout_s must be a positive number of seconds, not "
+                          f"{cfg.hub_confirm_timeout_s:g}")
     if cfg.device_burst < 1 or cfg.device_rate_per_s <= 0:
         raise ConfigError("[verify] device_burst and device_rate_per_s must be positive")
     if cfg.quarantine_max_bytes < 1 or cfg.quarantine_max_rows < 1:

@@ -28,9 +28,10 @@ def bundle_for(cfg: GatewayConfig, device_id: str, seq: int) -> dict:
             raise ProofUnavailable(f"batch {cfg.gateway_id}/{batch_seq} is in the open epoch: it closes "
                                    f"{cfg.epoch_s:g} s after its first batch, then it is anchored")
         number, heads, receipt_json = epoch
+        store_id = store.store_id
     finally:
         store.close()
     public = cfg.signing_key().public_key()
     b = batch.verify(cose, lambda gw: [public] if gw == cfg.gateway_id else [])
     receipt = Receipt.loads(receipt_json) if receipt_json else None
-    return proof.build(message, b.leaves, head, Epoch(cfg.gateway_id, number, tuple(heads)), receipt)
+    return proof.build(message, b.leaves, head, Epoch(cfg.gateway_id, number, tuple(heads), store_id), receipt)

@@ -5,7 +5,7 @@ verify (signatures in worker processes; then topic, clock and replay in arrival
 order, govedge.gateway.admit) -> store (SQLite, committed before the broker gets
 its PUBACK; the quota, govedge.gateway.quota) -> batch (RFC 9162 root, gateway
 signature; epochs, govedge.gateway.batcher) -> uplink (MQTT QoS 1 to the hub,
-cursor advanced on PUBACK, govedge.gateway.uplink).
+cursor advanced on the hub's confirmation, govedge.gateway.uplink).
 A bad message is quarantined with its reason and acknowledged: it never blocks
 what comes after it and is never retried forever. The one exception is a
 message refused only because the registry does not know its device

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -99,8 +100,8 @@ CREATE TABLE IF NOT EXISTS cursors (
     batch_seq INTEGER NOT NULL          -- every item up to this one is acknowledged
 );
 CREATE TABLE IF NOT EXISTS sequences (
-    name TEXT PRIMARY KEY,              -- 'batch': the next batch sequence number
-    next INTEGER NOT NULL               -- never goes back, whatever is pruned or dropped
+    name TEXT PRIMARY KEY,              -- 'batch': the next batch sequence number; 'store': the store's id
+    next INTEGER NOT NULL               -- never goes back, whatever is pruned or dropped; the id never changes
 );
 CREATE TABLE IF NOT EXISTS drops (
     id INTEGER PRIMARY KEY,
@@ -205,6 +206,13 @@ class Store:
             if column not in columns:  # a store from before the quarantine had its budget
                 self.db.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {kind}")
         self.db.execute("CREATE INDEX IF NOT EXISTS quarantine_sender ON quarantine (sender, id)")
+        # the store's id: 8 random bytes (a signed 64-bit integer here), made by the first open of a store (new, or
+        # from before store ids); two connections opening it together keep the first one's. The hub tells this
+        # store's batches from those of a store this gateway lost (a replaced SD card) by it
+        self.db.execute("INSERT OR IGNORE INTO sequences (name, next) VALUES ('store', ?)",
+                        (int.from_bytes(secrets.token_bytes(8), "big", signed=True),))
+        (n,) = self.db.execute("SELECT next FROM sequences WHERE name = 'store'").fetchone()
+        self.store_id: str = n.to_bytes(8, "big", signed=True).hex()  # govedge.core.batch.STORE_ID
         self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from govedge.core.config import ConfigError, MqttEndpoint, endpoint, read_toml, workers
 from govedge.core.wire import MAX_MESSAGE_BYTES
 
-from .store import KEEP_BYTES
+from .store import KEEP_BYTES, SYNCHRONOUS
 
 
 @dataclass
@@ -28,11 +28,14 @@ class HubConfig:
     rejected_max_bytes: int = 256_000_000
     rejected_max_rows: int = 100_000
     rejected_keep_bytes: int = KEEP_BYTES  # of each rejected payload; a device message is always kept whole
+    # SQLite's PRAGMA synchronous: FULL survives a power cut of the hub after a commit it has confirmed to the
+    # gateway (which then forgets the batch); NORMAL only a crash of the process
+    synchronous: str = "FULL"
 
 
 _KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers", "state_dir",
                   "rejected_max_bytes", "rejected_max_rows", "rejected_keep_bytes"},
-          "store": {"url"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
+          "store": {"url", "synchronous"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
 
 # the smallest value of each size: a device message is always kept whole (govedge.core.wire)
 _LEAST = {"rejected_max_bytes": MAX_MESSAGE_BYTES, "rejected_max_rows": 1, "rejected_keep_bytes": MAX_MESSAGE_BYTES}
@@ -62,6 +65,10 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
     if not isinstance(state_dir, str) or not state_dir:
         raise ConfigError(f"[hub] state_dir must be a folder, not {state_dir!r}")
     url = (doc.get("store") or {}).get("url", "hub.db")
+    synchronous = (doc.get("store") or {}).get("synchronous", "FULL")
+    if synchronous not in SYNCHRONOUS:
+        raise ConfigError(f"[store] synchronous must be one of {list(SYNCHRONOUS)}, not {synchronous!r} (FULL: "
+                          "a confirmed batch survives a power cut of the hub; NORMAL: only a crash of the process)")
     if not url.startswith(("postgresql://", "postgres://")):
         url = "sqlite://" + str(base / url.removeprefix("sqlite://"))
     cfg = HubConfig(
@@ -73,6 +80,7 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
         session_expiry_s=int(hub.get("session_expiry_s", 86400)),
         verify_workers=workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
         state_dir=base / state_dir,
+        synchronous=synchronous,
         **{key: hub[key] for key in _LEAST if key in hub},
     )
     if not cfg.mqtt.client_id:

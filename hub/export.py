@@ -1,6 +1,7 @@
 """`govedge hub export`: readings for analysts, and the signed originals for auditors.
 
-    csv   one row per measurement: device_id, seq, time, name, unit, value, gateway_id, batch_seq
+    csv   one row per measurement: device_id, seq, time, name, unit, value, gateway_id, batch_seq, store_id
+          (the batch is gateway_id's store_id's batch_seq; store_id empty for a gateway from before store ids)
     json  JSON Lines, one reading per line with its measurements
     cose  the device-signed messages themselves, as a CBOR sequence (RFC 8742,
           application/cbor-seq): each item a COSE_Sign1 any COSE library verifies
@@ -72,17 +73,17 @@ def write(rows: Iterable[ExportRow], fmt: str, out: BinaryIO) -> int:
     try:
         if fmt == "csv":
             w = csv.writer(text, lineterminator="\n")
-            w.writerow(["device_id", "seq", "time", "name", "unit", "value", "gateway_id", "batch_seq"])
+            w.writerow(["device_id", "seq", "time", "name", "unit", "value", "gateway_id", "batch_seq", "store_id"])
             for row in rows:
                 for name, unit, value in row.measurements:
                     w.writerow([row.device_id, row.seq, rfc3339(row.time), name, unit or "", value,
-                                row.gateway_id, row.batch_seq])
+                                row.gateway_id, row.batch_seq, row.store_id])
                 n += 1
         elif fmt == "json":
             for row in rows:
                 text.write(json.dumps({
                     "device_id": row.device_id, "seq": row.seq, "time": rfc3339(row.time) or None,
-                    "gateway_id": row.gateway_id, "batch_seq": row.batch_seq,
+                    "gateway_id": row.gateway_id, "batch_seq": row.batch_seq, "store_id": row.store_id or None,
                     "measurements": [{"name": name, "unit": unit, "value": _json_value(value)}
                                      for name, unit, value in row.measurements],
                 }, separators=(",", ":")) + "\n")

@@ -28,21 +28,19 @@ def bundle_for(cfg: HubConfig, device_id: str, seq: int, warn: Callable[[str], N
                 raise ProofUnavailable(f"the hub refused reading {device_id} #{seq} ({code}: {reason}); a refused "
                                        "reading is not stored and has no proof")
             raise ProofUnavailable(f"the hub has no reading {device_id} #{seq}")
-        message, gateway_id, batch_seq = found
-        cose = store.batch_bytes(gateway_id, batch_seq)
-        epoch = store.epoch_of(gateway_id, batch_seq)
+        message, gateway_id, batch_seq, store_id = found
+        cose = store.batch_bytes(gateway_id, batch_seq, store_id)
+        b = batch.verify(cose, Gateways.load(cfg.gateways))
+        head = head_of(b)
+        epoch = store.epoch_of(gateway_id, batch_seq, store_id, head)
         flagged = store.flagged(device_id, seq)
     finally:
         store.close()
     if epoch is None:
-        raise ProofUnavailable(f"batch {gateway_id}/{batch_seq} is in no epoch the hub has yet: the gateway "
-                               "sends an epoch once the chain has confirmed its anchor")
-    number, heads, receipt_json = epoch
-    b = batch.verify(cose, Gateways.load(cfg.gateways))
-    head = head_of(b)
-    if head not in heads:
-        raise ProofUnavailable(f"epoch {gateway_id}/{number} does not hold batch {batch_seq}'s head")
-    bundle = proof.build(message, b.leaves, head, Epoch(gateway_id, number, tuple(heads)),
+        raise ProofUnavailable(f"batch {b.id} is in no epoch the hub has yet: the gateway sends an epoch once the "
+                               "chain has confirmed its anchor")
+    number, heads, receipt_json, epoch_store = epoch
+    bundle = proof.build(message, b.leaves, head, Epoch(gateway_id, number, tuple(heads), epoch_store or None),
                          Receipt.loads(receipt_json))
     if flagged is not None and warn is not None:
         warn(flag_warning(cfg, device_id, seq, *flagged))

@@ -2,7 +2,9 @@
 
 ingest (MQTT 5 shared subscription, manual acks) -> verify (the gateway's
 signature and Merkle root here, every device signature in worker processes)
--> store (SQLite or PostgreSQL, one transaction per batch) -> acknowledge.
+-> store (SQLite or PostgreSQL, one transaction per batch) -> confirm (to the
+gateway, on its own ``committed`` topic, once committed: govedge.core.confirm)
+-> acknowledge (to the broker).
 
 Several hub workers with the same ``share_group`` on one broker (or cluster)
 split the batches between them: the broker hands each batch to one worker.
@@ -46,7 +48,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from govedge.core import batch, cose, topics, wire
+from govedge.core import batch, confirm, cose, topics, wire
 from govedge.core.epoch import MAX_EPOCH_RECORD_BYTES, EpochRecord, verify_epoch
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 from govedge.core.config import ConfigError
@@ -83,13 +85,14 @@ class Pending:
     error: tuple[str, str] | None  # (code, reason) when it failed before the device messages
     chunks: list[Future]
     epoch: EpochRecord | None = None  # an epoch record instead of a batch
+    outcome: tuple[str, str | None] | None = None  # once stored: (outcome, code) confirmed to the gateway
 
 
 class HubService:
     def __init__(self, cfg: HubConfig):
         self.cfg = cfg
         self.counters: Counter = Counter()
-        self.store = HubStore(cfg.store, cfg.rejected_keep_bytes)
+        self.store = HubStore(cfg.store, cfg.rejected_keep_bytes, cfg.synchronous)
         state_dir = _state_dir(cfg)
         try:
             self.guard = CrashGuard(state_dir / ("handling-" + re.sub(r"[^A-Za-z0-9._-]", "_", cfg.mqtt.client_id)))
@@ -245,7 +248,9 @@ class HubService:
             log.error("%sthe hub raised %s while handling a delivery on %s: %s", what, type(exc).__name__,
                       one_line(p.delivery.topic, 200), text_of(exc))
             try:
+                p.outcome = None
                 self._reject(p, *internal_error(exc, what))
+                p.outcome = ("rejected", INTERNAL_ERROR)
             except Exception as again:  # noqa: BLE001 - not even its refusal can be kept: counted, logged
                 if self.store.unavailable(again):
                     raise
@@ -260,15 +265,19 @@ class HubService:
     def _store_unguarded(self, p: Pending) -> None:
         if p.epoch is not None and p.error is None:
             stored = self.store.add_epoch(p.epoch)
+            p.outcome = ("stored" if stored else "duplicate", None)
             self.counters["epochs" if stored else "duplicates"] += 1
-            log.info("epoch %s/%d: %d batches, %s", p.epoch.epoch.gateway_id, p.epoch.epoch.number,
+            log.info("epoch %s: %d batches, %s", batch.batch_id(p.epoch.epoch.gateway_id, p.epoch.epoch.store_id,
+                                                             p.epoch.epoch.number),
                      len(p.epoch.epoch.heads), "anchored in block %s" % p.epoch.receipt.block if stored else
                      "had it already")
             return
         if p.error is not None:
             if p.error[0] == "unknown_gateway" and self._wait_for_gateway(p):
+                p.outcome = ("waiting", p.error[0])
                 return
             self._reject(p, *p.error)
+            p.outcome = ("rejected", p.error[0])
             return
         b = p.batch
         results = self._results(p)
@@ -278,6 +287,7 @@ class HubService:
             by_store = self.store.add_batch(b, readings)
         except StoreError as exc:
             self._reject(p, "conflicting_batch", str(exc))
+            p.outcome = ("rejected", "conflicting_batch")
             return
         except Exception as exc:  # noqa: BLE001 - something in the batch the store cannot take: find it
             if self.store.unavailable(exc):
@@ -286,6 +296,7 @@ class HubService:
             log.error("batch %s: %s while storing it; storing its readings one by one", b.id, type(exc).__name__)
             by_store = self.store.add_batch_each(b, readings)
         if by_store is None:
+            p.outcome = ("duplicate", None)
             self.counters["duplicates"] += 1
             log.info("batch %s: had it already", b.id)
             return
@@ -294,6 +305,7 @@ class HubService:
         refused = [(leaf, r) for leaf, r in enumerate(results) if isinstance(r, tuple)]
         for leaf, (code, reason) in refused:
             self._reject(p, code, f"batch {b.id}, message {leaf}: {reason}", b.messages[leaf], leaf)
+        p.outcome = ("stored", None)
         self.counters["batches"] += 1
         self.counters["readings"] += len(results) - len(refused)
         if refused:
@@ -435,7 +447,7 @@ class HubService:
         self.store.savepoint("refused")
         try:
             with self.guard.handling([row.payload], alone=verdict == SUSPECT):
-                key = (row.gateway_id, row.batch_seq)
+                key = (row.gateway_id, row.batch_seq, row.store_id)
                 if key not in batches:
                     cose = self.store.batch_bytes(*key)
                     try:
@@ -470,7 +482,8 @@ class HubService:
             device_id, seq = _unverified_id(message)
         self.store.reject(p.delivery.topic, topics.gateway_of(p.delivery.topic), code, reason,
                           p.delivery.payload if message is None else message, device_id, seq,
-                          None if message is None else p.batch.seq, leaf)
+                          None if message is None else p.batch.seq, leaf,
+                          None if message is None else p.batch.store_id or "")
         self.counters["rejected"] += 1
         self.counters[f"rejected_{code}"] += 1
         self.prune_due = min(self.prune_due, time.monotonic() + HOUSEKEEPING_S)
@@ -521,9 +534,31 @@ class HubService:
                 for p in ready:
                     self._store(p)
                 self._keep_bounds()
-        for p in ready:  # committed: now the broker may forget them
+        for p in ready:  # committed: now the gateway and then the broker may forget them
+            self._confirm(p)
             p.delivery.ack()
         return len(ready)
+
+    def _confirm(self, p: Pending) -> None:
+        """Tells the gateway whose topic it came on what the hub committed of the delivery (docs/FORMAT.md,
+        "Acknowledgements between gateway and hub"); after the commit, before the broker's ack. A delivery the
+        hub could not even keep as refused is not confirmed: the gateway sends it again."""
+        gateway_id = topics.gateway_of(p.delivery.topic)
+        if p.outcome is None or gateway_id is None:
+            return
+        kind = "epoch" if p.delivery.topic.endswith("/epoch") else "batch"
+        if p.epoch is not None:
+            item = (p.epoch.epoch.store_id, p.epoch.epoch.number)
+        elif p.batch is not None:
+            item = (p.batch.store_id, p.batch.seq)
+        else:  # refused before its signature held: what it names (only its gateway may publish on its topic)
+            item = confirm.unverified_item(p.delivery.payload, kind)
+            if item is None:
+                return  # names no item: nothing a gateway waits for
+        outcome, code = p.outcome
+        self.client.publish(topics.committed(gateway_id),
+                            confirm.dumps(confirm.Confirmation(kind, *item, outcome, code)), qos=1)
+        self.counters["confirmed"] += 1
 
     def _alone(self, d: Delivery) -> None:
         """A suspect: the process died while handling it among others. Handled by itself."""
@@ -534,6 +569,7 @@ class HubService:
             with self.store.transaction():
                 self._store(p)
                 self._keep_bounds()
+        self._confirm(p)
         d.ack()
         self.guard.handled([d.payload])
 

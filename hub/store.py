@@ -1,6 +1,6 @@
 """The hub's store: SQLite by default, PostgreSQL when configured; the same tables in both.
 
-    batches       one row per gateway batch (id = gateway id + sequence number), its signed bytes
+    batches       one row per gateway batch (id = gateway id + store id + sequence number), its signed bytes
     readings      one row per device message (device id + sequence number), its signed bytes
     measurements  the values of each reading, exactly as signed (value_text) and as a number
     aggregates    the gateway's window aggregates, per batch
@@ -36,7 +36,7 @@ from typing import Callable, Iterator, NamedTuple
 import cbor2
 
 from govedge.core import redact, wire
-from govedge.core.batch import Batch
+from govedge.core.batch import Batch, batch_id
 from govedge.core import errors
 from govedge.core.errors import INTERNAL_ERROR, GovedgeError, Refusal, one_line, text_of
 
@@ -147,8 +147,24 @@ ADDED_COLUMNS = (
     ("readings", "key_id", "TEXT", "the device key that verified it (govedge.core.registry.key_id); NULL before"),
     ("readings", "flag", "TEXT", "revoked_key: its key was revoked later and its time is not before "
                                  "revoked_since (or it has none); NULL otherwise"),
+    # a gateway's store id (govedge.core.batch): its batches and epochs are numbered per store, from 0 in a new
+    # one; '' for a gateway from before store ids. Part of the primary keys of the first three: RE_KEYED
+    ("batches", "store_id", "TEXT NOT NULL DEFAULT ''", "the gateway store the batch came from; '' before store ids"),
+    ("aggregates", "store_id", "TEXT NOT NULL DEFAULT ''", "the store of the batch (of gateway_id, batch_seq)"),
+    ("epochs", "store_id", "TEXT NOT NULL DEFAULT ''", "the gateway store that closed the epoch; '' before store ids"),
+    ("readings", "store_id", "TEXT NOT NULL DEFAULT ''", "the store of its batch (of gateway_id, batch_seq)"),
+    ("rejected", "store_id", "TEXT", "a refused device message's batch (of gateway_id, batch_seq): its store"),
 )
 
+# primary keys widened by the store id, (before, after): changed in the transaction that adds the column
+RE_KEYED = {
+    "batches": ("(gateway_id, seq)", "(gateway_id, store_id, seq)"),
+    "aggregates": ("(gateway_id, batch_seq, device_id, name, window_start)",
+                   "(gateway_id, store_id, batch_seq, device_id, name, window_start)"),
+    "epochs": ("(gateway_id, number)", "(gateway_id, store_id, number)"),
+}
+
+SYNCHRONOUS = ("FULL", "NORMAL")  # [store] synchronous: SQLite's PRAGMA synchronous in WAL mode
 KEEP_BYTES = 262144  # of a rejected payload; a batch of 500 readings (about 100 kB) fits whole
 MAX_REASON_CHARS = 500
 MAX_TOPIC_CHARS = 256
@@ -162,6 +178,7 @@ class StoredReading(NamedTuple):
     message: bytes
     gateway_id: str
     batch_seq: int
+    store_id: str  # of the batch; '' for a gateway from before store ids
 
 
 class RejectedMessage(NamedTuple):
@@ -172,6 +189,7 @@ class RejectedMessage(NamedTuple):
     batch_seq: int
     leaf: int
     payload: bytes
+    store_id: str  # of the batch
 
 
 # the leaf a refused device message's reason names, for rows kept before rejected.batch_seq and leaf
@@ -182,6 +200,7 @@ class EpochOfBatch(NamedTuple):
     number: int
     heads: list[bytes]
     receipt: str  # JSON
+    store_id: str  # the store that closed the epoch; '' for a gateway from before store ids
 
 
 Refused = dict[int, tuple[str, str]]  # leaf index -> (code, reason)
@@ -202,6 +221,7 @@ class ExportRow:
     message: bytes
     batch_created: int
     measurements: tuple[tuple[str, str | None, str], ...]  # (name, unit, value_text)
+    store_id: str = ""  # of the batch; '' for a gateway from before store ids
 
 
 def value_text(value) -> str:
@@ -222,8 +242,12 @@ def _number(value) -> float | None:
 
 
 class HubStore:
-    def __init__(self, url: str, keep_bytes: int = KEEP_BYTES):
-        """``keep_bytes``: how much of a rejected payload is kept (a device message always whole)."""
+    def __init__(self, url: str, keep_bytes: int = KEEP_BYTES, synchronous: str = "FULL"):
+        """``keep_bytes``: how much of a rejected payload is kept (a device message always whole);
+        ``synchronous``: SQLite's PRAGMA synchronous, FULL (a commit is fsynced: it survives a power cut) or
+        NORMAL (it survives a crash of the process; a power cut may undo the last commits)."""
+        if synchronous not in SYNCHRONOUS:
+            raise StoreError(f"synchronous must be one of {list(SYNCHRONOUS)}, not {synchronous!r}")
         self.url = url
         self.keep_bytes = max(keep_bytes, wire.MAX_MESSAGE_BYTES)
         if url.startswith(("postgresql://", "postgres://")):
@@ -242,7 +266,7 @@ class HubStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.dialect = "sqlite"
         with self.transaction():  # hub workers starting together create the tables once
             if self.dialect == "postgresql":
@@ -269,6 +293,9 @@ class HubStore:
                 self._exec(f"ALTER TABLE {table} ADD COLUMN {column} "
                            + definition.format(**TYPES[self.dialect]))
                 added.add((table, column))
+        for table, (before, after) in RE_KEYED.items():
+            if (table, "store_id") in added:
+                self._rekey(table, before, after)
         if ("rejected", "sha256") in added:  # rows kept whole until now: their hash and size
             self._exec("UPDATE rejected SET size = length(payload)")
             last = -1
@@ -278,6 +305,26 @@ class HubStore:
                     self._exec("UPDATE rejected SET sha256 = ? WHERE id = ?",
                                (hashlib.sha256(bytes(payload)).digest(), id_))
                 last = rows[-1][0]
+
+    def _rekey(self, table: str, before: str, after: str) -> None:
+        """The table's primary key ``before`` becomes ``after``, its rows as they are (inside the migration's
+        transaction). SQLite cannot change a primary key: the table is made again under it and filled."""
+        if self.dialect == "postgresql":
+            (name,) = self._exec("SELECT constraint_name FROM information_schema.table_constraints WHERE table_schema "
+                                 "= current_schema() AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+                                 (table,)).fetchone()
+            self._exec(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            self._exec(f"ALTER TABLE {table} ADD PRIMARY KEY {after}")
+            return
+        (sql,) = self._exec("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        if sql.count(f"PRIMARY KEY {before}") != 1:
+            raise StoreError(f"the store's table {table} has no primary key {before} to widen by the store id; "
+                             "was it changed by hand?")
+        made = re.sub(rf"^CREATE TABLE (IF NOT EXISTS )?\"?{table}\"?", f"CREATE TABLE {table}_rekeyed", sql)
+        self._exec(made.replace(f"PRIMARY KEY {before}", f"PRIMARY KEY {after}"))
+        self._exec(f"INSERT INTO {table}_rekeyed SELECT * FROM {table}")
+        self._exec(f"DROP TABLE {table}")
+        self._exec(f"ALTER TABLE {table}_rekeyed RENAME TO {table}")
 
     def _exec(self, sql: str, args: tuple = ()):
         if self.dialect == "postgresql":
@@ -368,35 +415,37 @@ class HubStore:
             if refusal:
                 by_store[leaf] = refusal
         if by_store:
-            self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND seq = ?",
-                       (_leaf_list(refused + list(by_store)), b.gateway_id, b.seq))
+            self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND store_id = ? AND seq = ?",
+                       (_leaf_list(refused + list(by_store)), b.gateway_id, b.store_id or "", b.seq))
         return by_store
 
     def _add_batch_row(self, b: Batch, refused: list[int]) -> bool:
         inserted = self._exec(
-            "INSERT INTO batches (gateway_id, seq, created, received_at, mode, size, root, cose, refused) "
-            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, seq) DO NOTHING",
-            (b.gateway_id, b.seq, b.created, time.time(), b.mode, b.size, b.root, b.cose,
+            "INSERT INTO batches (gateway_id, store_id, seq, created, received_at, mode, size, root, cose, refused) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, store_id, seq) DO NOTHING",
+            (b.gateway_id, b.store_id or "", b.seq, b.created, time.time(), b.mode, b.size, b.root, b.cose,
              _leaf_list(refused))).rowcount
         if not inserted:
-            row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND seq = ?",
-                             (b.gateway_id, b.seq)).fetchone()
+            row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND store_id = ? AND seq = ?",
+                             (b.gateway_id, b.store_id or "", b.seq)).fetchone()
             if bytes(row[0]) != b.cose:
                 raise StoreError(f"batch {b.id} is here already with other contents: the gateway's "
-                                 "sequence numbers went back (was its store lost?)")
+                                 "sequence numbers went back in one store (was its store restored from an old "
+                                 "copy, or lost by a gateway from before store ids?)")
         return bool(inserted)
 
     def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> Refusal | None:
         """Stores a reading; its refusal when another reading holds its device id and sequence number."""
         if not self._exec(
-                "INSERT INTO readings (device_id, seq, time, gateway_id, batch_seq, leaf, message, key_id) "
-                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
-                (r.device_id, r.seq, r.time, b.gateway_id, b.seq, leaf, message, self.key_id_of(r))).rowcount:
+                "INSERT INTO readings (device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
+                (r.device_id, r.seq, r.time, b.gateway_id, b.store_id or "", b.seq, leaf, message,
+                 self.key_id_of(r))).rowcount:
             held = self.reading_of(r.device_id, r.seq)
             if held.message == message:
                 return None  # in an earlier batch already (a gateway that sent it twice): kept once
             return Refusal("conflicting_reading", f"reading {r.device_id} #{r.seq} is here already with other "
-                                                  f"contents (from batch {held.gateway_id}/{held.batch_seq}): the "
+                                                  f"contents (from batch {batch_id(held.gateway_id, held.store_id, held.batch_seq)}): the "
                                                   "device signed two readings with one sequence number (was its "
                                                   "counter reset?)")
         for pos, m in enumerate(r.measurements):
@@ -407,50 +456,60 @@ class HubStore:
     def _add_aggregates(self, b: Batch) -> None:
         for a in b.aggregates:
             self._exec(
-                "INSERT INTO aggregates (gateway_id, batch_seq, device_id, name, unit, window_start, window_end, "
-                "count, min, max, mean, stdev, last, first_seq, last_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT DO NOTHING",
-                (b.gateway_id, b.seq, a["device_id"], a["name"], a.get("unit"), a["window_start"],
+                "INSERT INTO aggregates (gateway_id, store_id, batch_seq, device_id, name, unit, window_start, "
+                "window_end, count, min, max, mean, stdev, last, first_seq, last_seq) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (b.gateway_id, b.store_id or "", b.seq, a["device_id"], a["name"], a.get("unit"), a["window_start"],
                  a["window_end"], a["count"], a["min"], a["max"], a["mean"], a["stdev"], a["last"],
                  a["first_seq"], a["last_seq"]))
 
     def add_epoch(self, rec) -> bool:
         """Stores a verified epoch record (govedge.core.epoch.EpochRecord); False if it was here already."""
         return bool(self._exec(
-            "INSERT INTO epochs (gateway_id, number, first_batch, last_batch, size, root, heads, receipt, cose) "
-            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, number) DO NOTHING",
-            (rec.epoch.gateway_id, rec.epoch.number, rec.first, rec.last, len(rec.epoch.heads), rec.epoch.root,
+            "INSERT INTO epochs (gateway_id, store_id, number, first_batch, last_batch, size, root, heads, receipt, "
+            "cose) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, store_id, number) DO NOTHING",
+            (rec.epoch.gateway_id, rec.epoch.store_id or "", rec.epoch.number, rec.first, rec.last, len(rec.epoch.heads), rec.epoch.root,
              cbor2.dumps(list(rec.epoch.heads)), rec.receipt.dumps(), rec.cose)).rowcount)
 
     def reading_of(self, device_id: str, seq: int) -> StoredReading | None:
         """A stored reading's signed bytes and the gateway's batch it came in."""
-        row = self._exec("SELECT message, gateway_id, batch_seq FROM readings WHERE device_id = ? AND seq = ?",
-                         (device_id, seq)).fetchone()
-        return None if row is None else StoredReading(bytes(row[0]), row[1], row[2])
+        row = self._exec("SELECT message, gateway_id, batch_seq, store_id FROM readings WHERE device_id = ? AND "
+                         "seq = ?", (device_id, seq)).fetchone()
+        return None if row is None else StoredReading(bytes(row[0]), row[1], row[2], row[3])
 
-    def batch_bytes(self, gateway_id: str, seq: int) -> bytes | None:
-        row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND seq = ?", (gateway_id, seq)).fetchone()
+    def batch_bytes(self, gateway_id: str, seq: int, store_id: str = "") -> bytes | None:
+        """The batch's signed bytes; ``store_id``: '' for a batch of a gateway from before store ids."""
+        row = self._exec("SELECT cose FROM batches WHERE gateway_id = ? AND store_id = ? AND seq = ?",
+                         (gateway_id, store_id, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def epoch_of(self, gateway_id: str, batch_seq: int) -> EpochOfBatch | None:
-        """The gateway's epoch holding the batch."""
-        row = self._exec("SELECT number, heads, receipt FROM epochs WHERE gateway_id = ? AND ? BETWEEN first_batch "
-                         "AND last_batch", (gateway_id, batch_seq)).fetchone()
-        return None if row is None else EpochOfBatch(row[0], cbor2.loads(bytes(row[1])), row[2])
+    def epoch_of(self, gateway_id: str, batch_seq: int, store_id: str = "", head: bytes | None = None
+                 ) -> EpochOfBatch | None:
+        """The gateway's epoch holding the batch (``head``: the one whose heads hold it). An epoch covers the
+        batches of its own store; a batch without a store id also those of any store of its gateway, as an
+        older store closes its epochs under the id it got when it was first opened by a newer gateway."""
+        rows = self._exec("SELECT number, heads, receipt, store_id FROM epochs WHERE gateway_id = ? AND (store_id = ? "
+                          "OR ? = '') AND ? BETWEEN first_batch AND last_batch ORDER BY store_id",
+                          (gateway_id, store_id, store_id, batch_seq)).fetchall()
+        for number, heads, receipt, epoch_store in rows:
+            e = EpochOfBatch(number, cbor2.loads(bytes(heads)), receipt, epoch_store)
+            if head is None or head in e.heads:
+                return e
+        return None
 
     def reject(self, topic: str, gateway_id: str | None, code: str, reason: str, payload: bytes,
                device_id: str | None = None, seq: int | None = None, batch_seq: int | None = None,
-               leaf: int | None = None) -> None:
+               leaf: int | None = None, store_id: str | None = None) -> None:
         """Keeps what was refused: the payload's first ``keep_bytes``, its SHA-256 and size.
 
         ``gateway_id``: the gateway whose topic it came on (its share of the rejected budget); ``batch_seq`` and
-        ``leaf``: where a refused device message sits in its (stored) batch of that gateway."""
+        ``leaf``, ``store_id``: where a refused device message sits in its (stored) batch of that gateway."""
         payload = bytes(payload)
         self._exec("INSERT INTO rejected (received_at, topic, gateway_id, code, reason, payload, sha256, size, "
-                   "device_id, seq, batch_seq, leaf) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   "device_id, seq, batch_seq, leaf, store_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    (time.time(), one_line(topic, MAX_TOPIC_CHARS), gateway_id and one_line(gateway_id, MAX_TOPIC_CHARS),
                     code, one_line(reason, MAX_REASON_CHARS), payload[:self.keep_bytes],
-                    hashlib.sha256(payload).digest(), len(payload), device_id, seq, batch_seq, leaf))
+                    hashlib.sha256(payload).digest(), len(payload), device_id, seq, batch_seq, leaf, store_id))
 
     def unknown_device_rows(self) -> list[tuple[int, str]]:
         """(id, device id) of the device messages refused as ``unknown_device``, oldest first."""
@@ -464,13 +523,13 @@ class HubStore:
             return []
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         out = []
-        for i, gateway_id, batch_seq, leaf, payload, reason in self._exec(
-                "SELECT id, gateway_id, batch_seq, leaf, payload, reason FROM rejected WHERE code = 'unknown_device' "
+        for i, gateway_id, batch_seq, leaf, payload, reason, store_id in self._exec(
+                "SELECT id, gateway_id, batch_seq, leaf, payload, reason, store_id FROM rejected WHERE code = 'unknown_device' "
                 f"AND id IN ({','.join('?' * len(ids))}) ORDER BY id{lock}", tuple(ids)).fetchall():
             if batch_seq is None and (m := _LEAF_IN_REASON.match(reason)) and m[1] == gateway_id:
                 batch_seq, leaf = int(m[2]), int(m[3])
             if gateway_id is not None and batch_seq is not None and leaf is not None:
-                out.append(RejectedMessage(i, gateway_id, batch_seq, leaf, bytes(payload)))
+                out.append(RejectedMessage(i, gateway_id, batch_seq, leaf, bytes(payload), store_id or ""))
         return out
 
     def add_refused_reading(self, b: Batch, row: RejectedMessage, r: wire.Reading) -> Refusal | None:
@@ -481,10 +540,11 @@ class HubStore:
         refusal = self._add_reading(b, row.leaf, row.payload, r)
         if refusal is not None:
             return refusal
-        (refused,) = self._exec("SELECT refused FROM batches WHERE gateway_id = ? AND seq = ?",
-                                (b.gateway_id, b.seq)).fetchone()
-        self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND seq = ?",
-                   (_leaf_list([leaf for leaf in json.loads(refused) if leaf != row.leaf]), b.gateway_id, b.seq))
+        key = (b.gateway_id, b.store_id or "", b.seq)
+        (refused,) = self._exec("SELECT refused FROM batches WHERE gateway_id = ? AND store_id = ? AND seq = ?",
+                                key).fetchone()
+        self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND store_id = ? AND seq = ?",
+                   (_leaf_list([leaf for leaf in json.loads(refused) if leaf != row.leaf]), *key))
         self._exec("DELETE FROM rejected WHERE id = ?", (row.id,))
         return None
 
@@ -598,22 +658,23 @@ class HubStore:
         order = 'r.device_id COLLATE "C", r.seq' if self.dialect == "postgresql" else "r.device_id, r.seq"
         when = "coalesce(r.time, b.created)"
         sql = ("SELECT r.device_id, r.seq, r.time, r.gateway_id, r.batch_seq, r.message, b.created, "
-               "m.name, m.unit, m.value_text "
-               "FROM readings r JOIN batches b ON b.gateway_id = r.gateway_id AND b.seq = r.batch_seq "
+               "m.name, m.unit, m.value_text, r.store_id "
+               "FROM readings r JOIN batches b ON b.gateway_id = r.gateway_id AND b.store_id = r.store_id "
+               "AND b.seq = r.batch_seq "
                "JOIN measurements m ON m.device_id = r.device_id AND m.seq = r.seq "
                f"WHERE (? IS NULL OR {when} >= ?) AND (? IS NULL OR {when} < ?) ORDER BY {order}, m.pos")
         if self.dialect == "postgresql":
             sql = sql.replace("? IS NULL", "?::double precision IS NULL")
         head, values = None, []
-        for device_id, seq, t, gateway_id, batch_seq, message, created, name, unit, text in \
+        for device_id, seq, t, gateway_id, batch_seq, message, created, name, unit, text, store_id in \
                 self._exec(sql, (since, since, until, until)):
             if head is not None and (device_id, seq) != head[:2]:
-                yield ExportRow(*head, tuple(values))
+                yield ExportRow(*head, tuple(values), store)
                 values = []
-            head = (device_id, seq, t, gateway_id, batch_seq, bytes(message), created)
+            head, store = (device_id, seq, t, gateway_id, batch_seq, bytes(message), created), store_id
             values.append((name, unit, text))
         if head is not None:
-            yield ExportRow(*head, tuple(values))
+            yield ExportRow(*head, tuple(values), store)
 
 
 def schema_statements(dialect: str) -> list[str]:

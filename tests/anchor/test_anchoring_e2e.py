@@ -393,3 +393,89 @@ def test_a_front_runner_copying_roots_from_the_mempool_does_not_stop_the_gateway
                                         "eip155:31337") in out.stdout, out.stdout
     finally:
         anvil.stop()
+
+
+def test_a_replaced_gateway_store_numbers_from_0_again_and_readings_of_both_stores_prove(tmp_path, build_dir):
+    """A new SD card: the gateway's store deleted between two runs. The fresh store's batch 0 and epoch 0 are
+    stored beside the lost store's, and a reading through each store is proven on the chain."""
+    import shutil
+
+    anvil = start_anvil(tmp_path / "anvil")
+    key = funded_key(anvil, tmp_path / "anchor.key")
+    contract = deploy(anvil.url, key)
+    device = "esp32-0941"
+    local, hub_broker, registry, node, gw = _deployment(
+        tmp_path, build_dir, device, f'[anchor]\nbackend = "evm"\nepoch_s = 1.5\n[anchor.evm]\n'
+                                     f'rpc_url = "{anvil.url}"\ncontract = "{contract}"\nkey_file = "{key}"\n')
+    hub_folder = tmp_path / "hubside"
+    hub_folder.mkdir()
+    hub = None
+    url = "sqlite://" + str(hub_folder / "hub.db")
+
+    def at_hub(sql: str) -> list:
+        s = HubStore(url)
+        try:
+            return s._exec(sql).fetchall()
+        finally:
+            s.close()
+
+    def store_of_gateway() -> str:
+        import sqlite3
+
+        db = sqlite3.connect(gw.folder / "data" / "gateway.db")
+        try:
+            (n,) = db.execute("SELECT next FROM sequences WHERE name = 'store'").fetchone()
+        finally:
+            db.close()
+        return n.to_bytes(8, "big", signed=True).hex()
+
+    try:
+        gw.start()
+        gateways = Gateways(path=hub_folder / "gateways.json")
+        gateways.add(GATEWAY_ID, gw.public_key)
+        gateways.save()
+        (hub_folder / "registry.json").write_bytes(registry.read_bytes())
+        toml = hub_folder / "hub.toml"
+        toml.write_text(f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 1\n'
+                        f'[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = {hub_broker.port}\n'
+                        f'tls = false\nclient_id = "hub-e2e"\n')
+        hub = HubProcess(toml).start()
+        gw.wait_for_log("ingest: subscribed")
+        hub.wait_subscribed()
+        node.start()
+        wait_until(lambda: at_hub("SELECT count(*) FROM epochs")[0][0] >= 1, timeout=60, what="store A's epoch")
+        node.kill()
+        store_a = store_of_gateway()
+        gw.stop()
+        shutil.rmtree(gw.folder / "data")  # the SD card replaced: a fresh store, numbering from 0 again
+        gw.start()
+        wait_until(lambda: gw.log.count("ingest: subscribed") >= 2, what="the gateway on its fresh store")
+        store_b = store_of_gateway()
+        assert store_b != store_a
+        node.start()
+        wait_until(lambda: at_hub(f"SELECT count(*) FROM epochs WHERE store_id = '{store_b}'")[0][0] >= 1,
+                   timeout=60, what="store B's epoch at the hub", detail=lambda: hub.log[-2000:])
+        node.kill()
+    finally:
+        node.kill()
+        if hub is not None:
+            hub.stop()
+        gw.stop()
+        local.stop()
+        hub_broker.stop()
+    try:
+        assert at_hub("SELECT code, reason FROM rejected") == []
+        assert at_hub(f"SELECT count(*) FROM batches WHERE seq = 0 AND store_id IN ('{store_a}', '{store_b}')") \
+            == [(2,)]
+        for store_id in (store_a, store_b):
+            (seq,) = at_hub(f"SELECT min(seq) FROM readings WHERE store_id = '{store_id}' AND batch_seq = 0")[0]
+            bundle = tmp_path / f"bundle-{store_id}.json"
+            out = _cli("hub", "proof", "--config", str(toml), device, str(seq), "--output", str(bundle))
+            assert out.returncode == 0, out.stderr
+            assert json.loads(bundle.read_text())["batch"]["id"] == f"{GATEWAY_ID}/{store_id}/0"
+            out = _cli("verify", str(bundle), "--registry", str(registry), "--rpc", anvil.url, "--contract", contract,
+                       "--account", _account(tmp_path / "anchor.key"))
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert f"in batch {GATEWAY_ID}/{store_id}/0: valid" in out.stdout, out.stdout
+    finally:
+        anvil.stop()

@@ -91,3 +91,24 @@ def test_batch_of_another_key_or_gateway_is_refused():
     cose[-1] ^= 1
     with pytest.raises(wire.WireError, match="batch signature does not verify"):
         batch.verify(bytes(cose), gateways, devices)
+
+
+def test_a_batch_names_its_gateway_store_and_a_batch_without_one_reads_as_before():
+    with_store = batch.verify(batch.sign(GATEWAY_KEY, "gw-1", 3, 1764300100, MESSAGES, [], "raw",
+                                         "0123456789abcdef")[0], gateways, devices)
+    assert (with_store.id, with_store.store_id) == ("gw-1/0123456789abcdef/3", "0123456789abcdef")
+    older = batch.verify(_signed(), gateways, devices)  # a gateway from before store ids
+    assert (older.id, older.store_id) == ("gw-1/3", None)
+
+
+@pytest.mark.parametrize("store", ["", "0123456789ABCDEF", "0123456789abcde", 7, b"\x01" * 8])
+def test_a_batch_store_that_is_not_16_lowercase_hex_digits_is_refused_by_name(store):
+    body = {"v": 1, "gateway": "gw-1", "seq": 3, "created": 1764300100, "mode": "raw", "store": store,
+            "root": merkle.root([]), "size": 0, "aggregates": [], "messages": []}
+    from govedge.core import cose
+
+    with pytest.raises(wire.WireError) as exc:
+        batch.verify(cose.sign1(GATEWAY_KEY, "gw-1", cbor2.dumps(body, canonical=True)), gateways)
+    assert (exc.value.code, exc.value.reason) == ("malformed_batch", "batch store is not 16 lowercase hex digits")
+    with pytest.raises(ValueError):
+        batch.sign(GATEWAY_KEY, "gw-1", 3, 1764300100, [], [], "raw", store if isinstance(store, str) else "x")

@@ -145,9 +145,9 @@ def test_gateway_batch_matches_the_documented_cddl(example):
     agg = {"device_id": "esp32-0007", "name": "temp", "unit": "Cel", "window_start": 1764300000,
            "window_end": 1764300060, "count": 1, "min": 21.53, "max": 21.53, "last": 21.53,
            "mean": 21.53, "stdev": 0.0, "first_seq": 100000, "last_seq": 100000}
-    for mode in ("raw", "aggregate"):
+    for mode, store_id in (("raw", None), ("aggregate", None), ("raw", "3f9c0a5e71d2b846")):
         cose, _root = batch.sign(key, "gw-muenster-01", 7, 1764300100, [message, message[:-1] + b"\x00"],
-                                 [agg], mode)
+                                 [agg], mode, store_id)
         cddl = _cddl_block("## The batch")
         payload = cbor2.loads(cose).value[2]
         pycddl.Schema("root = batch\n" + cddl).validate_cbor(payload)
@@ -164,10 +164,10 @@ def test_epoch_record_and_batch_head_match_the_documented_cddl(example):
     message, _ = example
     key = ec.generate_private_key(ec.SECP256R1())
     heads = []
-    for seq in (7, 8):
-        cose, _root = batch.sign(key, "gw-muenster-01", seq, 1764300100 + seq, [message], [], "raw")
+    for seq, store_id in ((7, None), (8, "3f9c0a5e71d2b846")):  # a store from before store ids, then with one
+        cose, _root = batch.sign(key, "gw-muenster-01", seq, 1764300100 + seq, [message], [], "raw", store_id)
         heads.append(head_of(batch.verify(cose, lambda g: [key.public_key()])))
-    epoch = Epoch("gw-muenster-01", 3, tuple(heads))
+    epoch = Epoch("gw-muenster-01", 3, tuple(heads), "3f9c0a5e71d2b846")
     receipt = Receipt("evm", "eip155:31337", epoch.root, "0x" + "5e" * 32, block=812, block_time=1764300200)
     record = sign_epoch(key, epoch, 7, 8, receipt)
     cddl = _cddl_block("## The batch head and the epoch record")
@@ -176,3 +176,14 @@ def test_epoch_record_and_batch_head_match_the_documented_cddl(example):
     pycddl.Schema("root = epoch-record\n" + cddl).validate_cbor(cbor2.loads(record).value[2])
     pycddl.Schema("root = signed-epoch\n" + cddl.replace("bstr .cbor epoch-record", "bstr")).validate_cbor(record)
     assert verify_epoch(record, lambda g: [key.public_key()]).receipt == receipt
+
+
+def test_the_hubs_confirmations_match_the_documented_cddl():
+    from govedge.core import confirm
+
+    cddl = _cddl_block("## Acknowledgements between gateway and hub")
+    for c in (confirm.Confirmation("batch", "3f9c0a5e71d2b846", 4711, "stored"),
+              confirm.Confirmation("epoch", "3f9c0a5e71d2b846", 12, "duplicate"),
+              confirm.Confirmation("batch", None, 3, "rejected", "conflicting_batch"),
+              confirm.Confirmation("batch", None, 3, "waiting", "unknown_gateway")):
+        pycddl.Schema("root = confirmation\n" + cddl).validate_cbor(confirm.dumps(c))

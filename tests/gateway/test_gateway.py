@@ -258,6 +258,21 @@ def test_the_example_gateway_toml_is_a_valid_configuration():
     cfg = config.load(firmware.FIRMWARE_DIR.parent / "gateway" / "gateway.toml")
     assert cfg.gateway_id == "gw-muenster-01" and cfg.hub.tls and cfg.batch_mode == "raw"
     assert str(cfg.data_dir) == "/var/lib/govedge"
+    assert cfg.hub_confirm_timeout_s == 30 and cfg.uplink_rate_per_s == 20
+
+
+def test_a_confirmation_timeout_that_is_not_a_positive_number_is_named(tmp_path):
+    import pytest
+
+    from govedge.core.config import ConfigError
+    from govedge.gateway import config
+
+    text = (firmware.FIRMWARE_DIR.parent / "gateway" / "gateway.toml").read_text()
+    path = tmp_path / "gateway.toml"
+    path.write_text(text.replace("confirm_timeout_s = 30", "confirm_timeout_s = 0"))
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert str(exc.value) == "[hub] confirm_timeout_s must be a positive number of seconds, not 0"
 
 
 def test_metrics_endpoint_and_status_tell_what_the_gateway_did(deployment):

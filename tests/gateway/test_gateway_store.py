@@ -101,3 +101,24 @@ def test_an_outage_longer_than_the_age_limit_drops_more_readings_than_one_sql_st
     assert dropped == n
     assert store.cursor("hub") == 0
     assert store.db.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
+
+
+def test_a_store_has_one_random_id_for_its_life_and_a_store_from_before_store_ids_gets_one(tmp_path):
+    from govedge.core.batch import STORE_ID
+
+    first = Store(tmp_path / "a" / "gateway.db")
+    again = Store(tmp_path / "a" / "gateway.db")  # a second connection, as the uplink opens it
+    other = Store(tmp_path / "b" / "gateway.db")  # a replaced SD card
+    assert STORE_ID.fullmatch(first.store_id) and first.store_id == again.store_id != other.store_id
+    for s in (first, again, other):
+        s.close()
+    # a store as the version before store ids left it: its batches numbered on, an id made on the first open
+    old = Store(tmp_path / "old" / "gateway.db")
+    _fill(old, 2)
+    with old:
+        old.add_batch(0, old.unbatched(2), b"r" * 32, b"c0", b"h0")
+        old.db.execute("DELETE FROM sequences WHERE name = 'store'")
+    old.close()
+    migrated = Store(tmp_path / "old" / "gateway.db")
+    assert STORE_ID.fullmatch(migrated.store_id) and migrated.next_batch_seq() == 1
+    assert Store(tmp_path / "old" / "gateway.db").store_id == migrated.store_id

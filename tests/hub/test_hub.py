@@ -81,8 +81,8 @@ def test_export_writes_exact_values_and_the_signed_originals(tmp_path):
     out = io.BytesIO()
     assert export.write(rows, "csv", out) == 6
     table = list(csv.reader(io.StringIO(out.getvalue().decode())))
-    assert table[0] == ["device_id", "seq", "time", "name", "unit", "value", "gateway_id", "batch_seq"]
-    assert table[1] == ["esp32-0001", "0", "2025-11-29T07:06:40Z", "temp", "Cel", "21.50", GATEWAY, "0"]
+    assert table[0] == ["device_id", "seq", "time", "name", "unit", "value", "gateway_id", "batch_seq", "store_id"]
+    assert table[1] == ["esp32-0001", "0", "2025-11-29T07:06:40Z", "temp", "Cel", "21.50", GATEWAY, "0", ""]
     assert table[2][3:6] == ["press", "Pa", "100800"]
     out = io.BytesIO()
     export.write(rows, "json", out)

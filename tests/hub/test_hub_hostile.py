@@ -391,6 +391,15 @@ def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
         with pytest.raises(ConfigError) as exc:
             hubconfig.load(world.hub_toml(1883, hub_extra=line))
         assert str(exc.value).startswith(named)
+    # the store's durability: FULL unless NORMAL is asked for; anything else is named
+    assert cfg.synchronous == "FULL"
+    store_toml = world.hub_toml(1883)
+    store_toml.write_text(store_toml.read_text().replace("[store]\n", '[store]\nsynchronous = "NORMAL"\n'))
+    assert hubconfig.load(store_toml).synchronous == "NORMAL"
+    store_toml.write_text(store_toml.read_text().replace('"NORMAL"', '"OFF"'))
+    with pytest.raises(ConfigError) as exc:
+        hubconfig.load(store_toml)
+    assert str(exc.value).startswith("[store] synchronous must be one of ['FULL', 'NORMAL'], not 'OFF'")
     # a state_dir that cannot be made is named, in one line
     (tmp_path / "no").write_text("a file where the folder should be")
     out = hub_cli("run", "--config", str(world.hub_toml(1883, hub_extra=f'state_dir = "{tmp_path / "no"}"\n')))

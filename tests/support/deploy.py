@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from govedge.core import batch, redact
+from govedge.core import batch, confirm, redact, topics
 from govedge.core.registry import Registry
 from support import wait_until
 
@@ -150,9 +150,11 @@ class GatewayProcess(CliProcess):
 
 
 class HubSubscriber:
-    """The hub's side for these tests: every batch verified, duplicates dropped by batch id."""
+    """The hub's side for these tests: every batch verified, duplicates dropped by batch id, each confirmed to
+    its gateway as the hub does (govedge.core.confirm), unless ``confirms`` is False."""
 
-    def __init__(self, port: int, registry: Path, gateway_key: ec.EllipticCurvePublicKey):
+    def __init__(self, port: int, registry: Path, gateway_key: ec.EllipticCurvePublicKey, confirms: bool = True):
+        self.confirms = confirms
         self.registry = Registry.load(registry)
         self.gateway_key = gateway_key
         self.batches: dict[str, batch.Batch] = {}
@@ -178,7 +180,11 @@ class HubSubscriber:
             return
         with self.lock:
             self.deliveries += 1
+            outcome = "duplicate" if b.id in self.batches else "stored"
             self.batches.setdefault(b.id, b)
+        if self.confirms:
+            client.publish(topics.committed(b.gateway_id),
+                           confirm.dumps(confirm.Confirmation("batch", b.store_id, b.seq, outcome)), qos=1)
 
     def readings(self) -> list[tuple[str, int]]:
         """(device, seq) of every device message in the distinct batches, in batch order."""

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from govedge.core import topics, wire
+from govedge.core import confirm, topics, wire
 from govedge.tools.field import firmware
 from govedge.tools.dev.broker import Mosquitto
 from govedge.core.registry import Registry
@@ -121,7 +121,8 @@ def _log_time(line: bytes) -> float:
 
 
 class _HubCounter:
-    """Subscribes to the hub broker and notes when each device message arrives (by its bytes)."""
+    """Subscribes to the hub broker, notes when each device message arrives (by its bytes) and confirms each
+    batch to its gateway as the hub does (docs/FORMAT.md, "Acknowledgements between gateway and hub")."""
 
     def __init__(self, port: int):
         self.arrived: dict[bytes, float] = {}
@@ -135,8 +136,11 @@ class _HubCounter:
 
     def _on_batch(self, client, userdata, msg):
         t = time.time()
-        for m in cbor2.loads(cbor2.loads(msg.payload).value[2])["messages"]:
+        body = cbor2.loads(cbor2.loads(msg.payload).value[2])
+        for m in body["messages"]:
             self.arrived.setdefault(m, t)
+        client.publish(topics.committed(body["gateway"]),
+                       confirm.dumps(confirm.Confirmation("batch", body.get("store"), body["seq"], "stored")), qos=1)
         if len(self.arrived) >= self.expected:
             self.done.set()
 
