@@ -5,6 +5,7 @@
 # and only then does the node forget it. Every socket operation, connect
 # included, is bounded by a timeout: a dead network cannot hang the loop.
 
+import gc
 import socket as _socket
 
 import umqtt.simple as _umqtt
@@ -87,6 +88,7 @@ class Uplink:
     def connect(self):
         # umqtt.simple 1.3.4 takes no timeout: it opens its socket from its module's `socket`
         _umqtt.socket = self.link
+        gc.collect()  # rare, and the socket (TLS: its buffers) lives long: in one piece, low in the heap
         try:
             self.client.connect()
             self.link.stream, self.client.sock = self.client.sock, self.link

@@ -51,8 +51,7 @@ class Node:
         self.buffer = Buffer("buffer.dat", b["slots"], b["slot_bytes"])
         if self.buffer.corrupt:
             log("buffer", "%d damaged slots ignored (power loss during a write)" % self.buffer.corrupt)
-        gc.collect()  # the buffer's scan left garbage: the uplink's code fills its holes, not fresh heap
-        self.uplink = board.uplink(cfg, log)
+        self.uplink = None  # made at the first flush, once the sensors' drivers are in: less fragmentation
         self.sensors = {}
         self.errors = {}
         self.last_error = None
@@ -134,6 +133,9 @@ class Node:
             return False
         progress = False
         try:
+            if self.uplink is None:
+                gc.collect()  # the first cycle's garbage: the uplink's code fills its holes, not fresh heap
+                self.uplink = self.board.uplink(self.cfg, log)
             n = self.uplink.acked()  # publish() reads acks too: they wait here until the next flush
             if n is not None:
                 # only what this connection sent: an ack cannot vouch for a message it never carried
@@ -255,7 +257,8 @@ class Node:
             if self.cfg["deep_sleep"]:
                 self.await_acks(min(self.ack_timeout_ms(), _SLEEP_ACK_MS))
                 self.buffer.save_cursor()
-                self.uplink.close()
+                if self.uplink:
+                    self.uplink.close()
                 log("node", "deep sleep for %d ms" % interval_ms)
                 self.board.deep_sleep(interval_ms)
             while clock.ticks_diff(clock.ticks_ms(), start) < interval_ms:
