@@ -85,8 +85,8 @@ class PahoUplink:
             with open(m.get("ca", "ca.der"), "rb") as f:  # the same DER file as on the boards
                 self.client.tls_set_context(ssl.create_default_context(cadata=f.read()))
         self.ready = threading.Event()
-        self.lock = threading.Lock()  # self.ack and self.lost, shared with paho's thread
-        self.ack = None  # the highest sequence number acknowledged since acked()
+        self.lock = threading.Lock()  # self.acks and self.lost, shared with paho's thread
+        self.acks = []  # the acknowledgements (payloads) since acked()
         self.lost = None  # why the connection is no use since connect(): its acks are gone
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -111,19 +111,13 @@ class PahoUplink:
                 self.lost = "broker %s refused %s" % (self.where, self.ack_topic)
 
     def _on_message(self, client, userdata, msg):
-        if msg.topic != self.ack_topic:
-            return
-        try:
-            n = int(msg.payload)
-        except ValueError:  # not the gateway's words: ignore rather than forget anything
-            return
-        with self.lock:
-            if self.ack is None or n > self.ack:
-                self.ack = n
+        if msg.topic == self.ack_topic:
+            with self.lock:
+                self.acks.append(bytes(msg.payload))
 
     def connect(self):
         with self.lock:
-            self.lost, self.ack = None, None
+            self.lost, self.acks = None, []
         try:
             self.client.connect(self.host, self.port, self.keepalive)
         except OSError as exc:
@@ -158,13 +152,13 @@ class PahoUplink:
         return False
 
     def acked(self):
-        """The highest sequence number the gateway acknowledged since the last call, or None."""
+        """The acknowledgements (payloads) that came since the last call, or None."""
         if not self.connected:
             return None
         self._check()
         with self.lock:
-            n, self.ack = self.ack, None
-        return n
+            acks, self.acks = self.acks, []
+        return acks or None
 
     def close(self):
         self.client.loop_stop()
@@ -176,8 +170,6 @@ class PahoUplink:
             self.log("mqtt", "disconnected from %s" % self.where)
         self.connected = False
         self.ready.clear()
-        with self.lock:
-            self.ack = None
 
 
 def uplink(cfg, log):

@@ -112,14 +112,27 @@ class Buffer:
             msg = f.read(struct.unpack(">H", head[2:4])[0])
         return head[1], seq, msg
 
-    def delivered(self, seq):
-        """The gateway has every message up to and including seq."""
-        while self.pending and self.pending[0][0] <= seq:
-            self.pending.pop(0)
-        self.sent = max(self.sent, seq + 1)
+    def delivered(self, last, first=0):
+        """The gateway has committed the messages numbered first..last (both inclusive);
+        the lowest of them that was waiting, or None."""
+        pending = self.pending
+        lowest = top = None
+        i = 0
+        while i < len(pending) and pending[i][0] <= last:
+            if pending[i][0] >= first:
+                top = pending.pop(i)[0]
+                if lowest is None:
+                    lowest = top
+            else:
+                i += 1
+        if lowest is None:
+            return None
+        # the cursor stays at the oldest message still waiting: a reboot sends that one again
+        self.sent = pending[0][0] if pending else max(self.sent, top + 1)
         self._unsaved += 1
-        if not self.pending or self._unsaved >= self.cursor_every:
+        if not pending or self._unsaved >= self.cursor_every:
             self.save_cursor()
+        return lowest
 
     def save_cursor(self):
         if self._unsaved:

@@ -1,9 +1,9 @@
 # MQTT uplink of MicroPython nodes: umqtt.simple, QoS 1. The broker's PUBACK
 # only means the broker has the message (transport, not custody): the gateway
 # acknowledges on the device's ack topic once it has committed the message
-# (the sequence number in ASCII decimal: everything up to it is on its disk),
-# and only then does the node forget it. Every socket operation, connect
-# included, is bounded by a timeout: a dead network cannot hang the loop.
+# (its sequence number, in ranges: docs/FORMAT.md), and only then does the
+# node forget it. Every socket operation, connect included, is bounded by a
+# timeout: a dead network cannot hang the loop.
 
 import gc
 import socket as _socket
@@ -72,18 +72,12 @@ class Uplink:
         self.client.set_callback(self._incoming)
         self.topics = (m["topic"].encode(), m["status_topic"].encode())
         self.ack_topic = m["ack_topic"].encode()
-        self.ack = None  # the highest sequence number the gateway acknowledged since acked()
+        self.acks = []  # the acknowledgements (payloads) since acked()
         self.connected = False
 
     def _incoming(self, topic, msg):
-        if topic != self.ack_topic:
-            return
-        try:
-            n = int(msg)
-        except ValueError:  # not the gateway's words: ignore rather than forget anything
-            return
-        if self.ack is None or n > self.ack:
-            self.ack = n
+        if topic == self.ack_topic:
+            self.acks.append(msg)
 
     def connect(self):
         # umqtt.simple 1.3.4 takes no timeout: it opens its socket from its module's `socket`
@@ -116,8 +110,8 @@ class Uplink:
         return False
 
     def acked(self):
-        """The highest sequence number the gateway acknowledged since the last call, or None;
-        never waits (OSError when the connection broke)."""
+        """The acknowledgements that came since the last call, or None; never waits
+        (OSError when the connection broke)."""
         if self.connected:
             try:
                 # one packet, without waiting (the node polls every 200 ms; publish() reads
@@ -126,8 +120,10 @@ class Uplink:
             except Exception as exc:
                 self.close()
                 raise OSError("connection to %s lost: %r" % (self.where, exc))
-        n, self.ack = self.ack, None
-        return n
+        acks = self.acks
+        if acks:
+            self.acks = []
+            return acks
 
     def close(self):
         if self.client.sock:
@@ -139,4 +135,3 @@ class Uplink:
         if self.connected:
             self.log("mqtt", "disconnected from %s" % self.where)
         self.connected = False
-        self.ack = None

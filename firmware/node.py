@@ -4,7 +4,7 @@
 # which provides: sensor(name, spec), seq_store(path), uplink(cfg, log) (an
 # object with send(kind, seq, msg) -> True when the gateway has the message
 # already (serial), False when its acknowledgement comes later; acked() -> the
-# highest sequence number the gateway acknowledged since the last call, or
+# acknowledgements (payloads, docs/FORMAT.md) that came since the last call, or
 # None, without waiting; close(); both raise OSError when the link failed),
 # watchdog(seconds), mem_free(), vsupply_mv(cfg), network_up(cfg, log),
 # sync_time(cfg, log), deep_sleep(ms).
@@ -62,9 +62,8 @@ class Node:
         # the gateway acknowledges what it committed: a message sent stays in the buffer, and is
         # not sent again on this connection, until its ack comes or ack_timeout_s passes
         self.sent_upto = -1  # sending goes on above this seq; -1: all unacknowledged again
-        self.carried = -1  # the highest seq this connection carried: acks vouch for no more
         self.ack_wait_ms = self.ack_timeout_ms()
-        self.ack_since = clock.ticks_ms()  # the last ack, or the first send with nothing in flight
+        self.ack_since = clock.ticks_ms()  # when the oldest message in flight started waiting
         self.backlog = -1  # the newest seq a failure left waiting: "buffer sent" once it is acknowledged
         self.synced_at = None
         self.wdt = None
@@ -136,10 +135,15 @@ class Node:
             if self.uplink is None:
                 gc.collect()  # the first cycle's garbage: the uplink's code fills its holes, not fresh heap
                 self.uplink = self.board.uplink(self.cfg, log)
-            n = self.uplink.acked()  # publish() reads acks too: they wait here until the next flush
-            if n is not None:
-                # only what this connection sent: an ack cannot vouch for a message it never carried
-                self.acknowledged(min(n, self.carried))
+            # publish() reads acks too: they wait in the uplink until the next flush
+            for payload in self.uplink.acked() or ():
+                # "a" or "a-b", comma-separated: every committed number is named (docs/FORMAT.md)
+                for part in payload.split(b","):
+                    r = part.split(b"-")
+                    try:
+                        self.acknowledged(int(r[0]), int(r[-1]))
+                    except ValueError:  # not the gateway's words: forget nothing for it
+                        pass
             while True:
                 item = self.buffer.after(self.sent_upto)
                 if item is None:
@@ -149,14 +153,13 @@ class Node:
                     self.ack_since = clock.ticks_ms()
                 done = self.uplink.send(kind, seq, msg)
                 self.sent_upto = seq
-                self.carried = max(self.carried, seq)
                 if done:
-                    self.acknowledged(seq)
+                    self.acknowledged(seq, seq)
                 progress = True
                 self.feed()
         except OSError as exc:
             # acks of this connection are lost with it: all unacknowledged go again on the next
-            self.sent_upto = self.carried = -1
+            self.sent_upto = -1
             # a link that took something is alive: try again soon; a dead one, ever later
             self.backoff_ms = _BACKOFF_MIN_MS if progress else min(
                 _BACKOFF_MAX_MS, max(_BACKOFF_MIN_MS, 2 * self.backoff_ms))
@@ -190,18 +193,21 @@ class Node:
         pending = self.buffer.pending
         return bool(pending) and pending[0][0] <= self.sent_upto
 
-    def acknowledged(self, n):
-        """The gateway has committed every message up to n: they leave the buffer."""
+    def acknowledged(self, first, last):
+        """The gateway has committed the messages first..last: they leave the buffer."""
         pending = self.buffer.pending
-        if not pending or pending[0][0] > n:
+        oldest = pending[0][0] if pending else None
+        lowest = self.buffer.delivered(last, first)
+        if lowest is None:
             return  # a repeated ack: nothing new
-        first = pending[0][0]
-        self.buffer.delivered(n)
-        self.ack_since = clock.ticks_ms()
-        self.ack_wait_ms = self.ack_timeout_ms()
+        if lowest == oldest:
+            # the oldest is through; acks of newer ones alone leave its clock running, so
+            # that one a broker lost between them goes again after ack_timeout_s
+            self.ack_since = clock.ticks_ms()
+            self.ack_wait_ms = self.ack_timeout_ms()
         if not self.delivered_once:  # once per boot: the technician (and govedge flash) see it work
             self.delivered_once = True
-            log("uplink", "first message delivered (#%d)" % first)
+            log("uplink", "first message delivered (#%d)" % lowest)
 
     def await_acks(self, ms):
         """Before deep sleep: give the gateway up to ms to acknowledge what was sent; what it

@@ -122,7 +122,8 @@ class Collector:
     """A persistent-session MQTT subscriber that keeps every node message it gets and, standing in
     for the gateway, acknowledges each once it has recorded it: the sequence number on the device's
     ack topic, QoS 1, not retained (docs/FORMAT.md). `acking` False: it records and says nothing
-    (a gateway that never commits); `ack_delay` seconds: it answers that much later."""
+    (a gateway that never commits); `ack_delay` seconds: it answers that much later; `lose`: sequence
+    numbers whose next arrival it drops unrecorded and unacknowledged (a broker that lost them)."""
 
     def __init__(self, port: int, registry_path: Path, client_id: str = "test-collector", ca: Path | None = None,
                  acking: bool = True, ack_delay: float = 0.0):
@@ -132,6 +133,7 @@ class Collector:
         self.acks: list[tuple[str, int]] = []  # (device, seq) in the order they were published
         self.acking = acking
         self.ack_delay = ack_delay
+        self.lose: set[int] = set()
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
@@ -143,24 +145,28 @@ class Collector:
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg):
-        with self.lock:
-            self.messages.append((msg.topic, bytes(msg.payload)))
-        if not self.acking:
-            return
         try:
             r = wire.decode_unverified(bytes(msg.payload))
         except Exception:
-            return  # the gateway quarantines what it cannot read: nothing to acknowledge here
-        if self.ack_delay:
-            threading.Timer(self.ack_delay, self.ack, (r.device_id, r.seq)).start()
-        else:
-            self.ack(r.device_id, r.seq)
-
-    def ack(self, device: str, seq: int):
-        """Tell the device that everything up to seq is committed."""
+            r = None  # the gateway quarantines what it cannot read: nothing to acknowledge here
         with self.lock:
-            self.acks.append((device, seq))
-        self.client.publish(topics.ack(device), topics.ack_payload(seq), qos=1, retain=False)
+            if r is not None and r.seq in self.lose:
+                self.lose.discard(r.seq)
+                return
+            self.messages.append((msg.topic, bytes(msg.payload)))
+        if not self.acking or r is None:
+            return
+        if self.ack_delay:
+            threading.Timer(self.ack_delay, self.ack, (r.device_id, [r.seq])).start()
+        else:
+            self.ack(r.device_id, [r.seq])
+
+    def ack(self, device: str, seqs: list[int]):
+        """Tell the device that the messages numbered seqs are committed."""
+        with self.lock:
+            self.acks.extend((device, seq) for seq in sorted(set(seqs)))
+        for payload in topics.ack_payloads(seqs):
+            self.client.publish(topics.ack(device), payload, qos=1, retain=False)
 
     def received(self, kind: str = "reading", device: str | None = None) -> list[int]:
         """Sequence numbers of every message that arrived, repeats included, in arrival order."""
