@@ -62,7 +62,8 @@ class Node:
         # the gateway acknowledges what it committed: a message sent stays in the buffer, and is
         # not sent again on this connection, until its ack comes or ack_timeout_s passes
         self.sent_upto = -1  # sending goes on above this seq; -1: all unacknowledged again
-        self.ack_wait_ms = self.ack_timeout_ms()
+        self.ack_base_ms = int(cfg["ack_timeout_s"] * 1000)
+        self.ack_wait_ms = self.ack_base_ms
         self.ack_since = clock.ticks_ms()  # when the oldest message in flight started waiting
         self.backlog = -1  # the newest seq a failure left waiting: "buffer sent" once it is acknowledged
         self.synced_at = None
@@ -157,7 +158,7 @@ class Node:
                     self.acknowledged(seq, seq)
                 progress = True
                 self.feed()
-        except OSError as exc:
+        except Exception as exc:  # OSError from the link; nothing else (MemoryError) may stop the node
             # acks of this connection are lost with it: all unacknowledged go again on the next
             self.sent_upto = -1
             # a link that took something is alive: try again soon; a dead one, ever later
@@ -177,16 +178,13 @@ class Node:
                 % (self.ack_wait_ms // 1000, len(self.buffer.pending)))
             self.sent_upto = -1
             # the gateway may be down or slow: repeated rounds without progress wait ever longer
-            self.ack_wait_ms = max(self.ack_timeout_ms(), min(_ACK_WAIT_MAX_MS, 2 * self.ack_wait_ms))
+            self.ack_wait_ms = max(self.ack_base_ms, min(_ACK_WAIT_MAX_MS, 2 * self.ack_wait_ms))
             self.backlog = self.seq.next - 1
         pending = self.buffer.pending
         if self.backlog >= 0 and (not pending or pending[0][0] > self.backlog):
             log("uplink", "buffer sent")
             self.backlog = -1
         return True
-
-    def ack_timeout_ms(self):
-        return int(self.cfg["ack_timeout_s"] * 1000)
 
     def waiting(self):
         """Whether a message sent on this connection waits for the gateway's ack."""
@@ -204,7 +202,7 @@ class Node:
             # the oldest is through; acks of newer ones alone leave its clock running, so
             # that one a broker lost between them goes again after ack_timeout_s
             self.ack_since = clock.ticks_ms()
-            self.ack_wait_ms = self.ack_timeout_ms()
+            self.ack_wait_ms = self.ack_base_ms
         if not self.delivered_once:  # once per boot: the technician (and govedge flash) see it work
             self.delivered_once = True
             log("uplink", "first message delivered (#%d)" % lowest)
@@ -261,7 +259,7 @@ class Node:
                 log("node", "cycle failed: %r" % exc)
             self.feed()
             if self.cfg["deep_sleep"]:
-                self.await_acks(min(self.ack_timeout_ms(), _SLEEP_ACK_MS))
+                self.await_acks(min(self.ack_base_ms, _SLEEP_ACK_MS))
                 self.buffer.save_cursor()
                 if self.uplink:
                     self.uplink.close()
