@@ -51,7 +51,8 @@ class Node:
         self.buffer = Buffer("buffer.dat", b["slots"], b["slot_bytes"])
         if self.buffer.corrupt:
             log("buffer", "%d damaged slots ignored (power loss during a write)" % self.buffer.corrupt)
-        self.uplink = None  # made at the first flush, once the sensors' drivers are in: less fragmentation
+        gc.collect()  # the buffer's scan left garbage: the uplink's code fills its holes, not fresh heap
+        self.uplink = board.uplink(cfg, log)
         self.sensors = {}
         self.errors = {}
         self.last_error = None
@@ -133,9 +134,6 @@ class Node:
             return False
         progress = False
         try:
-            if self.uplink is None:
-                gc.collect()  # the first cycle's garbage: the uplink's code fills its holes, not fresh heap
-                self.uplink = self.board.uplink(self.cfg, log)
             # publish() reads acks too: they wait in the uplink until the next flush
             for payload in self.uplink.acked() or ():
                 # "a" or "a-b", comma-separated: every committed number is named (docs/FORMAT.md)
@@ -261,8 +259,7 @@ class Node:
             if self.cfg["deep_sleep"]:
                 self.await_acks(min(self.ack_base_ms, _SLEEP_ACK_MS))
                 self.buffer.save_cursor()
-                if self.uplink:
-                    self.uplink.close()
+                self.uplink.close()
                 log("node", "deep sleep for %d ms" % interval_ms)
                 self.board.deep_sleep(interval_ms)
             while clock.ticks_diff(clock.ticks_ms(), start) < interval_ms:
