@@ -92,6 +92,7 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
             "user": mqtt_user, "password": mqtt_password, "keepalive": 60,
             "client_id": device_id,
             "topic": topics.reading(device_id), "status_topic": topics.status(device_id),
+            "ack_topic": topics.ack(device_id),
         }
         if tls:
             cfg["mqtt"]["ca"] = "ca.der"
