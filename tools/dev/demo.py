@@ -71,7 +71,7 @@ class DemoNode:
             self.proc.wait()
 
     def delivered(self) -> int:
-        """Every sequence number below this was acknowledged by the broker (the node's own record)."""
+        """Every sequence number below this the gateway acknowledged as committed (the node's own record)."""
         proc = firmware.run_micropython("import counter; print(counter.FileCounter('buffer.dat.sent').load())",
                                         path=[self.root.parent / "build"], cwd=self.root)
         return int(proc.stdout or 0)
