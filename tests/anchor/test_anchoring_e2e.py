@@ -15,9 +15,8 @@ from support.chain import anchored_block_slot, funded_key, start_anvil
 from support.deploy import GATEWAY_ID, GatewayProcess
 from govedge.anchor.evm import deploy
 from govedge.tools.dev.broker import Mosquitto
-from govedge.hub.gateways import Gateways
 from govedge.hub.store import HubStore
-from support.hubkit import HubProcess
+from support.hubkit import HubProcess, hub_beside
 from support import wait_until
 from support.nodes import VirtualNode
 
@@ -59,16 +58,8 @@ def anchored(tmp_path, build_dir):
                                            f'rpc_url = "{anvil.url}"\ncontract = "{contract}"\nkey_file = "{key}"\n')
     gw.start()
     hub_folder = tmp_path / "hubside"
-    hub_folder.mkdir()
-    gateways = Gateways(path=hub_folder / "gateways.json")
-    gateways.add(GATEWAY_ID, gw.public_key)
-    gateways.save()
-    (hub_folder / "registry.json").write_bytes(registry.read_bytes())
-    toml = hub_folder / "hub.toml"
-    toml.write_text(f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 1\n'
-                    f'[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = {hub_broker.port}\ntls = false\n'
-                    f'client_id = "hub-e2e"\n')
-    hub = HubProcess(toml).start()
+    hub = hub_beside(hub_folder, registry, GATEWAY_ID, gw.public_key, hub_broker.port).start()
+    toml = hub.config
     try:
         gw.wait_for_log("ingest: subscribed")
         hub.wait_subscribed()
@@ -431,15 +422,8 @@ def test_a_replaced_gateway_store_numbers_from_0_again_and_readings_of_both_stor
 
     try:
         gw.start()
-        gateways = Gateways(path=hub_folder / "gateways.json")
-        gateways.add(GATEWAY_ID, gw.public_key)
-        gateways.save()
-        (hub_folder / "registry.json").write_bytes(registry.read_bytes())
-        toml = hub_folder / "hub.toml"
-        toml.write_text(f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 1\n'
-                        f'[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = {hub_broker.port}\n'
-                        f'tls = false\nclient_id = "hub-e2e"\n')
-        hub = HubProcess(toml).start()
+        hub = hub_beside(hub_folder, registry, GATEWAY_ID, gw.public_key, hub_broker.port).start()
+        toml = hub.config
         gw.wait_for_log("ingest: subscribed")
         hub.wait_subscribed()
         node.start()

@@ -20,11 +20,10 @@ import time
 
 import pytest
 
-from govedge.hub.gateways import Gateways
 from govedge.tools.field import firmware
 from govedge.tools.dev.broker import Mosquitto
 from support.deploy import GATEWAY_ID, GatewayProcess
-from support.hubkit import HubProcess
+from support.hubkit import HubProcess, hub_beside
 from support.nodes import VirtualNode
 
 SOAK = os.environ.get("GOVEDGE_SOAK") == "1"
@@ -55,16 +54,8 @@ class Cabinet:
         """The gateway, known to the hub, and the hub; nodes are made before (the registry is read once)."""
         self.gateway = GatewayProcess(self.tmp / "gateway", self.registry, self.local.port, self.hub.port,
                                       **settings)
-        folder = self.hub_db.parent
-        folder.mkdir(exist_ok=True)
-        gateways = Gateways(path=folder / "gateways.json")
-        gateways.add(GATEWAY_ID, self.gateway.public_key)
-        gateways.save()
-        (folder / "hub.toml").write_text(
-            f'[hub]\nregistry = "{self.registry}"\ngateways = "gateways.json"\nverify_workers = 1\n'
-            f'session_expiry_s = 600\n[store]\nurl = "{self.hub_db}"\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.hub.port}\ntls = false\nclient_id = "hub-worker-1"\n')
-        self.hub_process = HubProcess(folder / "hub.toml").start()
+        self.hub_process = hub_beside(self.hub_db.parent, self.registry, GATEWAY_ID, self.gateway.public_key,
+                                      self.hub.port, client_id="hub-worker-1").start()
         self.hub_process.wait_subscribed()
         self.gateway.start()
         # the gateway's persistent session must exist before nodes publish

@@ -8,12 +8,11 @@ import sqlite3
 
 import pytest
 
-from govedge.hub.gateways import Gateways
 from govedge.hub.store import HubStore
 from govedge.tools.dev.broker import Mosquitto
 from support import wait_until
 from support.deploy import GATEWAY_ID, GatewayProcess
-from support.hubkit import HubProcess
+from support.hubkit import hub_beside
 from support.nodes import VirtualNode
 
 pytestmark = pytest.mark.e2e  # the product's processes, end to end
@@ -55,15 +54,8 @@ def test_a_batch_the_hub_broker_acknowledged_and_lost_is_sent_again_and_stored_o
         # no hub is subscribed: the broker acknowledges each batch (PUBACK) and forgets it at once
         gw.wait_for_log("not confirmed by the hub within 1 s; sending it again", timeout=30)
         assert _gateway_db(gw, "SELECT batch_seq FROM cursors WHERE destination = 'hub'") == []
-        gateways = Gateways(path=hub_folder / "gateways.json")
-        gateways.add(GATEWAY_ID, gw.public_key)
-        gateways.save()
-        (hub_folder / "registry.json").write_bytes(registry.read_bytes())
-        toml = hub_folder / "hub.toml"
-        toml.write_text(f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 1\n'
-                        f'[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = {hub_broker.port}\n'
-                        f'tls = false\nclient_id = "hub-confirm"\n')
-        hub = HubProcess(toml).start()
+        hub = hub_beside(hub_folder, registry, GATEWAY_ID, gw.public_key, hub_broker.port,
+                         client_id="hub-confirm").start()
         hub.wait_subscribed()
         url = "sqlite://" + str(hub_folder / "hub.db")
         wait_until(lambda: _hub_db(url, "SELECT count(*) FROM batches")[0][0] >= 3, timeout=60,

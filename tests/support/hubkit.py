@@ -106,6 +106,22 @@ def publish_batches(port: int, batches: list[bytes], gateway: str = GATEWAY) -> 
     publish(port, [(topics.batch(gateway), b) for b in batches])
 
 
+def hub_beside(folder: Path, registry: Path, gateway_id: str, gateway_public_key, broker_port: int,
+               client_id: str = "hub-e2e") -> "HubProcess":
+    """`govedge hub run` (not started) in ``folder`` that knows one gateway: its gateways file, a copy of the
+    nodes' registry, a SQLite store ``hub.db`` and its config ``hub.toml``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gateways = Gateways(path=folder / "gateways.json")
+    gateways.add(gateway_id, gateway_public_key)
+    gateways.save()
+    (folder / "registry.json").write_bytes(registry.read_bytes())
+    toml = folder / "hub.toml"
+    toml.write_text(f'[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 1\n'
+                    f'session_expiry_s = 600\n[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\n'
+                    f'port = {broker_port}\ntls = false\nclient_id = "{client_id}"\n')
+    return HubProcess(toml)
+
+
 class HubProcess(CliProcess):
     stop_timeout = 15.0
 
