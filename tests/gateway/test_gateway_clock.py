@@ -11,13 +11,10 @@ a node whose clock was never set sends no time and passes as before.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core import topics
 from govedge.core.config import ConfigError
@@ -28,13 +25,12 @@ from govedge.gateway import health
 from govedge.gateway import store as gwstore
 from govedge.gateway.admit import CLOCK_UNSYNCED, Checks, Refusal
 from govedge.gateway.clocksync import TIME_FLOOR, GatewayClock
-from govedge.gateway.metrics import GatewayCollector
 from govedge.gateway.service import Gateway
 from govedge.tools import cli
-from govedge.tools.dev.broker import Mosquitto
 from support import firmware, scalar, wait_until
-from support.deploy import GATEWAY_ID, HubSubscriber
+from support.deploy import GATEWAY_ID
 from support.hubkit import World, publish
+from support.rig import running  # noqa: F401 - the fixture
 
 from test_gateway_isolation import Acks, drain_all, make_gateway, rows
 
@@ -187,10 +183,6 @@ def test_a_store_from_before_the_clock_flag_gets_the_column_and_keeps_its_readin
 # -- a running gateway, real brokers ------------------------------------------------------------
 
 
-def metric(gw: Gateway, name: str) -> float:
-    return next(s.value for f in GatewayCollector(gw).collect() for s in f.samples if s.name == name)
-
-
 def count(gw: Gateway, sql: str) -> int:
     db = sqlite3.connect(f"file:{gw.db_path}?mode=ro", uri=True)  # the service's connection is its own
     try:
@@ -199,30 +191,14 @@ def count(gw: Gateway, sql: str) -> int:
         db.close()
 
 
-def test_a_gateway_a_day_behind_and_unsynchronized_forwards_everything_then_its_clock_is_corrected(tmp_path):
+def test_a_gateway_a_day_behind_and_unsynchronized_forwards_everything_then_its_clock_is_corrected(running):
     """The Pi after a power cut: its clock a day behind, NTP not there yet. The nodes' readings (correctly
     timed, so a day ahead of it) reach the hub, flagged in the gateway's store; then NTP corrects the
     clock and everything goes on, unflagged."""
-    world = World(tmp_path / "world", devices=2)
-    local = Mosquitto(tmp_path / "local-broker").start()
-    hub = Mosquitto(tmp_path / "hub-broker").start()
-    folder = tmp_path / "gw"
-    folder.mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    (folder / "gateway.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    (folder / "gateway.toml").write_text(
-        f'[gateway]\nid = "{GATEWAY_ID}"\nkey_file = "gateway.key"\ndata_dir = "data"\n'
-        f'registry = "{world.folder / "registry.json"}"\n[verify]\nworkers = 0\n'
-        f'[ingest.mqtt]\nhost = "127.0.0.1"\nport = {local.port}\n'
-        f'[hub]\nhost = "127.0.0.1"\nport = {hub.port}\nrate_per_s = 0\n[batch]\ninterval_s = 0.2\n')
     offset = [DAY]
     kernel = [False]
-    clock = GatewayClock(now=lambda: time.time() - offset[0], kernel=lambda: kernel[0])
-    gw = Gateway(gwconfig.load(folder / "gateway.toml"), clock=clock)
-    sub = HubSubscriber(hub.port, world.folder / "registry.json", key.public_key())
-    thread = threading.Thread(target=gw.run, name="gateway-main", daemon=True)
-    thread.start()
+    r = running(clock=GatewayClock(now=lambda: time.time() - offset[0], kernel=lambda: kernel[0]))
+    gw, world, sub = r.gw, r.world, r.sub
     seqs = dict.fromkeys(world.devices, 0)
 
     def send(n: int) -> None:
@@ -232,38 +208,29 @@ def test_a_gateway_a_day_behind_and_unsynchronized_forwards_everything_then_its_
                 items.append((topics.reading(device), firmware("reading").signed_reading(
                     scalar(device), device, seqs[device], int(time.time()), [("temp", "Cel", 2150)])))
                 seqs[device] += 1
-        publish(local.port, items)
+        publish(r.local.port, items)
 
     def status() -> str:
         doc = {**health.live(gw.cfg.data_dir), "running": True}  # the service is this test process
         return health.describe(health.snapshot(gw.db_path), GATEWAY_ID, doc)
 
-    try:
-        wait_until(lambda: "subscribed" in (health.live(gw.cfg.data_dir) or {"parts": {}})["parts"]
-                   .get("ingest", {}).get("state", ""), what="ingest subscribed")
-        send(3)
-        wait_until(lambda: len(sub.readings()) >= 6, what="the readings of the day-behind gateway at the hub")
-        wait_until(lambda: "clock       PROBLEM: NOT synchronized" in status(), what="the clock in the status")
-        assert "  flagged     6 readings timed ahead of the gateway's clock" in status()
-        assert count(gw, "SELECT count(*) FROM readings WHERE clock_flag = 'clock_unsynced'") == 6
-        assert metric(gw, "govedge_clock_synchronized") == 0
-        assert metric(gw, "govedge_clock_unsynced_total") == 6
-        kernel[0], offset[0] = True, 0  # NTP: synchronized and stepped forward by a day
-        send(3)
-        wait_until(lambda: len(sub.readings()) >= 12, what="the readings after the correction at the hub")
-        wait_until(lambda: "clock       synchronized for" in status(), what="the corrected clock in the status")
-        assert metric(gw, "govedge_clock_synchronized") == 1
-        assert sorted(sub.readings()) == sorted((d, s) for d in world.devices for s in range(6))
-        assert count(gw, "SELECT count(*) FROM readings WHERE clock_flag IS NULL") == 6
-        assert count(gw, "SELECT count(*) FROM quarantine") == 0
-        assert gw.counters["clock_unsynced"] == 6 and gw.counters["quarantined"] == 0
-        assert not sub.errors
-    finally:
-        gw.stop()
-        thread.join(20)
-        sub.close()
-        local.stop()
-        hub.stop()
+    send(3)
+    wait_until(lambda: len(sub.readings()) >= 6, what="the readings of the day-behind gateway at the hub")
+    wait_until(lambda: "clock       PROBLEM: NOT synchronized" in status(), what="the clock in the status")
+    assert "  flagged     6 readings timed ahead of the gateway's clock" in status()
+    assert count(gw, "SELECT count(*) FROM readings WHERE clock_flag = 'clock_unsynced'") == 6
+    assert r.metric("govedge_clock_synchronized") == 0
+    assert r.metric("govedge_clock_unsynced_total") == 6
+    kernel[0], offset[0] = True, 0  # NTP: synchronized and stepped forward by a day
+    send(3)
+    wait_until(lambda: len(sub.readings()) >= 12, what="the readings after the correction at the hub")
+    wait_until(lambda: "clock       synchronized for" in status(), what="the corrected clock in the status")
+    assert r.metric("govedge_clock_synchronized") == 1
+    assert sorted(sub.readings()) == sorted((d, s) for d in world.devices for s in range(6))
+    assert count(gw, "SELECT count(*) FROM readings WHERE clock_flag IS NULL") == 6
+    assert count(gw, "SELECT count(*) FROM quarantine") == 0
+    assert gw.counters["clock_unsynced"] == 6 and gw.counters["quarantined"] == 0
+    assert not sub.errors
 
 
 def test_future_time_messages_are_kept_whole_and_stored_by_replay_quarantine_once_the_clock_is_right(

@@ -43,7 +43,8 @@ class FakeChain:
 
 
 class Running:
-    def __init__(self, tmp_path: Path, anchor: bool = False):
+    def __init__(self, tmp_path: Path, anchor: bool = False, clock=None):
+        """``clock``: the gateway's notion of time and of its synchronization (govedge.gateway.clocksync)."""
         self.world = World(tmp_path / "world", devices=2)
         self.local = Mosquitto(tmp_path / "local-broker").start()
         self.hub = Mosquitto(tmp_path / "hub-broker").start()
@@ -60,7 +61,7 @@ class Running:
             f'[batch]\ninterval_s = 0.2\nmax_readings = 50\n'
             + ('[anchor]\nepoch_s = 1\n' if anchor else ''))
         self.chain = FakeChain() if anchor else None
-        self.gw = Gateway(gwconfig.load(folder / "gateway.toml"), anchor_backend=self.chain)
+        self.gw = Gateway(gwconfig.load(folder / "gateway.toml"), anchor_backend=self.chain, clock=clock)
         self.gw.uplink.backoff = Backoff(first=0.5, cap=1.0)
         if self.gw.anchorer is not None:
             self.gw.anchorer.backoff = Backoff(first=0.5, cap=1.0)
