@@ -367,9 +367,9 @@ class Gateway:
 
     def _acknowledge(self, committed) -> None:
         """Tells the senders of committed messages (``committed``: (Inbound, its Result or None)) that they may
-        forget them: the broker's PUBACK (or the serial answer), then to each node on MQTT the sequence
-        numbers of its messages in this commit (docs/FORMAT.md, "Acknowledgements between node and
-        gateway"). Each number is named: a node whose messages a broker lost (it had no session for the
+        forget them: the broker's PUBACK (or the serial answer) now; to each node on MQTT the sequence
+        numbers of its messages, gathered with those of the commits before and sent by send_node_acks
+        (docs/FORMAT.md, "Acknowledgements between node and gateway"). Each number is named: a node whose messages a broker lost (it had no session for the
         gateway after a power cut) must not take a later number for them."""
         seqs = self.node_acks
         for item, checked in committed:
