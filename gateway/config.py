@@ -154,7 +154,7 @@ _HUB = Section("hub", (
     Key("topic", str, None, "where the batches go", shown="`govedge/v1/gateway/<id>/batch`",
         example="govedge/v1/gateway/gw-muenster-01/batch"),
     Key("rate_per_s", float, 20.0, "after an outage the backlog goes out at most this many batches per "
-        "second", above=0),
+        "second; 0: no limit", min=0),
     Key("confirm_timeout_s", float, 30.0, "a batch or epoch record the hub has not confirmed committed this "
         "many seconds after it went out is sent again", above=0),
     Key("heartbeat_s", float, 60.0, "the gateway sends a signed status record to the hub this often "
