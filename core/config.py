@@ -15,7 +15,7 @@ import json
 import re
 import textwrap
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -209,6 +209,11 @@ def _parse(doc: dict, schema: tuple[Section, ...], base: Path) -> dict[str, dict
             given[full] = own
 
     walk(doc, "")
+    for section in schema:  # a misspelt key first: it is often why another seems missing
+        known = [k.name for k in section.keys] + [f"[{s}]" for s in sections if s.startswith(section.name + ".")]
+        for name in given.get(section.name, {}) if not section.free else ():
+            if name not in known:
+                raise ConfigError(f"[{section.name}] {name}: unknown key" + _suggest(name, known))
     out: dict[str, dict[str, Any]] = {}
     for section in schema:
         values = given.get(section.name, {})
@@ -216,11 +221,6 @@ def _parse(doc: dict, schema: tuple[Section, ...], base: Path) -> dict[str, dict
             out[section.name] = dict(values)
             continue
         where = f"[{section.name}]"
-        known = {k.name: k for k in section.keys}
-        for name in values:
-            if name not in known:
-                extra = [f"[{s}]" for s in sections if s.startswith(section.name + ".")]
-                raise ConfigError(f"{where} {name}: unknown key" + _suggest(name, list(known) + extra))
         out[section.name] = checked = {}
         for key in section.keys:
             if key.name not in values:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from govedge.core import config as schema
-from govedge.core.config import MAX_WORKERS, ConfigError, Key, MqttEndpoint, Section, read_toml, workers
+from govedge.core.config import MAX_WORKERS, ConfigError, Key, MqttEndpoint, Section, read_toml, workers  # noqa: F401
 from govedge.core.wire import MAX_MESSAGE_BYTES
 
 from .store import KEEP_BYTES, SYNCHRONOUS
