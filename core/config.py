@@ -161,11 +161,12 @@ def _toml(value: Any) -> str:
 
 
 def _suggest(word: str, known: Iterable[str], show: Callable[[str], str] = str) -> str:
+    """The nearest known name (difflib, as git and pip do it), or the list of them all."""
     known = sorted(known)
     close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {show(close[0])}?"
-    return "; known: " + ", ".join(show(k) for k in known) if known else ""
+    return "; known: " + ", ".join(sorted(show(k) for k in known)) if known else ""
 
 
 def parse(doc: dict, schema: tuple[Section, ...], base: Path = Path("."), file: Path | str | None = None
@@ -210,10 +211,12 @@ def _parse(doc: dict, schema: tuple[Section, ...], base: Path) -> dict[str, dict
 
     walk(doc, "")
     for section in schema:  # a misspelt key first: it is often why another seems missing
-        known = [k.name for k in section.keys] + [f"[{s}]" for s in sections if s.startswith(section.name + ".")]
+        known = {k.name: k.name for k in section.keys}
+        known.update({s.removeprefix(section.name + "."): f"[{s}]" for s in sections
+                      if s.startswith(section.name + ".") and "." not in s.removeprefix(section.name + ".")})
         for name in given.get(section.name, {}) if not section.free else ():
             if name not in known:
-                raise ConfigError(f"[{section.name}] {name}: unknown key" + _suggest(name, known))
+                raise ConfigError(f"[{section.name}] {name}: unknown key" + _suggest(name, known, known.get))
     out: dict[str, dict[str, Any]] = {}
     for section in schema:
         values = given.get(section.name, {})
