@@ -28,7 +28,7 @@ The rules, the same for both files:
   `gateway.toml: [batch] intervall_s: unknown key; did you mean interval_s?`
 - A value of the wrong type or out of range names the key, the value and what it takes:
   `gateway.toml: [metrics] port = "9108x": expected a whole number 0..65535`. `true` is not a number.
-- A missing required key is named: `hub.toml: [hub] registry is missing (...)`.
+- A missing required key is named: `hub.toml: [hub] registry is missing (the device registry that ...)`.
 - Every path (type "path") is relative to the configuration file's folder unless it is absolute: under
   systemd the working directory is `/`, so a relative path never depends on where a service was started.
 - Secrets (passwords) are never shown back in errors, logs or status.
@@ -42,9 +42,27 @@ configuration is not valid.
 $ govedge gateway check --config /etc/govedge/gateway.toml
 ok    configuration   /etc/govedge/gateway.toml is valid
 ok    gateway key     /etc/govedge/gateway.key: a P-256 private key
-...
-FAIL  hub broker      hub.example.nrw:8883 unreachable: [Errno -2] Name or service not known; check [hub] host and port, and the network
+ok    registry        0 devices in /etc/govedge/registry.json
+ok    data folder     /var/lib/govedge will be made when the service starts
+--    local TLS       [ingest.mqtt] tls = false: no TLS files needed
+ok    hub TLS         the system's CAs
+ok    local broker    MQTT login to 127.0.0.1:1883 accepted
+FAIL  hub broker      hub.example:8883 unreachable: [Errno -2] Name or service not known; check [hub] host and port, the network and that the broker runs
+--    govchain        no anchoring configured ([anchor] backend = "none")
+$ echo $?
+1
+$ govedge gateway check --config /etc/govedge/gateway.toml     # with "heartbeat = 30" under [hub]
+FAIL  configuration   /etc/govedge/gateway.toml: [hub] heartbeat: unknown key; did you mean heartbeat_s?
+$ echo $?
+2
 ```
+
+`--` is a check that does not apply. While the gateway service runs, the local broker is not logged in
+to (the gateway's login owns its session there): the running service's own state is shown instead.
+`govedge hub check` checks the registry, the gateway list, `[hub] state_dir`, the `[mqtt]` TLS files,
+the store (an SQLite file is opened read-only, one that does not exist yet is left to the first start;
+PostgreSQL is logged in to) and a login on the broker under the client id `<client_id>-check`, so a
+running worker's session is left alone.
 """
 
 
