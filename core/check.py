@@ -92,7 +92,7 @@ def tcp(name: str, host: str, port: int, where: str, timeout: float = 5.0) -> Re
         with socket.create_connection((host, port), timeout=timeout):
             return (name, True, f"{host}:{port} reachable")
     except OSError as exc:
-        return (name, False, f"{host}:{port} unreachable: {exc}; check {where} host and port, the network "
+        return (name, False, f"{host}:{port} unreachable: {exc}; check {where} host and port, the network, "
                              "and that the broker runs")
 
 

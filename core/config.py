@@ -259,8 +259,10 @@ def markdown(schema: tuple[Section, ...]) -> str:
             continue
         out.append("| key | type | default | meaning |\n|---|---|---|---|")
         for key in section.keys:
-            default = ("required" if key.required else key.shown if key.shown is not None
-                       else "none" if key.default is None else f"`{_toml(key.default)}`")
+            if key.required:
+                default = "required" if section.required else "required when used"
+            else:
+                default = key.shown if key.shown is not None else "none" if key.default is None else f"`{_toml(key.default)}`"
             meaning = (key.help + ("; a secret: never shown in errors or logs" if key.secret else "")).replace("|", "\\|")
             out.append(f"| `{key.name}` | {key.type_text()} | {default} | {meaning} |")
         out.append("")

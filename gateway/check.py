@@ -106,9 +106,16 @@ def chain(cfg: gwconfig.GatewayConfig) -> Result:
 
 
 def disk_space(cfg: gwconfig.GatewayConfig) -> Result:
-    usage = shutil.disk_usage(cfg.data_dir)
-    return ("disk space", usage.free > 2 * min(cfg.store_max_bytes, 2e9) or usage.free > 1e9,
-            f"{usage.free / 1e9:.1f} GB free at {cfg.data_dir} (store quota {cfg.store_max_bytes / 1e9:g} GB)")
+    """Room for the store's quota (or a gigabyte) on the file system of the data folder (or of the
+    folder it will be made in)."""
+    folder = cfg.data_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    usage = shutil.disk_usage(folder)
+    ok = usage.free > 2 * min(cfg.store_max_bytes, 2e9) or usage.free > 1e9
+    return ("disk space", ok, f"{usage.free / 1e9:.1f} GB free at {folder} (store quota "
+                              f"{cfg.store_max_bytes / 1e9:g} GB)" + ("" if ok else "; make room, or lower [store] "
+                                                                               "max_bytes"))
 
 
 def clock_synchronised() -> tuple[bool | None, str]:
@@ -124,9 +131,11 @@ def clock_synchronised() -> tuple[bool | None, str]:
 
 
 def files(cfg: gwconfig.GatewayConfig) -> list[Result]:
-    """The offline checks: everything the configuration names that the service reads or writes."""
+    """The offline checks: everything the configuration names that the service reads or writes, the
+    room on the disk and the clock."""
     results = [signing_key(cfg), registry(cfg.registry), check.writable("data folder", cfg.data_dir,
-                                                                         "[gateway] data_dir"),
+                                                                         "[gateway] data_dir"), disk_space(cfg),
+               ("clock", *clock_synchronised()),
                check.tls_files("local TLS", cfg.ingest, "[ingest.mqtt]"),
                check.tls_files("hub TLS", cfg.hub, "[hub]")]
     for key, value in sorted(cfg.anchor.items()):

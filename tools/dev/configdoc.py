@@ -43,11 +43,13 @@ $ govedge gateway check --config /etc/govedge/gateway.toml
 ok    configuration   /etc/govedge/gateway.toml is valid
 ok    gateway key     /etc/govedge/gateway.key: a P-256 private key
 ok    registry        0 devices in /etc/govedge/registry.json
-ok    data folder     /var/lib/govedge will be made when the service starts
+ok    data folder     /var/lib/govedge writable
+ok    disk space      82.5 GB free at /var/lib/govedge (store quota 2 GB)
+--    clock           cannot tell here (no timedatectl); the clock reads 2026-11-30 11:17:33 UTC: compare it with a phone
 --    local TLS       [ingest.mqtt] tls = false: no TLS files needed
 ok    hub TLS         the system's CAs
 ok    local broker    MQTT login to 127.0.0.1:1883 accepted
-FAIL  hub broker      hub.example:8883 unreachable: [Errno -2] Name or service not known; check [hub] host and port, the network and that the broker runs
+FAIL  hub broker      hub.example:8883 unreachable: [Errno -2] Name or service not known; check [hub] host and port, the network, and that the broker runs
 --    govchain        no anchoring configured ([anchor] backend = "none")
 $ echo $?
 1
