@@ -103,7 +103,7 @@ class Key:
                 raise wrong()
             return value
         if self.type in (int, float):
-            if type(value) is bool or not isinstance(value, (int, float)) or (self.type is int and type(value) is not int):
+            if type(value) is bool or not isinstance(value, int if self.type is int else (int, float)):
                 raise wrong()
             if ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
                     or (self.above is not None and not value > self.above) or value != value):
@@ -262,8 +262,10 @@ def markdown(schema: tuple[Section, ...]) -> str:
             if key.required:
                 default = "required" if section.required else "required when used"
             else:
-                default = key.shown if key.shown is not None else "none" if key.default is None else f"`{_toml(key.default)}`"
-            meaning = (key.help + ("; a secret: never shown in errors or logs" if key.secret else "")).replace("|", "\\|")
+                default = key.shown if key.shown is not None else f"`{_toml(key.default)}`" if key.default is not None \
+                    else "none"
+            meaning = key.help + ("; a secret: never shown in errors or logs" if key.secret else "")
+            meaning = meaning.replace("|", "\\|")
             out.append(f"| `{key.name}` | {key.type_text()} | {default} | {meaning} |")
         out.append("")
     return "\n".join(out)
@@ -331,7 +333,8 @@ def mqtt_keys(default_port: int, host: str = "127.0.0.1", examples: dict | None 
             path=True, example=ex.get("ca", "ca.pem")),
         Key("cert", str, None, "client certificate (PEM), for a broker that asks for one", path=True,
             example=ex.get("cert", "client.pem")),
-        Key("key", str, None, "the client certificate's private key (PEM)", path=True, example=ex.get("key", "client.key")),
+        Key("key", str, None, "the client certificate's private key (PEM)", path=True,
+            example=ex.get("key", "client.key")),
         Key("keepalive", int, 60, "seconds between MQTT keepalive pings (0: none)", min=0, max=65535),
     )
 

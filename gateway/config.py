@@ -88,7 +88,8 @@ _GATEWAY = Section("gateway", (
 
 _INGEST_MQTT = Section("ingest.mqtt", schema.mqtt_keys(1883, examples={
     "client_id": "govedge-gateway-gw-muenster-01", "client_id_shown": "`govedge-gateway-<id>`",
-    "user": "gateway", "password": "...", "ca": "/etc/govedge/tls/ca.pem"}), help="The local broker the nodes publish to.")
+    "user": "gateway", "password": "...", "ca": "/etc/govedge/tls/ca.pem"}),
+    help="The local broker the nodes publish to.")
 
 _INGEST_SERIAL = Section("ingest.serial", (
     Key("ports", list, [], 'serial ports nodes are wired to (docs/FORMAT.md, "Serial framing"), e.g. '
@@ -216,17 +217,18 @@ def _parse(doc: dict, base: Path) -> GatewayConfig:
         section = next(s for s in sections if s.name == f"anchor.{backend}")
         schema.required(section, v[section.name])
         settings = {k: str(x) if isinstance(x, Path) else x for k, x in v[section.name].items() if x is not None}
-    ingest = schema.endpoint_of(v["ingest.mqtt"])
-    uplink = schema.endpoint_of(hub)
+    ingest, uplink = schema.endpoint_of(v["ingest.mqtt"]), schema.endpoint_of(hub)
+    ingest.client_id = ingest.client_id or f"govedge-gateway-{gw['id']}"
+    uplink.client_id = uplink.client_id or f"govedge-uplink-{gw['id']}"
     return GatewayConfig(
         gateway_id=gw["id"],
         key_file=gw["key_file"],
         data_dir=gw["data_dir"],
         registry=gw["registry"],
-        ingest=ingest if ingest.client_id else MqttEndpoint(**{**vars(ingest), "client_id": f"govedge-gateway-{gw['id']}"}),
+        ingest=ingest,
         serial_ports=v["ingest.serial"]["ports"],
         serial_baud=v["ingest.serial"]["baud"],
-        hub=uplink if uplink.client_id else MqttEndpoint(**{**vars(uplink), "client_id": f"govedge-uplink-{gw['id']}"}),
+        hub=uplink,
         hub_topic=hub["topic"] or topics.batch(gw["id"]),
         uplink_rate_per_s=hub["rate_per_s"],
         hub_confirm_timeout_s=hub["confirm_timeout_s"],

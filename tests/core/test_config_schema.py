@@ -123,11 +123,13 @@ def test_a_relative_tls_path_is_the_files_folder_an_absolute_one_stays():
 
 
 def test_an_empty_path_is_refused():
-    assert error_of({"site": {"id": "s", "registry": ""}}) == '[site] registry = "": expected a path, not an empty string'
+    assert error_of({"site": {"id": "s", "registry": ""}}) == (
+        '[site] registry = "": expected a path, not an empty string')
 
 
 def test_a_free_section_is_handed_on_as_written():
-    assert parsed({"filter": {"quantities": {"temp": {"min": -40}}}})["filter"] == {"quantities": {"temp": {"min": -40}}}
+    rules = {"quantities": {"temp": {"min": -40}}}
+    assert parsed({"filter": rules})["filter"] == rules
 
 
 def test_a_section_that_is_not_a_table_is_named():

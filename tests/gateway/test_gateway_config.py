@@ -42,7 +42,8 @@ def load_error(tmp_path: Path, text: str) -> str:
     (GATEWAY + "[store]\nmax_bytes = true\n", "[store] max_bytes = true: expected a whole number of at least 1"),
     (GATEWAY + "[hub]\nheartbeat_s = -5\n", "[hub] heartbeat_s = -5: expected a number of at least 0"),
     (GATEWAY + "[ingest.mqtt]\nport = 70000\n", "[ingest.mqtt] port = 70000: expected a whole number 1..65535"),
-    (GATEWAY + "[ingest.serial]\nports = \"/dev/ttyUSB0\"\n", '[ingest.serial] ports = "/dev/ttyUSB0": expected a list'),
+    (GATEWAY + "[ingest.serial]\nports = \"/dev/ttyUSB0\"\n",
+     '[ingest.serial] ports = "/dev/ttyUSB0": expected a list'),
     (GATEWAY + "[store]\npolicy = \"drop_newest\"\n", '[store] policy = "drop_newest": expected one of '
                                                       '"drop_oldest", "refuse_new"'),
     (GATEWAY + "[hub]\npassword = 12345678\n", "[hub] password = (hidden): expected a string"),
