@@ -202,3 +202,18 @@ def test_check_of_an_invalid_configuration_says_why_in_one_line_and_exits_2(tmp_
     assert out.returncode == 2 and out.stderr == ""
     assert out.stdout.count("\n") == 1 and out.stdout.startswith("FAIL  configuration ")
     assert named in out.stdout
+
+
+def test_check_reads_the_tls_files_as_the_broker_connection_would(tmp_path):
+    config = a_gateway(tmp_path / "gw", free_port(), free_port())
+    config.write_text(config.read_text().replace('[hub]\n', '[hub]\ntls = true\nca = "hub-ca.pem"\n'))
+    (tmp_path / "gw/hub-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n"
+                                            "-----END CERTIFICATE-----\n")
+    mark, text = lines_of(check(config))["hub TLS"]
+    assert mark == "FAIL" and text.startswith(f"[hub] ca {tmp_path / 'gw/hub-ca.pem'}: not usable PEM")
+    from govedge.gateway.install import Layout, _tls
+
+    lay = Layout(tmp_path / "root")  # a CA as `govedge gateway install` makes one
+    _tls(lay, ["127.0.0.1"], [])
+    config.write_text(config.read_text().replace('ca = "hub-ca.pem"', f'ca = "{lay.tls / "ca.pem"}"'))
+    assert lines_of(check(config))["hub TLS"] == ("ok", f"ca {lay.tls / 'ca.pem'}")
