@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
+from govedge.core import config as schema
 from govedge.core.config import ConfigError
 # the receipt, the interface and its error are shared with every stage (govedge.core.receipt)
 from govedge.core.receipt import AnchorBackend, AnchorError, Receipt
 
 __all__ = ["AnchorBackend", "AnchorError", "Receipt", "Setting", "Backend", "NONE", "register", "backend_names",
-           "lookup", "settings_of"]
+           "lookup", "settings_of", "section_of"]
 
 NONE = "none"  # the [anchor] backend that anchors nothing: epochs are built, not anchored
 BUILT_IN = ("rest", "evm")  # the backend modules of this package, each registering itself when imported
@@ -52,6 +54,7 @@ class Setting:
     default: Any = None  # what the backend uses when the key is not given
     flag: str | None = None  # the command-line flag that gives it (`govedge gateway install`, `govedge verify`)
     audit: bool = False  # an auditor gives it too (`govedge verify`), to look roots up
+    example: Any = None  # the value gateway.toml's example shows (govedge.gateway.config)
 
 
 class GatewaySide(Protocol):
@@ -120,19 +123,33 @@ def _choices() -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+_TYPES = {"url": str, "string": str, "file": str, "integer": int, "number": float}
+
+
+def section_of(name: str) -> schema.Section:
+    """The backend's ``[anchor.<name>]`` section as the configuration schema (govedge.core.config) has it:
+    its keys typed, file settings relative to gateway.toml's folder, required ones asked for only when
+    the backend is the one chosen."""
+    backend = lookup(name)
+    keys = []
+    for s in backend.settings:
+        kind = _TYPES[s.type]
+        default = s.default if isinstance(s.default, kind) and s.type != "file" else None
+        if kind is float and isinstance(s.default, int):
+            default = float(s.default)
+        shown = None if default is not None or s.default is None else s.default
+        keys.append(schema.Key(s.key, kind, default, s.description + (f" ({s.flag} of govedge gateway install)"
+                                                                          if s.flag and s.required else ""),
+                               required=s.required, path=s.type == "file", min=0 if kind is not str else None,
+                               example=s.example, shown=shown))
+    return schema.Section(f"anchor.{name}", tuple(keys), help=f"Used when backend = \"{name}\": "
+                          f"{backend.description} ({backend.doc}).", required=False)
+
+
 def settings_of(name: str, section: Mapping, base) -> dict:
     """The ``[anchor.<name>]`` section checked against the backend's settings: a ConfigError names
-    unknown and missing keys; file settings are made relative to ``base`` (gateway.toml's folder)."""
-    backend = lookup(name)
-    known = {s.key: s for s in backend.settings}
-    given = dict(section)
-    extra = set(given) - set(known)
-    missing = {k for k, s in known.items() if s.required} - set(given)
-    if extra or missing:
-        raise ConfigError(f"[anchor.{name}]: " + "; ".join(
-            ([f"unknown keys {sorted(extra)}"] if extra else []) + ([f"missing {sorted(missing)}"] if missing else []))
-            + f" (keys: {sorted(known)})")
-    for key, value in given.items():
-        if known[key].type == "file":
-            given[key] = str(base / value)
-    return given
+    unknown, missing and mistyped keys; file settings are made relative to ``base`` (gateway.toml's folder)."""
+    sec = section_of(name)
+    values = schema.parse({"anchor": {name: dict(section)}}, (sec,), Path(base))[sec.name]
+    schema.required(sec, values)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}

@@ -671,12 +671,14 @@ def _for_auditor(settings, creator_keys) -> EvmAnchor:
 register(
     "evm", description="Ethereum-compatible chain (Hyperledger Besu style) over JSON-RPC, through the anchor contract",
     settings=(
-        Setting("rpc_url", "url", "the govchain node's JSON-RPC URL", required=True, flag="--rpc", audit=True),
+        Setting("rpc_url", "url", "the govchain node's JSON-RPC URL", required=True, flag="--rpc", audit=True,
+                example="http://127.0.0.1:8545"),
         Setting("contract", "string", "the anchor contract's address", required=True, flag="--contract",
-                audit=True),
-        Setting("key_file", "file", "the gateway's Ethereum account key file", required=True, flag="--anchor-key"),
+                audit=True, example="0x0000000000000000000000000000000000000000"),
+        Setting("key_file", "file", "the gateway's Ethereum account key file", required=True, flag="--anchor-key",
+                example="anchor.key"),
         Setting("gas_price_wei", "integer", "fixed gas price in wei (0 on free-gas Besu networks)",
-                default="the chain's"),
+                default="the chain's", example=0),
         Setting("confirmations", "integer", "blocks before a root counts as anchored", default=1),
     ),
     make=_for_gateway, audit=_for_auditor, doc="docs/ANCHORING.md")

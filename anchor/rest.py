@@ -501,9 +501,9 @@ register(
     "rest", description="GovChain NRW observer: a signed HashCreation per root (REST hash API)",
     settings=(
         Setting("url", "url", "the govchain observer's URL (REST anchoring)", required=True, flag="--observer",
-                audit=True),
+                audit=True, example="https://observer.govchain.example/api/v1"),
         Setting("ca", "file", "CAs of the observer's certificate (PEM)", default="the system's", flag="--ca",
-                audit=True),
+                audit=True, example="/etc/govedge/govchain-ca.pem"),
         Setting("timeout_s", "number", "seconds for every connect and every read", default=DEFAULT_TIMEOUT),
     ),
     make=_for_gateway, audit=_for_auditor, doc="docs/ANCHOR-REST.md")

@@ -42,11 +42,8 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import socket
 import subprocess
-import threading
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -487,118 +484,12 @@ def start_services(result: dict) -> list[str]:
 
 
 def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | None = None) -> list[tuple[str, bool | None, str]]:
-    """(check, passed (None: could not tell), what was found) for each point of the checklist."""
-    from . import config as gwconfig
+    """(check, passed (None: could not tell), what was found) for each point of the checklist; the checks
+    are `govedge gateway check`'s (govedge.gateway.check)."""
+    from . import check
 
-    results: list[tuple[str, bool | None, str]] = []
-    try:
-        cfg = gwconfig.load(toml)
-    except gwconfig.ConfigError as exc:
-        return [("configuration", False, str(exc))]
-    results.append(("configuration", True, f"{toml} is valid"))
-    results.append(_check_broker(cfg))
-    try:
-        reg = Registry.load(cfg.registry)
-        results.append(("registry", True, f"{len(reg.devices)} devices in {cfg.registry}"))
-    except Exception as exc:  # noqa: BLE001 - the checklist names any fault
-        results.append(("registry", False, f"{cfg.registry}: {exc}"))
-    results.append(_check_tcp("hub", cfg.hub.host, cfg.hub.port))
-    results.append(_check_chain(cfg))
-    usage = shutil.disk_usage(cfg.data_dir)
-    free_gb = usage.free / 1e9
-    results.append(("disk space", usage.free > 2 * min(cfg.store_max_bytes, 2e9) or usage.free > 1e9,
-                    f"{free_gb:.1f} GB free at {cfg.data_dir} (store quota {cfg.store_max_bytes / 1e9:g} GB)"))
-    results.append(("clock", *(check_clock or _clock_synchronised)()))
-    return results
-
-
-def _check_broker(cfg, wait_s: float = 20.0) -> tuple[str, bool, str]:
-    """The gateway's login on its broker. The broker binds a login to its session (client id = user
-    name), so while the service runs, connecting as the gateway would take its session over: the
-    running service's own word (live.json) is asked instead."""
-    from .health import live
-
-    ep = cfg.ingest
-    deadline = time.monotonic() + wait_s
-    state = live(cfg.data_dir)
-    while state and state.get("running"):
-        ingest = state.get("parts", {}).get("ingest") or {}
-        if ingest.get("ok"):
-            return ("local broker", True, f"the running gateway (process {state['pid']}): {ingest['state']}")
-        if time.monotonic() > deadline:
-            return ("local broker", False, f"the running gateway (process {state['pid']}): "
-                                           f"{ingest.get('state', 'not connected to the local broker')}")
-        time.sleep(0.5)
-        state = live(cfg.data_dir)
-    return _connect_as_gateway(ep)
-
-
-def _connect_as_gateway(ep) -> tuple[str, bool, str]:
-    """Connects with the gateway's login and session without changing it: clean_session False (a clean
-    one would discard the messages the broker keeps for the gateway), nothing acknowledged (what the
-    broker hands over comes again when the gateway reconnects), no subscription."""
-    import paho.mqtt.client as paho
-
-    result: dict = {}
-    done = threading.Event()
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"govedge-install-check-{os.getpid()}",
-                    clean_session=False, manual_ack=True)
-    if ep.user:
-        c.username_pw_set(ep.user, ep.password)
-    if ep.tls:
-        c.tls_set(ca_certs=ep.ca)
-
-    def on_connect(client, userdata, flags, reason, properties):
-        result["reason"] = reason
-        done.set()
-
-    c.on_connect = on_connect
-    try:
-        c.connect(ep.host, ep.port, 10)
-    except Exception as exc:  # noqa: BLE001
-        return ("local broker", False, f"{ep.host}:{ep.port} unreachable: {exc} (is mosquitto running?)")
-    c.loop_start()
-    done.wait(10)
-    c.disconnect()
-    c.loop_stop()
-    reason = result.get("reason")
-    if reason is None:
-        return ("local broker", False, f"{ep.host}:{ep.port} did not answer")
-    if reason.is_failure:
-        return ("local broker", False, f"{ep.host}:{ep.port} refused the gateway: {reason}")
-    return ("local broker", True, f"TLS connection to {ep.host}:{ep.port} as {ep.user!r} accepted")
-
-
-def _check_tcp(name: str, host: str, port: int) -> tuple[str, bool, str]:
-    try:
-        with socket.create_connection((host, port), timeout=5):
-            return (name, True, f"{host}:{port} reachable")
-    except OSError as exc:
-        return (name, False, f"{host}:{port} unreachable: {exc}")
-
-
-def _check_chain(cfg) -> tuple[str, bool | None, str]:
-    from govedge.anchor import AnchorError
-
-    from .anchoring import make_backend
-
-    try:
-        backend = make_backend(cfg)
-        if backend is None:
-            return ("govchain", None, f"no anchoring configured ([anchor] backend = \"{NO_ANCHORING}\")")
-        backend.lookup(bytes(31) + b"\x01")  # any root: the answer proves the chain answers
-    except (AnchorError, OSError, ValueError) as exc:
-        return ("govchain", False, f"{cfg.anchor_backend}: {exc}")
-    return ("govchain", True, f"{cfg.anchor_backend} chain answers")
-
-
-def _clock_synchronised() -> tuple[bool | None, str]:
-    """NTP synchronisation as systemd sees it; readings get the gateway's time checks from it."""
-    tool = shutil.which("timedatectl")
-    if tool:
-        proc = subprocess.run([tool, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True)
-        if proc.returncode == 0 and proc.stdout.strip() in ("yes", "no"):
-            ok = proc.stdout.strip() == "yes"
-            return ok, "synchronised (NTP)" if ok else "NOT synchronised: check NTP (timedatectl timesync-status)"
-    return None, (f"cannot tell here (no timedatectl); the clock reads "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: compare it with a phone")
+    cfg, result = check.configuration(toml)
+    if cfg is None:
+        return [result]
+    return [result, check.local_broker(cfg), check.registry(cfg.registry), check.hub_broker(cfg, "hub"),
+            check.chain(cfg), check.disk_space(cfg), ("clock", *(check_clock or check.clock_synchronised)())]

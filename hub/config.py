@@ -1,12 +1,18 @@
-"""hub.toml: read, defaults filled in, checked; a wrong file names the key (hub/hub.toml is the example)."""
+"""hub.toml: read, defaults filled in, checked; a wrong file names the key (hub/hub.toml is the example).
+
+SCHEMA below is the file: every section and key with its type, range, default and meaning. It drives
+the parsing (govedge.core.config.parse), the table in docs/CONFIG.md and the example hub.toml (both
+written by ``python -m govedge.tools.dev.configdoc``)."""
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from govedge.core.config import ConfigError, MqttEndpoint, endpoint, read_toml, workers
+from govedge.core import config as schema
+from govedge.core.config import MAX_WORKERS, ConfigError, Key, MqttEndpoint, Section, read_toml, workers  # noqa: F401
 from govedge.core.wire import MAX_MESSAGE_BYTES
 
 from .store import KEEP_BYTES, SYNCHRONOUS
@@ -31,61 +37,85 @@ class HubConfig:
     # SQLite's PRAGMA synchronous: FULL survives a power cut of the hub after a commit it has confirmed to the
     # gateway (which then forgets the batch); NORMAL only a crash of the process
     synchronous: str = "FULL"
+    metrics_port: int = 0  # the Prometheus endpoint on 127.0.0.1; 0: none
 
 
-_KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers", "state_dir",
-                  "rejected_max_bytes", "rejected_max_rows", "rejected_keep_bytes"},
-          "store": {"url", "synchronous"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
+SCHEMA: tuple[Section, ...] = (
+    Section("hub", (
+        Key("registry", str, help="the device registry that `govedge provision` writes", required=True, path=True,
+            example="registry.json"),
+        Key("gateways", str, help="the gateways and their keys: `govedge hub add-gateway`", required=True,
+            path=True, example="gateways.json"),
+        Key("share_group", str, "govedge-hub", "workers in one group split the batches (MQTT 5 shared "
+            "subscription); \"\": one worker alone, MQTT 3.1.1, for a broker without MQTT 5",
+            pattern=re.compile(r"[^/+#]*"), pattern_text="a name without '/', '+' or '#'"),
+        Key("session_expiry_s", int, 86400, "the broker keeps a worker's batches this many seconds while it is "
+            "away", min=0),
+        Key("verify_workers", int, "auto", "processes checking device signatures: \"auto\" one per core, at "
+            "most 4; 0: none, the worker checks them itself", min=0, max=MAX_WORKERS, words=("auto",)),
+        Key("state_dir", str, ".", "the crash guard's journal (handling-<client_id>); under systemd the "
+            "unit's StateDirectory, the one place it may write", path=True, shown="the folder of this file",
+            example="/var/lib/govedge"),
+        Key("rejected_max_bytes", int, 256_000_000, "the rejected table's own budget in kept payload bytes; over "
+            "it the oldest rows go first, each gateway keeping its fair share, never real readings",
+            min=MAX_MESSAGE_BYTES),
+        Key("rejected_max_rows", int, 100_000, "and its rows", min=1),
+        Key("rejected_keep_bytes", int, KEEP_BYTES, "of each refused payload, with SHA-256 and size of all of "
+            "it; enough for a batch of 500 readings (about 100 kB); a device message is always kept whole",
+            min=MAX_MESSAGE_BYTES),
+    )),
+    Section("store", (
+        Key("url", str, "hub.db", "a SQLite file (relative to this file's folder), or "
+            "\"postgresql://govedge@db.example/govedge\" (the password from ~/.pgpass or PGPASSWORD, never in "
+            "this file)"),
+        Key("synchronous", str, "FULL", "SQLite only: \"FULL\" fsyncs every commit, so a batch the hub confirmed "
+            "to its gateway survives a power cut; \"NORMAL\": only a crash of the process (PostgreSQL: its own "
+            "synchronous_commit, keep it on)", choices=SYNCHRONOUS),
+    )),
+    Section("mqtt", schema.mqtt_keys(8883, examples={
+        "client_id": "", "client_id_shown": "`govedge-hub-<host name>`", "tls": True,
+        "ca": "/etc/govedge/hub-ca.pem", "cert": "/etc/govedge/hub-worker.pem", "key": "/etc/govedge/hub-worker.key",
+        "user": "hub", "password": "..."}), help="The hub's broker, where gateways publish their batches. The "
+        "client id must be stable across restarts and differ between workers."),
+    Section("metrics", (
+        Key("port", int, 0, "Prometheus endpoint on 127.0.0.1; 0 turns it off", min=0, max=65535),
+    )),
+)
 
-# the smallest value of each size: a device message is always kept whole (govedge.core.wire)
-_LEAST = {"rejected_max_bytes": MAX_MESSAGE_BYTES, "rejected_max_rows": 1, "rejected_keep_bytes": MAX_MESSAGE_BYTES}
+EXAMPLE_HEADER = """hub.toml: the configuration of `govedge hub run --config hub.toml` (example, every key shown).
+Written from the schema in govedge.hub.config (python -m govedge.tools.dev.configdoc); docs/CONFIG.md
+has the same keys as tables. Paths are relative to this file's folder unless absolute."""
 
 
 def load(path: str | Path) -> HubConfig:
     path = Path(path)
-    return parse(read_toml(path), base=path.parent)
+    return parse(read_toml(path), base=path.parent, file=path)
 
 
-def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
-    for section, keys in doc.items():
-        if section not in _KNOWN:
-            raise ConfigError(f"unknown section [{section}] (known: {sorted(_KNOWN)})")
-        extra = set(keys) - _KNOWN[section]
-        if extra:
-            raise ConfigError(f"[{section}]: unknown keys {sorted(extra)} (known: {sorted(_KNOWN[section])})")
-    hub = doc.get("hub") or {}
-    for key in ("registry", "gateways"):
-        if key not in hub:
-            raise ConfigError(f"[hub] {key} is missing")
-    for key, least in _LEAST.items():
-        value = hub.get(key, HubConfig.__dataclass_fields__[key].default)
-        if type(value) is not int or value < least:
-            raise ConfigError(f"[hub] {key} must be a whole number of at least {least}, not {value!r}")
-    state_dir = hub.get("state_dir", ".")
-    if not isinstance(state_dir, str) or not state_dir:
-        raise ConfigError(f"[hub] state_dir must be a folder, not {state_dir!r}")
-    url = (doc.get("store") or {}).get("url", "hub.db")
-    synchronous = (doc.get("store") or {}).get("synchronous", "FULL")
-    if synchronous not in SYNCHRONOUS:
-        raise ConfigError(f"[store] synchronous must be one of {list(SYNCHRONOUS)}, not {synchronous!r} (FULL: "
-                          "a confirmed batch survives a power cut of the hub; NORMAL: only a crash of the process)")
+def parse(doc: dict, base: Path = Path("."), file: Path | str | None = None) -> HubConfig:
+    """``doc`` checked against SCHEMA; ``base``: the folder relative paths are taken from (the file's);
+    ``file``: the file the errors name."""
+    v = schema.parse(doc, SCHEMA, base, file)
+    hub, store = v["hub"], v["store"]
+    url = store["url"]
     if not url.startswith(("postgresql://", "postgres://")):
         url = "sqlite://" + str(base / url.removeprefix("sqlite://"))
-    cfg = HubConfig(
-        registry=base / hub["registry"],
-        gateways=base / hub["gateways"],
-        store=url,
-        mqtt=endpoint(doc.get("mqtt") or {}, "[mqtt]", 8883),
-        share_group=hub.get("share_group", "govedge-hub"),
-        session_expiry_s=int(hub.get("session_expiry_s", 86400)),
-        verify_workers=workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
-        state_dir=base / state_dir,
-        synchronous=synchronous,
-        **{key: hub[key] for key in _LEAST if key in hub},
-    )
-    if not cfg.mqtt.client_id:
+    mqtt = schema.endpoint_of(v["mqtt"])
+    if not mqtt.client_id:
         # a worker's client id must be stable across its restarts (its session) and differ from its peers'
-        cfg.mqtt.client_id = f"govedge-hub-{socket.gethostname()}"
-    if any(c in cfg.share_group for c in "/+#"):
-        raise ConfigError(f"[hub] share_group {cfg.share_group!r} must be a name without '/', '+' or '#'")
-    return cfg
+        mqtt.client_id = f"govedge-hub-{socket.gethostname()}"
+    return HubConfig(
+        registry=hub["registry"],
+        gateways=hub["gateways"],
+        store=url,
+        mqtt=mqtt,
+        share_group=hub["share_group"],
+        session_expiry_s=hub["session_expiry_s"],
+        verify_workers=workers(hub["verify_workers"]),
+        state_dir=hub["state_dir"],
+        rejected_max_bytes=hub["rejected_max_bytes"],
+        rejected_max_rows=hub["rejected_max_rows"],
+        rejected_keep_bytes=hub["rejected_keep_bytes"],
+        synchronous=store["synchronous"],
+        metrics_port=v["metrics"]["port"],
+    )

@@ -441,6 +441,18 @@ def _cmd_hub_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gateway_check(args: argparse.Namespace) -> int:
+    from govedge.gateway import check
+
+    return check.run(args.config)
+
+
+def _cmd_hub_check(args: argparse.Namespace) -> int:
+    from govedge.hub import check
+
+    return check.run(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from govedge import anchor
 
@@ -547,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("seq", metavar="SEQ", type=int, help="the reading's sequence number")
     p.add_argument("--output", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_gateway_proof)
+    p = gsub.add_parser("check", help="check gateway.toml and what it names (key, registry, data folder, TLS files), "
+                                      "then each connection; starts nothing (exit status 0 ok, 1 a check failed, "
+                                      "2 the configuration is not valid)")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    p.set_defaults(func=_cmd_gateway_check)
 
     p = sub.add_parser("verify", help="check a proof bundle link by link, offline, and on the chain if given")
     p.add_argument("bundle", metavar="BUNDLE.json")
@@ -596,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json", "cose"], default="csv")
     p.add_argument("--output", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_hub_export)
+    p = hsub.add_parser("check", help="check hub.toml and what it names (registry, gateway list, state folder, TLS "
+                                      "files), then the store and the broker; starts nothing (exit status 0 ok, 1 a "
+                                      "check failed, 2 the configuration is not valid)")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.set_defaults(func=_cmd_hub_check)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware", "gateway", "hub", "anchor"], help="what to measure")

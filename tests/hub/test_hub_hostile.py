@@ -383,14 +383,15 @@ def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
     cfg = hubconfig.load(world.hub_toml(1883))
     assert cfg.state_dir == world.folder and cfg.rejected_keep_bytes == 262144
     assert (cfg.rejected_max_bytes, cfg.rejected_max_rows) == (256_000_000, 100_000)
-    for line, named in (("rejected_keep_bytes = 100\n", "[hub] rejected_keep_bytes must be a whole number of at "
-                                                        "least 2048, not 100"),
-                        ("rejected_max_rows = 0\n", "[hub] rejected_max_rows must be a whole number of at least 1"),
-                        ('rejected_max_bytes = "1GB"\n', "[hub] rejected_max_bytes must be a whole number"),
-                        ("state_dir = 3\n", "[hub] state_dir must be a folder, not 3")):
+    for line, named in (("rejected_keep_bytes = 100\n", "[hub] rejected_keep_bytes = 100: expected a whole number of "
+                                                        "at least 2048"),
+                        ("rejected_max_rows = 0\n", "[hub] rejected_max_rows = 0: expected a whole number of at least 1"),
+                        ('rejected_max_bytes = "1GB"\n', '[hub] rejected_max_bytes = "1GB": expected a whole number'),
+                        ("state_dir = 3\n", "[hub] state_dir = 3: expected a path (a string)")):
+        path = world.hub_toml(1883, hub_extra=line)
         with pytest.raises(ConfigError) as exc:
-            hubconfig.load(world.hub_toml(1883, hub_extra=line))
-        assert str(exc.value).startswith(named)
+            hubconfig.load(path)
+        assert str(exc.value).startswith(f"{path}: {named}")
     # the store's durability: FULL unless NORMAL is asked for; anything else is named
     assert cfg.synchronous == "FULL"
     store_toml = world.hub_toml(1883)
@@ -399,7 +400,7 @@ def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
     store_toml.write_text(store_toml.read_text().replace('"NORMAL"', '"OFF"'))
     with pytest.raises(ConfigError) as exc:
         hubconfig.load(store_toml)
-    assert str(exc.value).startswith("[store] synchronous must be one of ['FULL', 'NORMAL'], not 'OFF'")
+    assert str(exc.value) == f'{store_toml}: [store] synchronous = "OFF": expected one of "FULL", "NORMAL"'
     # a state_dir that cannot be made is named, in one line
     (tmp_path / "no").write_text("a file where the folder should be")
     out = hub_cli("run", "--config", str(world.hub_toml(1883, hub_extra=f'state_dir = "{tmp_path / "no"}"\n')))
