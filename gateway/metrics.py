@@ -190,8 +190,8 @@ class GatewayCollector:
                                 "govchain has not confirmed was closed (seconds since 1970; 0: none waits)",
                                 value=found["oldest_unanchored_epoch_at"])
         yield GaugeMetricFamily("govedge_last_reading_timestamp_seconds", "when the newest reading or status "
-                                "record was stored (seconds since 1970, the gateway's clock; 0: none since the "
-                                "store was made)", value=self.last_reading_at)
+                                "record was stored (seconds since 1970, the gateway's clock; 0: none in the store "
+                                "and none since the service started)", value=self.last_reading_at)
 
 
 def lookups(db_path) -> dict:
