@@ -129,6 +129,7 @@ class Gateway:
         self.registry_watch = FileWatch(cfg.registry)
         self.reload_requested = threading.Event()  # SIGHUP
         self.last_registry_look = time.monotonic()
+        self.metrics_server = None  # the Prometheus endpoint's HTTP server, while it runs (govedge.gateway.metrics)
 
     # -- verify and store ------------------------------------------------------------
 
@@ -522,7 +523,7 @@ class Gateway:
         if self.cfg.metrics_port:
             from .metrics import serve
 
-            serve(self, self.cfg.metrics_port)
+            self.metrics_server, _ = serve(self, self.cfg.metrics_port)
         self.quota.tell_state()
         self.uplink.start()
         if self.anchorer is not None:
@@ -601,6 +602,9 @@ class Gateway:
             self.store.close()
             self.guard.close()
             self.live.remove()
+            if self.metrics_server is not None:  # the port is free again for the next start in this process
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
 
     def stop(self) -> None:
         self.stopping.set()

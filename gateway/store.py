@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT                          -- the last thing that went wrong while anchoring
 );
+-- the epochs still to anchor, found without reading the others (the metrics' scrape, the anchor stage)
+CREATE INDEX IF NOT EXISTS epochs_unconfirmed ON epochs (number) WHERE confirmed = 0;
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,       -- 'hub': batches; 'hub-epochs': epoch records
     batch_seq INTEGER NOT NULL          -- every item up to this one is acknowledged

@@ -43,8 +43,9 @@ class FakeChain:
 
 
 class Running:
-    def __init__(self, tmp_path: Path, anchor: bool = False, clock=None):
-        """``clock``: the gateway's notion of time and of its synchronization (govedge.gateway.clocksync)."""
+    def __init__(self, tmp_path: Path, anchor: bool = False, clock=None, metrics_port: int = 0):
+        """``clock``: the gateway's notion of time and of its synchronization (govedge.gateway.clocksync);
+        ``metrics_port``: the Prometheus endpoint's ([metrics] port; 0: none)."""
         self.world = World(tmp_path / "world", devices=2)
         self.local = Mosquitto(tmp_path / "local-broker").start()
         self.hub = Mosquitto(tmp_path / "hub-broker").start()
@@ -59,7 +60,8 @@ class Running:
             f'[ingest.mqtt]\nhost = "127.0.0.1"\nport = {self.local.port}\n'
             f'[hub]\nhost = "127.0.0.1"\nport = {self.hub.port}\nrate_per_s = 0\n'
             f'[batch]\ninterval_s = 0.2\nmax_readings = 50\n'
-            + ('[anchor]\nepoch_s = 1\n' if anchor else ''))
+            + ('[anchor]\nepoch_s = 1\n' if anchor else '')
+            + (f'[metrics]\nport = {metrics_port}\n' if metrics_port else ''))
         self.chain = FakeChain() if anchor else None
         self.gw = Gateway(gwconfig.load(folder / "gateway.toml"), anchor_backend=self.chain, clock=clock)
         self.gw.uplink.backoff = Backoff(first=0.5, cap=1.0)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cbor2
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from govedge.core import confirm, topics, wire
 from govedge.tools.field import firmware
-from govedge.tools.dev.broker import Mosquitto
+from govedge.tools.dev.broker import Mosquitto, free_port
 from govedge.core.registry import Registry
 
 TARGET_RATIO = 0.5
@@ -194,12 +196,13 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
         store = f'[store]\nsynchronous = "{synchronous}"\n' if synchronous is not None else ""
         with Mosquitto(base / "local", persistence=False, extra_config=broker_conf) as local, \
                 Mosquitto(base / "hub", extra_config=broker_conf) as hub:
+            metrics_port = free_port()
             (base / "gateway.toml").write_text(
                 f'[gateway]\nid = "gw-bench"\nkey_file = "gateway.key"\ndata_dir = "data"\n'
                 f'registry = "registry.json"\n[ingest.mqtt]\nport = {local.port}\n'
                 f'[hub]\nhost = "127.0.0.1"\nport = {hub.port}\nrate_per_s = 0\n{verify}'
                 # the node's own rate limit would hold back a burst of pre-signed readings
-                f'[filter]\nrate = false\n{store}')
+                f'[filter]\nrate = false\n{store}[metrics]\nport = {metrics_port}\n')
             from govedge.gateway import config
 
             cfg = config.load(base / "gateway.toml")
@@ -243,6 +246,7 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
                     pub.publish(topics.reading(device), msg, qos=1)
                 counter.wait(len(backlog) + len(paced), 120)
                 rss_kib = _peak_rss_kib(gw.pid)
+                scrape = scrape_ms(metrics_port)
             finally:
                 pub.loop_stop()
                 gw.terminate()
@@ -276,7 +280,51 @@ def bench_gateway(devices: int = 500, per_device: int = 40, workers: int | None 
             # what the SD card would see: write requests and bytes per reading, null without a block device
             "disk_writes_per_reading": None if disk is None else round(disk[0], 3),
             "disk_bytes_per_reading": None if disk is None else round(disk[1], 1),
+            # one scrape of the metrics endpoint with every reading of the run in the store, and the store's part
+            # of a scrape on a store of a million readings
+            "scrape_ms": round(scrape, 2),
+            "scrape_store_ms_1m_readings": round(store_lookups_ms(base / "million.db"), 2),
         }
+
+
+def scrape_ms(port: int, n: int = 20) -> float:
+    """The median time of ``n`` scrapes of the gateway's metrics endpoint (HTTP on localhost included)."""
+    took = []
+    for _ in range(n):
+        began = time.perf_counter()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        took.append(time.perf_counter() - began)
+    return statistics.median(took) * 1000
+
+
+def store_lookups_ms(path: Path, readings: int = 1_000_000, n: int = 20) -> float:
+    """The median time of what a scrape reads from gateway.db (govedge.gateway.metrics.lookups) on a store of
+    ``readings`` readings in batches of 500, the hub behind by 100 batches, 50 epochs of which 2 unanchored."""
+    from govedge.gateway import metrics
+    from govedge.gateway.store import Store
+
+    store = Store(path, "OFF")
+    with store:
+        store.db.executemany(
+            "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message, batch_seq) "
+            "VALUES (?, ?, 'reading', ?, ?, ?, ?)",
+            # a device's readings together, so that the store's unique index is built in order; what is in a
+            # row does not change what the lookups read
+            ((f"esp32-{i // 2000:04d}", i % 2000, i, 1.7e9 + i, b"\xa0", i // 500) for i in range(readings)))
+        batches = readings // 500
+        store.db.executemany("INSERT INTO batches (seq, created_at, size, root, cose) VALUES (?, ?, 500, ?, ?)",
+                             ((seq, 1.7e9 + seq, b"\0" * 32, b"\0" * 300) for seq in range(batches)))
+        store.advance("hub", batches - 101)
+        store.db.executemany("INSERT INTO epochs (number, first_batch, last_batch, size, root, heads, closed_at, "
+                             "confirmed) VALUES (?, 0, 0, 1, ?, ?, ?, ?)",
+                             ((e, b"\0" * 32, b"\x80", 1.7e9 + e, int(e < 48)) for e in range(50)))
+    store.close()
+    took = []
+    for _ in range(n):
+        began = time.perf_counter()
+        metrics.lookups(path)
+        took.append(time.perf_counter() - began)
+    return statistics.median(took) * 1000
 
 
 def main_json(**kw) -> str:
