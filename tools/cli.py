@@ -232,7 +232,8 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         print("  nothing changed: keys, credentials, certificates and data were all in place")
     print(f"  devices   {len(result['devices'])} in the registry, each with its own broker credential"
           + (f"; configs updated: {', '.join(result['configured_devices'])}" if result["configured_devices"] else ""))
-    print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway {options.gateway_id} KEY.pem")
+    print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway --config /etc/govedge/hub-1.toml "
+          f"{options.gateway_id} {lay.pub.name}")
     for command in started:
         print(f"  ran       {command}")
     if not started:

@@ -247,3 +247,30 @@ def run_installed(root: Path, tmp_path: Path, port: int, node, device: str, read
         broker.terminate()
         broker.wait(10)
     return db
+
+
+def test_the_gateway_configures_the_devices_without_ever_holding_their_private_keys(tmp_path):
+    # hardware/CHECKLIST.md section 2: the laptop sends the registry and the devices' folders without
+    # device.key, the install writes each config's credential, the configs go back next to the keys
+    laptop, gateway = tmp_path / "laptop", tmp_path / "gateway"
+    laptop.mkdir()
+    gateway.mkdir()
+    for device in ("esp32-0401", "esp32-0402"):
+        provision(device, "esp32", ["bme280"], laptop / "registry.json", laptop / "devices")
+    keys = {p: p.read_bytes() for p in laptop.rglob("device.key")}
+    assert len(keys) == 2
+    sent = subprocess.run(["tar", "-cf", "-", "--exclude=device.key", "registry.json", "devices"], cwd=laptop,
+                          capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-xf", "-"], cwd=gateway, input=sent, check=True)
+    done = _install(gateway / "root", gateway / "registry.json", gateway / "devices", free_port(), "--no-self-test")
+    assert done.returncode == 0, done.stderr
+    assert "configs updated: esp32-0401, esp32-0402" in done.stdout
+    assert not list(gateway.rglob("device.key"))  # not on the gateway, at no moment
+    back = subprocess.run(["tar", "-cf", "-", "devices"], cwd=gateway, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-xf", "-"], cwd=laptop, input=back, check=True)
+    creds = json.loads((gateway / "root/etc/govedge/credentials.json").read_text())
+    for device in ("esp32-0401", "esp32-0402"):
+        cfg = json.loads((laptop / "devices" / device / "config.json").read_text())
+        assert cfg["mqtt"]["user"] == device and cfg["mqtt"]["password"] == creds[device]
+        assert (laptop / "devices" / device / "ca.der").exists()
+    assert {p: p.read_bytes() for p in laptop.rglob("device.key")} == keys
