@@ -284,6 +284,10 @@ def install(o: Options) -> dict:
         require_debian_packages("govedge gateway install")
     if not o.broker_names:
         o.broker_names = [socket.gethostname() + ".local", "127.0.0.1"]
+    hub_broker = o.root / "etc/mosquitto/conf.d/govedge-hub.conf"
+    if hub_broker.exists():
+        raise InstallError(f"{hub_broker} is there: this host is the hub, and its Mosquitto cannot also be a "
+                           "gateway's (one password file, one ACL); install the gateway on a host of its own")
     lay.service, lay.mosquitto_gid = _accounts(o)
     for stale in lay.temp_files():
         stale.unlink()

@@ -207,6 +207,10 @@ def install(o: Options) -> dict:
         require_debian_packages("govedge hub install")
     if not o.broker_names:
         o.broker_names = [socket.getfqdn(), "127.0.0.1"]
+    gateway_broker = o.root / "etc/mosquitto/conf.d/govedge.conf"
+    if gateway_broker.exists():
+        raise InstallError(f"{gateway_broker} is there: this host is a gateway, and its Mosquitto cannot also be "
+                           "the hub's (one password file, one ACL); install the hub on a host of its own")
     lay.service, lay.mosquitto_gid = _accounts(o)
     for stale in [*lay.etc.rglob(".*.tmp"), temp_of(lay.broker_conf), temp_of(lay.unit)] if lay.etc.exists() else []:
         stale.unlink(missing_ok=True)

@@ -93,6 +93,19 @@ def test_a_gateway_named_like_the_workers_login_is_refused(tmp_path):
     assert "gateway id 'hub' cannot log in to the hub broker" in done.stderr
 
 
+def test_a_host_is_a_gateway_or_the_hub_not_both(tmp_path):
+    # one Mosquitto has one password file and one ACL: the second install refuses, in one line
+    root = tmp_path / "root"
+    done = _install(root, free_port(), "--no-self-test")
+    assert done.returncode == 0, done.stderr
+    gateway = subprocess.run([sys.executable, "-m", "govedge.tools.cli", "gateway", "install", "--root", str(root),
+                              "--gateway-id", "gw-a", "--hub-host", "127.0.0.1", "--no-self-test"],
+                             capture_output=True, text=True, timeout=60)
+    assert gateway.returncode == 2 and gateway.stderr.count("\n") == 1, gateway.stderr
+    assert "govedge-hub.conf is there: this host is the hub" in gateway.stderr
+    assert not (root / "etc/mosquitto/conf.d/govedge.conf").exists()
+
+
 def _collector():
     got: list[tuple[str, bytes]] = []
     cond = threading.Condition()
