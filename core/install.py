@@ -54,11 +54,13 @@ def missing_debian_packages(needs: tuple[str, ...] = ("mosquitto", "python3-venv
     return missing
 
 
-def require_debian_packages(command: str, needs: tuple[str, ...] = ("mosquitto", "python3-venv", "systemd")) -> None:
+def require_debian_packages(needs: tuple[str, ...] = ("mosquitto", "python3-venv", "systemd")) -> None:
+    """One line naming every Debian package of ``needs`` that is missing, and the command that installs them."""
     missing = missing_debian_packages(needs)
     if missing:
-        raise InstallError(f"{command} needs the Debian package(s) {', '.join(missing)}: "
-                           f"sudo apt-get install {' '.join(missing)}, then run it again")
+        raise InstallError(f"the Debian package{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                           f"{'are' if len(missing) > 1 else 'is'} missing: sudo apt-get install {' '.join(missing)}, "
+                           "then run this again")
 
 
 def temp_of(path: Path) -> Path:

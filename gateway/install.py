@@ -281,7 +281,7 @@ def install(o: Options) -> dict:
     lay = Layout(o.root)
     changed: list[Path] = []
     if o.root == Path("/"):
-        require_debian_packages("govedge gateway install")
+        require_debian_packages()
     if not o.broker_names:
         o.broker_names = [socket.gethostname() + ".local", "127.0.0.1"]
     hub_broker = o.root / "etc/mosquitto/conf.d/govedge-hub.conf"

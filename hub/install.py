@@ -204,7 +204,7 @@ def install(o: Options) -> dict:
     lay = Layout(o.root)
     changed: list[Path] = []
     if o.root == Path("/"):
-        require_debian_packages("govedge hub install")
+        require_debian_packages()
     if not o.broker_names:
         o.broker_names = [socket.getfqdn(), "127.0.0.1"]
     gateway_broker = o.root / "etc/mosquitto/conf.d/govedge.conf"

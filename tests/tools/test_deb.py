@@ -74,6 +74,13 @@ def test_installed_with_dpkg_it_runs_from_opt_govedge_with_the_gateways_dependen
                          "import importlib.util as u; print([m for m in ('prometheus_client', 'serial', 'rfc8785', "
                          "'web3', 'psycopg', 'amqtt', 'pytest', 'esptool') if u.find_spec(m)])").stdout.strip()
         assert probe == "['prometheus_client', 'serial', 'rfc8785']"
+        # a Debian package the install runs, gone: named in one line, nothing written
+        host.run("dpkg", "--remove", "--force-depends", "mosquitto")
+        done = host.run("govedge", "gateway", "install", "--gateway-id", GATEWAY, "--hub-host", "127.0.0.1",
+                        check=False)
+        assert (done.returncode, done.stderr) == (2, "govedge gateway install: the Debian package mosquitto is "
+                                                     "missing: sudo apt-get install mosquitto, then run this again\n")
+        assert host.run("test", "-e", "/etc/govedge", check=False).returncode == 1
         host.run("dpkg", "-r", "govchain-edge")
         assert host.run("test", "-e", "/opt/govedge", check=False).returncode == 1
     finally:
