@@ -350,19 +350,23 @@ def _accounts(o: Options) -> tuple[tuple[int, int] | None, int | None]:
 
 def service_commands(result: dict) -> list[list[str]]:
     """What start_services runs for an install's result: systemd rereads the units, Mosquitto and the
-    gateway service are enabled and started, and each whose files changed is restarted (Mosquitto rereads
-    neither its listener nor use_username_as_clientid on a reload; the gateway reads its key, config and
-    registry at its start)."""
+    gateway service are enabled and started. Mosquitto is restarted when its configuration or TLS files
+    changed (it rereads neither its listener nor use_username_as_clientid on a reload) and reloaded when
+    only its password file or ACL did (a new device: the connected nodes and the gateway's session stay);
+    the gateway service is restarted when its key, config or unit changed (a new registry it rereads by
+    itself)."""
     lay: Layout = result["layout"]
     changed = set(result["changed_paths"])
-    broker_files = {lay.broker_conf, lay.passwd, lay.acl, lay.tls / "broker.pem", lay.tls / "broker.key",
-                    lay.tls / "ca.pem"}
-    gateway_files = {lay.toml, lay.key, lay.unit, lay.registry}
-    commands = [["systemctl", "daemon-reload"]]
-    for unit, files in (("mosquitto.service", broker_files), ("govedge-gateway.service", gateway_files)):
-        commands.append(["systemctl", "enable", "--now", unit])
-        if changed & files:
-            commands.append(["systemctl", "restart", unit])
+    listener_files = {lay.broker_conf, lay.tls / "broker.pem", lay.tls / "broker.key", lay.tls / "ca.pem"}
+    login_files = {lay.passwd, lay.acl}
+    commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"]]
+    if changed & listener_files:
+        commands.append(["systemctl", "restart", "mosquitto.service"])
+    elif changed & login_files:
+        commands.append(["systemctl", "reload", "mosquitto.service"])
+    commands.append(["systemctl", "enable", "--now", "govedge-gateway.service"])
+    if changed & {lay.toml, lay.key, lay.unit}:
+        commands.append(["systemctl", "restart", "govedge-gateway.service"])
     return commands
 
 

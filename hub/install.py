@@ -250,19 +250,23 @@ def install(o: Options) -> dict:
 
 
 def service_commands(result: dict) -> list[list[str]]:
-    """systemd rereads the units; Mosquitto and every worker are enabled and started, and restarted when
-    their files changed (Mosquitto rereads neither its listener nor its TLS files on a reload)."""
+    """systemd rereads the units; Mosquitto and every worker are enabled and started. Mosquitto is
+    restarted when its configuration or TLS files changed (it rereads neither its listener nor its TLS
+    files on a reload) and reloaded when only its password file or ACL did (a new gateway: the others
+    stay connected); a worker is restarted when its hub-N.toml or the unit changed (the registry and
+    gateways.json the workers reread by themselves)."""
     lay: Layout = result["layout"]
     changed = set(result["changed_paths"])
-    broker_files = {lay.broker_conf, lay.passwd, lay.acl, lay.tls / "broker.pem", lay.tls / "broker.key",
-                    lay.tls / "ca.pem"}
+    listener_files = {lay.broker_conf, lay.tls / "broker.pem", lay.tls / "broker.key", lay.tls / "ca.pem"}
     commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"]]
-    if changed & broker_files:
+    if changed & listener_files:
         commands.append(["systemctl", "restart", "mosquitto.service"])
+    elif changed & {lay.passwd, lay.acl}:
+        commands.append(["systemctl", "reload", "mosquitto.service"])
     for worker in range(1, result["workers"] + 1):
         unit = f"govedge-hub@{worker}.service"
         commands.append(["systemctl", "enable", "--now", unit])
-        if changed & {lay.toml(worker), lay.unit, lay.registry, lay.gateways} or changed & broker_files:
+        if changed & {lay.toml(worker), lay.unit}:
             commands.append(["systemctl", "restart", unit])
     return commands
 

@@ -86,6 +86,19 @@ def test_install_twice_changes_nothing_and_hands_each_gateway_its_own_password(i
     assert f"--config {root}/etc/govedge/hub-%i.toml" in unit
 
 
+def test_a_new_gateway_reloads_the_broker_and_restarts_no_worker(installed):
+    # what systemd is asked (tests/tools/test_deb.py runs it against a real systemd)
+    from govedge.hub import install
+
+    root = installed["root"]
+    result = install.install(install.Options(root=root, broker_port=installed["port"], broker_names=["127.0.0.1"],
+                                             gateways=["gw-c"]))
+    assert install.service_commands(result) == [
+        ["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"],
+        ["systemctl", "reload", "mosquitto.service"], ["systemctl", "enable", "--now", "govedge-hub@1.service"]]
+    assert (root / "etc/govedge/hub/gateway-passwords/gw-c").exists()
+
+
 def test_a_gateway_named_like_the_workers_login_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "govedge.tools.cli", "hub", "install", "--root", str(tmp_path),
                            "--gateway", "hub", "--no-self-test"], capture_output=True, text=True, timeout=60)

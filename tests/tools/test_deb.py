@@ -16,6 +16,7 @@ import pytest
 
 from govedge.tools.dev.broker import free_port
 from govedge.tools.field.provision import provision
+from support.installed import tls_client
 from support.throwaway import ThrowawayRoot
 
 pytestmark = pytest.mark.e2e
@@ -138,6 +139,30 @@ def test_hub_and_gateway_installs_start_their_services_and_the_gateway_logs_in_t
                             "--broker-name", "127.0.0.1", "--no-self-test", check=False, timeout=300)
         assert again.returncode == 0, again.stderr
         assert "nothing changed" in again.stdout and "systemctl restart" not in again.stdout
+        # a device new in the registry: its login is there after a reload of Mosquitto, not a restart,
+        # and the gateway (which rereads its registry by itself) goes on without one
+        pid = gateway.run("systemctl", "show", "-p", "MainPID", "--value", "govedge-gateway").stdout.strip()
+        provision("esp32-0902", "esp32", ["bme280"], registry, registry.parent / "devices")
+        gateway.put(registry, "/srv/govedge-test/registry.json")
+        again = gateway.run("govedge", "gateway", "install", "--gateway-id", GATEWAY, "--hub-host", "127.0.0.1",
+                            "--hub-port", str(hub_port), "--broker-port", str(broker_port), "--broker-name",
+                            "127.0.0.1", "--registry", "/srv/govedge-test/registry.json", "--no-self-test",
+                            check=False, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert "ran       systemctl reload mosquitto.service" in again.stdout, again.stdout
+        assert "systemctl restart" not in again.stdout, again.stdout
+        password = json.loads(gateway.read("/etc/govedge/credentials.json"))["esp32-0902"]
+        (tmp_path / "gateway-ca.pem").write_bytes(gateway.read("/etc/govedge/tls/ca.pem"))
+        deadline = time.monotonic() + 30
+        while True:  # the reload is a signal: Mosquitto rereads its password file when it gets to it
+            node, reason = tls_client(broker_port, tmp_path / "gateway-ca.pem", "esp32-0902", password)
+            node.loop_stop()
+            node.disconnect()
+            if not reason.is_failure:
+                break
+            assert time.monotonic() < deadline, reason
+            time.sleep(0.5)
+        assert gateway.run("systemctl", "show", "-p", "MainPID", "--value", "govedge-gateway").stdout.strip() == pid
     finally:
         hub.close()
         if gateway is not None:
