@@ -33,45 +33,35 @@ written again from the flags, with what it had as the defaults.
 
 from __future__ import annotations
 
-import base64
-import datetime
-import hashlib
-import hmac
-import ipaddress
 import json
 import os
 import pwd
 import secrets
 import socket
-import subprocess
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from govedge.anchor import NONE as NO_ANCHORING
 from govedge.core import topics, wire
+from govedge.core.install import (InstallError, broker_tls, password_file, password_line,  # noqa: F401 - the
+                                  require_debian_packages, systemd_running)  # CLI and tests name them here
+from govedge.core.install import password_matches as _password_matches  # noqa: F401
+from govedge.core.install import pem_key as _pem_key
+from govedge.core.install import run as _run
+from govedge.core.install import settle as _settle
+from govedge.core.install import temp_of as _temp_of
+from govedge.core.install import write as _write
 from govedge.core.registry import Registry
-from govedge.core.errors import GovedgeError
 
 GATEWAY_USER = "gateway"  # the gateway's own user on its broker
 SERVICE_USER = "govedge"  # the system user the gateway service runs as (gateway/govedge-gateway.service)
-# Mosquitto's password file, PBKDF2-SHA512 (mosquitto 2.0 src/password_mosq.c pw__hash and
-# apps/mosquitto_passwd/mosquitto_passwd.c output_new_password): "user:$7$iterations$salt$hash",
-# a 12-byte salt and a 64-byte hash, both in standard base64; mosquitto_passwd's default is 101
-# iterations. The passwords are 24 random bytes: the iterations guard nothing a guess could find.
-PBKDF2_ITERATIONS = 1000
-SALT_BYTES, HASH_BYTES = 12, 64
 UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway.service")
-
-
-class InstallError(GovedgeError, RuntimeError):
-    code = "install"
 
 
 @dataclass
@@ -83,6 +73,9 @@ class Options:
     hub_ca: str | None = None
     hub_cert: str | None = None
     hub_key: str | None = None
+    # the file holding the gateway's password on the hub broker (login: the gateway id), from the hub
+    # operator's `govedge hub install --gateway ID`; read here, never given on a command line
+    hub_password_file: Path | None = None
     broker_port: int = 8883
     broker_names: list[str] = field(default_factory=list)  # host names and addresses the nodes use
     registry: Path | None = None
@@ -124,131 +117,12 @@ class Layout:
         return found + [p for p in (_temp_of(self.broker_conf), _temp_of(self.unit)) if p.exists()]
 
 
-def _temp_of(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def _write(path: Path, data: bytes | str, mode: int = 0o644, changed: list | None = None,
-           owner: tuple[int, int] | None = None) -> None:
-    """Writes only if the content differs (a second install changes nothing), atomically. The file has
-    its final owner and mode before a byte of it is written (a new temporary file, O_EXCL, renamed over
-    the old one): no moment in which a secret is readable by others; a failed write leaves no temp file."""
-    data = data.encode() if isinstance(data, str) else data
-    if path.exists() and path.read_bytes() == data:
-        _settle(path, mode, owner)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_of(path)
-    tmp.unlink(missing_ok=True)  # a write cut short before
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o600)
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)  # the umask does not decide, and a group gets read only after fchown
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-    if changed is not None:
-        changed.append(path)
-
-
-def _settle(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
-    """An unchanged file with an older install's owner or mode gets this one's, never wider on the way."""
-    st = path.stat()
-    if owner is not None and (st.st_uid, st.st_gid) != owner:
-        path.chmod(st.st_mode & mode & 0o700)
-        os.chown(path, *owner)
-        path.chmod(mode)
-    elif st.st_mode & 0o7777 != mode:
-        path.chmod(mode)
-
-
-def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 def _gateway_key(lay: Layout, changed: list) -> ec.EllipticCurvePrivateKey:
     if lay.key.exists():
         return serialization.load_pem_private_key(lay.key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     _write(lay.key, _pem_key(key), 0o600, changed, lay.owners()["service"])
     return key
-
-
-def _tls(lay: Layout, names: list[str], changed: list) -> None:
-    """The gateway's own CA and the broker's certificate for the names the nodes connect to."""
-    ca_pem, ca_key_pem = lay.tls / "ca.pem", lay.tls / "ca.key"
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if not ca_pem.exists():
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "govchain-edge gateway CA")])
-        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ca_key.public_key())
-              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-              .not_valid_after(now + datetime.timedelta(days=3650))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                           data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                           crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-              .sign(ca_key, hashes.SHA256()))
-        _write(ca_key_pem, _pem_key(ca_key), 0o600, changed, lay.owners()["root"])
-        _write(ca_pem, ca.public_bytes(serialization.Encoding.PEM), 0o644, changed)
-    ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
-    _write(lay.tls / "ca.der", ca.public_bytes(serialization.Encoding.DER), 0o644, changed)
-    broker_pem = lay.tls / "broker.pem"
-    wanted = sorted(set(names))
-    if broker_pem.exists():
-        cert = x509.load_pem_x509_certificate(broker_pem.read_bytes())
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        have = sorted([str(n) for n in san.get_values_for_type(x509.DNSName)]
-                      + [str(a) for a in san.get_values_for_type(x509.IPAddress)])
-        if have == wanted and cert.not_valid_after_utc > now + datetime.timedelta(days=30):
-            _settle(lay.tls / "broker.key", 0o640, lay.owners()["mosquitto"])
-            return
-    ca_key = serialization.load_pem_private_key(ca_key_pem.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt = []
-    for n in wanted:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            alt.append(x509.DNSName(n))
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, wanted[0])]))
-            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=825))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    _write(lay.tls / "broker.key", _pem_key(key), 0o640, changed, lay.owners()["mosquitto"])
-    _write(broker_pem, cert.public_bytes(serialization.Encoding.PEM), 0o644, changed)
-
-
-def password_line(user: str, password: str, salt: bytes | None = None,
-                  iterations: int = PBKDF2_ITERATIONS) -> str:
-    """One line of Mosquitto's password file (PBKDF2_ITERATIONS above names the format's source)."""
-    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, HASH_BYTES)
-    return f"{user}:$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def _password_matches(line: str, password: str) -> bool:
-    try:
-        _, kind, iterations, salt, digest = line.split(":", 1)[1].split("$")
-        if kind != "7":
-            return False
-        want = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt), int(iterations), HASH_BYTES)
-        return hmac.compare_digest(want, base64.b64decode(digest))
-    except ValueError:
-        return False
 
 
 def _credentials(lay: Layout, devices: list[str], changed: list) -> dict[str, str]:
@@ -259,12 +133,7 @@ def _credentials(lay: Layout, devices: list[str], changed: list) -> dict[str, st
         creds.setdefault(user, secrets.token_urlsafe(24))
     _write(lay.credentials, json.dumps(creds, indent=1, sort_keys=True) + "\n", 0o600, changed,
            lay.owners()["root"])
-    old = {}
-    if lay.passwd.exists():
-        old = {line.split(":", 1)[0]: line for line in lay.passwd.read_text().splitlines() if ":" in line}
-    lines = [old[u] if u in old and _password_matches(old[u], pw) else password_line(u, pw)
-             for u, pw in sorted(creds.items())]
-    _write(lay.passwd, "\n".join(lines) + "\n", 0o640, changed, lay.owners()["mosquitto"])
+    password_file(lay.passwd, creds, changed, lay.owners()["mosquitto"])
     return creds
 
 
@@ -334,9 +203,14 @@ def _toml(o: Options, lay: Layout, password: str, old: dict) -> str:
         return json.dumps(v)  # a TOML basic string is a JSON string
 
     hub = [f"host = {q(o.hub_host)}", f"port = {o.hub_port}", "tls = true"]
-    for k, v in (("ca", o.hub_ca), ("cert", o.hub_cert), ("key", o.hub_key)):
+    old_hub = old.get("hub", {})
+    for k, v in (("ca", o.hub_ca or old_hub.get("ca")), ("cert", o.hub_cert or old_hub.get("cert")),
+                 ("key", o.hub_key or old_hub.get("key"))):
         if v:
             hub.append(f"{k} = {q(str(v))}")
+    hub_password = _hub_password(o) or old_hub.get("password")
+    if hub_password:
+        hub += [f"user = {q(o.gateway_id)}", f"password = {q(hub_password)}"]
     anchor = [f"backend = {q(o.anchor)}", f"epoch_s = {old.get('anchor', {}).get('epoch_s', 600)}"]
     if o.anchor != NO_ANCHORING:
         anchor.append(f"\n[anchor.{o.anchor}]")
@@ -351,6 +225,20 @@ def _toml(o: Options, lay: Layout, password: str, old: dict) -> str:
         "[metrics]", f"port = {old.get('metrics', {}).get('port', 9108)}", "",
         "[anchor]", *anchor, "",
     ])
+
+
+def _hub_password(o: Options) -> str | None:
+    """The gateway's password on the hub broker, from the file the hub operator handed over (its first line)."""
+    if o.hub_password_file is None:
+        return None
+    try:
+        lines = Path(o.hub_password_file).read_text().splitlines()
+    except OSError as exc:
+        raise InstallError(f"--hub-password-file {o.hub_password_file}: {exc.strerror or exc}") from None
+    if not lines or not lines[0].strip():
+        raise InstallError(f"--hub-password-file {o.hub_password_file} is empty: it holds the password the hub's "
+                           f"`govedge hub install --gateway {o.gateway_id}` wrote")
+    return lines[0].strip()
 
 
 def _unit(lay: Layout, user: str) -> str:
@@ -389,8 +277,14 @@ def install(o: Options) -> dict:
     /) it creates the service user first; under another root it only writes files."""
     lay = Layout(o.root)
     changed: list[Path] = []
+    if o.root == Path("/"):
+        require_debian_packages()
     if not o.broker_names:
         o.broker_names = [socket.gethostname() + ".local", "127.0.0.1"]
+    hub_broker = o.root / "etc/mosquitto/conf.d/govedge-hub.conf"
+    if hub_broker.exists():
+        raise InstallError(f"{hub_broker} is there: this host is the hub, and its Mosquitto cannot also be a "
+                           "gateway's (one password file, one ACL); install the gateway on a host of its own")
     lay.service, lay.mosquitto_gid = _accounts(o)
     for stale in lay.temp_files():
         stale.unlink()
@@ -406,7 +300,8 @@ def install(o: Options) -> dict:
     if GATEWAY_USER in registry.devices:
         raise InstallError(f"a device in {lay.registry} is named {GATEWAY_USER!r}, the gateway's own login on "
                            "its broker: give the device another id (govedge provision)")
-    _tls(lay, list(dict.fromkeys(o.broker_names + ["127.0.0.1"])), changed)  # the gateway itself uses 127.0.0.1
+    broker_tls(lay.tls, "govchain-edge gateway CA", list(dict.fromkeys(o.broker_names + ["127.0.0.1"])), changed,
+               lay.owners()["root"], lay.owners()["mosquitto"])  # the gateway itself uses 127.0.0.1
     creds = _credentials(lay, sorted(registry.devices), changed)
     _write(lay.acl, _acl(), 0o644, changed)
     _write(lay.broker_conf, _broker_conf(lay, o.broker_port), 0o644, changed)
@@ -450,46 +345,81 @@ def _accounts(o: Options) -> tuple[tuple[int, int] | None, int | None]:
     return (account.pw_uid, account.pw_gid), mosquitto
 
 
-def _run(args: list[str]) -> str:
-    """A system command of the install (never with a secret among its arguments); one line if it fails."""
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    except FileNotFoundError:
-        raise InstallError(f"{args[0]} not found: this needs a Debian system with systemd") from None
-    if proc.returncode:
-        raise InstallError(f"{' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
-    return " ".join(args)
+def service_commands(result: dict) -> list[list[str]]:
+    """What start_services runs for an install's result: systemd rereads the units, Mosquitto and the
+    gateway service are enabled and started. Mosquitto is restarted when its configuration or TLS files
+    changed (it rereads neither its listener nor use_username_as_clientid on a reload) and reloaded when
+    only its password file or ACL did (a new device: the connected nodes and the gateway's session stay);
+    the gateway service is restarted when its key, config or unit changed (a new registry it rereads by
+    itself)."""
+    lay: Layout = result["layout"]
+    changed = set(result["changed_paths"])
+    listener_files = {lay.broker_conf, lay.tls / "broker.pem", lay.tls / "broker.key", lay.tls / "ca.pem"}
+    login_files = {lay.passwd, lay.acl}
+    commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"]]
+    if changed & listener_files:
+        commands.append(["systemctl", "restart", "mosquitto.service"])
+    elif changed & login_files:
+        commands.append(["systemctl", "reload", "mosquitto.service"])
+    commands.append(["systemctl", "enable", "--now", "govedge-gateway.service"])
+    if changed & {lay.toml, lay.key, lay.unit}:
+        commands.append(["systemctl", "restart", "govedge-gateway.service"])
+    return commands
 
 
 def start_services(result: dict) -> list[str]:
-    """Enables and starts Mosquitto and the gateway service, restarting each whose files changed
-    (Mosquitto rereads neither its listener nor use_username_as_clientid on a reload); returns the
-    commands run. Only for an install into /."""
+    """Runs service_commands(result); returns the commands run. Only for an install into / on a system
+    that systemd runs (a Pi booted into Raspberry Pi OS)."""
     lay: Layout = result["layout"]
     if lay.root != Path("/"):
         raise InstallError(f"services are started only for an install into /, not {lay.root}")
-    changed = set(result["changed_paths"])
-    broker_files = {lay.broker_conf, lay.passwd, lay.acl, lay.tls / "broker.pem", lay.tls / "broker.key",
-                    lay.tls / "ca.pem"}
-    gateway_files = {lay.toml, lay.key, lay.unit, lay.registry}
-    done = [_run(["systemctl", "daemon-reload"])]
-    for unit, files in (("mosquitto.service", broker_files), ("govedge-gateway.service", gateway_files)):
-        done.append(_run(["systemctl", "enable", "--now", unit]))
-        if changed & files:
-            done.append(_run(["systemctl", "restart", unit]))
-    return done
+    if not systemd_running():
+        raise InstallError("systemd does not run this system (no /run/systemd/system): the files are in place; "
+                           "start mosquitto and `govedge gateway run --config /etc/govedge/gateway.toml` by other "
+                           "means, or give --no-start")
+    return [_run(command) for command in service_commands(result)]
 
 
 # -- the self-test ---------------------------------------------------------------------------
 
 
-def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | None = None) -> list[tuple[str, bool | None, str]]:
+def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | None = None,
+              started_at: float | None = None, wait_s: float = 60.0) -> list[tuple[str, bool | None, str]]:
     """(check, passed (None: could not tell), what was found) for each point of the checklist; the checks
-    are `govedge gateway check`'s (govedge.gateway.check)."""
+    are `govedge gateway check`'s (govedge.gateway.check). With ``started_at`` (the time start_services
+    began) the running service is checked first: it must have written its live.json since then and be
+    connected to its local broker within ``wait_s``."""
     from . import check
 
     cfg, result = check.configuration(toml)
     if cfg is None:
         return [result]
-    return [result, check.local_broker(cfg), check.registry(cfg.registry), check.hub_broker(cfg, "hub"),
-            check.chain(cfg), check.disk_space(cfg), ("clock", *(check_clock or check.clock_synchronised)())]
+    results = [result]
+    if started_at is not None:
+        results.append(_check_service(cfg, started_at, wait_s))
+    return results + [check.local_broker(cfg), check.registry(cfg.registry), check.hub_broker(cfg, "hub"),
+                      check.chain(cfg), check.disk_space(cfg), ("clock", *(check_clock or check.clock_synchronised)())]
+
+
+def _check_service(cfg, started_at: float, wait_s: float) -> tuple[str, bool, str]:
+    """The service systemd started: its live.json, written since ``started_at``, says it runs, and its
+    ingest (the local broker) and uplink (the hub) states. A service that does not come up within
+    ``wait_s`` is named with where its log is."""
+    from .health import live
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = live(cfg.data_dir)
+        fresh = state is not None and state.get("running") and state.get("started_at", 0) >= started_at - 1
+        parts = (state or {}).get("parts", {})
+        if fresh and (parts.get("ingest") or {}).get("ok"):
+            uplink = parts.get("uplink") or {}
+            return ("service", True, f"govedge-gateway runs (process {state['pid']}); ingest: "
+                                     f"{parts['ingest']['state']}; uplink: {uplink.get('state', 'not yet connected')}")
+        if time.monotonic() > deadline:
+            if not fresh:
+                return ("service", False, f"govedge-gateway wrote no {cfg.data_dir / 'live.json'} within {wait_s:g} s "
+                                          "of its start: journalctl -u govedge-gateway says why")
+            return ("service", False, f"govedge-gateway runs (process {state['pid']}) but its ingest is not "
+                                      f"connected: {(parts.get('ingest') or {}).get('state', 'no state yet')}")
+        time.sleep(0.5)

@@ -139,6 +139,7 @@ class Gateways:
         with os.fdopen(fd, "w") as f:
             json.dump(self.doc, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # public keys only; the hub workers run as a user of their own (hub install)
         os.replace(tmp, self.path)
 
 

@@ -195,6 +195,7 @@ def _flag_value(args: argparse.Namespace, flag: str | None):
 
 def _cmd_gateway_install(args: argparse.Namespace) -> int:
     import socket
+    import time
     from pathlib import Path
 
     from govedge import anchor
@@ -209,6 +210,7 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         gateway_id=_ask(args.gateway_id, "Gateway id (e.g. gw-koeln-01)"),
         hub_host=_ask(args.hub_host, "The hub broker's host name"),
         hub_port=args.hub_port, hub_ca=args.hub_ca, hub_cert=args.hub_cert, hub_key=args.hub_key,
+        hub_password_file=Path(args.hub_password_file) if args.hub_password_file else None,
         broker_port=args.broker_port,
         broker_names=args.broker_name or [socket.gethostname() + ".local", "127.0.0.1"],
         registry=Path(args.registry) if args.registry else None,
@@ -216,6 +218,7 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         anchor=args.anchor, anchor_settings=anchor_settings, service_user=args.service_user)
     try:
         result = install.install(options)
+        started_at = time.time()
         started = [] if args.no_start or options.root != Path("/") else install.start_services(result)
     except (install.InstallError, OSError, ValueError) as exc:
         print(f"govedge gateway install: {exc}", file=sys.stderr)
@@ -229,7 +232,8 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         print("  nothing changed: keys, credentials, certificates and data were all in place")
     print(f"  devices   {len(result['devices'])} in the registry, each with its own broker credential"
           + (f"; configs updated: {', '.join(result['configured_devices'])}" if result["configured_devices"] else ""))
-    print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway {options.gateway_id} KEY.pem")
+    print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway --config /etc/govedge/hub-1.toml "
+          f"{options.gateway_id} {lay.pub.name}")
     for command in started:
         print(f"  ran       {command}")
     if not started:
@@ -239,10 +243,10 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         return 0
     print("\nself-test")
     failed = 0
-    for name, ok, text in install.self_test(lay.toml):
+    for name, ok, text in install.self_test(lay.toml, started_at=started_at if started else None):
         mark = "ok  " if ok else "??  " if ok is None else "FAIL"
         failed += ok is False
-        print(f"  [{mark}] {name:<14} {text}")
+        print(f"  [{mark}] {name:<14} {text}", flush=True)
     if failed:
         print(f"\n{failed} check(s) failed: fix them, then run govedge gateway install again (it changes nothing "
               "that is in place) or systemctl restart govedge-gateway")
@@ -342,6 +346,50 @@ def _cmd_hub_proof(args: argparse.Namespace) -> int:
         return 2
     _write_text(text, args.output)
     return 0
+
+
+def _cmd_hub_install(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from govedge.hub import install
+
+    options = install.Options(
+        root=Path(args.root).resolve(), broker_port=args.broker_port, broker_names=args.broker_name or [],
+        registry=Path(args.registry) if args.registry else None, store=args.store, workers=args.workers,
+        gateways=args.gateway, service_user=args.service_user)
+    try:
+        result = install.install(options)
+        started = [] if args.no_start or options.root != Path("/") else install.start_services(result)
+    except (install.InstallError, OSError, ValueError) as exc:
+        print(f"govedge hub install: {exc}", file=sys.stderr)
+        return 2
+    lay = result["layout"]
+    print(f"hub installed under {options.root}")
+    for path in result["changed"] or ():
+        print(f"  wrote     {path}")
+    if not result["changed"]:
+        print("  nothing changed: keys, credentials, certificates and data were all in place")
+    print(f"  workers   {result['workers']}: {', '.join(str(lay.toml(n)) for n in range(1, result['workers'] + 1))}")
+    for gateway_id in result["gateways"]:
+        print(f"  gateway   {gateway_id}: give {lay.gateway_passwords / gateway_id} and {lay.tls / 'ca.pem'} to its "
+              "technician (gateway install --hub-password-file, --hub-ca)")
+    for command in started:
+        print(f"  ran       {command}")
+    if not started:
+        print("  services  not started: " + ("--root writes files only (no user, no systemctl)"
+                                             if options.root != Path("/") else "--no-start"))
+    if args.no_self_test:
+        return 0
+    print("\nself-test")
+    failed = 0
+    for name, ok, text in install.self_test(result, started=bool(started)):
+        mark = "ok  " if ok else "??  " if ok is None else "FAIL"
+        failed += ok is False
+        print(f"  [{mark}] {name:<18} {text}", flush=True)
+    if failed:
+        print(f"\n{failed} check(s) failed: fix them, then run govedge hub install again (it changes nothing "
+              "that is in place)")
+    return 1 if failed else 0
 
 
 def _cmd_hub_run(args: argparse.Namespace) -> int:
@@ -539,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-ca", help="CA file of the hub broker's certificate")
     p.add_argument("--hub-cert", help="the gateway's client certificate for the hub broker")
     p.add_argument("--hub-key", help="its key")
+    p.add_argument("--hub-password-file", help="the file with the gateway's password on the hub broker (the hub "
+                                               "operator's govedge hub install --gateway ID writes it)")
     p.add_argument("--anchor", choices=[anchor.NONE, *anchor.backend_names()], default=anchor.NONE,
                    help="anchoring backend")
     p.add_argument("--observer", help="REST anchoring: the observer's URL")
@@ -618,6 +668,28 @@ def build_parser() -> argparse.ArgumentParser:
                                       "check failed, 2 the configuration is not valid)")
     p.add_argument("--config", required=True, help="hub.toml")
     p.set_defaults(func=_cmd_hub_check)
+
+    p = hsub.add_parser("install", help="make this host the hub: broker with TLS and per-gateway logins and ACL, "
+                                        "hub-N.toml, systemd units; then a self-test")
+    p.add_argument("--root", default="/", help="install into this folder instead of / (default /)")
+    p.add_argument("--registry", help="the device registry to install (govedge provision writes it)")
+    p.add_argument("--store", help="hub.toml [store] url, e.g. postgresql://govedge@localhost/govedge "
+                                   "(default: SQLite in /var/lib/govedge/hub.db)")
+    p.add_argument("--workers", type=int, default=1, help="hub workers, govedge-hub@1 ... (default 1)")
+    p.add_argument("--gateway", action="append", default=[], metavar="GATEWAY_ID",
+                   help="give this gateway a login on the hub broker (repeatable; the gateways in "
+                        "gateways.json get one anyway)")
+    p.add_argument("--broker-port", type=int, default=8883, help="the hub broker's TLS port (default 8883)")
+    p.add_argument("--broker-name", action="append",
+                   help="a host name or address the gateways reach the hub by (repeatable; default: "
+                        "this host's name and 127.0.0.1)")
+    p.add_argument("--no-self-test", action="store_true", help="skip the self-test")
+    p.add_argument("--no-start", action="store_true",
+                   help="write files and make the service user, but do not enable and start the services")
+    p.add_argument("--service-user", default="govedge",
+                   help="the system user of the hub workers, created if missing (default govedge); "
+                        "with --root only used if it exists")
+    p.set_defaults(func=_cmd_hub_install)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
     p.add_argument("target", choices=["firmware", "gateway", "hub", "anchor"], help="what to measure")

@@ -5,8 +5,6 @@ no message larger than the gateway accepts gets through."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +16,10 @@ import paho.mqtt.client as paho
 import pytest
 
 from govedge.core import topics, wire
-from govedge.tools.dev.broker import free_port, mosquitto_binary
+from govedge.tools.dev.broker import free_port
 from govedge.gateway.install import max_publish_packet_bytes
 from govedge.tools.field.provision import provision
+from support.installed import start_installed_broker, tls_client
 
 
 HUB_PORT = free_port()  # nothing listens there: the self-test says so
@@ -82,32 +81,9 @@ def test_install_twice_changes_nothing_and_keeps_keys(installed):
     assert "esp32-0103" in json.loads(after["etc/govedge/credentials.json"])
 
 
-def _start_installed_broker(root: Path, folder: Path, port: int) -> subprocess.Popen:
-    """Mosquitto with Debian's mosquitto.conf shape (our folder for its paths), which includes the
-    configuration as installed; as root, Mosquitto must not switch to its own user here."""
-    if not mosquitto_binary():
-        pytest.fail("mosquitto is not installed (make test installs it)")
-    (folder / "mosquitto-data").mkdir(exist_ok=True)
-    conf = folder / "run.conf"
-    conf.write_text(("user root\n" if os.geteuid() == 0 else "")
-                    + f"pid_file {folder / 'mosquitto.pid'}\npersistence true\n"
-                    + f"persistence_location {folder / 'mosquitto-data'}/\n"
-                    + f"include_dir {root / 'etc/mosquitto/conf.d'}\n")
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "mosquitto did not listen"
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def broker(installed):
-    proc = _start_installed_broker(installed["root"], installed["tmp"], installed["port"])
+    proc = start_installed_broker(installed["root"], installed["tmp"], installed["port"])
     yield installed
     proc.terminate()
     proc.wait(10)
@@ -115,24 +91,8 @@ def broker(installed):
 
 def _client(installed, user: str, password: str, on_message=None,
             protocol=paho.MQTTv5) -> tuple[paho.Client, object]:
-    root = installed["root"]
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{os.urandom(3).hex()}",
-                    protocol=protocol)
-    c.username_pw_set(user, password)
-    c.tls_set(ca_certs=str(root / "etc/govedge/tls/ca.pem"))
-    connected, result = threading.Event(), {}
-
-    def on_connect(client, userdata, flags, reason, properties):
-        result["reason"] = reason
-        connected.set()
-
-    c.on_connect = on_connect
-    if on_message:
-        c.on_message = on_message
-    c.connect("127.0.0.1", installed["port"])
-    c.loop_start()
-    assert connected.wait(10)
-    return c, result["reason"]
+    return tls_client(installed["port"], installed["root"] / "etc/govedge/tls/ca.pem", user, password, on_message,
+                      protocol)
 
 
 def test_the_installed_broker_lets_each_device_publish_only_to_its_own_topic(broker):
@@ -266,7 +226,7 @@ def run_installed(root: Path, tmp_path: Path, port: int, node, device: str, read
     node.config["mqtt"] = json.loads((provisioned / "config.json").read_text())["mqtt"]
     node.write_config()
     (node.root / "ca.der").write_bytes((provisioned / "ca.der").read_bytes())
-    broker = _start_installed_broker(root, tmp_path, port)
+    broker = start_installed_broker(root, tmp_path, port)
     log = open(tmp_path / "gateway.log", "wb")
     gw = subprocess.Popen([*as_user, "-m", "govedge.tools.cli", "gateway", "run", "--config",
                            str(root / "etc/govedge/gateway.toml")], stdout=log, stderr=log, env=env)
@@ -287,3 +247,30 @@ def run_installed(root: Path, tmp_path: Path, port: int, node, device: str, read
         broker.terminate()
         broker.wait(10)
     return db
+
+
+def test_the_gateway_configures_the_devices_without_ever_holding_their_private_keys(tmp_path):
+    # hardware/CHECKLIST.md section 2: the laptop sends the registry and the devices' folders without
+    # device.key, the install writes each config's credential, the configs go back next to the keys
+    laptop, gateway = tmp_path / "laptop", tmp_path / "gateway"
+    laptop.mkdir()
+    gateway.mkdir()
+    for device in ("esp32-0401", "esp32-0402"):
+        provision(device, "esp32", ["bme280"], laptop / "registry.json", laptop / "devices")
+    keys = {p: p.read_bytes() for p in laptop.rglob("device.key")}
+    assert len(keys) == 2
+    sent = subprocess.run(["tar", "-cf", "-", "--exclude=device.key", "registry.json", "devices"], cwd=laptop,
+                          capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-xf", "-"], cwd=gateway, input=sent, check=True)
+    done = _install(gateway / "root", gateway / "registry.json", gateway / "devices", free_port(), "--no-self-test")
+    assert done.returncode == 0, done.stderr
+    assert "configs updated: esp32-0401, esp32-0402" in done.stdout
+    assert not list(gateway.rglob("device.key"))  # not on the gateway, at no moment
+    back = subprocess.run(["tar", "-cf", "-", "devices"], cwd=gateway, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-xf", "-"], cwd=laptop, input=back, check=True)
+    creds = json.loads((gateway / "root/etc/govedge/credentials.json").read_text())
+    for device in ("esp32-0401", "esp32-0402"):
+        cfg = json.loads((laptop / "devices" / device / "config.json").read_text())
+        assert cfg["mqtt"]["user"] == device and cfg["mqtt"]["password"] == creds[device]
+        assert (laptop / "devices" / device / "ca.der").exists()
+    assert {p: p.read_bytes() for p in laptop.rglob("device.key")} == keys

@@ -182,13 +182,15 @@ def test_the_gateway_runs_as_an_unprivileged_user_with_only_what_the_install_gav
         shutil.rmtree(top, ignore_errors=True)
 
 
-def test_on_the_pi_the_units_are_enabled_started_and_restarted_when_their_files_changed(monkeypatch):
-    ran: list[list[str]] = []
-    monkeypatch.setattr(install, "_run", lambda args: ran.append(args) or " ".join(args))
+def test_on_the_pi_the_units_are_enabled_started_and_restarted_or_reloaded_as_their_files_changed():
+    # what systemd is asked (tests/tools/test_deb.py runs it against a real systemd)
     lay = install.Layout(Path("/"))
-    install.start_services({"layout": lay, "changed_paths": [lay.passwd]})
-    assert ran == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"],
-                   ["systemctl", "restart", "mosquitto.service"],
-                   ["systemctl", "enable", "--now", "govedge-gateway.service"]]
+    enable = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"]]
+    gateway = ["systemctl", "enable", "--now", "govedge-gateway.service"]
+    commands = lambda *changed: install.service_commands({"layout": lay, "changed_paths": list(changed)})  # noqa: E731
+    assert commands() == [*enable, gateway]
+    assert commands(lay.passwd, lay.registry) == [*enable, ["systemctl", "reload", "mosquitto.service"], gateway]
+    assert commands(lay.broker_conf, lay.passwd) == [*enable, ["systemctl", "restart", "mosquitto.service"], gateway]
+    assert commands(lay.toml) == [*enable, gateway, ["systemctl", "restart", "govedge-gateway.service"]]
     with pytest.raises(install.InstallError, match="only for an install into /"):
         install.start_services({"layout": install.Layout(Path("/tmp/x")), "changed_paths": []})

@@ -85,7 +85,8 @@ def test_the_wheel_carries_firmware_pins_and_run_time_files_inside_govedge(wheel
     assert {f"govedge/firmware/{p.name}" for p in firmware.sources()} <= names
     assert {f"govedge/hardware/pins/{board}.json" for board in (*BOARDS, "gateway")} <= names
     assert {f"govedge/hardware/wiring/{board}.svg" for board in BOARDS} <= names
-    assert {"govedge/anchor/contracts/Anchor.json", "govedge/gateway/govedge-gateway.service"} <= names
+    assert {"govedge/anchor/contracts/Anchor.json", "govedge/gateway/govedge-gateway.service",
+            "govedge/hub/govedge-hub@.service"} <= names  # what gateway install and hub install write units from
     # the firmware's modules import each other by bare name; none of them lands on the desktop's sys.path
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"govedge"}
 
