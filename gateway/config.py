@@ -34,6 +34,7 @@ class GatewayConfig:
     uplink_rate_per_s: float = 20.0
     # a batch or epoch record the hub has not confirmed committed this long after it went out is sent again
     hub_confirm_timeout_s: float = 30.0
+    heartbeat_s: float = 60.0  # the gateway's signed status record to the hub this often; 0: none
     store_max_bytes: int = 2_000_000_000
     store_max_age_days: int = 90
     store_held_back_days: int = 30  # how long values held back by the filters are kept for audit
@@ -91,11 +92,13 @@ def parse(doc: dict, base: Path = Path(".")) -> GatewayConfig:
         ingest=endpoint(ingest.get("mqtt") or {}, "[ingest.mqtt]", 1883),
         serial_ports=list((ingest.get("serial") or {}).get("ports", [])),
         serial_baud=int((ingest.get("serial") or {}).get("baud", 115200)),
-        hub=endpoint({k: v for k, v in hub.items() if k not in ("topic", "rate_per_s", "confirm_timeout_s")}, "[hub]",
+        hub=endpoint({k: v for k, v in hub.items() if k not in ("topic", "rate_per_s", "confirm_timeout_s",
+                                                                "heartbeat_s")}, "[hub]",
                      8883),
         hub_topic=hub.get("topic", topics.batch(gw["id"])),
         uplink_rate_per_s=float(hub.get("rate_per_s", 20.0)),
         hub_confirm_timeout_s=float(hub.get("confirm_timeout_s", 30.0)),
+        heartbeat_s=float(hub.get("heartbeat_s", 60.0)),
         max_future_s=int((doc.get("verify") or {}).get("max_future_s", 300)),
         clock_synchronized=(doc.get("verify") or {}).get("clock_synchronized", "auto"),
         verify_workers=workers((doc.get("verify") or {}).get("workers", "auto")),

@@ -31,11 +31,12 @@ class HubConfig:
     # SQLite's PRAGMA synchronous: FULL survives a power cut of the hub after a commit it has confirmed to the
     # gateway (which then forgets the batch); NORMAL only a crash of the process
     synchronous: str = "FULL"
+    metrics_port: int = 0  # the Prometheus endpoint on 127.0.0.1 (govedge.hub.metrics); 0: none
 
 
 _KNOWN = {"hub": {"registry", "gateways", "share_group", "session_expiry_s", "verify_workers", "state_dir",
                   "rejected_max_bytes", "rejected_max_rows", "rejected_keep_bytes"},
-          "store": {"url", "synchronous"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
+          "store": {"url", "synchronous"}, "metrics": {"port"}, "mqtt": set(MqttEndpoint.__dataclass_fields__)}
 
 # the smallest value of each size: a device message is always kept whole (govedge.core.wire)
 _LEAST = {"rejected_max_bytes": MAX_MESSAGE_BYTES, "rejected_max_rows": 1, "rejected_keep_bytes": MAX_MESSAGE_BYTES}
@@ -81,6 +82,7 @@ def parse(doc: dict, base: Path = Path(".")) -> HubConfig:
         verify_workers=workers(hub.get("verify_workers", "auto"), "[hub] verify_workers"),
         state_dir=base / state_dir,
         synchronous=synchronous,
+        metrics_port=int((doc.get("metrics") or {}).get("port", 0)),
         **{key: hub[key] for key in _LEAST if key in hub},
     )
     if not cfg.mqtt.client_id:
