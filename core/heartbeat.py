@@ -38,12 +38,14 @@ _KEYS = frozenset({"v", "gateway", "store", "seq", "time", "heartbeat_s", "versi
 
 @dataclass(frozen=True)
 class DeviceSeen:
-    """A node as its gateway last saw it: when (the gateway's clock; None when the reading is gone from its store)
-    and the highest sequence number it accepted."""
+    """A node as its gateway last saw it: the highest sequence number it accepted, when that reading came (the
+    gateway's clock) and the time the node gave it (its own clock: a backlog sent in a burst keeps its times);
+    either time None when unknown (the reading is gone from the store, or the node's clock was not set)."""
 
     device_id: str
     last_seen: int | None
     last_seq: int
+    node_time: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def sign(key, h: Heartbeat) -> bytes:
             "oldest_unanchored": h.oldest_unanchored,
             "anchor_error": None if h.anchor_error is None else h.anchor_error[:MAX_ERROR_CHARS],
             "free_bytes": h.free_bytes, "refusing": h.refusing, "clock_synchronized": h.clock_synchronized,
-            "devices": {d.device_id: [d.last_seen, d.last_seq] for d in devices[:MAX_DEVICES]},
+            "devices": {d.device_id: [d.last_seen, d.last_seq, d.node_time] for d in devices[:MAX_DEVICES]},
             "devices_total": max(h.devices_total, len(h.devices))}
     return cose.sign1(key, h.gateway_id, cbor2.dumps(body, canonical=True))
 
@@ -130,9 +132,10 @@ def _fault(body) -> str | None:
     for device, seen in devices.items():
         if not (isinstance(device, str) and wire.DEVICE_ID.match(device)):
             return f"devices names {cose.show(device)}, which is not a device id"
-        if not (isinstance(seen, list) and len(seen) == 2 and (seen[0] is None or _uint(seen[0]))
-                and _uint(seen[1])):
-            return f"devices entry of {device!r} is not [last seen time or null, last sequence number]"
+        if not (isinstance(seen, list) and len(seen) == 3 and (seen[0] is None or _uint(seen[0]))
+                and _uint(seen[1]) and (seen[2] is None or _uint(seen[2]))):
+            return (f"devices entry of {device!r} is not [last seen time or null, last sequence number, "
+                    "node time or null]")
     if body["devices_total"] < len(devices):
         return "devices_total is less than the nodes listed"
     return None
@@ -149,7 +152,7 @@ def verify(data: bytes, gateway_keys: Callable[[str], Iterable]) -> Heartbeat:
     if body["gateway"] != env.kid:
         raise WireError("malformed_heartbeat", f"status record names gateway {cose.show(body['gateway'])} but is "
                                                f"signed by {env.kid!r}")
-    devices = tuple(DeviceSeen(d, seen[0], seen[1]) for d, seen in body["devices"].items())
+    devices = tuple(DeviceSeen(d, *seen) for d, seen in body["devices"].items())
     return Heartbeat(env.kid, body["store"], body["seq"], body["time"], body["heartbeat_s"], body["version"],
                      body["unbatched"], body["unconfirmed"], body["oldest_unconfirmed"], body["unanchored"],
                      body["oldest_unanchored"], body["anchor_error"], body["free_bytes"], body["refusing"],

@@ -32,6 +32,10 @@ def software_version() -> str:
         return "unknown"
 
 
+def _whole(t: float | None) -> int | None:
+    return None if t is None or t < 0 else int(t)
+
+
 class Heartbeats:
     """Builds and signs the gateway's status records. ``refusing``: whether the gateway acknowledges nothing
     now (asked from the uplink's thread)."""
@@ -60,8 +64,8 @@ class Heartbeats:
         self.count += 1
         b = store.backlog(self.destination)
         st = os.statvfs(self.cfg.data_dir)
-        devices = tuple(heartbeat.DeviceSeen(d, None if seen is None else int(seen), seq)
-                        for d, seen, seq in store.devices_seen())
+        devices = tuple(heartbeat.DeviceSeen(d, _whole(seen), seq, _whole(node_time))
+                        for d, seen, seq, node_time in store.devices_seen())
         h = heartbeat.Heartbeat(
             gateway_id=self.cfg.gateway_id, store_id=store.store_id, seq=(self.start << 32) | self.count,
             time=int(self.clock.now()), heartbeat_s=max(1, round(self.interval_s)), version=self.version,

@@ -506,19 +506,19 @@ class Store:
                                 "ORDER BY number LIMIT 1").fetchone()
         return Backlog(unbatched, *batches, *epochs, None if error is None else error[0])
 
-    def devices_seen(self) -> list[tuple[str, float | None, int]]:
-        """(device id, when its reading of the highest sequence number was received, that number) of every
-        device the store has accepted from; the time is None when that reading is gone (pruned). One index
-        lookup per device."""
+    def devices_seen(self) -> list[tuple[str, float | None, int, float | None]]:
+        """(device id, when its reading of the highest sequence number was received, that number, the node's time
+        of it) of every device the store has accepted from; the times are None when that reading is gone
+        (pruned), the node's when it had none. One index lookup per device."""
         last: dict[str, int] = {}
         for space, seq in self.db.execute("SELECT device_id, last_seq FROM devices"):
             device = space.split(" ")[0]  # a sequence space: 'DEVICE KEYID', or DEVICE in older stores
             last[device] = max(seq, last.get(device, -1))
         out = []
         for device, seq in last.items():
-            row = self.db.execute("SELECT received_at FROM readings WHERE device_id = ? AND seq = ?",
-                                  (device, seq)).fetchone()
-            out.append((device, None if row is None else row[0], seq))
+            row = self.db.execute("SELECT received_at, node_time FROM readings WHERE device_id = ? AND seq = ?",
+                                  (device, seq)).fetchone() or (None, None)
+            out.append((device, row[0], seq, row[1]))
         return out
 
     # -- quota ---------------------------------------------------------------------

@@ -132,7 +132,7 @@ def _devices(store: HubStore, rows: dict, registry_devices: list[str], now: floa
     for r in rows.values():
         if not r.state:
             continue
-        for device, (last_seen, last_seq, interval) in r.devices.items():
+        for device, (last_seen, last_seq, _node_time, interval) in r.devices.items():
             entry = {"gateway_id": r.gateway_id, "last_seq": last_seq, "interval_s": interval,
                      "last_seen": hub_time(r.state, r.received_at, last_seen),
                      "silent_for_s": None if last_seen is None else max(0, r.state["time"] - last_seen)}

@@ -147,7 +147,7 @@ CREATE TABLE IF NOT EXISTS gateway_status (
     seq {INT},                          -- its number: only a higher one of the same store replaces it
     sent_at {INT},                      -- the gateway's clock when it signed it
     state TEXT,                         -- its backlog, anchoring, store and clock: JSON (Heartbeat.state)
-    devices TEXT,                       -- its nodes: JSON {device: [last seen, last seq, interval s or null]}
+    devices TEXT,                       -- its nodes: JSON, device -> [last seen, last seq, node time, interval]
     cose {BLOB}                         -- the signed record, as received
 );
 """
@@ -202,7 +202,7 @@ class GatewayStatus(NamedTuple):
     last_batch_at: float | None  # the hub's clock
     received_at: float | None  # of the latest status record; None: none yet
     state: dict | None  # the record's state (govedge.core.heartbeat.Heartbeat.state); None: none yet
-    devices: dict  # device -> [last seen (the gateway's clock) or None, last seq, interval s or None]
+    devices: dict  # device -> [last seen (the gateway's clock), last seq, node time, interval s], times or None
 
 
 class StoredReading(NamedTuple):
@@ -302,9 +302,10 @@ class HubStore:
         with self.transaction():  # hub workers starting together create the tables once
             if self.dialect == "postgresql":
                 self._exec("SELECT pg_advisory_xact_lock(7243001)")
-            for statement in schema_statements(self.dialect) + schema_statements(self.dialect, ADDED_TABLES):
+            for statement in schema_statements(self.dialect):
                 self._exec(statement)
             self._add_columns()
+            self._add_tables()
         # the id of the device key a reading was verified with (the hub's service sets it from its registry)
         self.key_id_of: Callable[[wire.Reading], str | None] = lambda reading: None
 
@@ -336,6 +337,16 @@ class HubStore:
                     self._exec("UPDATE rejected SET sha256 = ? WHERE id = ?",
                                (hashlib.sha256(bytes(payload)).digest(), id_))
                 last = rows[-1][0]
+
+    def _add_tables(self) -> None:
+        """Migration of a store made by an earlier version: the tables it lacks, made; a new gateway_status gets
+        when the hub last stored a batch of each gateway (one pass over the batches, once)."""
+        new = not self._columns("gateway_status")
+        for statement in schema_statements(self.dialect, ADDED_TABLES):
+            self._exec(statement)
+        if new:
+            self._exec("INSERT INTO gateway_status (gateway_id, last_batch_at) SELECT gateway_id, max(received_at) "
+                       "FROM batches GROUP BY gateway_id")
 
     def _rekey(self, table: str, before: str, after: str) -> None:
         """The table's primary key ``before`` becomes ``after``, its rows as they are (inside the migration's
@@ -764,15 +775,21 @@ def schema_statements(dialect: str, schema: str = SCHEMA) -> list[str]:
 
 
 def _devices_seen(h, before: dict) -> dict:
-    """The record's nodes as kept: [last seen, last seq, interval]; the interval learnt from this record and the
-    one before (seconds between their last seen times over the readings between), else kept from before."""
+    """The record's nodes as kept: [last seen, last seq, node time, interval]; the interval learnt from this
+    record and the one before: the seconds between the nodes' own times of their last readings over the
+    sequence numbers between (a backlog sent in a burst keeps its times), or else between the times the gateway
+    received them; kept from before when neither tells."""
     out = {}
     for d in h.devices:
         old = before.get(d.device_id)
-        interval = old[2] if old else None
-        if old and old[0] is not None and d.last_seen is not None and d.last_seq > old[1] and d.last_seen > old[0]:
-            interval = (d.last_seen - old[0]) / (d.last_seq - old[1])
-        out[d.device_id] = [d.last_seen, d.last_seq, interval]
+        interval = old[3] if old and len(old) == 4 else None
+        if old and d.last_seq > old[1]:
+            steps = d.last_seq - old[1]
+            if old[2] is not None and d.node_time is not None and d.node_time > old[2]:
+                interval = (d.node_time - old[2]) / steps
+            elif old[0] is not None and d.last_seen is not None and d.last_seen > old[0]:
+                interval = (d.last_seen - old[0]) / steps
+        out[d.device_id] = [d.last_seen, d.last_seq, d.node_time, interval]
     return out
 
 
