@@ -207,7 +207,7 @@ def test_heartbeats_of_a_real_gateway_reach_the_hub_its_backlog_is_its_stores_an
     hub_broker = Mosquitto(tmp_path / "hub-broker", persistence=True).start()
     # the gateway's batches go where no hub reads them: never confirmed, they stay its backlog
     gw = GatewayProcess(tmp_path / "gateway", world.folder / "registry.json", local.port, hub_broker.port,
-                        batch_interval_s=3600, batch_max_readings=4,
+                        batch_interval_s=3600, batch_max_readings=4, extra='[verify]\nclock_synchronized = "yes"\n',
                         hub=f'[hub]\nhost = "127.0.0.1"\nport = {hub_broker.port}\nrate_per_s = 0\nheartbeat_s = 2\n'
                             f'topic = "govedge/v1/gateway/{GATEWAY_ID}/unread"\n')
     hub = hub_beside(tmp_path / "hubside", world.folder / "registry.json", GATEWAY_ID, gw.public_key,
@@ -270,9 +270,10 @@ def test_heartbeats_of_a_real_gateway_reach_the_hub_its_backlog_is_its_stores_an
             assert f"\n{name}" in scraped, name
 
         # the nodes stopped sending: within a few of their intervals they are silent, the gateway is not
+        assert not [p for p in doc["problems"] if p.startswith("gateway")], doc["problems"]
         wait_until(lambda: _hub_status(hub.config)[0] == 1, what="silent devices")
         code, text = _hub_status(hub.config)
-        assert f"PROBLEM: device {world.devices[0]} (gateway {GATEWAY_ID}): silent for" in text
+        assert f"PROBLEM: device {world.devices[0]} (gateway {GATEWAY_ID}): silent for" in text, text
         assert f"gateway {GATEWAY_ID}: silent" not in text
         gw.stop()
         wait_until(lambda: f"PROBLEM: gateway {GATEWAY_ID}: silent for" in _hub_status(hub.config)[1], timeout=60,
