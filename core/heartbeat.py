@@ -108,7 +108,7 @@ def _fault(body) -> str | None:
         return f"has no {missing[0]!r}"
     extra = cose.unexpected_labels(body, _KEYS)
     if extra:
-        return f"has unexpected keys {extra}"
+        return f"has unexpected keys {', '.join(extra)}"
     if body["v"] != VERSION or type(body["v"]) is not int:
         return f"version is {cose.show(body['v'])}, not {VERSION}"
     if not (isinstance(body["store"], str) and STORE_ID.fullmatch(body["store"])):
