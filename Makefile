@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite runs for real
-DEBIAN_PACKAGES := mosquitto postgresql
+DEBIAN_PACKAGES := mosquitto postgresql prometheus
 # the Solidity compiler and the EVM node (anvil) of the anchoring tests, as pinned in anchor/package-lock.json
 ANCHOR_NPM := anchor/node_modules/.installed
 
