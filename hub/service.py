@@ -567,6 +567,7 @@ class HubService:
             return 0
         with self.guard.handling(p.delivery.payload for p in ready):
             with self.store.transaction():
+                self.store.lock_gateways({g for p in ready if (g := topics.gateway_of(p.delivery.topic))})
                 for p in ready:
                     self._store(p)
                 self._keep_bounds()
