@@ -311,3 +311,53 @@ def test_a_hub_whose_metrics_port_is_taken_stops_at_the_start_with_one_line_nami
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"govedge hub: [metrics] port {port}: cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_hostile_status_records_are_refused_one_by_one_and_the_gateways_latest_stays(tmp_path):
+    import random
+
+    import cbor2
+
+    from govedge.core import cose
+
+    world = World(tmp_path / "w", devices=1)
+    good = record(world, 5, T, unbatched=4, devices=[DeviceSeen(world.devices[0], T - 1, 3, world.t0)])
+    body = cbor2.loads(cbor2.loads(good).value[2])
+    rng = random.Random(14)
+    hostile: list[tuple[str, bytes]] = []
+    values = [-1, 2**64, 2**63, "x" * 70, None, [], {}, 1.5, True, b"\x00", {"esp32-0001": [1]},
+              {"esp32-0001": [None, -1, None]}, {"no such id!": [1, 2, 3]}]
+    for key in body:  # every field of the body given each wrong value, signed by the gateway all the same
+        for value in values:
+            if value == body[key] and type(value) is type(body[key]):
+                continue
+            if (key, value) in (("anchor_error", None), ("oldest_unconfirmed", None), ("oldest_unanchored", None),
+                                ("clock_synchronized", None), ("clock_synchronized", True), ("refusing", True),
+                                ("devices", {})) or (key, type(value)) == ("version", str):
+                continue  # values the format allows (refused below as stale, not as malformed)
+            hostile.append((topics.gateway_status(GATEWAY),
+                            cose.sign1(world.gateway_key, GATEWAY, cbor2.dumps({**body, key: value}))))
+    for _ in range(60):  # bytes flipped, cut or spliced
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(data))
+            data[i:i + rng.randint(1, 3)] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
+        if bytes(data) != good:
+            hostile.append((topics.gateway_status(GATEWAY), bytes(data)))
+    hostile += [("govedge/v1/gateway//status", good), (topics.gateway_status("gw-other"), good),
+                (topics.gateway_status(GATEWAY), cose.sign1(world.gateway_key, GATEWAY, b"\xff")),
+                (topics.gateway_status(GATEWAY), b"")]
+    hub = make_hub(world)
+    try:
+        feed(hub, [(topics.gateway_status(GATEWAY), good)])
+        acks = feed(hub, hostile)
+        assert len(acks) == len(hostile)  # each acknowledged: none blocks the ones behind it
+        codes = [c for (c,) in query(world, "SELECT code FROM rejected ORDER BY id")]
+    finally:
+        close(hub)
+    assert "internal_error" not in codes, [r for r in query(world, "SELECT reason FROM rejected")
+                                           if "internal" in r[0]][:3]
+    # every hostile delivery refused with a code of the format (the one on a topic outside the layout too)
+    assert len(codes) == len(hostile)
+    assert set(codes) <= set(REJECTED_CODES) and {"malformed_heartbeat", "wrong_topic", "bad_signature"} <= set(codes)
+    assert query(world, "SELECT seq, cose FROM gateway_status") == [(5, good)]
