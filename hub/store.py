@@ -530,9 +530,11 @@ class HubStore:
 
     def add_heartbeat(self, h) -> Refusal | None:
         """Inside a transaction: the gateway's verified status record (govedge.core.heartbeat.Heartbeat) replaces
-        its latest one if it is newer: a higher number of the same store, or a record of another store (a
-        replaced SD card) signed later than the latest. Returns None when stored, ``DUPLICATE`` for the latest
-        one again, else the refusal (stale_heartbeat: a replay, or a record overtaken by a newer one)."""
+        its latest one if it is newer: signed later by the gateway's clock, or numbered higher in the same store
+        (a clock set back). A record the hub had before, or one older than it, is neither. A store restored from
+        an old copy numbers lower, and is taken by its time; a replaced SD card, a store of another id, too.
+        Returns None when stored, ``DUPLICATE`` for the latest one again, else the refusal (stale_heartbeat: a
+        replay, or a record overtaken by a newer one)."""
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         select = f"SELECT store_id, seq, sent_at, devices, cose FROM gateway_status WHERE gateway_id = ?{lock}"
         row = self._exec(select, (h.gateway_id,)).fetchone()
@@ -544,14 +546,11 @@ class HubStore:
         if cose is not None:
             if bytes(cose) == h.cose:
                 return DUPLICATE
-            if store_id == h.store_id and h.seq <= seq:
+            if not (h.time > sent_at or (store_id == h.store_id and h.seq > seq)):
                 return Refusal("stale_heartbeat", f"status record #{h.seq} of gateway {h.gateway_id!r} (store "
-                                                  f"{h.store_id}) is not newer than #{seq}, the latest the hub has: "
+                                                  f"{h.store_id}, signed at {h.time}) is not newer than the latest "
+                                                  f"the hub has (#{seq} of store {store_id}, signed at {sent_at}): "
                                                   "a replay, or a record overtaken by a newer one")
-            if store_id != h.store_id and h.time <= sent_at:
-                return Refusal("stale_heartbeat", f"status record of gateway {h.gateway_id!r} from store "
-                                                  f"{h.store_id} is signed no later than the latest the hub has, "
-                                                  f"of store {store_id}: a replay of a store it had before")
         self._exec("UPDATE gateway_status SET received_at = ?, store_id = ?, seq = ?, sent_at = ?, state = ?, "
                    "devices = ?, cose = ? WHERE gateway_id = ?",
                    (time.time(), h.store_id, h.seq, h.time, json.dumps(h.state(), sort_keys=True),

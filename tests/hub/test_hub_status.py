@@ -84,7 +84,10 @@ def test_the_hub_keeps_each_gateways_latest_status_record_and_refuses_forged_and
         # a replaced store signing later is the gateway's latest, whatever its number
         feed(hub, [(topics.gateway_status(GATEWAY), record(world, 1, T + 180, store=STORE_B, unbatched=9))])
         assert query(world, "SELECT gateway_id, store_id, seq FROM gateway_status") == [(GATEWAY, STORE_B, 1)]
-        assert hub.counters["heartbeats"] == 3 and hub.counters["heartbeat_duplicates"] == 1
+        # a store restored from an old copy numbers lower than before; signed later, it is no replay
+        feed(hub, [(topics.gateway_status(GATEWAY), record(world, 0, T + 240, store=STORE_B, unbatched=10))])
+        assert query(world, "SELECT store_id, seq FROM gateway_status") == [(STORE_B, 0)]
+        assert hub.counters["heartbeats"] == 4 and hub.counters["heartbeat_duplicates"] == 1
         assert hub.rejected_codes == {"stale_heartbeat": 2, "bad_signature": 1, "wrong_topic": 1,
                                       "unknown_gateway": 1}
     finally:
