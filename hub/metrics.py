@@ -56,7 +56,7 @@ class HubCollector:
             rejected.add_metric([code], codes[code])
         yield rejected
         with self.lock:
-            rows = {r.gateway_id: r for r in self.store.gateway_statuses()}
+            rows = {r.gateway_id: r for r in self.store.gateway_statuses(devices=False)}
         heard = GaugeMetricFamily("govedge_hub_gateway_last_heard_timestamp_seconds", "when the hub last had a "
                                   "status record, a batch or an epoch record of the gateway (0: never)",
                                   labels=["gateway"])

@@ -558,11 +558,13 @@ class HubStore:
                     h.gateway_id))
         return None
 
-    def gateway_statuses(self) -> list[GatewayStatus]:
-        """Every gateway's row of gateway_status, by gateway id (one row per gateway: cheap)."""
+    def gateway_statuses(self, devices: bool = True) -> list[GatewayStatus]:
+        """Every gateway's row of gateway_status, by gateway id (one row per gateway: cheap); ``devices``: with
+        their nodes (False: ``devices`` is {}, a Prometheus scrape needs none)."""
+        column = "devices" if devices else "NULL"
         return [GatewayStatus(g, b, r, json.loads(s) if s else None, json.loads(d) if d else {})
-                for g, b, r, s, d in self._exec("SELECT gateway_id, last_batch_at, received_at, state, devices FROM "
-                                                "gateway_status ORDER BY gateway_id").fetchall()]
+                for g, b, r, s, d in self._exec(f"SELECT gateway_id, last_batch_at, received_at, state, {column} "
+                                                "FROM gateway_status ORDER BY gateway_id").fetchall()]
 
     def recent_reading_times(self, device_id: str, limit: int = 8) -> list[tuple[int, float]]:
         """(seq, node time) of the device's readings of the highest sequence numbers that have a time, newest
