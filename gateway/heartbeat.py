@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import time
 from typing import Callable
 
 from govedge.core import heartbeat, redact
@@ -69,9 +68,8 @@ class Heartbeats:
         h = heartbeat.Heartbeat(
             gateway_id=self.cfg.gateway_id, store_id=store.store_id, seq=(self.start << 32) | self.count,
             time=int(self.clock.now()), heartbeat_s=max(1, round(self.interval_s)), version=self.version,
-            unbatched=b.unbatched, unconfirmed=b.unconfirmed,
-            oldest_unconfirmed=None if b.oldest_unconfirmed is None else int(b.oldest_unconfirmed),
-            unanchored=b.unanchored, oldest_unanchored=None if b.oldest_unanchored is None else int(b.oldest_unanchored),
+            unbatched=b.unbatched, unconfirmed=b.unconfirmed, oldest_unconfirmed=_whole(b.oldest_unconfirmed),
+            unanchored=b.unanchored, oldest_unanchored=_whole(b.oldest_unanchored),
             anchor_error=None if b.anchor_error is None else redact.text(b.anchor_error),
             free_bytes=st.f_bavail * st.f_frsize, refusing=bool(self.refusing()),
             clock_synchronized=self.clock.synchronized(), devices=devices, devices_total=len(devices))
