@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -117,6 +119,9 @@ def test_hub_status_tells_the_backlog_and_finds_a_silent_gateway_and_silent_devi
         close(hub)
     doc = status(_cfg(world), now=received + 100)
     assert json.loads(json.dumps(doc)) == doc  # what --json prints and the web page serves
+    section = _readme_section("## Status", "## Metrics")  # every field documented, and no more
+    assert set(re.findall(r"`\.(\w+)`", section)) == {*doc["gateways"][0], *doc["devices"][0]}
+    assert all(f"`{key}`" in section for key in doc if key not in ("gateways", "devices"))
     (g,) = doc["gateways"]
     assert (g["gateway_id"], g["heard_by"], g["silent"], g["heartbeat_s"]) == (GATEWAY, "status record", False, 60)
     assert (g["unbatched"], g["unconfirmed_batches"], g["epochs_unanchored"], g["store_id"]) == (7, 2, 1, STORE_A)
@@ -151,6 +156,11 @@ def test_hub_status_tells_the_backlog_and_finds_a_silent_gateway_and_silent_devi
     doc = status(_cfg(world), now=received + 100, silent_after=120)
     assert doc["problems"] == ["gateway gw-new: never heard from (it is in the hub's gateways file)"]
     assert [g["gateway_id"] for g in doc["gateways"]] == ["gw-new", GATEWAY]  # the longest silent first
+
+
+def _readme_section(start: str, end: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "hub" / "README.md").read_text()
+    return text[text.index(start):text.index(end)]
 
 
 def _previous_store(world: World) -> None:
@@ -273,6 +283,8 @@ def test_heartbeats_of_a_real_gateway_reach_the_hub_its_backlog_is_its_stores_an
         for code_ in REJECTED_CODES:  # every series from the start
             assert f'govedge_hub_rejected_total{{code="{code_}"}} 0.0' in scraped
         assert f'govedge_hub_gateway_unconfirmed_batches{{gateway="{GATEWAY_ID}"}} 2.0' in scraped
+        documented = set(re.findall(r"^\| `(govedge_hub_\w+)", _readme_section("## Metrics", "## Export"), re.M))
+        assert documented == set(re.findall(r"^# TYPE (govedge_hub_\w+)", scraped, re.M))
         for name in ("govedge_hub_batches_stored_total", "govedge_hub_readings_stored_total",
                      "govedge_hub_duplicates_total", "govedge_hub_gateway_last_heard_timestamp_seconds",
                      "govedge_hub_gateway_oldest_unconfirmed_batch_timestamp_seconds",
