@@ -75,10 +75,16 @@ def committed(gateway_id: str) -> str:
     return f"{PREFIX}/gateway/{gateway_id}/committed"
 
 
+def gateway_status(gateway_id: str) -> str:
+    """Where a gateway publishes its signed status record, its heartbeat (docs/FORMAT.md, "The gateway's status
+    record"): that gateway writes, the hub reads."""
+    return f"{PREFIX}/gateway/{gateway_id}/status"
+
+
 def gateway_of(topic: str) -> str | None:
-    """The gateway id in a batch or epoch topic, or None for a topic outside the layout."""
+    """The gateway id in a batch, epoch or gateway status topic, or None for a topic outside the layout."""
     parts = topic.split("/")
-    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/gateway" and parts[4] in ("batch", "epoch"):
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/gateway" and parts[4] in ("batch", "epoch", "status"):
         return parts[3]
     return None
 
@@ -86,6 +92,7 @@ def gateway_of(topic: str) -> str | None:
 # what the hub subscribes to
 ALL_BATCHES = f"{PREFIX}/gateway/+/batch"
 ALL_EPOCHS = f"{PREFIX}/gateway/+/epoch"
+ALL_GATEWAY_STATUS = f"{PREFIX}/gateway/+/status"
 
 # what the gateway subscribes to
 ALL_READINGS = f"{PREFIX}/+/reading"

@@ -108,8 +108,12 @@ class Gateway:
         self.filter = Filter(cfg.filter)
         self.aggregator = Aggregator.from_config(cfg.aggregate)
         uplink_wake = threading.Event()
+        from .heartbeat import Heartbeats
+
+        self.heartbeats = Heartbeats(cfg, key, self.store, self.clock,
+                                     lambda: self.room.cause is not None or self.quota.refusing)
         self.uplink = HubUplink(cfg, self.db_path, self.counters, uplink_wake, key,
-                                lambda state, ok: self.live.set("uplink", state, ok))
+                                lambda state, ok: self.live.set("uplink", state, ok), self.heartbeats)
         from .anchoring import Anchorer, make_backend
 
         backend = anchor_backend or make_backend(cfg)

@@ -188,6 +188,17 @@ class Dropped(NamedTuple):
     readings: int
 
 
+class Backlog(NamedTuple):
+    """What waits in the store (the gateway's status record, govedge.gateway.heartbeat)."""
+
+    unbatched: int  # readings waiting for a batch
+    unconfirmed: int  # batches after the hub's cursor
+    oldest_unconfirmed: float | None  # the oldest one's creation time
+    unanchored: int  # epochs not confirmed on the chain
+    oldest_unanchored: float | None  # the oldest one's close time
+    anchor_error: str | None  # the last error of the oldest unanchored epoch that has one
+
+
 class Store:
     def __init__(self, path: str | Path, synchronous: str = "FULL"):
         self.path = Path(path)
@@ -476,6 +487,41 @@ class Store:
     def record_drop(self, what: str, count: int, reason: str) -> None:
         self.db.execute("INSERT INTO drops (at, what, count, reason) VALUES (?,?,?,?)",
                         (time.time(), what, count, reason))
+
+    # -- status ----------------------------------------------------------------------
+
+    def count_start(self) -> int:
+        """Inside a transaction: one more start of the service on this store, and how many there were; the
+        gateway's status records are numbered from it, so their numbers only grow within a store."""
+        self.db.execute("INSERT INTO sequences (name, next) VALUES ('start', 1) "
+                        "ON CONFLICT (name) DO UPDATE SET next = next + 1")
+        return self.db.execute("SELECT next FROM sequences WHERE name = 'start'").fetchone()[0]
+
+    def backlog(self, destination: str) -> Backlog:
+        """What waits, from the indexes only: the unbatched readings (a partial index), the batches after the
+        destination's cursor, the epochs not anchored; never a count over all readings."""
+        unbatched = self.db.execute("SELECT count(*) FROM readings WHERE batch_seq IS NULL").fetchone()[0]
+        batches = self.db.execute("SELECT count(*), min(created_at) FROM batches WHERE seq > ?",
+                                  (self.cursor(destination),)).fetchone()
+        epochs = self.db.execute("SELECT count(*), min(closed_at) FROM epochs WHERE confirmed = 0").fetchone()
+        error = self.db.execute("SELECT error FROM epochs WHERE confirmed = 0 AND error IS NOT NULL "
+                                "ORDER BY number LIMIT 1").fetchone()
+        return Backlog(unbatched, *batches, *epochs, None if error is None else error[0])
+
+    def devices_seen(self) -> list[tuple[str, float | None, int, float | None]]:
+        """(device id, when its reading of the highest sequence number was received, that number, the node's time
+        of it) of every device the store has accepted from; the times are None when that reading is gone
+        (pruned), the node's when it had none. One index lookup per device."""
+        last: dict[str, int] = {}
+        for space, seq in self.db.execute("SELECT device_id, last_seq FROM devices"):
+            device = space.split(" ")[0]  # a sequence space: 'DEVICE KEYID', or DEVICE in older stores
+            last[device] = max(seq, last.get(device, -1))
+        out = []
+        for device, seq in last.items():
+            row = self.db.execute("SELECT received_at, node_time FROM readings WHERE device_id = ? AND seq = ?",
+                                  (device, seq)).fetchone() or (None, None)
+            out.append((device, row[0], seq, row[1]))
+        return out
 
     # -- quota ---------------------------------------------------------------------
 

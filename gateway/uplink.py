@@ -8,6 +8,8 @@ within ``[hub] confirm_timeout_s`` is sent again, and all of it after a new
 connection; the hub de-duplicates (docs/FORMAT.md, "Acknowledgements between
 gateway and hub"). Anchored epochs follow, the same way, once every batch in
 them is confirmed. While the hub is away everything waits on disk (govedge.gateway.store).
+The gateway's status record (govedge.gateway.heartbeat) goes out on each new
+connection and every ``[hub] heartbeat_s`` seconds, QoS 1, kept by nobody.
 """
 
 from __future__ import annotations
@@ -42,8 +44,13 @@ class HubUplink(threading.Thread):
     EPOCHS = "hub-epochs"
 
     def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event, key=None,
-                 on_state: Callable[[str, bool], None] = lambda state, ok: None):
+                 on_state: Callable[[str, bool], None] = lambda state, ok: None, heartbeats=None):
+        """``heartbeats``: a govedge.gateway.heartbeat.Heartbeats, whose records go out (None: none)."""
         super().__init__(name="uplink", daemon=True)
+        self.heartbeats = heartbeats if heartbeats is not None and heartbeats.enabled else None
+        self.heartbeat_due = 0.0  # monotonic; 0: at once (a new connection)
+        self.status_topic = (cfg.hub_topic[:-len("batch")] + "status" if cfg.hub_topic.endswith("/batch")
+                             else topics.gateway_status(cfg.gateway_id))
         self.on_state = on_state
         self.key = key  # signs the epoch records
         self.epoch_topic = (cfg.hub_topic[:-len("batch")] + "epoch" if cfg.hub_topic.endswith("/batch")
@@ -141,8 +148,11 @@ class HubUplink(threading.Thread):
                 if seen != self.connections:  # a new connection: whatever was in flight goes out again
                     seen = self.connections
                     self.sent.clear()
+                    self.heartbeat_due = 0.0  # and the hub hears of this gateway at once
                 self.wake.clear()
                 self._take_confirmations()
+                if self.heartbeats is not None and time.monotonic() >= self.heartbeat_due:
+                    self._send_heartbeat(store)
                 pending = store.batches_after(store.cursor(self.DESTINATION), WINDOW)
                 pending = self._pass_confirmed(store, self.DESTINATION, "batch", [b.seq for b in pending], pending)
                 for b in pending:
@@ -174,6 +184,20 @@ class HubUplink(threading.Thread):
             return False
         self.sent[item] = time.monotonic()
         return True
+
+    def _send_heartbeat(self, store: Store) -> None:
+        """The gateway's status record to the hub; a record that cannot be built is logged and counted, and the
+        batches go on (the next one is due a heartbeat later all the same)."""
+        self.heartbeat_due = time.monotonic() + self.heartbeats.interval_s
+        try:
+            record = self.heartbeats.record(store)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat never stops the batches
+            self.counters["heartbeat_faults"] += 1
+            log.error("uplink: the status record could not be built (%s: %s); the next in %g s", type(exc).__name__,
+                      exc, self.heartbeats.interval_s)
+            return
+        if self.client.publish(self.status_topic, record, qos=1).rc == 0:
+            self.counters["heartbeats"] += 1
 
     def _due(self, item: tuple[str, int]) -> bool:
         """Not in flight, or in flight unconfirmed for longer than the timeout."""

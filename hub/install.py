@@ -102,11 +102,6 @@ def max_publish_packet_bytes() -> int:
     return MAX_BATCH_BYTES + PACKET_OVERHEAD_BYTES
 
 
-def gateway_status_topic(gateway_id: str) -> str:
-    """Where a gateway publishes its signed status records (its heartbeat) on the hub broker."""
-    return f"{topics.PREFIX}/gateway/{gateway_id}/status"
-
-
 def _acl() -> str:
     """The workers read what the gateways publish and write the confirmations; a gateway (user name =
     its id) writes its own three topics and reads its own confirmations, nothing else."""
@@ -115,13 +110,13 @@ def _acl() -> str:
         f"user {HUB_USER}\n"
         f"topic read {topics.ALL_BATCHES}\n"
         f"topic read {topics.ALL_EPOCHS}\n"
-        f"topic read {gateway_status_topic('+')}\n"
+        f"topic read {topics.ALL_GATEWAY_STATUS}\n"
         f"topic write {topics.committed('+')}\n\n"
         "# every gateway (user name = gateway id) may publish its batches, epoch records and status\n"
         "# and read the hub's confirmations of its own, and nothing else\n"
         f"pattern write {topics.batch('%u')}\n"
         f"pattern write {topics.epoch('%u')}\n"
-        f"pattern write {gateway_status_topic('%u')}\n"
+        f"pattern write {topics.gateway_status('%u')}\n"
         f"pattern read {topics.committed('%u')}\n"
     )
 

@@ -4,7 +4,9 @@ ingest (MQTT 5 shared subscription, manual acks) -> verify (the gateway's
 signature and Merkle root here, every device signature in worker processes)
 -> store (SQLite or PostgreSQL, one transaction per batch) -> confirm (to the
 gateway, on its own ``committed`` topic, once committed: govedge.core.confirm)
--> acknowledge (to the broker).
+-> acknowledge (to the broker). The gateways' status records (heartbeats,
+govedge.core.heartbeat) come the same way on their ``status`` topics: verified,
+the latest of each gateway kept (``gateway_status``), never confirmed.
 
 Several hub workers with the same ``share_group`` on one broker (or cluster)
 split the batches between them: the broker hands each batch to one worker.
@@ -48,7 +50,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from govedge.core import batch, confirm, cose, topics, wire
+from govedge.core import batch, confirm, cose, heartbeat, topics, wire
 from govedge.core.epoch import MAX_EPOCH_RECORD_BYTES, EpochRecord, verify_epoch
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard
 from govedge.core.config import ConfigError
@@ -56,7 +58,7 @@ from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, 
 
 from .config import HubConfig
 from .gateways import GatewayListError, Gateways
-from .store import INTERNAL_ERROR, HubStore, RejectedMessage, StoreError, internal_error, one_line, text_of
+from .store import DUPLICATE, INTERNAL_ERROR, HubStore, RejectedMessage, StoreError, internal_error, one_line, text_of
 
 log = logging.getLogger("govedge.hub")
 
@@ -86,12 +88,14 @@ class Pending:
     chunks: list[Future]
     epoch: EpochRecord | None = None  # an epoch record instead of a batch
     outcome: tuple[str, str | None] | None = None  # once stored: (outcome, code) confirmed to the gateway
+    heartbeat: heartbeat.Heartbeat | None = None  # a gateway's status record instead of a batch
 
 
 class HubService:
     def __init__(self, cfg: HubConfig):
         self.cfg = cfg
         self.counters: Counter = Counter()
+        self.rejected_codes: Counter = Counter()  # what was refused, by code (govedge.hub.metrics)
         self.store = HubStore(cfg.store, cfg.rejected_keep_bytes, cfg.synchronous)
         state_dir = _state_dir(cfg)
         try:
@@ -104,6 +108,11 @@ class HubService:
         self.gateways_watch = FileWatch(cfg.gateways)  # before the load: a change meanwhile is seen
         self.registry_watch = FileWatch(cfg.registry)
         self.gateways = Gateways.load(cfg.gateways)
+        self.metrics = None
+        if cfg.metrics_port:  # before the workers: a port in use stops the start with one line, nothing started
+            from .metrics import serve
+
+            self.metrics = serve(self, cfg.metrics_port)
         self.verifier = Verifier(cfg.registry, cfg.verify_workers)
         self.reload_requested = threading.Event()  # SIGHUP
         self.last_reload_look = time.monotonic()
@@ -132,6 +141,7 @@ class HubService:
         share = f"$share/{cfg.share_group}/" if cfg.share_group else ""
         self.topic = share + topics.ALL_BATCHES
         self.epoch_topic = share + topics.ALL_EPOCHS
+        self.status_topic = share + topics.ALL_GATEWAY_STATUS
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -140,9 +150,10 @@ class HubService:
             log.error("hub: broker %s:%d refused the connection: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, reason)
             return
         if self.cfg.share_group:
-            client.subscribe([(self.topic, SubscribeOptions(qos=1)), (self.epoch_topic, SubscribeOptions(qos=1))])
+            client.subscribe([(self.topic, SubscribeOptions(qos=1)), (self.epoch_topic, SubscribeOptions(qos=1)),
+                              (self.status_topic, SubscribeOptions(qos=1))])
         else:
-            client.subscribe([(self.topic, 1), (self.epoch_topic, 1)])
+            client.subscribe([(self.topic, 1), (self.epoch_topic, 1), (self.status_topic, 1)])
         log.info("hub: subscribed to %s on %s:%d as %s", self.topic, self.cfg.mqtt.host, self.cfg.mqtt.port,
                  self.cfg.mqtt.client_id)
 
@@ -165,6 +176,14 @@ class HubService:
             return Pending(d, None, internal_error(exc), [])
 
     def _check_unguarded(self, d: Delivery) -> Pending:
+        if _is_status(d.topic):  # a heartbeat: the gateway's active key only
+            try:
+                h = heartbeat.verify(d.payload, self.gateways.active)
+            except wire.WireError as exc:
+                return Pending(d, None, (exc.code, exc.reason), [])
+            if topics.gateway_of(d.topic) != h.gateway_id:
+                return Pending(d, None, ("wrong_topic", f"status record of {h.gateway_id!r} came on {d.topic}"), [])
+            return Pending(d, None, None, [], heartbeat=h)
         if d.topic.endswith("/epoch"):
             rec, refusal, _rule = self._gateway_signed(d.payload, verify_epoch, "epoch record", _epoch_extent)
             if refusal is not None:
@@ -263,8 +282,12 @@ class HubService:
         self.store.release("delivery")
 
     def _store_unguarded(self, p: Pending) -> None:
+        if _is_status(p.delivery.topic):
+            self._store_heartbeat(p)
+            return
         if p.epoch is not None and p.error is None:
             stored = self.store.add_epoch(p.epoch)
+            self.store.heard(p.epoch.epoch.gateway_id)
             p.outcome = ("stored" if stored else "duplicate", None)
             self.counters["epochs" if stored else "duplicates"] += 1
             log.info("epoch %s: %d batches, %s", batch.batch_id(p.epoch.epoch.gateway_id, p.epoch.epoch.store_id,
@@ -295,6 +318,7 @@ class HubService:
             self.store.undo_to("delivery")  # the caller's savepoint (_store)
             log.error("batch %s: %s while storing it; storing its readings one by one", b.id, type(exc).__name__)
             by_store = self.store.add_batch_each(b, readings)
+        self.store.heard(b.gateway_id)
         if by_store is None:
             p.outcome = ("duplicate", None)
             self.counters["duplicates"] += 1
@@ -314,6 +338,17 @@ class HubService:
                         len(results) - len(refused), len(b.aggregates), len(refused), leaf, code, reason)
         else:
             log.info("batch %s: %d readings, %d aggregates", b.id, len(results), len(b.aggregates))
+
+    def _store_heartbeat(self, p: Pending) -> None:
+        """A gateway's status record: kept as its latest, or refused (in ``rejected``, as any delivery); never
+        confirmed, never waiting for its gateway (the next one comes a heartbeat later)."""
+        refusal = p.error or self.store.add_heartbeat(p.heartbeat)
+        if refusal is DUPLICATE:
+            self.counters["heartbeat_duplicates"] += 1
+        elif refusal is not None:
+            self._reject(p, *refusal)
+        else:
+            self.counters["heartbeats"] += 1
 
     def _key_rules(self, results: list[Result]) -> None:
         """Refuses, in place, the readings signed by a key no longer valid for them (govedge.core.registry's
@@ -486,6 +521,7 @@ class HubService:
                           None if message is None else p.batch.store_id or "")
         self.counters["rejected"] += 1
         self.counters[f"rejected_{code}"] += 1
+        self.rejected_codes[code] += 1
         self.prune_due = min(self.prune_due, time.monotonic() + HOUSEKEEPING_S)
         if message is None:
             log.warning("rejected: %s from %s: %s", code, one_line(p.delivery.topic, 200), reason)
@@ -531,6 +567,7 @@ class HubService:
             return 0
         with self.guard.handling(p.delivery.payload for p in ready):
             with self.store.transaction():
+                self.store.lock_gateways({g for p in ready if (g := topics.gateway_of(p.delivery.topic))})
                 for p in ready:
                     self._store(p)
                 self._keep_bounds()
@@ -544,7 +581,7 @@ class HubService:
         "Acknowledgements between gateway and hub"); after the commit, before the broker's ack. A delivery the
         hub could not even keep as refused is not confirmed: the gateway sends it again."""
         gateway_id = topics.gateway_of(p.delivery.topic)
-        if p.outcome is None or gateway_id is None:
+        if p.outcome is None or gateway_id is None or _is_status(p.delivery.topic):
             return
         kind = "epoch" if p.delivery.topic.endswith("/epoch") else "batch"
         if p.epoch is not None:
@@ -640,6 +677,8 @@ class HubService:
                 signal.signal(signal.SIGHUP, hup)
             self.client.loop_stop()
             self.client.disconnect()
+            if self.metrics is not None:
+                self.metrics.close()
             self.verifier.close()
             self.store.close()
             self.guard.close()
@@ -653,6 +692,11 @@ def _state_dir(cfg: HubConfig) -> Path:
     if cfg.state_dir is not None:
         return cfg.state_dir
     return Path(cfg.store.removeprefix("sqlite://")).parent if cfg.store.startswith("sqlite://") else Path(".")
+
+
+def _is_status(topic: str) -> bool:
+    """Whether a delivery came on a gateway's status topic (a heartbeat)."""
+    return topic.endswith("/status") and topics.gateway_of(topic) is not None
 
 
 def _epoch_extent(rec: EpochRecord) -> tuple[int, int | None]:

@@ -5,8 +5,10 @@
     measurements  the values of each reading, exactly as signed (value_text) and as a number
     aggregates    the gateway's window aggregates, per batch
     epochs        the gateways' anchored epochs: batch heads, root, anchor receipt
-    rejected      batches, epoch records and device messages the hub refused: the code, the
-                  reason, and a bounded prefix of the bytes as received with their SHA-256 and size
+    rejected      batches, epoch records, status records and device messages the hub refused: the code,
+                  the reason, and a bounded prefix of the bytes as received with their SHA-256 and size
+    gateway_status  one row per gateway: when the hub last had a batch of it, and its latest signed
+                  status record (heartbeat, govedge.core.heartbeat) with its nodes' last seen times
 
 A batch is stored with its readings and aggregates in one transaction; a batch id
 seen before with the same bytes is a duplicate (a redelivery, or two hub
@@ -17,7 +19,8 @@ node's counter would need centuries to pass 2**63.
 
 Columns added after the first release are in ADDED_COLUMNS: a store made by
 an earlier version gets them when it is opened (``ALTER TABLE ... ADD
-COLUMN``), so that old and new stores have the same tables.
+COLUMN``), so that old and new stores have the same tables. Tables added
+after it are in ADDED_TABLES, made when a store without them is opened.
 """
 
 from __future__ import annotations
@@ -134,6 +137,21 @@ CREATE TABLE IF NOT EXISTS key_bounds (  -- learnt from the first message the hu
 );
 """
 
+# tables added after the first release: made in a store that lacks them when it is opened
+ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS gateway_status (
+    gateway_id TEXT PRIMARY KEY,
+    last_batch_at {REAL},               -- when the hub last stored a batch or epoch record of it (or one again)
+    received_at {REAL},                 -- when its latest status record came; NULL: none yet (the hub's clock)
+    store_id TEXT,                      -- the record's gateway store
+    seq {INT},                          -- its number: only a higher one of the same store replaces it
+    sent_at {INT},                      -- the gateway's clock when it signed it
+    state TEXT,                         -- its backlog, anchoring, store and clock: JSON (Heartbeat.state)
+    devices TEXT,                       -- its nodes: JSON, device -> [last seen, last seq, node time, interval]
+    cose {BLOB}                         -- the signed record, as received
+);
+"""
+
 # (table, column, definition, what it holds): added to a store that lacks them when it is opened
 ADDED_COLUMNS = (
     ("batches", "refused", "TEXT NOT NULL DEFAULT '[]'",
@@ -172,6 +190,19 @@ MAX_TOPIC_CHARS = 256
 
 class StoreError(GovedgeError, RuntimeError):
     code = "store"
+
+
+DUPLICATE = Refusal("duplicate", "the latest status record again")  # add_heartbeat: nothing changed
+
+
+class GatewayStatus(NamedTuple):
+    """A gateway's row of gateway_status, read."""
+
+    gateway_id: str
+    last_batch_at: float | None  # the hub's clock
+    received_at: float | None  # of the latest status record; None: none yet
+    state: dict | None  # the record's state (govedge.core.heartbeat.Heartbeat.state); None: none yet
+    devices: dict  # device -> [last seen (the gateway's clock), last seq, node time, interval s], times or None
 
 
 class StoredReading(NamedTuple):
@@ -274,6 +305,7 @@ class HubStore:
             for statement in schema_statements(self.dialect):
                 self._exec(statement)
             self._add_columns()
+            self._add_tables()
         # the id of the device key a reading was verified with (the hub's service sets it from its registry)
         self.key_id_of: Callable[[wire.Reading], str | None] = lambda reading: None
 
@@ -305,6 +337,16 @@ class HubStore:
                     self._exec("UPDATE rejected SET sha256 = ? WHERE id = ?",
                                (hashlib.sha256(bytes(payload)).digest(), id_))
                 last = rows[-1][0]
+
+    def _add_tables(self) -> None:
+        """Migration of a store made by an earlier version: the tables it lacks, made; a new gateway_status gets
+        when the hub last stored a batch of each gateway (one pass over the batches, once)."""
+        new = not self._columns("gateway_status")
+        for statement in schema_statements(self.dialect, ADDED_TABLES):
+            self._exec(statement)
+        if new:
+            self._exec("INSERT INTO gateway_status (gateway_id, last_batch_at) SELECT gateway_id, max(received_at) "
+                       "FROM batches GROUP BY gateway_id")
 
     def _rekey(self, table: str, before: str, after: str) -> None:
         """The table's primary key ``before`` becomes ``after``, its rows as they are (inside the migration's
@@ -470,6 +512,65 @@ class HubStore:
             "cose) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway_id, store_id, number) DO NOTHING",
             (rec.epoch.gateway_id, rec.epoch.store_id or "", rec.epoch.number, rec.first, rec.last, len(rec.epoch.heads), rec.epoch.root,
              cbor2.dumps(list(rec.epoch.heads)), rec.receipt.dumps(), rec.cose)).rowcount)
+
+    def lock_gateways(self, gateway_ids) -> None:
+        """Inside a transaction, before it writes gateway_status: on PostgreSQL the gateways' rows are taken in
+        one order by every worker (an advisory lock per gateway, by a hash of its id), so that two transactions
+        writing the rows of the same gateways in other orders never deadlock; SQLite has one writer anyway."""
+        if self.dialect != "postgresql":
+            return
+        for key in sorted({int.from_bytes(hashlib.sha256(g.encode()).digest()[:4], "big", signed=True)
+                           for g in gateway_ids}):
+            self._exec("SELECT pg_advisory_xact_lock(7243003, ?::integer)", (key,))
+
+    def heard(self, gateway_id: str) -> None:
+        """Inside a transaction: a batch or epoch record of the gateway came now (its row's last_batch_at)."""
+        self._exec("INSERT INTO gateway_status (gateway_id, last_batch_at) VALUES (?, ?) ON CONFLICT (gateway_id) "
+                   "DO UPDATE SET last_batch_at = excluded.last_batch_at", (gateway_id, time.time()))
+
+    def add_heartbeat(self, h) -> Refusal | None:
+        """Inside a transaction: the gateway's verified status record (govedge.core.heartbeat.Heartbeat) replaces
+        its latest one if it is newer: signed later by the gateway's clock, or numbered higher in the same store
+        (a clock set back). A record the hub had before, or one older than it, is neither. A store restored from
+        an old copy numbers lower, and is taken by its time; a replaced SD card, a store of another id, too.
+        Returns None when stored, ``DUPLICATE`` for the latest one again, else the refusal (stale_heartbeat: a
+        replay, or a record overtaken by a newer one)."""
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        select = f"SELECT store_id, seq, sent_at, devices, cose FROM gateway_status WHERE gateway_id = ?{lock}"
+        row = self._exec(select, (h.gateway_id,)).fetchone()
+        if row is None:
+            self._exec("INSERT INTO gateway_status (gateway_id) VALUES (?) ON CONFLICT (gateway_id) DO NOTHING",
+                       (h.gateway_id,))
+            row = self._exec(select, (h.gateway_id,)).fetchone()
+        store_id, seq, sent_at, devices, cose = row
+        if cose is not None:
+            if bytes(cose) == h.cose:
+                return DUPLICATE
+            if not (h.time > sent_at or (store_id == h.store_id and h.seq > seq)):
+                return Refusal("stale_heartbeat", f"status record #{h.seq} of gateway {h.gateway_id!r} (store "
+                                                  f"{h.store_id}, signed at {h.time}) is not newer than the latest "
+                                                  f"the hub has (#{seq} of store {store_id}, signed at {sent_at}): "
+                                                  "a replay, or a record overtaken by a newer one")
+        self._exec("UPDATE gateway_status SET received_at = ?, store_id = ?, seq = ?, sent_at = ?, state = ?, "
+                   "devices = ?, cose = ? WHERE gateway_id = ?",
+                   (time.time(), h.store_id, h.seq, h.time, json.dumps(h.state(), sort_keys=True),
+                    json.dumps(_devices_seen(h, json.loads(devices) if devices else {}), sort_keys=True), h.cose,
+                    h.gateway_id))
+        return None
+
+    def gateway_statuses(self, devices: bool = True) -> list[GatewayStatus]:
+        """Every gateway's row of gateway_status, by gateway id (one row per gateway: cheap); ``devices``: with
+        their nodes (False: ``devices`` is {}, a Prometheus scrape needs none)."""
+        column = "devices" if devices else "NULL"
+        return [GatewayStatus(g, b, r, json.loads(s) if s else None, json.loads(d) if d else {})
+                for g, b, r, s, d in self._exec(f"SELECT gateway_id, last_batch_at, received_at, state, {column} "
+                                                "FROM gateway_status ORDER BY gateway_id").fetchall()]
+
+    def recent_reading_times(self, device_id: str, limit: int = 8) -> list[tuple[int, float]]:
+        """(seq, node time) of the device's readings of the highest sequence numbers that have a time, newest
+        first: one index range of the readings' primary key."""
+        return [(s, t) for s, t in self._exec("SELECT seq, time FROM readings WHERE device_id = ? ORDER BY seq DESC "
+                                              "LIMIT ?", (device_id, limit)).fetchall() if t is not None]
 
     def reading_of(self, device_id: str, seq: int) -> StoredReading | None:
         """A stored reading's signed bytes and the gateway's batch it came in."""
@@ -677,10 +778,30 @@ class HubStore:
             yield ExportRow(*head, tuple(values), store)
 
 
-def schema_statements(dialect: str) -> list[str]:
-    """SCHEMA's statements in the dialect: the tables as the first version made them."""
-    schema = "\n".join(line.split("--")[0] for line in SCHEMA.format(**TYPES[dialect]).splitlines())
+def schema_statements(dialect: str, schema: str = SCHEMA) -> list[str]:
+    """SCHEMA's statements in the dialect: the tables as the first version made them (``schema``: ADDED_TABLES,
+    those added since)."""
+    schema = "\n".join(line.split("--")[0] for line in schema.format(**TYPES[dialect]).splitlines())
     return [statement for statement in schema.split(";") if statement.strip()]
+
+
+def _devices_seen(h, before: dict) -> dict:
+    """The record's nodes as kept: [last seen, last seq, node time, interval]; the interval learnt from this
+    record and the one before: the seconds between the nodes' own times of their last readings over the
+    sequence numbers between (a backlog sent in a burst keeps its times), or else between the times the gateway
+    received them; kept from before when neither tells."""
+    out = {}
+    for d in h.devices:
+        old = before.get(d.device_id)
+        interval = old[3] if old and len(old) == 4 else None
+        if old and d.last_seq > old[1]:
+            steps = d.last_seq - old[1]
+            if old[2] is not None and d.node_time is not None and d.node_time > old[2]:
+                interval = (d.node_time - old[2]) / steps
+            elif old[0] is not None and d.last_seen is not None and d.last_seen > old[0]:
+                interval = (d.last_seen - old[0]) / steps
+        out[d.device_id] = [d.last_seen, d.last_seq, d.node_time, interval]
+    return out
 
 
 def fair_share(amounts: list[int], budget: int) -> float:

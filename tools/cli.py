@@ -501,6 +501,22 @@ def _cmd_hub_check(args: argparse.Namespace) -> int:
     return check.run(args.config)
 
 
+def _cmd_hub_status(args: argparse.Namespace) -> int:
+    import json
+
+    from govedge.gateway.config import ConfigError
+    from govedge.hub import config as hubconfig
+    from govedge.hub.status import StatusUnavailable, describe, status
+
+    try:
+        doc = status(hubconfig.load(args.config), silent_after=args.silent_after)
+    except (ConfigError, StatusUnavailable, OSError) as exc:
+        print(f"govedge hub status: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=1) if args.json else describe(doc))
+    return 0 if doc["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from govedge import anchor
 
@@ -656,6 +672,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("seq", metavar="SEQ", type=int, help="the reading's sequence number")
     p.add_argument("--output", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_hub_proof)
+    p = hsub.add_parser("status", help="gateways by when last heard, their backlog and anchoring, silent devices; "
+                        "exit 0 ok, 1 a problem, 2 the store cannot be read")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("--json", action="store_true", help="the same as one JSON document (hub/README.md, \"Status\")")
+    p.add_argument("--silent-after", type=float, default=3, metavar="N",
+                   help="a gateway is silent after N of its heartbeats without a word, a device after N of its "
+                        "intervals (default 3)")
+    p.set_defaults(func=_cmd_hub_status)
     p = hsub.add_parser("export", help="readings for analysts (csv, json) or the signed originals (cose)")
     p.add_argument("--config", required=True, help="hub.toml")
     p.add_argument("--since", help="from this time on (RFC 3339, e.g. 2026-11-29T00:00:00Z, or seconds)")

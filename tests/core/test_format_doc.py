@@ -187,3 +187,28 @@ def test_the_hubs_confirmations_match_the_documented_cddl():
               confirm.Confirmation("batch", None, 3, "rejected", "conflicting_batch"),
               confirm.Confirmation("batch", None, 3, "waiting", "unknown_gateway")):
         pycddl.Schema("root = confirmation\n" + cddl).validate_cbor(confirm.dumps(c))
+
+
+def test_the_gateways_status_record_matches_the_documented_cddl():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from govedge.core import heartbeat
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cddl = _cddl_block("## The gateway's status record")
+    busy = heartbeat.Heartbeat(
+        "gw-muenster-01", "3f9c0a5e71d2b846", 3 << 32 | 17, 1764300100, 60, "0.1.0", 12, 3, 1764300000, 1,
+        1764299500, "rpc https://rpc.example/… timed out", 1_234_567_890, True, False,
+        (heartbeat.DeviceSeen("esp32-0007", 1764300095, 100000, 1764300094),
+         heartbeat.DeviceSeen("esp32-0008", None, 41, None)), 2)
+    idle = heartbeat.Heartbeat("gw-muenster-01", "3f9c0a5e71d2b846", 1 << 32 | 1, 1764300100, 60, "0.1.0", 0, 0,
+                               None, 0, None, None, 0, False, None, (), 0)
+    for h in (busy, idle):
+        signed = heartbeat.sign(key, h)
+        pycddl.Schema("root = gateway-status\n" + cddl).validate_cbor(cbor2.loads(signed).value[2])
+        pycddl.Schema("root = signed-status\n" + cddl.replace("bstr .cbor gateway-status", "bstr")
+                      ).validate_cbor(signed)
+        assert heartbeat.verify(signed, lambda g: [key.public_key()]).state() == h.state()
+    with pytest.raises(pycddl.ValidationError):  # what the verifier refuses, the CDDL refuses too
+        pycddl.Schema("root = gateway-status\n" + cddl).validate_cbor(
+            cbor2.dumps({**cbor2.loads(cbor2.loads(heartbeat.sign(key, idle)).value[2]), "refusing": 0}))

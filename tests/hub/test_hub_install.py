@@ -18,7 +18,7 @@ import pytest
 
 from govedge.core import topics
 from govedge.core.batch import MAX_BATCH_BYTES
-from govedge.hub.install import gateway_status_topic, max_publish_packet_bytes
+from govedge.hub.install import max_publish_packet_bytes
 from govedge.tools.dev.broker import free_port
 from support.installed import start_installed_broker, tls_client
 
@@ -172,7 +172,7 @@ def test_each_gateway_writes_only_its_own_topics_and_reads_only_its_own_confirma
     assert not reason.is_failure
     share = "$share/govedge-hub/"  # the workers' shared subscription (govedge.hub.service)
     codes = _subscribe(hub, [(share + topics.ALL_BATCHES, 1), (share + topics.ALL_EPOCHS, 1),
-                             (share + gateway_status_topic("+"), 1)])
+                             (share + topics.ALL_GATEWAY_STATUS, 1)])
     assert [c.is_failure for c in codes] == [False, False, False], codes
     a_got, a_on_message, a_wait_for = _collector()
     gw_a, reason = _login(broker, "gw-a", a_on_message)
@@ -180,7 +180,7 @@ def test_each_gateway_writes_only_its_own_topics_and_reads_only_its_own_confirma
     # it subscribes to its own confirmations and to another gateway's: Mosquitto 2.0 grants both and
     # delivers only what the ACL lets it read (below: gw-b's confirmation never reaches gw-a)
     _subscribe(gw_a, [(topics.committed("gw-a"), 1), (topics.committed("gw-b"), 1), ("govedge/#", 1)])
-    for topic in (topics.batch("gw-a"), topics.epoch("gw-a"), gateway_status_topic("gw-a")):
+    for topic in (topics.batch("gw-a"), topics.epoch("gw-a"), topics.gateway_status("gw-a")):
         assert not _publish_reason(gw_a, topic, b"own").is_failure
         wait_for((topic, b"own"))
     # another gateway's batch, or a confirmation of its own making: refused, and nothing reaches anyone
