@@ -53,6 +53,8 @@ COUNTERS = {
     "batches_delivered": "batches the hub confirmed it committed (or kept as refused): the gateway may forget them",
     "epochs_delivered": "epoch records the hub confirmed",
     "sent_again": "batches and epoch records sent to the hub again, not confirmed within [hub] confirm_timeout_s",
+    "heartbeats": "signed status records sent to the hub ([hub] heartbeat_s)",
+    "heartbeat_faults": "status records that could not be built or sent (logged; batches go on)",
     "dropped": "unsent readings dropped because the store reached its quota or age limit (policy drop_oldest)",
     "pruned_for_room": "batches the hub has, pruned early because the disk was short of its reserve",
     "epochs": "epochs closed (their roots are anchored on the govchain)",

@@ -211,9 +211,10 @@ def test_check_reads_the_tls_files_as_the_broker_connection_would(tmp_path):
                                             "-----END CERTIFICATE-----\n")
     mark, text = lines_of(check(config))["hub TLS"]
     assert mark == "FAIL" and text.startswith(f"[hub] ca {tmp_path / 'gw/hub-ca.pem'}: not usable PEM")
-    from govedge.gateway.install import Layout, _tls
+    from govedge.core.install import broker_tls
+    from govedge.gateway.install import Layout
 
     lay = Layout(tmp_path / "root")  # a CA as `govedge gateway install` makes one
-    _tls(lay, ["127.0.0.1"], [])
+    broker_tls(lay.tls, "govchain-edge gateway CA", ["127.0.0.1"], [])
     config.write_text(config.read_text().replace('ca = "hub-ca.pem"', f'ca = "{lay.tls / "ca.pem"}"'))
     assert lines_of(check(config))["hub TLS"] == ("ok", f"ca {lay.tls / 'ca.pem'}")
