@@ -264,20 +264,30 @@ def _write_text(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
+# govedge verify's exit status, and what it means (README, docs/PROOF.md)
+VERIFY_RESULTS = {0: "proven: every link checked holds",
+                  1: "does not hold: a link of the proof is false",
+                  2: "usage or input error: the bundle, the registry or an option cannot be used",
+                  3: "could not check: the chain asked did not answer or refused the question; nothing is "
+                     "proven or disproven, ask again later or ask another node"}
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
     from govedge import anchor
     from govedge.anchor import AnchorError
     from govedge.core import proof
-    from govedge.core.registry import Registry, RegistryError
+    from govedge.core.registry import Registry
 
     try:
-        bundle = json.loads(open(args.bundle).read())
-        registry = Registry.load(args.registry)
-    except (OSError, ValueError, RegistryError) as exc:
-        print(f"govedge verify: {exc}", file=sys.stderr)
+        with open(args.bundle) as f:
+            bundle = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"govedge verify: {args.bundle} is not a JSON proof bundle: {exc} (give the file govedge gateway "
+              "proof or govedge hub proof wrote)", file=sys.stderr)
         return 2
+    registry = Registry.load(args.registry)
     chain = None
     # the chain to ask: the backend whose address was given (--observer, --rpc)
     asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
@@ -302,22 +312,56 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
                 creator_keys = {gateway_id: [load_public_key(args.gateway_key)]}
             chain = backend.audit(settings, creator_keys)
-    except (AnchorError, ValueError, OSError) as exc:
+    except AnchorError as exc:
         print(f"govedge verify: {exc}", file=sys.stderr)
-        return 2
+        return 3 if exc.code == "unreachable" else 2
+    lines: list[str] = []
+    failed = None
     try:
-        lines = proof.verify(bundle, registry, chain, account=args.account)
+        proof.verify(bundle, registry, chain, account=args.account, done=lines)
+        code = 0
     except proof.ProofError as exc:
-        print(f"  FAILED  {exc.link}: {exc.reason}")
-        return 1
+        failed, code = exc, 1
+    except proof.ProofUnchecked as exc:
+        failed, code = exc, 3
+    if args.json:
+        print(json.dumps(_verify_json(lines, failed, code, chain is not None), indent=1))
+        return code
     for line in lines:
         print(f"  {proof.status(line)}  {line}")
+    if failed is not None:
+        print(f"  {'FAILED' if code == 1 else 'UNCHECKED'}  {failed.link}: {failed.reason}")
+        if code == 3:
+            print(f"  (could not check: {VERIFY_RESULTS[3].split(': ', 1)[1]})")
+        return code
     if chain is not None and proof.status(lines[-1]) != "ok":
         print("  (the anchoring identity was not checked: give --account (EVM) or --gateway-key (REST) "
               "to check it is the gateway's)")
     if chain is None:
         print("  (the chain was not asked: give --rpc and --contract, or --observer, to check the anchor there)")
     return 0
+
+
+def _verify_json(lines: list[str], failed, code: int, chain_asked: bool) -> dict:
+    """govedge verify --json: every link with its status ("ok", "not checked", "failed", "could not check",
+    "not reached") and what the line says, the exit status and its meaning."""
+    from govedge.core import proof
+
+    links = []
+    for line in lines:
+        link, _, text = line.partition(" ")
+        links.append({"link": link, "status": "ok" if proof.status(line) == "ok" else "not checked",
+                      "text": text.strip()})
+    if failed is not None:
+        links.append({"link": failed.link, "status": "failed" if code == 1 else "could not check",
+                      "text": failed.reason})
+    elif not chain_asked:
+        links.append({"link": "chain", "status": "not checked",
+                      "text": "the chain was not asked: give --rpc and --contract, or --observer"})
+    seen = {entry["link"] for entry in links}
+    links += [{"link": link, "status": "not reached", "text": ""} for link in proof.LINKS if link not in seen]
+    return {"exit_code": code, "result": VERIFY_RESULTS[code].split(":", 1)[0], "meaning": VERIFY_RESULTS[code],
+            "links": links}
 
 
 def _cmd_hub_proof(args: argparse.Namespace) -> int:
@@ -538,7 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_gateway_proof)
 
-    p = sub.add_parser("verify", help="check a proof bundle link by link, offline, and on the chain if given")
+    p = sub.add_parser("verify", help="check a proof bundle link by link, offline, and on the chain if given "
+                                      "(exit status 0 proven, 1 does not hold, 2 usage or input error, 3 could not "
+                                      "check)")
     p.add_argument("bundle", metavar="BUNDLE.json")
     p.add_argument("--registry", required=True, help="the device registry (registry.json)")
     p.add_argument("--rpc", help="EVM chain: a JSON-RPC URL to check the anchor on")
@@ -548,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca", help="REST chain: CA file for the observer's certificate")
     p.add_argument("--gateway-key", help="REST chain: the gateway's public key (PEM); the observer's record "
                                          "of the anchor must carry its signature")
+    p.add_argument("--json", action="store_true", help="print one JSON object: each link, its status, the exit "
+                                                       "status and its meaning")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("revoke", help="a leaked device key: nothing it signed from --since on is accepted")
