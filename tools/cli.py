@@ -43,24 +43,20 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     from govedge.core import registry
     from govedge.tools.field import provision
 
-    try:
-        if args.sensors is None:  # a rotation keeps the device's sensors
-            known = registry.Registry.load(args.registry, missing_ok=True).devices.get(args.device_id)
-            sensors = known.sensors if (args.rotate and known) else ["bme280"]
-        else:
-            sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
-        result = provision.provision(
-            args.device_id, args.board, sensors, Path(args.registry), Path(args.out),
-            rotate=args.rotate, transport=args.transport, broker_host=args.broker_host,
-            broker_port=args.broker_port, tls=args.tls, mqtt_user=args.mqtt_user,
-            mqtt_password=os.environ.get("GOVEDGE_MQTT_PASSWORD"),
-            wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
-            interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
-            ca=Path(args.ca) if args.ca else None,
-        )
-    except (provision.ProvisionError, registry.RegistryError) as exc:
-        print(f"govedge provision: {exc}", file=sys.stderr)
-        return 2
+    if args.sensors is None:  # a rotation keeps the device's sensors
+        known = registry.Registry.load(args.registry, missing_ok=True).devices.get(args.device_id)
+        sensors = known.sensors if (args.rotate and known) else ["bme280"]
+    else:
+        sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
+    result = provision.provision(
+        args.device_id, args.board, sensors, Path(args.registry), Path(args.out),
+        rotate=args.rotate, transport=args.transport, broker_host=args.broker_host,
+        broker_port=args.broker_port, tls=args.tls, mqtt_user=args.mqtt_user,
+        mqtt_password=os.environ.get("GOVEDGE_MQTT_PASSWORD"),
+        wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
+        interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
+        ca=Path(args.ca) if args.ca else None, open_wifi=args.open_wifi,
+    )
     folder = result["folder"]
     print(f"{'rotated the key of' if result['rotated'] else 'provisioned'} {result['device_id']} "
           f"({result['board']}; sensors {', '.join(result['sensors'])})")
@@ -68,6 +64,9 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     print(f"  config    {folder}/config.json")
     print(f"  registry  {result['registry']} ({result['keys']} key{'s' if result['keys'] > 1 else ''}"
           f"{', older ones retired' if result['keys'] > 1 else ''})")
+    if result["registry_created"]:
+        print(f"  new registry: there was no {result['registry']}, it was created now with this device only "
+              "(if the devices' registry is elsewhere, give it with --registry)")
     return 0
 
 
@@ -498,17 +497,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensors", help="comma-separated: bme280, sds011 (default bme280; a rotation keeps them)")
     p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
     p.add_argument("--out", default="devices", help="folder for the device's key and config (default devices)")
-    p.add_argument("--rotate", action="store_true", help="give an existing device a new key; the old one is kept as retired")
-    p.add_argument("--transport", choices=["mqtt", "serial"], default="mqtt")
-    p.add_argument("--broker-host", default="gateway.local", help="the gateway's MQTT broker")
-    p.add_argument("--broker-port", type=int, default=1883)
-    p.add_argument("--tls", action="store_true", help="connect to the broker with TLS")
+    p.add_argument("--rotate", action="store_true",
+                   help="give an existing device a new key; the old one is kept as retired; its config.json keeps "
+                        "every value no flag changes")
+    # the defaults are node_config's: None here is "not given" (a rotation keeps the device's value)
+    p.add_argument("--transport", choices=["mqtt", "serial"], help="mqtt (default) or serial")
+    p.add_argument("--broker-host", help="the gateway's MQTT broker (default gateway.local)")
+    p.add_argument("--broker-port", type=int, help="default 1883")
+    p.add_argument("--tls", action="store_true", default=None, help="connect to the broker with TLS")
     p.add_argument("--ca", help="with --tls: the CA certificate (PEM or DER) the broker's certificate chains to")
     p.add_argument("--mqtt-user", help="broker user name (password from $GOVEDGE_MQTT_PASSWORD)")
-    p.add_argument("--wifi-ssid", help="Wi-Fi network (password from $GOVEDGE_WIFI_PASSWORD)")
-    p.add_argument("--interval", type=int, default=60, help="seconds between readings (default 60)")
-    p.add_argument("--buffer-slots", type=int, default=256, help="readings kept while offline (default 256)")
-    p.add_argument("--deep-sleep", action="store_true", help="battery node: deep sleep between readings")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network (password from $GOVEDGE_WIFI_PASSWORD, needed unless "
+                                       "--open-wifi)")
+    p.add_argument("--open-wifi", action="store_true", help="the Wi-Fi network has no password")
+    p.add_argument("--interval", type=int, help="seconds between readings (default 60)")
+    p.add_argument("--buffer-slots", type=int, help="readings kept while offline (default 256)")
+    p.add_argument("--deep-sleep", action="store_true", default=None,
+                   help="battery node: deep sleep between readings")
     p.set_defaults(func=_cmd_provision)
 
     p = sub.add_parser("flash", help="put a provisioned device onto its board: firmware, config and key, "
