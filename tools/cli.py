@@ -196,6 +196,11 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
     from govedge import anchor
     from govedge.gateway import install
 
+    for flag in ("--hub-ca", "--hub-cert", "--hub-key"):  # the gateway reads them at every start: they must be there
+        if (given := _flag_value(args, flag)) and not Path(given).is_file():
+            print(f"govedge gateway install: {flag} {given}: no such file (give the file the hub operator gave you)",
+                  file=sys.stderr)
+            return 2
     anchor_settings = {}
     if args.anchor != anchor.NONE:  # the backend's required settings, from their flags or asked for
         anchor_settings = {s.key: _ask(_flag_value(args, s.flag), s.description[0].upper() + s.description[1:])
@@ -213,7 +218,7 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
     try:
         result = install.install(options)
         started = [] if args.no_start or options.root != Path("/") else install.start_services(result)
-    except (install.InstallError, OSError, ValueError) as exc:
+    except install.InstallError as exc:  # a file or a port: main() tells it
         print(f"govedge gateway install: {exc}", file=sys.stderr)
         return 2
     lay = result["layout"]
@@ -378,18 +383,11 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     import signal
 
     from govedge.core import logs
-    from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
-    from govedge.hub.gateways import GatewayListError
     from govedge.hub.service import HubService
-    from govedge.hub.store import StoreError
 
     logs.setup()
-    try:
-        hub = HubService(hubconfig.load(args.config))
-    except (ConfigError, GatewayListError, StoreError, OSError, ValueError) as exc:
-        print(f"govedge hub: {exc}", file=sys.stderr)
-        return 2
+    hub = HubService(hubconfig.load(args.config))
     signal.signal(signal.SIGTERM, lambda *a: hub.stop())
     hub.run()
     return 0

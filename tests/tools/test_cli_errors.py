@@ -1,0 +1,369 @@
+"""Every `govedge` command, given each kind of bad input it takes, ends with one line on standard error that
+names what is wrong, the exit status of its kind, and never a traceback.
+
+The commands are found by walking the CLI's own parser: a command added without its cases here fails
+test_every_command_has_its_bad_inputs. Each case runs the real command as its own process against real
+files (a SQLite store, a registry, a TOML config) in a folder another user can reach, so that an unreadable
+file can be tried as that user (root reads everything)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from govedge.tools import cli
+
+# commands not run here, and why
+NOT_RUN = {
+    ("demo",): "a whole deployment (nodes, brokers, chain) for minutes; it takes no file but --workdir, which it "
+               "makes",
+    ("bench",): "measures for minutes and takes no input file; its flags are numbers argparse checks",
+    ("flash",): "needs a board on a serial port (tests/tools/test_flash.py runs it against a virtual board, "
+                "with its errors)",
+    ("monitor",): "takes only a serial port, and waits for it when it is missing (a board not plugged in yet); "
+                  "its Ctrl-C is tested below",
+}
+
+NOBODY = pwd.getpwnam("nobody")
+GARBAGE_DB = b"these bytes are no SQLite database " * 200
+
+
+@dataclass
+class Case:
+    """One bad input: the command's arguments ({d} is the world's folder), what is done to the world first,
+    the exit status, what the line must say, and whether it runs as another user (for unreadable files)."""
+
+    args: str
+    spoil: Callable[[Path], None] = lambda d: None
+    status: int = 2
+    says: tuple[str, ...] = ()
+    as_nobody: bool = False
+    env: dict = field(default_factory=dict)
+
+
+def write(rel: str, text: str | bytes) -> Callable[[Path], None]:
+    def spoil(d: Path) -> None:
+        path = d / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return spoil
+
+
+def folder(rel: str) -> Callable[[Path], None]:
+    def spoil(d: Path) -> None:
+        path = d / rel
+        if path.exists():
+            path.unlink()
+        path.mkdir(parents=True)
+    return spoil
+
+
+def unreadable(rel: str) -> Callable[[Path], None]:
+    return lambda d: (d / rel).chmod(0)
+
+
+def writable(rel: str) -> Callable[[Path], None]:
+    def spoil(d: Path) -> None:
+        for path in [d / rel, *(d / rel).rglob("*")]:
+            path.chmod(0o777 if path.is_dir() else 0o666)
+    return spoil
+
+
+def append(rel: str, text: str) -> Callable[[Path], None]:
+    return lambda d: (d / rel).write_text((d / rel).read_text() + text)
+
+
+def both(*spoils) -> Callable[[Path], None]:
+    return lambda d: [s(d) for s in spoils]
+
+
+def gateway_config(d: Path) -> str:
+    return (f'[gateway]\nid = "gw-err-01"\nkey_file = "gateway.key"\ndata_dir = "data"\nregistry = "registry.json"\n'
+            f'[ingest.mqtt]\nhost = "127.0.0.1"\nport = 1\n[hub]\nhost = "127.0.0.1"\nport = 1\n')
+
+
+NOT_TOML = "[gateway\nid = \n"
+NOT_JSON = "{\"format\": \"govedge-registry/1\", \"devices\": {"
+GW = "gateway {c} --config {d}/gateway.toml"
+HUB = "hub {c} --config {d}/hub.toml"
+
+
+def config_cases(words: str, config: str) -> list[Case]:
+    """The bad config files any command that reads a TOML config meets."""
+    return [
+        Case(words + " --config {d}/missing.toml", says=("missing.toml",)),
+        Case(words + " --config {d}/data", says=("data",)),
+        Case(words + " --config {d}/" + config, unreadable(config), says=(config, "permission denied"),
+             as_nobody=True),
+        Case(words + " --config {d}/" + config, write(config, NOT_TOML), says=(config, "TOML")),
+    ]
+
+
+CASES: dict[tuple[str, ...], list[Case]] = {
+    ("provision",): [
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --tls "
+             "--ca {d}/missing-ca.pem", says=("--ca", "missing-ca.pem")),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --tls --ca {d}/data",
+             says=("--ca", "data")),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --tls --ca {d}/ca.pem",
+             write("ca.pem", "not a certificate"), says=("ca.pem", "X.509")),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices",
+             write("registry.json", NOT_JSON), says=("registry.json",)),
+        Case("provision esp32-0100 --board esp32 --registry {d}/data --out {d}/devices", says=("data",)),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices",
+             unreadable("registry.json"), says=("registry.json",), as_nobody=True),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices",
+             write("registry.json", '{"format": "govedge-registry/1", "devices": {"esp32-0001": 5}}'),
+             says=("registry.json", "esp32-0001")),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/gateway.key",
+             says=("gateway.key",)),  # --out is a file
+        Case("provision esp32-0100 --board esp32 --interval ten", says=("--interval", "'ten'")),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --interval 0",
+             says=("--interval 0",)),
+    ],
+    ("gateway", "run"): config_cases(GW.format(c="run", d="{d}"), "gateway.toml") + [
+        Case(GW.format(c="run", d="{d}"), append("gateway.toml", '[metrics]\nport = "9108x"\n'),
+             says=("9108x",)),
+        Case(GW.format(c="run", d="{d}"), append("gateway.toml", "[metrics]\nport = {busy}\n"),
+             says=("[metrics] port {busy}", "in use")),
+        Case(GW.format(c="run", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("gateway.db", "not a database")),
+        Case(GW.format(c="run", d="{d}"), write("registry.json", NOT_JSON), says=("registry.json",)),
+        Case(GW.format(c="run", d="{d}"), both(writable("data"), unreadable("gateway.key")), says=("gateway.key",),
+             as_nobody=True),
+        # the service's store, run as a user it does not belong to
+        Case(GW.format(c="run", d="{d}"), says=("gateway.db", "sudo -u govedge"), as_nobody=True),
+    ],
+    ("gateway", "status"): config_cases(GW.format(c="status", d="{d}"), "gateway.toml") + [
+        Case(GW.format(c="status", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("not a database",)),
+        # a technician's own account on the Pi: the service's files are not theirs
+        Case(GW.format(c="status", d="{d}"), unreadable("data"), says=("data", "permission denied"), as_nobody=True),
+    ],
+    ("gateway", "replay-quarantine"): config_cases(GW.format(c="replay-quarantine", d="{d}"), "gateway.toml") + [
+        Case(GW.format(c="replay-quarantine", d="{d}"), write("data/gateway.db", GARBAGE_DB),
+             says=("gateway.db", "not a database")),
+    ],
+    ("gateway", "install"): [
+        Case("gateway install --root {d}/root --gateway-id gw-err-02 --hub-host 127.0.0.1 --no-self-test "
+             "--no-start --registry {d}/missing.json", says=("missing.json",)),
+        Case("gateway install --root {d}/root --gateway-id gw-err-02 --hub-host 127.0.0.1 --no-self-test "
+             "--no-start --registry {d}/registry.json", write("registry.json", NOT_JSON), says=("registry.json",)),
+        Case("gateway install --root {d}/root --gateway-id gw-err-02 --hub-host 127.0.0.1 --no-self-test "
+             "--no-start --registry {d}/registry.json --hub-ca {d}/missing-ca.pem", says=("missing-ca.pem",)),
+        Case("gateway install --root {d}/gateway.key --gateway-id gw-err-02 --hub-host 127.0.0.1 --no-self-test "
+             "--no-start", says=("gateway.key",)),  # the root is a file
+    ],
+    ("gateway", "proof"): config_cases(GW.format(c="proof", d="{d}") + " esp32-0001 0", "gateway.toml") + [
+        Case(GW.format(c="proof", d="{d}") + " esp32-0001 0", write("data/gateway.db", GARBAGE_DB),
+             says=("gateway.db", "not a database")),
+    ],
+    ("verify",): [
+        Case("verify {d}/missing.json --registry {d}/registry.json", says=("missing.json",)),
+        Case("verify {d}/data --registry {d}/registry.json", says=("data",)),
+        Case("verify {d}/bundle.json --registry {d}/registry.json", write("bundle.json", "{not json"),
+             says=("bundle.json", "JSON")),
+        Case("verify {d}/bundle.json --registry {d}/registry.json", write("bundle.json", b"\xff\xfe\x00binary"),
+             says=("bundle.json",)),
+        Case("verify {d}/bundle.json --registry {d}/registry.json",
+             both(write("bundle.json", "{}"), unreadable("bundle.json")), says=("bundle.json", "permission denied"),
+             as_nobody=True),
+        Case("verify {d}/bundle.json --registry {d}/registry.json",
+             both(write("bundle.json", "{}"), write("registry.json", NOT_JSON)), says=("registry.json",)),
+        Case("verify {d}/bundle.json --registry {d}/missing.json", write("bundle.json", "{}"),
+             says=("missing.json",)),
+        Case("verify {d}/bundle.json --registry {d}/registry.json --observer https://127.0.0.1:1 "
+             "--ca {d}/missing-ca.pem", write("bundle.json", "{}"), says=("missing-ca.pem",)),
+        Case("verify {d}/bundle.json --registry {d}/registry.json --observer http://127.0.0.1:1 "
+             "--gateway-key {d}/missing.pem", write("bundle.json", "{}"), says=("missing.pem",)),
+    ],
+    ("revoke",): [
+        Case("revoke esp32-0001 --registry {d}/missing.json", says=("missing.json",)),
+        Case("revoke esp32-0001 --registry {d}/data", says=("data",)),
+        Case("revoke esp32-0001 --registry {d}/registry.json", write("registry.json", NOT_JSON),
+             says=("registry.json",)),
+        Case("revoke esp32-0001 --registry {d}/registry.json", unreadable("registry.json"),
+             says=("registry.json",), as_nobody=True),
+        Case("revoke esp32-0001 --registry {d}/registry.json --since yesterday", says=("yesterday",)),
+    ],
+    ("hub", "run"): config_cases(HUB.format(c="run", d="{d}"), "hub.toml") + [
+        Case(HUB.format(c="run", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
+        Case(HUB.format(c="run", d="{d}"), write("gateways.json", NOT_JSON), says=("gateways.json",)),
+    ],
+    ("hub", "add-gateway"): config_cases(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/gateway.pub.pem",
+                                         "hub.toml") + [
+        Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/missing.pem", says=("missing.pem",)),
+        Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/data", says=("data",)),
+        Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/registry.json", says=("registry.json", "PEM")),
+        Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/gateway.pub.pem",
+             write("gateways.json", NOT_JSON), says=("gateways.json",)),
+    ],
+    ("hub", "revoke-gateway"): config_cases(HUB.format(c="revoke-gateway", d="{d}") + " gw-err-01", "hub.toml") + [
+        Case(HUB.format(c="revoke-gateway", d="{d}") + " gw-err-01", write("gateways.json", NOT_JSON),
+             says=("gateways.json",)),
+    ],
+    ("hub", "proof"): config_cases(HUB.format(c="proof", d="{d}") + " esp32-0001 0", "hub.toml") + [
+        Case(HUB.format(c="proof", d="{d}") + " esp32-0001 0", write("hub.db", GARBAGE_DB),
+             says=("hub.db", "not a database")),
+    ],
+    ("hub", "export"): config_cases(HUB.format(c="export", d="{d}"), "hub.toml") + [
+        Case(HUB.format(c="export", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
+        Case(HUB.format(c="export", d="{d}") + " --output {d}/data", says=("data", "folder")),
+        Case(HUB.format(c="export", d="{d}") + " --output {d}/no/such/folder/out.csv", says=("out.csv",)),
+        Case(HUB.format(c="export", d="{d}") + " --since yesterday", says=("yesterday",)),
+    ],
+}
+
+
+def test_every_command_has_its_bad_inputs():
+    found = {words for words, _ in cli.commands(cli.build_parser())}
+    assert found == set(CASES) | set(NOT_RUN), (
+        f"commands without cases here: {sorted(found - set(CASES) - set(NOT_RUN))}; "
+        f"cases of commands that are gone: {sorted(set(CASES) | set(NOT_RUN) - found)}")
+
+
+@pytest.fixture
+def world():
+    """A gateway's and a hub's files, each good: a registry with one device, the gateway's key, config and
+    store, the hub's config, gateway list and store; in a folder another user can enter."""
+    from govedge.gateway.store import Store
+    from govedge.hub.gateways import Gateways
+    from govedge.hub.store import HubStore
+    from govedge.tools.field.provision import provision
+    from support.deploy import gateway_key
+
+    d = Path(tempfile.mkdtemp(prefix="govedge-cli-errors-"))  # pytest's own folder is 0700: no other user enters
+    d.chmod(0o755)
+    provision("esp32-0001", "rpi", ["bme280"], d / "registry.json", d / "devices")
+    _, public = gateway_key(d)
+    from cryptography.hazmat.primitives import serialization
+
+    (d / "gateway.pub.pem").write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    (d / "gateway.toml").write_text(gateway_config(d))
+    Store(d / "data" / "gateway.db").close()
+    gateways = Gateways(path=d / "gateways.json")
+    gateways.add("gw-err-01", public)
+    gateways.save()
+    (d / "hub.toml").write_text('[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 0\n'
+                                '[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = 1\nclient_id = "hub-err"\n')
+    HubStore(str(d / "hub.db")).close()
+    for path in d.rglob("*"):  # readable by the other user, but for what a case makes unreadable
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _as_nobody() -> list[str]:
+    """setpriv as nobody, with the system's interpreter of this version (this one may live in root's home,
+    which nobody may enter) and this environment's packages as its user site."""
+    if os.geteuid() != 0:
+        pytest.skip("running as another user needs root")
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
+    if not python or not shutil.which("setpriv"):
+        pytest.fail("setpriv (util-linux) and a system python of this version are needed")
+    return ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", python]
+
+
+def run(args: list[str], as_nobody: bool = False, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in ("GOVEDGE_DEBUG", "JOURNAL_STREAM", "INVOCATION_ID")}
+    if as_nobody:
+        environ.update(PYTHONUSERBASE=sys.prefix, HOME="/nonexistent")
+    prefix = _as_nobody() if as_nobody else [sys.executable]
+    return subprocess.run([*prefix, "-m", "govedge.tools.cli", *args], capture_output=True, text=True,
+                          env={**environ, **(env or {})}, timeout=120, **kw)
+
+
+ALL = [(words, i, case) for words, cases in CASES.items() for i, case in enumerate(cases)]
+
+
+@pytest.mark.parametrize("words, i, case", ALL, ids=[f"{' '.join(w)}-{i}" for w, i, _ in ALL])
+def test_bad_input_ends_in_one_line_without_a_traceback(world, words, i, case):
+    with socket.socket() as busy:  # a port another process holds, for the cases that need one
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        fill = lambda text: text.replace("{d}", str(world)).replace("{busy}", str(port))  # noqa: E731
+        case.spoil(world)
+        for path in world.rglob("*"):  # what the case wrote, in the world's terms (its busy port)
+            if path.is_file() and os.access(path, os.R_OK) and path.suffix in (".toml",):
+                path.write_text(fill(path.read_text()))
+        out = run(fill(case.args).split(), case.as_nobody, case.env)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == case.status, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"govedge {' '.join(words)}: "), lines[0]
+    for text in case.says:
+        assert fill(text).lower() in lines[0].lower(), lines[0]
+
+
+def test_a_reader_that_goes_away_ends_the_export_quietly(tmp_path):
+    # `govedge hub export | head -1`: the pipe closes while the export writes
+    from govedge.core import batch
+    from govedge.hub.store import HubStore
+    from support.hubkit import World
+
+    hub = World(tmp_path / "hub")
+    store = HubStore(hub.store_url)
+    with store.transaction():
+        for cose in hub.batches(3, per_batch=4):
+            store.add_batch(batch.verify(cose, hub.gateway_keys))
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "hub", "export", "--config",
+                             str(hub.hub_toml(port=1))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 141, err
+    assert err == "", err  # no traceback, no "Exception ignored ... BrokenPipeError" at the last flush
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    import select
+    import signal
+
+    from govedge.anchor import Receipt
+    from govedge.core import batch, proof
+    from govedge.core.epoch import Epoch, head_of
+    from support.hubkit import GATEWAY, World
+
+    hub = World(tmp_path / "hub")
+    signed = batch.verify(hub.batches(1, per_batch=2)[0], hub.gateway_keys)
+    epoch = Epoch(GATEWAY, 0, (head_of(signed),))
+    receipt = Receipt("rest", "govchain-test", epoch.root, "ab" * 32, block=5, block_time=1_764_400_900)
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(proof.dumps(proof.build(signed.messages[0], signed.leaves, head_of(signed), epoch, receipt)))
+    with socket.socket() as silent:  # an observer that takes the connection and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        proc = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "verify", str(bundle), "--registry",
+                                 str(hub.folder / "registry.json"), "--observer",
+                                 f"http://127.0.0.1:{silent.getsockname()[1]}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert select.select([silent], [], [], 120)[0], "verify never asked the observer"
+        proc.send_signal(signal.SIGINT)  # while it waits for the answer
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert err == "", err
+
+
+def test_govedge_debug_shows_the_traceback(world):
+    out = run(["revoke", "esp32-0001", "--registry", str(world / "missing.json")], env={"GOVEDGE_DEBUG": "1"})
+    assert out.returncode != 0 and "Traceback" in out.stderr and "RegistryError" in out.stderr
+
+
+def test_version_is_the_installed_package_version():
+    from importlib import metadata
+
+    for args in (["--version"], ["gateway", "run", "--version"], ["verify", "--version"]):
+        out = run(args)
+        assert (out.returncode, out.stdout) == (0, f"govedge {metadata.version('govchain-edge')}\n"), out.stderr
