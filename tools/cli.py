@@ -771,8 +771,10 @@ def main(argv: list[str] | None = None) -> int:
         status, line = failure
         if line is not None:
             from govedge.core.errors import one_line
+            from govedge.core.logs import under_journald
 
-            print(f"govedge {command}: {one_line(line, 1000)}", file=sys.stderr)
+            # under systemd the journal files it as an error (`journalctl -p err`), not as the default info
+            print(f"{'<3>' if under_journald() else ''}govedge {command}: {one_line(line, 1000)}", file=sys.stderr)
         return status
 
 

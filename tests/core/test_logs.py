@@ -70,3 +70,17 @@ def test_priorities_follow_sd_daemon():
 
     assert [priority(level) for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO,
                                           logging.DEBUG)] == [2, 3, 4, 6, 7]
+
+
+def test_a_service_that_cannot_start_says_so_as_an_error_in_the_journal(tmp_path):
+    # `gateway run` with a config that is not there, as systemd runs it: the one line carries priority 3
+    read, write = os.pipe()
+    st = os.fstat(write)
+    env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    proc = subprocess.Popen([sys.executable, "-m", "govedge.tools.cli", "gateway", "run", "--config",
+                             str(tmp_path / "gateway.toml")], stderr=write, env=env)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    assert proc.wait(60) == 2
+    assert text.startswith("<3>govedge gateway run: ") and text.count("\n") == 1, text
