@@ -8,7 +8,6 @@ file can be tried as that user (root reads everything)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
