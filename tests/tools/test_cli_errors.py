@@ -219,6 +219,11 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(HUB.format(c="export", d="{d}") + " --output {d}/data", says=("data", "folder")),
         Case(HUB.format(c="export", d="{d}") + " --output {d}/no/such/folder/out.csv", says=("out.csv",)),
         Case(HUB.format(c="export", d="{d}") + " --since yesterday", says=("yesterday",)),
+        # a PostgreSQL store whose server is down (nothing listens on port 1)
+        Case(HUB.format(c="export", d="{d}"), write(
+            "hub.toml", '[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\n[store]\n'
+                        'url = "postgresql://govedge:a-db-secret@127.0.0.1:1/hub"\n'),
+             says=("cannot connect to PostgreSQL at postgresql://govedge:",)),
     ],
 }
 
@@ -304,6 +309,7 @@ def test_bad_input_ends_in_one_line_without_a_traceback(world, words, i, case):
     assert lines[0].startswith(f"govedge {' '.join(words)}: "), lines[0]
     for text in case.says:
         assert fill(text).lower() in lines[0].lower(), lines[0]
+    assert "a-db-secret" not in out.stderr
 
 
 def test_a_reader_that_goes_away_ends_the_export_quietly(tmp_path):
