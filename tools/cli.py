@@ -102,7 +102,6 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import threading
 
     from govedge.core import logs
-
     from govedge.gateway import config as gwconfig
     from govedge.gateway.service import Gateway
 
