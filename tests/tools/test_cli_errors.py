@@ -3,8 +3,8 @@ names what is wrong, the exit status of its kind, and never a traceback.
 
 The commands are found by walking the CLI's own parser: a command added without its cases here fails
 test_every_command_has_its_bad_inputs. Each case runs the real command as its own process against real
-files (a SQLite store, a registry, a TOML config) in a folder another user can reach, so that an unreadable
-file can be tried as that user (root reads everything)."""
+files (a SQLite store, a registry, a TOML config). Unreadable files are tried by a process the kernel holds
+to the files' modes: as root (which reads everything) without the capabilities that override them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,19 +34,21 @@ NOT_RUN = {
 }
 
 NOBODY = pwd.getpwnam("nobody")
+# root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: file modes hold for it as for any user
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 GARBAGE_DB = b"these bytes are no SQLite database " * 200
 
 
 @dataclass
 class Case:
     """One bad input: the command's arguments ({d} is the world's folder), what is done to the world first,
-    the exit status, what the line must say, and whether it runs as another user (for unreadable files)."""
+    the exit status, what the line must say, and whether file modes hold for it (for unreadable files)."""
 
     args: str
     spoil: Callable[[Path], None] = lambda d: None
     status: int = 2
     says: tuple[str, ...] = ()
-    as_nobody: bool = False
+    unprivileged: bool = False
     env: dict = field(default_factory=dict)
 
 
@@ -72,10 +73,12 @@ def unreadable(rel: str) -> Callable[[Path], None]:
     return lambda d: (d / rel).chmod(0)
 
 
-def writable(rel: str) -> Callable[[Path], None]:
+def owned_by_nobody(rel: str) -> Callable[[Path], None]:
     def spoil(d: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another user needs root")
         for path in [d / rel, *(d / rel).rglob("*")]:
-            path.chmod(0o777 if path.is_dir() else 0o666)
+            os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
     return spoil
 
 
@@ -104,7 +107,7 @@ def config_cases(words: str, config: str) -> list[Case]:
         Case(words + " --config {d}/missing.toml", says=("missing.toml",)),
         Case(words + " --config {d}/data", says=("data",)),
         Case(words + " --config {d}/" + config, unreadable(config), says=(config, "permission denied"),
-             as_nobody=True),
+             unprivileged=True),
         Case(words + " --config {d}/" + config, write(config, NOT_TOML), says=(config, "TOML")),
     ]
 
@@ -121,7 +124,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
              write("registry.json", NOT_JSON), says=("registry.json",)),
         Case("provision esp32-0100 --board esp32 --registry {d}/data --out {d}/devices", says=("data",)),
         Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices",
-             unreadable("registry.json"), says=("registry.json",), as_nobody=True),
+             unreadable("registry.json"), says=("registry.json", "permission denied"), unprivileged=True),
         Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices",
              write("registry.json", '{"format": "govedge-registry/1", "devices": {"esp32-0001": 5}}'),
              says=("registry.json", "esp32-0001")),
@@ -138,15 +141,16 @@ CASES: dict[tuple[str, ...], list[Case]] = {
              says=("[metrics] port {busy}", "in use")),
         Case(GW.format(c="run", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("gateway.db", "not a database")),
         Case(GW.format(c="run", d="{d}"), write("registry.json", NOT_JSON), says=("registry.json",)),
-        Case(GW.format(c="run", d="{d}"), both(writable("data"), unreadable("gateway.key")), says=("gateway.key",),
-             as_nobody=True),
+        Case(GW.format(c="run", d="{d}"), unreadable("gateway.key"), says=("gateway.key", "permission denied"),
+             unprivileged=True),
         # the service's store, run as a user it does not belong to
-        Case(GW.format(c="run", d="{d}"), says=("gateway.db", "sudo -u govedge"), as_nobody=True),
+        Case(GW.format(c="run", d="{d}"), owned_by_nobody("data"), says=("gateway.db", "sudo -u govedge"),
+             unprivileged=True),
     ],
     ("gateway", "status"): config_cases(GW.format(c="status", d="{d}"), "gateway.toml") + [
         Case(GW.format(c="status", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("not a database",)),
         # a technician's own account on the Pi: the service's files are not theirs
-        Case(GW.format(c="status", d="{d}"), unreadable("data"), says=("data", "permission denied"), as_nobody=True),
+        Case(GW.format(c="status", d="{d}"), unreadable("data"), says=("data", "permission denied"), unprivileged=True),
     ],
     ("gateway", "replay-quarantine"): config_cases(GW.format(c="replay-quarantine", d="{d}"), "gateway.toml") + [
         Case(GW.format(c="replay-quarantine", d="{d}"), write("data/gateway.db", GARBAGE_DB),
@@ -175,7 +179,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
              says=("bundle.json",)),
         Case("verify {d}/bundle.json --registry {d}/registry.json",
              both(write("bundle.json", "{}"), unreadable("bundle.json")), says=("bundle.json", "permission denied"),
-             as_nobody=True),
+             unprivileged=True),
         Case("verify {d}/bundle.json --registry {d}/registry.json",
              both(write("bundle.json", "{}"), write("registry.json", NOT_JSON)), says=("registry.json",)),
         Case("verify {d}/bundle.json --registry {d}/missing.json", write("bundle.json", "{}"),
@@ -191,7 +195,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case("revoke esp32-0001 --registry {d}/registry.json", write("registry.json", NOT_JSON),
              says=("registry.json",)),
         Case("revoke esp32-0001 --registry {d}/registry.json", unreadable("registry.json"),
-             says=("registry.json",), as_nobody=True),
+             says=("registry.json", "permission denied"), unprivileged=True),
         Case("revoke esp32-0001 --registry {d}/registry.json --since yesterday", says=("yesterday",)),
     ],
     ("hub", "run"): config_cases(HUB.format(c="run", d="{d}"), "hub.toml") + [
@@ -236,17 +240,17 @@ def test_every_command_has_its_bad_inputs():
 
 
 @pytest.fixture
-def world():
+def world(tmp_path):
     """A gateway's and a hub's files, each good: a registry with one device, the gateway's key, config and
-    store, the hub's config, gateway list and store; in a folder another user can enter."""
+    store, the hub's config, gateway list and store."""
     from govedge.gateway.store import Store
     from govedge.hub.gateways import Gateways
     from govedge.hub.store import HubStore
     from govedge.tools.field.provision import provision
     from support.deploy import gateway_key
 
-    d = Path(tempfile.mkdtemp(prefix="govedge-cli-errors-"))  # pytest's own folder is 0700: no other user enters
-    d.chmod(0o755)
+    d = tmp_path / "world"
+    d.mkdir()
     provision("esp32-0001", "rpi", ["bme280"], d / "registry.json", d / "devices")
     _, public = gateway_key(d)
     from cryptography.hazmat.primitives import serialization
@@ -259,32 +263,19 @@ def world():
     gateways.add("gw-err-01", public)
     gateways.save()
     (d / "hub.toml").write_text('[hub]\nregistry = "registry.json"\ngateways = "gateways.json"\nverify_workers = 0\n'
-                                '[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = 1\nclient_id = "hub-err"\n')
+                                '[store]\nurl = "hub.db"\n[mqtt]\nhost = "127.0.0.1"\nport = 1\n'
+                                'client_id = "hub-err"\n')
     HubStore(str(d / "hub.db")).close()
-    for path in d.rglob("*"):  # readable by the other user, but for what a case makes unreadable
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
-def _as_nobody() -> list[str]:
-    """setpriv as nobody, with the system's interpreter of this version (this one may live in root's home,
-    which nobody may enter) and this environment's packages as its user site."""
-    if os.geteuid() != 0:
-        pytest.skip("running as another user needs root")
-    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
-    if not python or not shutil.which("setpriv"):
-        pytest.fail("setpriv (util-linux) and a system python of this version are needed")
-    return ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", python]
-
-
-def run(args: list[str], as_nobody: bool = False, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def run(args: list[str], unprivileged: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("GOVEDGE_DEBUG", "JOURNAL_STREAM", "INVOCATION_ID")}
-    if as_nobody:
-        environ.update(PYTHONUSERBASE=sys.prefix, HOME="/nonexistent")
-    prefix = _as_nobody() if as_nobody else [sys.executable]
-    return subprocess.run([*prefix, "-m", "govedge.tools.cli", *args], capture_output=True, text=True,
-                          env={**environ, **(env or {})}, timeout=120, **kw)
+    prefix = UNPRIVILEGED if unprivileged and os.geteuid() == 0 else []
+    if prefix and not shutil.which("setpriv"):
+        pytest.fail("setpriv is missing (Debian package util-linux)")
+    return subprocess.run([*prefix, sys.executable, "-m", "govedge.tools.cli", *args], capture_output=True,
+                          text=True, env={**environ, **(env or {})}, timeout=120)
 
 
 ALL = [(words, i, case) for words, cases in CASES.items() for i, case in enumerate(cases)]
@@ -301,7 +292,7 @@ def test_bad_input_ends_in_one_line_without_a_traceback(world, words, i, case):
         for path in world.rglob("*"):  # what the case wrote, in the world's terms (its busy port)
             if path.is_file() and os.access(path, os.R_OK) and path.suffix in (".toml",):
                 path.write_text(fill(path.read_text()))
-        out = run(fill(case.args).split(), case.as_nobody, case.env)
+        out = run(fill(case.args).split(), case.unprivileged, case.env)
     assert "Traceback" not in out.stderr, out.stderr
     assert out.returncode == case.status, out.stdout + out.stderr
     lines = out.stderr.splitlines()
