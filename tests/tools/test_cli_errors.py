@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +49,6 @@ class Case:
     status: int = 2
     says: tuple[str, ...] = ()
     unprivileged: bool = False
-    env: dict = field(default_factory=dict)
 
 
 def write(rel: str, text: str | bytes) -> Callable[[Path], None]:
@@ -57,15 +56,6 @@ def write(rel: str, text: str | bytes) -> Callable[[Path], None]:
         path = d / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    return spoil
-
-
-def folder(rel: str) -> Callable[[Path], None]:
-    def spoil(d: Path) -> None:
-        path = d / rel
-        if path.exists():
-            path.unlink()
-        path.mkdir(parents=True)
     return spoil
 
 
@@ -90,9 +80,8 @@ def both(*spoils) -> Callable[[Path], None]:
     return lambda d: [s(d) for s in spoils]
 
 
-def gateway_config(d: Path) -> str:
-    return (f'[gateway]\nid = "gw-err-01"\nkey_file = "gateway.key"\ndata_dir = "data"\nregistry = "registry.json"\n'
-            f'[ingest.mqtt]\nhost = "127.0.0.1"\nport = 1\n[hub]\nhost = "127.0.0.1"\nport = 1\n')
+GATEWAY_TOML = ('[gateway]\nid = "gw-err-01"\nkey_file = "gateway.key"\ndata_dir = "data"\nregistry = "registry.json"\n'
+                '[ingest.mqtt]\nhost = "127.0.0.1"\nport = 1\n[hub]\nhost = "127.0.0.1"\nport = 1\n')
 
 
 NOT_TOML = "[gateway\nid = \n"
@@ -101,14 +90,15 @@ GW = "gateway {c} --config {d}/gateway.toml"
 HUB = "hub {c} --config {d}/hub.toml"
 
 
-def config_cases(words: str, config: str) -> list[Case]:
-    """The bad config files any command that reads a TOML config meets."""
+def config_cases(words: str, config: str, rest: str = "") -> list[Case]:
+    """The bad config files any command that reads a TOML config meets: missing, a folder, unreadable, not
+    TOML. ``rest``: the command's other arguments."""
     return [
-        Case(words + " --config {d}/missing.toml", says=("missing.toml",)),
-        Case(words + " --config {d}/data", says=("data",)),
-        Case(words + " --config {d}/" + config, unreadable(config), says=(config, "permission denied"),
+        Case(f"{words} --config {{d}}/missing.toml{rest}", says=("missing.toml",)),
+        Case(f"{words} --config {{d}}/data{rest}", says=("data",)),
+        Case(f"{words} --config {{d}}/{config}{rest}", unreadable(config), says=(config, "permission denied"),
              unprivileged=True),
-        Case(words + " --config {d}/" + config, write(config, NOT_TOML), says=(config, "TOML")),
+        Case(f"{words} --config {{d}}/{config}{rest}", write(config, NOT_TOML), says=(config, "TOML")),
     ]
 
 
@@ -134,7 +124,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --interval 0",
              says=("--interval 0",)),
     ],
-    ("gateway", "run"): config_cases(GW.format(c="run", d="{d}"), "gateway.toml") + [
+    ("gateway", "run"): config_cases("gateway run", "gateway.toml") + [
         Case(GW.format(c="run", d="{d}"), append("gateway.toml", '[metrics]\nport = "9108x"\n'),
              says=("9108x",)),
         Case(GW.format(c="run", d="{d}"), append("gateway.toml", "[metrics]\nport = {busy}\n"),
@@ -147,12 +137,12 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(GW.format(c="run", d="{d}"), owned_by_nobody("data"), says=("gateway.db", "sudo -u govedge"),
              unprivileged=True),
     ],
-    ("gateway", "status"): config_cases(GW.format(c="status", d="{d}"), "gateway.toml") + [
+    ("gateway", "status"): config_cases("gateway status", "gateway.toml") + [
         Case(GW.format(c="status", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("not a database",)),
         # a technician's own account on the Pi: the service's files are not theirs
         Case(GW.format(c="status", d="{d}"), unreadable("data"), says=("data", "permission denied"), unprivileged=True),
     ],
-    ("gateway", "replay-quarantine"): config_cases(GW.format(c="replay-quarantine", d="{d}"), "gateway.toml") + [
+    ("gateway", "replay-quarantine"): config_cases("gateway replay-quarantine", "gateway.toml") + [
         Case(GW.format(c="replay-quarantine", d="{d}"), write("data/gateway.db", GARBAGE_DB),
              says=("gateway.db", "not a database")),
     ],
@@ -166,7 +156,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case("gateway install --root {d}/gateway.key --gateway-id gw-err-02 --hub-host 127.0.0.1 --no-self-test "
              "--no-start", says=("gateway.key",)),  # the root is a file
     ],
-    ("gateway", "proof"): config_cases(GW.format(c="proof", d="{d}") + " esp32-0001 0", "gateway.toml") + [
+    ("gateway", "proof"): config_cases("gateway proof", "gateway.toml", " esp32-0001 0") + [
         Case(GW.format(c="proof", d="{d}") + " esp32-0001 0", write("data/gateway.db", GARBAGE_DB),
              says=("gateway.db", "not a database")),
     ],
@@ -198,27 +188,26 @@ CASES: dict[tuple[str, ...], list[Case]] = {
              says=("registry.json", "permission denied"), unprivileged=True),
         Case("revoke esp32-0001 --registry {d}/registry.json --since yesterday", says=("yesterday",)),
     ],
-    ("hub", "run"): config_cases(HUB.format(c="run", d="{d}"), "hub.toml") + [
+    ("hub", "run"): config_cases("hub run", "hub.toml") + [
         Case(HUB.format(c="run", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
         Case(HUB.format(c="run", d="{d}"), write("gateways.json", NOT_JSON), says=("gateways.json",)),
     ],
-    ("hub", "add-gateway"): config_cases(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/gateway.pub.pem",
-                                         "hub.toml") + [
+    ("hub", "add-gateway"): config_cases("hub add-gateway", "hub.toml", " gw-err-03 {d}/gateway.pub.pem") + [
         Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/missing.pem", says=("missing.pem",)),
         Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/data", says=("data",)),
         Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/registry.json", says=("registry.json", "PEM")),
         Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/gateway.pub.pem",
              write("gateways.json", NOT_JSON), says=("gateways.json",)),
     ],
-    ("hub", "revoke-gateway"): config_cases(HUB.format(c="revoke-gateway", d="{d}") + " gw-err-01", "hub.toml") + [
+    ("hub", "revoke-gateway"): config_cases("hub revoke-gateway", "hub.toml", " gw-err-01") + [
         Case(HUB.format(c="revoke-gateway", d="{d}") + " gw-err-01", write("gateways.json", NOT_JSON),
              says=("gateways.json",)),
     ],
-    ("hub", "proof"): config_cases(HUB.format(c="proof", d="{d}") + " esp32-0001 0", "hub.toml") + [
+    ("hub", "proof"): config_cases("hub proof", "hub.toml", " esp32-0001 0") + [
         Case(HUB.format(c="proof", d="{d}") + " esp32-0001 0", write("hub.db", GARBAGE_DB),
              says=("hub.db", "not a database")),
     ],
-    ("hub", "export"): config_cases(HUB.format(c="export", d="{d}"), "hub.toml") + [
+    ("hub", "export"): config_cases("hub export", "hub.toml") + [
         Case(HUB.format(c="export", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
         Case(HUB.format(c="export", d="{d}") + " --output {d}/data", says=("data", "folder")),
         Case(HUB.format(c="export", d="{d}") + " --output {d}/no/such/folder/out.csv", says=("out.csv",)),
@@ -257,7 +246,7 @@ def world(tmp_path):
 
     (d / "gateway.pub.pem").write_bytes(public.public_bytes(serialization.Encoding.PEM,
                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
-    (d / "gateway.toml").write_text(gateway_config(d))
+    (d / "gateway.toml").write_text(GATEWAY_TOML)
     Store(d / "data" / "gateway.db").close()
     gateways = Gateways(path=d / "gateways.json")
     gateways.add("gw-err-01", public)
@@ -292,7 +281,7 @@ def test_bad_input_ends_in_one_line_without_a_traceback(world, words, i, case):
         for path in world.rglob("*"):  # what the case wrote, in the world's terms (its busy port)
             if path.is_file() and os.access(path, os.R_OK) and path.suffix in (".toml",):
                 path.write_text(fill(path.read_text()))
-        out = run(fill(case.args).split(), case.unprivileged, case.env)
+        out = run(fill(case.args).split(), case.unprivileged)
     assert "Traceback" not in out.stderr, out.stderr
     assert out.returncode == case.status, out.stdout + out.stderr
     lines = out.stderr.splitlines()
