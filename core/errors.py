@@ -18,6 +18,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 INTERNAL_ERROR = "internal_error"
+# SQLite's primary result codes that are about the file: no permission, read-only, damaged, cannot be opened,
+# not a database
+SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB = 3, 8, 11, 14, 26
 
 
 class GovedgeError(Exception):
@@ -39,6 +42,26 @@ class GovedgeError(Exception):
             raise TypeError(f"{type(self).__name__} takes (code, reason) or (reason), not {len(args)} arguments")
         super().__init__(reason if message is None else message)
         self.reason = reason
+
+
+class DatabaseFileError(GovedgeError, RuntimeError):
+    """A store's SQLite file that is damaged, not a database at all, or not this user's to write; the text
+    names the file and what to do."""
+
+    code = "database_file"
+
+
+def raise_for_file(exc: BaseException, path) -> None:
+    """Raises DatabaseFileError naming ``path`` if ``exc`` is SQLite's word on the file itself (damaged, not a
+    database, read-only or not to be opened by this user); otherwise returns (the caller raises ``exc`` on)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        raise DatabaseFileError(f"{path}: {text_of(exc)} (the file is damaged or not a SQLite database: stop the "
+                                "service, restore the file from a backup or move it aside to start an empty one)"
+                                ) from None
+    if code in (SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN):
+        raise DatabaseFileError(f"{path}: {text_of(exc)} (run the command as the user the file and its folder "
+                                "belong to, e.g. with sudo -u govedge, or as root)") from None
 
 
 class Refusal(NamedTuple):

@@ -6,7 +6,8 @@ The links, each checked on its own so that a failure names the one that broke:
 2. ``device_signature``  its signature, with the device's key from the registry
 3. ``batch_path``        RFC 9162 inclusion of the message in its batch's Merkle root
 4. ``epoch_path``        RFC 9162 inclusion of the batch's head in the epoch root
-5. ``anchor_receipt``    the receipt is for that epoch root and the chain put it in a block
+5. ``anchor_receipt``    the receipt is for that epoch root and says the chain put it in a block
+                         (offline that block is the receipt's word: the line says "not checked on the chain")
 6. ``chain``             (with a chain to ask) the chain itself holds the root, in that block
 
 The epoch tree's leaves are the batches' heads (govedge.core.epoch), so a bundle
@@ -31,17 +32,31 @@ FORMAT = "govedge-proof/1"
 LINKS = ("reading", "device_signature", "batch_path", "epoch_path", "anchor_receipt", "chain")
 # the end of the chain line when no identity (an EVM account, a REST gateway key) was given to check
 IDENTITY_NOT_CHECKED = "gateway identity not checked"
+# the end of the receipt line when no chain was asked: offline, the block it names is its own word
+RECEIPT_NOT_CHECKED = "not checked on the chain"
 
 
 def status(line: str) -> str:
-    """The word printed before a line of ``verify``: "ok", or "--" where the gateway identity was not checked."""
-    return "--" if line.endswith(IDENTITY_NOT_CHECKED) else "ok"
+    """The word printed before a line of ``verify``: "ok", or "--" for what was not checked (the gateway
+    identity; offline, the receipt's block)."""
+    return "--" if line.endswith((IDENTITY_NOT_CHECKED, RECEIPT_NOT_CHECKED)) else "ok"
 
 
 class ProofError(GovedgeError, ValueError):
     """A link of a proof that does not hold: ``link`` names it, the reason says how it fails."""
 
     code = "proof_failed"
+
+    def __init__(self, link: str, reason: str):
+        super().__init__(reason, message=f"{link}: {reason}")
+        self.link = link
+
+
+class ProofUnchecked(GovedgeError):
+    """A link that could not be checked, neither proven nor disproven: the chain asked could not be
+    reached or refused the question. ``link`` names it; asking again later, or another node, may answer."""
+
+    code = "proof_unchecked"
 
     def __init__(self, link: str, reason: str):
         super().__init__(reason, message=f"{link}: {reason}")
@@ -98,11 +113,13 @@ def _get(d, key: str, link: str):
 
 
 def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBackend | None = None,
-           account: str | None = None) -> list[str]:
-    """Checks every link; returns one line per link that holds. Raises ProofError naming the first that fails.
+           account: str | None = None, done: list[str] | None = None) -> list[str]:
+    """Checks every link; returns one line per link that holds (see ``status``). Raises ProofError naming the
+    first that fails, ProofUnchecked when the chain could not be asked (unreachable, or refusing).
 
-    ``account``: on an EVM chain, the gateway's account; the root must have been anchored by it."""
-    done: list[str] = []
+    ``account``: on an EVM chain, the gateway's account; the root must have been anchored by it. ``done``: a list
+    to append the lines to, which then also holds the links that held before one failed."""
+    done = [] if done is None else done
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise ProofError("reading", f"not a proof bundle (format {FORMAT!r} expected)")
     # 1, 2: the reading and its signature
@@ -160,7 +177,8 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
                                            f"not the epoch's {e_root.hex()[:16]}...")
     if not receipt.confirmed:
         raise ProofError("anchor_receipt", f"the receipt ({receipt.reference}) is not confirmed in a block")
-    done.append(f"anchor_receipt   {receipt.backend} {receipt.chain}, block {receipt.block}, {receipt.reference}")
+    receipt_line = f"anchor_receipt   {receipt.backend} {receipt.chain}, block {receipt.block}, {receipt.reference}"
+    done.append(receipt_line if chain is not None else f"{receipt_line}: {RECEIPT_NOT_CHECKED}")
     # 6: the chain itself, asked for the anchoring of the identity given (else of the one the receipt names)
     if chain is not None:
         identity = account or receipt.details.get("gateway") or receipt.details.get("creator")
@@ -170,7 +188,10 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
                 raise ProofError("chain", f"the receipt is of chain {receipt.chain}, the node asked serves {asked}")
             seen = chain.lookup(e_root, anchored_by=identity)
         except AnchorError as exc:
-            raise ProofError("chain", f"{exc.code}: {exc.reason}") from None
+            if exc.code == "mismatch":  # the chain answered, and its answer contradicts the bundle
+                raise ProofError("chain", f"{exc.code}: {exc.reason}") from None
+            done[-1] = f"{receipt_line}: {RECEIPT_NOT_CHECKED}"  # no answer: the receipt's block is its own word
+            raise ProofUnchecked("chain", f"{exc.code}: {exc.reason}") from None
         if seen is None:
             by = f" anchored by {identity}" if identity else ""
             raise ProofError("chain", f"the chain does not hold root {e_root.hex()[:16]}...{by}")

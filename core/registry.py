@@ -167,8 +167,11 @@ class Registry:
             raise RegistryError(f"registry {path} does not exist (govedge provision creates it)")
         try:
             doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"registry {path} cannot be read: {exc}") from None
+        except OSError as exc:
+            raise RegistryError(f"registry {path} cannot be read: {exc.strerror or exc}") from None
+        except ValueError as exc:  # not JSON, or not text at all
+            raise RegistryError(f"registry {path} is not valid JSON: {exc} (fix the file, or give the right "
+                                "one)") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise RegistryError(f"registry {path} is not a {FORMAT} file")
         devices = {}

@@ -30,7 +30,7 @@ from typing import Callable
 
 from govedge.core import topics, wire
 from govedge.core.crashguard import POISON, SUSPECT, CrashGuard, digest
-from govedge.core.errors import internal_error, one_line, text_of
+from govedge.core.errors import GovedgeError, internal_error, one_line, text_of
 from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
 
 from .admit import DUPLICATE, Checks, FairShare, KeyBounds, Refusal, admit, sender_of
@@ -59,6 +59,12 @@ RELOAD_CHECK_S = 2.0  # how often the registry file is looked at
 HOUSEKEEPING_S = 2.0  # how often the quota, the quarantine's budget and the epoch clock run
 NODE_ACK_S = 0.25  # nodes' acknowledgements are gathered this long (a node waits ack_timeout_s, 30 s by default)
 CLOCK_WARNING_S = 60.0  # flagged readings come in streams until NTP syncs: one log line a minute, all counted
+
+
+class MetricsPortError(GovedgeError, OSError):
+    """The Prometheus endpoint's port ([metrics] port) cannot be served: another process holds it."""
+
+    code = "metrics_port"
 
 
 def _sequence_number(payload: bytes, checked: Result | None, device: str) -> int | None:
@@ -527,7 +533,14 @@ class Gateway:
         if self.cfg.metrics_port:
             from .metrics import serve
 
-            self.metrics_server, _ = serve(self, self.cfg.metrics_port)
+            try:
+                self.metrics_server, _ = serve(self, self.cfg.metrics_port)
+            except OSError as exc:  # a busy port: one line and exit 2 (main()), not a traceback and a restart loop
+                port = self.cfg.metrics_port
+                raise MetricsPortError(
+                    f"[metrics] port {port}: 127.0.0.1:{port} cannot be served: {exc.strerror or exc} (stop the "
+                    f"process that holds it, ss -ltnp 'sport = :{port}' names it, or give [metrics] port another "
+                    "number)") from None
         self.quota.tell_state()
         self.uplink.start()
         if self.anchorer is not None:

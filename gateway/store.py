@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import cbor2
 
+from govedge.core.errors import raise_for_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY,
@@ -204,28 +206,33 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives a crash of the process; FULL also a power cut
-        # before the next checkpoint, at the cost of one fsync per commit on the SD card
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        if "head" not in {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}:
-            self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
-        if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
-            self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
-        for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
-            if column not in columns:  # a store from before the quarantine had its budget
-                self.db.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {kind}")
-        self.db.execute("CREATE INDEX IF NOT EXISTS quarantine_sender ON quarantine (sender, id)")
-        # the store's id: 8 random bytes (a signed 64-bit integer here), made by the first open of a store (new, or
-        # from before store ids); two connections opening it together keep the first one's. The hub tells this
-        # store's batches from those of a store this gateway lost (a replaced SD card) by it
-        self.db.execute("INSERT OR IGNORE INTO sequences (name, next) VALUES ('store', ?)",
-                        (int.from_bytes(secrets.token_bytes(8), "big", signed=True),))
-        (n,) = self.db.execute("SELECT next FROM sequences WHERE name = 'store'").fetchone()
-        self.store_id: str = n.to_bytes(8, "big", signed=True).hex()  # govedge.core.batch.STORE_ID
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a crash of the process; FULL also a power cut
+            # before the next checkpoint, at the cost of one fsync per commit on the SD card
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            if "head" not in {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}:
+                self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
+            if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
+                self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
+            for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
+                if column not in columns:  # a store from before the quarantine had its budget
+                    self.db.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {kind}")
+            self.db.execute("CREATE INDEX IF NOT EXISTS quarantine_sender ON quarantine (sender, id)")
+            # the store's id: 8 random bytes (a signed 64-bit integer here), made by the first open of a store (new, or
+            # from before store ids); two connections opening it together keep the first one's. The hub tells this
+            # store's batches from those of a store this gateway lost (a replaced SD card) by it
+            self.db.execute("INSERT OR IGNORE INTO sequences (name, next) VALUES ('store', ?)",
+                            (int.from_bytes(secrets.token_bytes(8), "big", signed=True),))
+            (n,) = self.db.execute("SELECT next FROM sequences WHERE name = 'store'").fetchone()
+            self.store_id: str = n.to_bytes(8, "big", signed=True).hex()  # govedge.core.batch.STORE_ID
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise_for_file(exc, self.path)
+            raise
         self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
 
     def close(self) -> None:

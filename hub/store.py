@@ -296,16 +296,22 @@ class HubStore:
             path = Path(url.removeprefix("sqlite://"))
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.dialect = "sqlite"
-        with self.transaction():  # hub workers starting together create the tables once
-            if self.dialect == "postgresql":
-                self._exec("SELECT pg_advisory_xact_lock(7243001)")
-            for statement in schema_statements(self.dialect):
-                self._exec(statement)
-            self._add_columns()
-            self._add_tables()
+        try:
+            if self.dialect == "sqlite":
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute(f"PRAGMA synchronous={synchronous}")
+            with self.transaction():  # hub workers starting together create the tables once
+                if self.dialect == "postgresql":
+                    self._exec("SELECT pg_advisory_xact_lock(7243001)")
+                for statement in schema_statements(self.dialect):
+                    self._exec(statement)
+                self._add_columns()
+                self._add_tables()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            errors.raise_for_file(exc, path)
+            raise
         # the id of the device key a reading was verified with (the hub's service sets it from its registry)
         self.key_id_of: Callable[[wire.Reading], str | None] = lambda reading: None
 

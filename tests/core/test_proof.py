@@ -102,3 +102,70 @@ def test_the_bundle_grows_with_the_logarithm_of_the_readings():
         assert len(bundle["epoch"]["path"]) == (1 if batches == 2 else 11)
     assert sizes[1_000_000] - sizes[1_000] < 10 * 75  # ten more hashes (64 hex digits, quotes, comma, indent)
     assert sizes[1_000_000] < 3000
+
+
+# -- govedge verify: exit status 0 proven, 1 does not hold, 2 usage or input error, 3 could not check --------
+
+
+def _verify_cli(bundle: dict, registry_path, tmp_path, *flags):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", "verify", str(path), "--registry",
+                           str(registry_path), *flags], capture_output=True, text=True, timeout=120)
+
+
+def test_offline_the_receipt_is_shown_as_not_checked_even_with_a_changed_block(epoch_world, tmp_path):
+    world, _, bundle, _ = epoch_world
+    for block in (812, 813):  # the block the chain gave, and one changed in the bundle: offline neither is known
+        bundle["anchor"]["block"] = block
+        out = _verify_cli(bundle, world.folder / "registry.json", tmp_path)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "ok  anchor_receipt" not in out.stdout
+        assert (f"  --  anchor_receipt   rest govchain-test, block {block}, tx-0001: not checked on the chain"
+                in out.stdout.splitlines()), out.stdout
+        assert "  ok  epoch_path" in out.stdout and "the chain was not asked" in out.stdout
+
+
+def test_verify_json_gives_every_link_with_its_status(epoch_world, tmp_path):
+    world, _, bundle, _ = epoch_world
+    out = _verify_cli(bundle, world.folder / "registry.json", tmp_path, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["exit_code"], doc["result"]) == (0, "proven")
+    assert [(e["link"], e["status"]) for e in doc["links"]] == [
+        ("reading", "ok"), ("device_signature", "ok"), ("batch_path", "ok"), ("epoch_path", "ok"),
+        ("anchor_receipt", "not checked"), ("chain", "not checked")]
+    assert doc["links"][2]["text"] == "leaf 5 of 7 in batch gw-hub-test/3: valid"
+
+
+def test_a_forged_reading_exits_1_naming_the_link_and_what_was_not_reached(epoch_world, tmp_path):
+    world, _, bundle, _ = epoch_world
+    TAMPERING["device payload"][0](bundle)
+    out = _verify_cli(bundle, world.folder / "registry.json", tmp_path)
+    assert out.returncode == 1 and "  ok  reading" in out.stdout and "FAILED  device_signature:" in out.stdout
+    doc = json.loads(_verify_cli(bundle, world.folder / "registry.json", tmp_path, "--json").stdout)
+    assert (doc["exit_code"], doc["result"]) == (1, "does not hold")
+    assert [e["status"] for e in doc["links"]] == ["ok", "failed"] + ["not reached"] * 4
+
+
+def test_a_chain_that_cannot_be_reached_exits_3_not_as_a_forgery(epoch_world, tmp_path):
+    import socket
+
+    world, _, bundle, _ = epoch_world
+    with socket.socket() as closed:  # bound, never listening: every connection to it is refused
+        closed.bind(("127.0.0.1", 0))
+        observer = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        out = _verify_cli(bundle, world.folder / "registry.json", tmp_path, "--observer", observer)
+        assert out.returncode == 3, out.stdout + out.stderr
+        assert "  ok  epoch_path" in out.stdout and "UNCHECKED  chain: unreachable:" in out.stdout, out.stdout
+        assert "FAILED" not in out.stdout and "Traceback" not in out.stderr
+        doc = json.loads(_verify_cli(bundle, world.folder / "registry.json", tmp_path, "--observer", observer,
+                                     "--json").stdout)
+    assert (doc["exit_code"], doc["result"]) == (3, "could not check")
+    assert doc["links"][-1]["link"] == "chain" and doc["links"][-1]["status"] == "could not check"
+    # the chain did not say which block holds the root: the receipt's block is its own word
+    assert doc["links"][4] == {"link": "anchor_receipt", "status": "not checked",
+                               "text": "rest govchain-test, block 812, tx-0001: not checked on the chain"}

@@ -405,8 +405,8 @@ def test_budget_and_state_dir_settings_are_checked_and_named(tmp_path):
     (tmp_path / "no").write_text("a file where the folder should be")
     out = hub_cli("run", "--config", str(world.hub_toml(1883, hub_extra=f'state_dir = "{tmp_path / "no"}"\n')))
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert out.stderr.startswith(f"govedge hub: [hub] state_dir {tmp_path / 'no'}: the crash guard's journal cannot "
-                                 "be kept there (File exists)"), out.stderr
+    assert out.stderr.startswith(f"govedge hub run: [hub] state_dir {tmp_path / 'no'}: the crash guard's journal "
+                                 "cannot be kept there (File exists)"), out.stderr
 
 
 def test_a_database_gone_refuses_nothing_and_stops_the_worker_in_one_line(tmp_path, broker):

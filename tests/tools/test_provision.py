@@ -78,6 +78,7 @@ def test_rotation_keeps_the_old_key_retired_so_old_readings_still_verify(tmp_pat
 
 
 def test_rotation_of_an_unknown_device_is_refused(tmp_path):
+    _provision(tmp_path, device="esp32-0008")
     with pytest.raises(RegistryError, match="not in the registry"):
         _provision(tmp_path, rotate=True)
 
@@ -132,3 +133,92 @@ def test_tls_needs_the_ca_and_puts_it_on_the_board_as_der(tmp_path):
     assert cfg["mqtt"]["tls"] is True and cfg["mqtt"]["ca"] == "ca.der"
     der = x509.load_der_x509_certificate((folder / "ca.der").read_bytes())
     assert der == x509.load_pem_x509_certificate(ca.read_bytes())
+
+
+def _config(tmp_path, device="esp32-0007"):
+    return json.loads((tmp_path / "devices" / device / "config.json").read_text())
+
+
+def test_rotation_changes_the_key_and_keeps_every_other_value_of_the_config(tmp_path):
+    _provision(tmp_path, broker_host="10.20.0.1", broker_port=8883, wifi_ssid="street-net",
+               wifi_password="street-secret", interval_s=120, buffer_slots=64, mqtt_user="esp32-0007",
+               mqtt_password="broker-secret")
+    path = tmp_path / "devices" / "esp32-0007" / "config.json"
+    edited = _config(tmp_path)
+    edited["status_every"] = 3  # changed by hand on the bench
+    path.write_text(json.dumps(edited))
+    before = path.read_text()
+    # the CLI's flags not given arrive as None: a rotation keeps those values
+    _provision(tmp_path, rotate=True, broker_host=None, broker_port=None, wifi_ssid=None, wifi_password=None,
+               interval_s=None, buffer_slots=None, tls=None, deep_sleep=None, transport=None)
+    assert _config(tmp_path) == json.loads(before)
+    # a flag given at the rotation changes its value, and what follows from it, no more
+    _provision(tmp_path, rotate=True, interval_s=60)
+    after = _config(tmp_path)
+    assert after["interval_s"] == 60 and "warmup_s" not in after["sensors"]["sds011"]  # duty cycling from 90 s
+    after["interval_s"], after["sensors"]["sds011"]["warmup_s"] = 120, 30
+    assert after == json.loads(before)
+
+
+def test_rotation_through_the_cli_keeps_broker_and_wifi(tmp_path):
+    env = {"GOVEDGE_WIFI_PASSWORD": "street-secret", "PATH": ""}
+    args = ["esp32-0007", "--board", "esp32", "--registry", str(tmp_path / "registry.json"),
+            "--out", str(tmp_path / "devices")]
+    assert _cli(args + ["--broker-host", "10.20.0.1", "--wifi-ssid", "street-net", "--interval", "30"],
+                env).returncode == 0
+    before = _config(tmp_path)
+    out = _cli(args + ["--rotate"], {"PATH": ""})  # no password in the environment: the one on file stays
+    assert out.returncode == 0, out.stderr
+    assert _config(tmp_path) == before
+    assert (before["mqtt"]["host"], before["wifi"], before["interval_s"]) == (
+        "10.20.0.1", {"ssid": "street-net", "password": "street-secret"}, 30)
+
+
+def _cli(args, env):
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", "provision", *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_a_wifi_network_without_its_password_is_refused_unless_open(tmp_path):
+    with pytest.raises(ProvisionError, match=r"--wifi-ssid street-net: no password in \$GOVEDGE_WIFI_PASSWORD"):
+        _provision(tmp_path, wifi_ssid="street-net")
+    assert not (tmp_path / "registry.json").exists() and not (tmp_path / "devices").exists()
+    _provision(tmp_path, wifi_ssid="library-guest", open_wifi=True)
+    assert _config(tmp_path)["wifi"] == {"ssid": "library-guest", "password": None}
+
+
+def test_a_new_registry_is_announced_and_a_rotation_in_a_missing_one_refused(tmp_path):
+    args = ["esp32-0007", "--board", "rpi", "--out", str(tmp_path / "devices")]
+    out = _cli(args + ["--registry", str(tmp_path / "registry.json")], {"PATH": ""})
+    assert out.returncode == 0 and "new registry: there was no " + str(tmp_path / "registry.json") in out.stdout
+    out = _cli(["esp32-0008", "--board", "rpi", "--out", str(tmp_path / "devices"), "--registry",
+                str(tmp_path / "registry.json")], {"PATH": ""})
+    assert out.returncode == 0 and "new registry" not in out.stdout
+    out = _cli(args + ["--rotate", "--registry", str(tmp_path / "registy.json")], {"PATH": ""})
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == (f"govedge provision: registry {tmp_path / 'registy.json'} does not exist (check --registry): "
+                          "nothing to rotate\n")
+    assert not (tmp_path / "registy.json").exists()
+
+
+@pytest.mark.parametrize("flag, value, why", [
+    ("--interval", "0", "interval_s must be a positive number of seconds, not 0"),
+    ("--interval", "-5", "interval_s must be a positive number of seconds, not -5"),
+    ("--buffer-slots", "1", "buffer needs at least 2 slots"),
+    ("--broker-port", "70000", "mqtt.port 70000 is not a TCP port"),
+])
+def test_values_the_board_refuses_at_boot_are_refused_naming_the_flag(tmp_path, flag, value, why):
+    out = _cli(["esp32-0007", "--board", "rpi", "--registry", str(tmp_path / "registry.json"),
+                "--out", str(tmp_path / "devices"), flag, value], {"PATH": ""})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"govedge provision: {flag} {value}: the board would refuse it at boot ({why}")
+    assert len(out.stderr.splitlines()) == 1 and not (tmp_path / "registry.json").exists()
+
+
+def test_what_provisioning_accepts_the_board_accepts_at_boot(tmp_path):
+    # the boundary values, through the firmware's own config.load as the board runs it at boot
+    _provision(tmp_path, interval_s=1, buffer_slots=2, broker_port=65535)
+    folder = tmp_path / "devices" / "esp32-0007"
+    proc = firmware.run_micropython("import config\ncfg = config.load(%r)\nprint(cfg['interval_s'], "
+                                    "cfg['buffer']['slots'], cfg['mqtt']['port'])" % str(folder / "config.json"))
+    assert proc.returncode == 0 and proc.stdout.decode().split() == ["1", "2", "65535"], proc.stderr

@@ -8,6 +8,7 @@ and adds the public key to the registry. The private key is never printed.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -108,7 +109,11 @@ def node_config(device_id: str, board: str, sensors: list[str], *, transport: st
 def _ca_der(path: Path) -> bytes:
     from cryptography import x509
 
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ProvisionError(f"--ca {path}: {exc.strerror or exc} (give the CA certificate the broker's "
+                             "certificate chains to, PEM or DER)") from None
     try:
         cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
     except ValueError as exc:
@@ -116,30 +121,115 @@ def _ca_der(path: Path) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+def config_values(cfg: dict) -> dict:
+    """The values of node_config's keywords a board config holds (what a rotation keeps when not given)."""
+    mqtt, wifi = cfg.get("mqtt") or {}, cfg.get("wifi") or {}
+    values = {"transport": cfg.get("transport"), "broker_host": mqtt.get("host"), "broker_port": mqtt.get("port"),
+              "tls": mqtt.get("tls"), "mqtt_user": mqtt.get("user"), "mqtt_password": mqtt.get("password"),
+              "wifi_ssid": wifi.get("ssid"), "wifi_password": wifi.get("password"),
+              "interval_s": cfg.get("interval_s"), "buffer_slots": (cfg.get("buffer") or {}).get("slots"),
+              "ntp_host": (cfg.get("ntp") or {}).get("host"), "deep_sleep": cfg.get("deep_sleep")}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+_GONE = object()
+
+
+def _apply_changes(doc: dict, before: dict, after: dict) -> None:
+    """Changes in ``doc`` what differs between ``before`` and ``after``, and nothing else (a value edited
+    by hand in a board's config.json stays)."""
+    for key in before.keys() | after.keys():
+        old, new = before.get(key, _GONE), after.get(key, _GONE)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict) and isinstance(doc.get(key), dict):
+            _apply_changes(doc[key], old, new)
+        elif new is _GONE:
+            doc.pop(key, None)
+        else:
+            doc[key] = copy.deepcopy(new)
+
+
+# the firmware's boot check (firmware/config.py) names a config key; the flag that sets it
+FLAG_OF_KEY = {"interval_s": ("--interval", "interval_s"), "buffer": ("--buffer-slots", "buffer_slots"),
+               "mqtt.port": ("--broker-port", "broker_port"), "mqtt.host": ("--broker-host", "broker_host")}
+
+
+def check_as_the_board_does(cfg: dict, values: dict) -> None:
+    """Refuses a config the board would refuse at boot, with the firmware's own check (one place for its
+    bounds), naming the flag that set the value."""
+    from govedge.firmware import config as board_config
+
+    try:
+        board_config.check(copy.deepcopy(cfg))
+    except board_config.ConfigError as exc:
+        why = str(exc).removeprefix("config: ")
+        for key, (flag, value) in FLAG_OF_KEY.items():
+            if why.startswith(key):
+                raise ProvisionError(f"{flag} {values.get(value)}: the board would refuse it at boot ({why})") \
+                    from None
+        raise ProvisionError(f"the board would refuse this config at boot ({why})") from None
+
+
+def _existing_config(path: Path) -> dict | None:
+    """A device's config.json as provisioning wrote it (None if there is none: the rotation makes a new one)."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ProvisionError(f"{path} is not valid JSON ({exc}): fix it or move it aside, then rotate again") \
+            from None
+    if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT:
+        raise ProvisionError(f"{path} is not a {CONFIG_FORMAT} board config: fix it or move it aside, then "
+                             "rotate again")
+    return doc
+
+
 def provision(device_id: str, board: str, sensors: list[str], registry_path: Path, out: Path,
-              rotate: bool = False, ca: Path | None = None, **config) -> dict:
-    """Make the key, register it, write key and config; returns a summary (no secrets)."""
+              rotate: bool = False, ca: Path | None = None, open_wifi: bool = False, **config) -> dict:
+    """Make the key, register it, write key and config; returns a summary (no secrets).
+
+    ``config``: node_config's keywords; one that is None was not given: a new device gets its default, a
+    rotation keeps the value of the device's config.json (a rotation changes the key and what was given, no
+    more). ``open_wifi``: the Wi-Fi network has no password (else a network without one is refused)."""
     check_device_id(device_id)
     if board not in BOARDS:
         raise ProvisionError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     unknown = [s for s in sensors if s not in SENSORS]
     if unknown or not sensors:
         raise ProvisionError(f"unknown sensors {unknown}; choose from {', '.join(SENSORS)}")
+    registry_created = not Path(registry_path).exists()
+    if rotate and registry_created:
+        raise RegistryError(f"registry {registry_path} does not exist (check --registry): nothing to rotate")
     registry = Registry.load(registry_path, missing_ok=True)
     if device_id in registry.devices and not rotate:
         raise RegistryError(f"device {device_id!r} is already provisioned; use --rotate to give it a new key")
     if rotate and device_id not in registry.devices:
-        raise RegistryError(f"device {device_id!r} is not in the registry; nothing to rotate")
+        raise RegistryError(f"device {device_id!r} is not in the registry {registry_path}; nothing to rotate")
 
-    if config.get("tls") and not ca:
+    folder = out / device_id
+    given = {k: v for k, v in config.items() if v is not None}
+    existing = _existing_config(folder / "config.json") if rotate else None
+    values = {**config_values(existing or {}), **given}
+    if values.get("tls") and not ca and not (existing is not None and (folder / "ca.der").is_file()):
         raise ProvisionError("--tls needs --ca: the certificate of the CA that signed the broker's certificate")
     ca_der = _ca_der(ca) if ca else None
-    cfg = node_config(device_id, board, sensors, **config)
+    cfg = node_config(device_id, board, sensors, **values)
+    if existing is not None:  # the rotation changes in the old config only what the flags change
+        before = node_config(device_id, existing.get("board", board), [s for s in existing.get("sensors", {})
+                                                                       if s in SENSORS] or sensors,
+                             **config_values(existing))
+        cfg, new = copy.deepcopy(existing), cfg
+        _apply_changes(cfg, before, new)
+    if "wifi" in cfg and cfg["wifi"].get("ssid") and not cfg["wifi"].get("password") and not open_wifi:
+        raise ProvisionError(f"--wifi-ssid {cfg['wifi']['ssid']}: no password in $GOVEDGE_WIFI_PASSWORD (set it; "
+                             "for a network without a password give --open-wifi)")
+    check_as_the_board_does(cfg, values)
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    folder = out / device_id
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     # the key is on disk before the registry names it: a crash in between leaves
@@ -156,6 +246,6 @@ def provision(device_id: str, board: str, sensors: list[str], registry_path: Pat
     return {
         "device_id": device_id, "board": board, "sensors": sensors,
         "public_key": public.hex(), "folder": str(folder), "registry": str(registry_path),
-        "rotated": rotate,
+        "rotated": rotate, "registry_created": registry_created,
         "keys": len(registry.devices[device_id].keys),
     }
