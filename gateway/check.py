@@ -9,6 +9,8 @@ The checks of a connection are shared with `govedge gateway install`'s self-test
 
 from __future__ import annotations
 
+import sys
+
 import os
 import shutil
 import subprocess
@@ -159,9 +161,10 @@ def connections(cfg: gwconfig.GatewayConfig) -> list[Callable[[], Result]]:
 def run(path: Path, out: Callable[[str], None] = print) -> int:
     """Every check, each printed as it is done; returns the exit status."""
     cfg, result = configuration(Path(path))
-    out(check.line(result))
-    if cfg is None:
+    if cfg is None:  # one line on standard error, as every command says it cannot use its configuration
+        print(f"govedge gateway check: {result[2]}", file=sys.stderr)
         return INVALID
+    out(check.line(result))
     results = []
     for result in files(cfg):
         out(check.line(result))

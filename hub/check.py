@@ -7,6 +7,8 @@ passed, 1 when one failed, 2 when the configuration itself is not valid."""
 
 from __future__ import annotations
 
+import sys
+
 import os
 import sqlite3
 from pathlib import Path
@@ -96,9 +98,10 @@ def files(cfg: hubconfig.HubConfig) -> list[Result]:
 def run(path: Path, out: Callable[[str], None] = print) -> int:
     """Every check, each printed as it is done; returns the exit status."""
     cfg, result = configuration(Path(path))
-    out(check.line(result))
-    if cfg is None:
+    if cfg is None:  # one line on standard error, as every command says it cannot use its configuration
+        print(f"govedge hub check: {result[2]}", file=sys.stderr)
         return INVALID
+    out(check.line(result))
     results = []
     for one in [*(lambda r=r: r for r in files(cfg)), lambda: store(cfg.store), lambda: broker(cfg)]:
         results.append(one())

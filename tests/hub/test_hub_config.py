@@ -135,8 +135,8 @@ def test_check_of_an_invalid_configuration_says_why_in_one_line_and_exits_2(tmp_
     config = a_hub(tmp_path / "hub", free_port())
     config.write_text(config.read_text() + "[metrics]\nprot = 9109\n")
     out = check(config)
-    assert out.returncode == 2 and out.stderr == ""
-    assert out.stdout == f"FAIL  configuration   {config}: [metrics] prot: unknown key; did you mean port?\n"
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == f"govedge hub check: {config}: [metrics] prot: unknown key; did you mean port?\n"
 
 
 def test_check_logs_in_to_postgresql_and_names_a_wrong_database(tmp_path, mosquitto):

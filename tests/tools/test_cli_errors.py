@@ -96,7 +96,7 @@ def config_cases(words: str, config: str, rest: str = "") -> list[Case]:
     return [
         Case(f"{words} --config {{d}}/missing.toml{rest}", says=("missing.toml",)),
         Case(f"{words} --config {{d}}/data{rest}", says=("data",)),
-        Case(f"{words} --config {{d}}/{config}{rest}", unreadable(config), says=(config, "permission denied"),
+        Case(f"{words} --config {{d}}/{config}{rest}", unreadable(config), says=(config, "not readable by this user"),
              unprivileged=True),
         Case(f"{words} --config {{d}}/{config}{rest}", write(config, NOT_TOML), says=(config, "TOML")),
     ]
@@ -160,6 +160,10 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(GW.format(c="proof", d="{d}") + " esp32-0001 0", write("data/gateway.db", GARBAGE_DB),
              says=("gateway.db", "not a database")),
     ],
+    ("gateway", "check"): config_cases("gateway check", "gateway.toml") + [
+        Case(GW.format(c="check", d="{d}"), append("gateway.toml", "[batch]\nintervall_s = 5\n"),
+             says=("intervall_s", "did you mean interval_s")),
+    ],
     ("verify",): [
         Case("verify {d}/missing.json --registry {d}/registry.json", says=("missing.json",)),
         Case("verify {d}/data --registry {d}/registry.json", says=("data",)),
@@ -191,6 +195,20 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ("hub", "run"): config_cases("hub run", "hub.toml") + [
         Case(HUB.format(c="run", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
         Case(HUB.format(c="run", d="{d}"), write("gateways.json", NOT_JSON), says=("gateways.json",)),
+    ],
+    ("hub", "check"): config_cases("hub check", "hub.toml") + [
+        Case(HUB.format(c="check", d="{d}"), append("hub.toml", "[metrics]\nport = \"9108x\"\n"),
+             says=("[metrics] port", "9108x")),
+    ],
+    ("hub", "status"): config_cases("hub status", "hub.toml") + [
+        Case(HUB.format(c="status", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
+    ],
+    ("hub", "install"): [
+        Case("hub install --root {d}/root --no-self-test --no-start --registry {d}/missing.json",
+             says=("missing.json",)),
+        Case("hub install --root {d}/root --no-self-test --no-start --registry {d}/registry.json",
+             write("registry.json", NOT_JSON), says=("registry.json",)),
+        Case("hub install --root {d}/gateway.key --no-self-test --no-start", says=("gateway.key",)),  # a file
     ],
     ("hub", "add-gateway"): config_cases("hub add-gateway", "hub.toml", " gw-err-03 {d}/gateway.pub.pem") + [
         Case(HUB.format(c="add-gateway", d="{d}") + " gw-err-03 {d}/missing.pem", says=("missing.pem",)),

@@ -36,7 +36,7 @@ The rules, the same for both files:
 `govedge gateway check --config gateway.toml` and `govedge hub check --config hub.toml` check a file
 without starting the service: the configuration, then the files it names, then each connection. One
 line per check, `ok` or `FAIL` with what to do; exit status 0 all ok, 1 a check failed, 2 the
-configuration is not valid.
+configuration is not valid (said in one line on standard error, as every command says it).
 
 ```
 $ govedge gateway check --config /etc/govedge/gateway.toml
@@ -54,7 +54,7 @@ FAIL  hub broker      hub.example:8883 unreachable: [Errno -2] Name or service n
 $ echo $?
 1
 $ govedge gateway check --config /etc/govedge/gateway.toml     # with "heartbeat = 30" under [hub]
-FAIL  configuration   /etc/govedge/gateway.toml: [hub] heartbeat: unknown key; did you mean heartbeat_s?
+govedge gateway check: /etc/govedge/gateway.toml: [hub] heartbeat: unknown key; did you mean heartbeat_s?
 $ echo $?
 2
 ```
