@@ -101,7 +101,7 @@ class Gateway:
         key = cfg.signing_key()
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
-                                 lambda state, ok: self.live.set("ingest", state, ok))
+                                 lambda state, ok, failure=None: self.live.set("ingest", state, ok, failure))
         self.serial = [SerialIngest(p, cfg.serial_baud, self.inbox, self.counters,
                                     on_state=lambda state, ok, n=n: self.live.set(f"serial {n}", state, ok))
                        for n, p in enumerate(cfg.serial_ports, 1)]
@@ -109,7 +109,7 @@ class Gateway:
         self.aggregator = Aggregator.from_config(cfg.aggregate)
         uplink_wake = threading.Event()
         self.uplink = HubUplink(cfg, self.db_path, self.counters, uplink_wake, key,
-                                lambda state, ok: self.live.set("uplink", state, ok))
+                                lambda state, ok, failure=None: self.live.set("uplink", state, ok, failure))
         from .anchoring import Anchorer, make_backend
 
         backend = anchor_backend or make_backend(cfg)

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS readings (
     UNIQUE (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS readings_unbatched ON readings (id) WHERE batch_seq IS NULL;
+-- each node's newest status record, for `govedge gateway status` (one in status_every messages is one)
+CREATE INDEX IF NOT EXISTS readings_status ON readings (device_id, seq) WHERE kind = 'status';
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,         -- a sequence space: 'DEVICE KEYID' (one per key), or DEVICE (older stores)
     last_seq INTEGER NOT NULL           -- the highest sequence number accepted
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     sha256 BLOB,                        -- of the whole message
     size INTEGER                        -- of the whole message, in bytes
 );
+CREATE INDEX IF NOT EXISTS quarantine_code ON quarantine (code);  -- counted per code without reading messages
 CREATE TABLE IF NOT EXISTS waiting_for_registry (  -- unknown_device: verified again after a registry reload
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -201,6 +204,8 @@ class Store:
             self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
         if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
             self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
+        # the flagged readings counted by `govedge gateway status` without a pass over all readings
+        self.db.execute("CREATE INDEX IF NOT EXISTS readings_clock_flag ON readings (id) WHERE clock_flag IS NOT NULL")
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
         for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
             if column not in columns:  # a store from before the quarantine had its budget

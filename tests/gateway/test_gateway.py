@@ -336,7 +336,7 @@ def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deploy
     node = deployment.node("esp32-0601", sensors=(), status_every=1, interval_s=0.02)
     # 90 kB of readings and tables, and the 32 kiB shm file the quota counts as well
     gw = deployment.start_gateway(extra=f"[store]\nmax_bytes = 125000\n[metrics]\nport = {port}\n")
-    gw.wait_for_log("uplink: connected to hub")
+    gw.wait_for_log("uplink: connected to the hub broker")
     assert deployment.subscriber.subscribed.wait(10)  # the hub-side session exists; the broker keeps it
     deployment.hub.stop()  # nothing can be delivered: unsent data fills the store
     node.start()
@@ -449,6 +449,6 @@ def test_uplink_to_a_hub_broker_that_requires_a_client_certificate(deployment, t
 
         b = batch_mod.verify(got[0], lambda g: [gw.public_key], Registry.load(deployment.registry))
         assert b.gateway_id == GATEWAY_ID and b.size >= 1
-        assert "uplink: connected to hub" in gw.log
+        assert "uplink: connected to the hub broker" in gw.log
     finally:
         tls_hub.stop()
