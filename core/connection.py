@@ -27,6 +27,7 @@ from . import redact
 from .errors import text_of
 
 LOG_EVERY_S = 60.0  # while the same cause persists, at most one log line this often
+CONNECTING = "connecting to "  # how a state of the first attempt begins (govedge.gateway.health lets it be a while)
 
 # CONNACK and DISCONNECT reason codes (MQTT 5.0 section 3.2.2.2, 3.14.2.1); paho gives MQTT 3.1.1's
 # connect return codes in the same numbering (1 -> 132, 2 -> 133, 3 -> 136, 4 -> 134, 5 -> 135)
@@ -97,7 +98,7 @@ def attempt(exc: BaseException | None, broker: str, section: str, port: int, tim
                      f"check the gateway's network connection and routes (ip route), and {section} host")
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return Cause("closed", f"{broker} closed the connection while it was made ({said})",
-                     f"check {section} tls and port (a TLS listener closes a plain connection) and the broker's log")
+                     f"check {section} tls and port (TLS and plain MQTT on the wrong port end at once) and the broker's log")
     return Cause("error", f"could not connect to {broker} ({type(exc).__name__}: {said})",
                  f"check {section} host and port")
 
@@ -186,7 +187,7 @@ class Link:
         self.on_state(state, True, failure)
 
     def connecting(self) -> None:
-        self.on_state(f"connecting to {self.broker}", False, None)
+        self.on_state(f"{CONNECTING}{self.broker}", False, None)
 
     # -- the rule --------------------------------------------------------------------------------
 

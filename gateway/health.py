@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from govedge.core import redact, wire
+from govedge.core.connection import CONNECTING
 from govedge.core.errors import text_of
 
 log = logging.getLogger("govedge.gateway")
@@ -183,10 +184,11 @@ def snapshot(db_path: Path) -> dict:
 # -- the status document -------------------------------------------------------------------------------
 
 FORMAT = 1  # the status document's version: fields are only ever added
-START_GRACE_S = 30.0  # a part not ok without a failure's cause this soon after the start is still starting
+START_GRACE_S = 30.0  # a connection's first attempt ("connecting to ...") is not a problem for this long
 SILENT_INTERVALS = 3  # a node is silent after this many of its intervals without a message...
 SILENT_MIN_S = 120.0  # ...and at least this long
 INTERVAL_SAMPLES = 9  # its newest messages, from whose gaps its interval is estimated
+STATUS_SEARCH = 1000  # a node's newest status record is looked for among its newest this many messages
 UNSENT_LATE_S = 900.0  # a batch the hub has not confirmed this long after it was made is a problem
 UNANCHORED_LATE_S = 3600.0  # an epoch not on the chain this long after it closed is a problem
 HELD_BACK_WINDOW_S = 86400.0  # held-back values are counted over the last day (the table keeps 30 days)
@@ -299,7 +301,8 @@ def _from_store(db: sqlite3.Connection, cfg, now: float) -> dict:
     unsent = q("SELECT count(*), min(created_at) FROM batches WHERE seq > ?", -1 if confirmed is None else confirmed)
     last_batch = q("SELECT max(seq) FROM batches")[0]
     newest = q("SELECT received_at FROM readings ORDER BY id DESC LIMIT 1")
-    # a store the service has not opened since these indexes came has none: counted the slow way, once
+    # a store the service has not opened since this index came has none: not counted (None), rather than
+    # a pass over every reading
     flagged = q("SELECT count(*) FROM readings WHERE clock_flag IS NOT NULL")[0] if "readings_clock_flag" in indexes \
         else None
     epochs = q("SELECT count(*), sum(confirmed = 0), min(CASE WHEN confirmed = 0 THEN closed_at END) FROM epochs")
@@ -309,7 +312,7 @@ def _from_store(db: sqlite3.Connection, cfg, now: float) -> dict:
     held_by_device, held_by_rule = _held_back(db, now - HELD_BACK_WINDOW_S)
     drops = dict(db.execute("SELECT what = 'quarantine', coalesce(sum(count), 0) FROM drops GROUP BY 1"))
     return {
-        "nodes": _nodes(db, cfg, now, by_sender, held_by_device, "readings_status" in indexes),
+        "nodes": _nodes(db, cfg, now, by_sender, held_by_device),
         "readings": {"last_received_at": newest[0] if newest else None, "clock_flagged": flagged,
                      "waiting_for_batch": q("SELECT count(*) FROM readings WHERE batch_seq IS NULL")[0]},
         "batches": {"last": last_batch, "hub_confirmed_up_to": confirmed, "unconfirmed": unsent[0],
@@ -336,28 +339,32 @@ def _held_back(db: sqlite3.Connection, since: float) -> tuple[dict, dict]:
     return by_device, dict(sorted(by_rule.items()))
 
 
-def _nodes(db: sqlite3.Connection, cfg, now: float, quarantined: dict, held: dict, status_index: bool) -> list:
+def _nodes(db: sqlite3.Connection, cfg, now: float, quarantined: dict, held: dict) -> list:
     """One entry per device the store has messages of or the registry names, by device id."""
     registry = _registry_devices(cfg.registry)
-    seen = {space.split(" ")[0] for (space,) in db.execute("SELECT device_id FROM devices")}
+    seen: dict[str, int] = {}  # device -> the highest sequence number accepted, of any of its keys
+    for space, last_seq in db.execute("SELECT device_id, last_seq FROM devices"):
+        device = space.split(" ")[0]  # 'DEVICE KEYID': one row per key (govedge.gateway.admit)
+        seen[device] = max(last_seq, seen.get(device, last_seq))
     nodes = []
-    for device in sorted(seen | (registry or set())):
+    for device in sorted(set(seen) | (registry or set())):
         node = {"device_id": device, "in_registry": None if registry is None else device in registry,
-                "last_seen": None, "last_seq": None, "interval_s": None, "silent": False,
+                "last_seen": None, "last_seq": seen.get(device), "interval_s": None, "silent": False,
                 "status_at": None, "status_seq": None, **{name: None for name in _STATUS_FIELDS.values()},
                 "quarantined": quarantined.get(device, 0), "held_back_24h": held.get(device, 0)}
         # newest first by sequence number: the unique (device_id, seq) index
         recent = db.execute("SELECT seq, node_time, received_at FROM readings WHERE device_id = ? "
                             "ORDER BY seq DESC LIMIT ?", (device, INTERVAL_SAMPLES)).fetchall()
-        if recent:
-            node["last_seq"], node["last_seen"] = recent[0][0], recent[0][2]
+        if recent:  # none: never heard from, or every message delivered and pruned by the quota
+            node["last_seen"] = recent[0][2]
             node["interval_s"] = _interval([(t, r) for _, t, r in recent])
             quiet = max(SILENT_INTERVALS * (node["interval_s"] or 0.0), SILENT_MIN_S)
             node["silent"] = now - node["last_seen"] > quiet
-            record = db.execute(
-                "SELECT seq, received_at, message FROM readings " + ("INDEXED BY readings_status " if status_index
-                                                                      else "")
-                + "WHERE device_id = ? AND kind = 'status' ORDER BY seq DESC LIMIT 1", (device,)).fetchone()
+            # its newest status record among its newest STATUS_SEARCH messages (a node sends one every
+            # status_every readings): an index walk of bounded length, whatever the node sent before
+            record = db.execute("SELECT seq, received_at, message FROM (SELECT seq, kind, received_at, message "
+                                "FROM readings WHERE device_id = ? ORDER BY seq DESC LIMIT ?) WHERE kind = 'status' "
+                                "ORDER BY seq DESC LIMIT 1", (device, STATUS_SEARCH)).fetchone()
             if record is not None:
                 node["status_seq"], node["status_at"] = record[0], record[1]
                 node.update(_node_status(bytes(record[2])))
@@ -368,9 +375,8 @@ def _nodes(db: sqlite3.Connection, cfg, now: float, quarantined: dict, held: dic
 def _problems(doc: dict, cfg) -> list[str]:
     """What makes `govedge gateway status` exit with 1, one line each (gateway/README.md, "status")."""
     now, out = doc["at"], []
-    started = doc["service"]["started_at"] or now
     for name, part in sorted(doc["parts"].items()):
-        starting = now - started < START_GRACE_S and "last_failure" not in part
+        starting = part["state"].startswith(CONNECTING) and now - part["since"] < START_GRACE_S
         if not part["ok"] and not starting:
             out.append(f"{name}: {part['state']}")
     for node in doc["nodes"]:
@@ -491,8 +497,10 @@ def describe(doc: dict) -> str:
 
 
 def _node_line(n: dict, now: float) -> str:
-    if n["last_seen"] is None:
+    if n["last_seq"] is None:
         return "never heard from" + (" (in the registry)" if n["in_registry"] else "")
+    if n["last_seen"] is None:
+        return f"#{n['last_seq']}; its messages are delivered and pruned from the store: last seen unknown"
     seen = (f"SILENT for {_duration(now - n['last_seen'])}" if n["silent"]
             else f"seen {_duration(now - n['last_seen'])} ago") + f", #{n['last_seq']}"
     if n["status_at"] is None:

@@ -35,8 +35,6 @@ CREATE TABLE IF NOT EXISTS readings (
     UNIQUE (device_id, seq)
 );
 CREATE INDEX IF NOT EXISTS readings_unbatched ON readings (id) WHERE batch_seq IS NULL;
--- each node's newest status record, for `govedge gateway status` (one in status_every messages is one)
-CREATE INDEX IF NOT EXISTS readings_status ON readings (device_id, seq) WHERE kind = 'status';
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,         -- a sequence space: 'DEVICE KEYID' (one per key), or DEVICE (older stores)
     last_seq INTEGER NOT NULL           -- the highest sequence number accepted
@@ -514,7 +512,7 @@ class Store:
     def _quarantine_pages_bytes(self) -> int:
         try:  # SQLite's dbstat table: the pages the quarantine and its index take, exactly
             return self.db.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
-                                   "WHERE name IN ('quarantine', 'quarantine_sender')").fetchone()[0]
+                                   "WHERE name IN ('quarantine', 'quarantine_sender', 'quarantine_code')").fetchone()[0]
         except sqlite3.OperationalError:  # an SQLite built without dbstat: the budget's own count
             return self.quarantine_usage().used
 
