@@ -36,7 +36,7 @@ SERVER_UNAVAILABLE, SERVER_BUSY, BANNED, BAD_AUTH_METHOD = 136, 137, 138, 140
 SERVER_SHUTTING_DOWN, KEEPALIVE_TIMEOUT, SESSION_TAKEN_OVER = 139, 141, 142
 
 # the codes a Cause may carry (gateway/README.md, "status": parts.*.failure.code)
-CODES = ("credentials", "not_authorized", "client_id", "unavailable", "banned", "protocol", "refused",
+CODES = ("credentials", "not_authorized", "client_id", "unavailable", "banned", "protocol", "rejected", "refused",
          "dns", "timeout", "unreachable", "tls_certificate", "tls", "closed", "taken_over", "lost", "error")
 
 
@@ -68,7 +68,7 @@ def refused(reason, broker: str, section: str, who: str = "the gateway") -> Caus
     if value in (UNSUPPORTED_PROTOCOL, BAD_AUTH_METHOD):
         return Cause("protocol", f"{broker} refused the protocol {who} speaks ({reason})",
                      "the broker needs MQTT 3.1.1 or 5 with user and password logins; see its configuration")
-    return Cause("refused", f"{broker} refused the connection ({reason})", "see the broker's log")
+    return Cause("rejected", f"{broker} refused the connection ({reason})", "see the broker's log")
 
 
 def attempt(exc: BaseException | None, broker: str, section: str, port: int, timeout_s: float = 5.0) -> Cause:

@@ -30,6 +30,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from govedge.anchor import NONE as NO_ANCHOR
 from govedge.core import redact, wire
 from govedge.core.connection import CONNECTING
 from govedge.core.errors import text_of
@@ -131,7 +132,7 @@ def live(data_dir: Path) -> dict | None:
     if ticks is None:
         doc["running"], doc["gone"] = False, f"process {pid} is gone"
     elif doc.get("boot_id") not in (None, boot_id()):
-        doc["running"], doc["gone"] = False, "the machine started again since"
+        doc["running"], doc["gone"] = False, f"process {pid} is gone (the machine started again since)"
     elif doc.get("start_ticks") not in (None, ticks):  # None: a live.json from before start times were kept
         doc["running"], doc["gone"] = False, f"process {pid} is gone (the id is another program's now)"
     else:
@@ -388,7 +389,8 @@ def _problems(doc: dict, cfg) -> list[str]:
         out.append(f"batches: the oldest the hub has not confirmed is {_duration(now - b['oldest_unconfirmed_at'])}"
                    " old: check the uplink")
     a = doc["anchoring"]
-    if a["oldest_unanchored_at"] is not None and now - a["oldest_unanchored_at"] > UNANCHORED_LATE_S:
+    if a["backend"] != NO_ANCHOR and a["oldest_unanchored_at"] is not None \
+            and now - a["oldest_unanchored_at"] > UNANCHORED_LATE_S:
         out.append(f"anchoring: the oldest epoch not on the chain closed {_duration(now - a['oldest_unanchored_at'])}"
                    " ago" + (f" (last error: {a['last_error']})" if a["last_error"] else ""))
     s = doc["store"]
@@ -447,8 +449,7 @@ def describe(doc: dict) -> str:
             lines.append(f"  {'':<11} the last failure ended {ago(failure['until'])} ago: {failure['cause']}")
     s = doc["store"]
     lines.append(f"  disk        {_size(s['free_bytes'])} free of {_size(s['total_bytes'])} (reserve "
-                 f"{_size(s['reserve_bytes'])}); the store's files {_size(s['file_bytes'])} of its quota of "
-                 f"{_size(s['max_bytes'])} (policy {s['policy']})")
+                 f"{_size(s['reserve_bytes'])}); the store's files take {_size(s['file_bytes'])}")
     r = doc["readings"]
     if r["last_received_at"] is None:
         lines.append("  readings    none received yet")
@@ -477,7 +478,10 @@ def describe(doc: dict) -> str:
     lines.append(f"  held back   {h['last_24h']} values by the filters in the last 24 h ({rules})")
     lines.append(f"  dropped     {s['dropped']} (disk quota)")
     a = doc["anchoring"]
-    if not a["epochs"]:
+    if a["backend"] == NO_ANCHOR:
+        lines.append(f"  epochs      {a['epochs']} closed, not anchored: anchoring is off ([anchor] backend = "
+                     f"\"{NO_ANCHOR}\")")
+    elif not a["epochs"]:
         lines.append("  epochs      none closed yet")
     elif a["unanchored"]:
         lines.append(f"  epochs      {a['epochs']}, of which {a['unanchored']} not yet on the chain, the "
