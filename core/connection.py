@@ -129,14 +129,16 @@ class Link:
 
     ``name`` starts its log lines ("uplink"); ``broker`` names it in words ("the hub broker
     hub.example:8883"); ``section`` is its configuration table ("[hub]"); ``waiting`` says what
-    waits while it is down (appended to the state, e.g. "; batches wait on disk"). ``failure``,
+    waits while it is down (appended to the state, e.g. "; batches wait on disk"); ``log_every_s``: how
+    often a cause that persists is logged again. ``failure``,
     given to ``on_state``, is a dict: code, cause, hint, since (when the failures began), and
     after a recovery also until and attempts. Safe to call from paho's network thread."""
 
     def __init__(self, name: str, broker: str, section: str, log: logging.Logger,
-                 on_state: Callable[..., None], waiting: str = "", who: str = "the gateway"):
+                 on_state: Callable[..., None], waiting: str = "", who: str = "the gateway",
+                 log_every_s: float = LOG_EVERY_S):
         self.name, self.broker, self.section, self.log, self.on_state = name, broker, section, log, on_state
-        self.waiting, self.who = waiting, who
+        self.waiting, self.who, self.log_every_s = waiting, who, log_every_s
         self.up = False
         self.failure: Cause | None = None  # the cause now, while failing
         self.since = 0.0  # when the failures began (time.time)
@@ -201,7 +203,7 @@ class Link:
             self.attempts += 1
             if cause == self.failure:
                 self.unlogged += 1
-                if now - self.logged_at < LOG_EVERY_S:
+                if now - self.logged_at < self.log_every_s:
                     return
                 self.log.error("%s: still %s (%d more failed attempts in %s): %s", self.name, cause.cause,
                                self.unlogged, _duration(now - self.logged_at), cause.hint)

@@ -17,17 +17,21 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from govedge.core import topics, wire
 from govedge.core.registry import Registry
 from govedge.gateway import health
 from govedge.gateway.clocksync import GatewayClock
 from govedge.gateway.install import password_line
-from govedge.tools.dev.broker import Mosquitto
+from govedge.tools.dev.broker import Mosquitto, free_port
 from support import wait_until
 from support.deploy import GATEWAY_ID, GatewayProcess
 from support.hubkit import World, publish
 from support.nodes import VirtualNode
 from support.rig import running  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.e2e  # real Mosquitto brokers and sockets
 
 NODE = "esp32-0501"
 SYNCHRONIZED = '[verify]\nclock_synchronized = "yes"\n'  # this machine's clock may not be: not this test's point
@@ -156,7 +160,7 @@ def test_exit_status_follows_the_process_by_its_id_and_start_time(tmp_path):
         gw.wait_for_log("ingest: subscribed")
         out = cli_status(config)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert f"service     running for" in out.stdout and f"(process {gw.proc.pid}," in out.stdout
+        assert "service     running for" in out.stdout and f"(process {gw.proc.pid}," in out.stdout
         assert "delivered   no batch made yet" in out.stdout and "#-1" not in out.stdout  # an empty store
         assert "readings    none received yet" in out.stdout
 
@@ -230,3 +234,33 @@ def test_a_hub_broker_refusing_the_credentials_is_its_cause_in_status_and_one_lo
         gw.kill()
         local.stop()
         hub.stop()
+
+
+def test_a_local_broker_that_is_not_there_is_told_by_its_cause_until_it_comes(tmp_path):
+    port = free_port()  # where the local broker will listen, once it runs
+    hub = Mosquitto(tmp_path / "hub-broker").start()
+    world = World(tmp_path / "world", devices=1)
+    gw = GatewayProcess(tmp_path / "gateway", world.folder / "registry.json", port, hub.port, extra=SYNCHRONIZED)
+    config = gw.folder / "gateway.toml"
+    local = None
+    try:
+        gw.start()
+        gw.wait_for_log(f"ingest: the local broker 127.0.0.1:{port} refused the TCP connection (nothing listens "
+                        "there): check [ingest.mqtt] host and port, and that the broker runs")
+        gw.wait_for_log("uplink: connected to the hub broker")
+        out = cli_status(config)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"ingest      PROBLEM: the local broker 127.0.0.1:{port} refused the TCP connection (nothing listens " \
+               "there); the nodes keep their readings meanwhile" in out.stdout
+        local = Mosquitto(tmp_path / "local-broker", port=port).start()
+        gw.wait_for_log(f"ingest: subscribed on the local broker 127.0.0.1:{port} again after")
+        out = cli_status(config, "--json")
+        assert out.returncode == 0, out.stdout
+        ingest = json.loads(out.stdout)["parts"]["ingest"]
+        assert ingest["ok"] and ingest["last_failure"]["code"] == "refused" and ingest["last_failure"]["attempts"] >= 1
+        assert gw.log.count("ingest: the local broker") == 1
+    finally:
+        gw.kill()
+        hub.stop()
+        if local is not None:
+            local.stop()
