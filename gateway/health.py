@@ -363,9 +363,11 @@ def _nodes(db: sqlite3.Connection, cfg, now: float, quarantined: dict, held: dic
             node["silent"] = now - node["last_seen"] > quiet
             # its newest status record among its newest STATUS_SEARCH messages (a node sends one every
             # status_every readings): an index walk of bounded length, whatever the node sent before
-            record = db.execute("SELECT seq, received_at, message FROM (SELECT seq, kind, received_at, message "
-                                "FROM readings WHERE device_id = ? ORDER BY seq DESC LIMIT ?) WHERE kind = 'status' "
-                                "ORDER BY seq DESC LIMIT 1", (device, STATUS_SEARCH)).fetchone()
+            floor = db.execute("SELECT seq FROM readings WHERE device_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                               (device, STATUS_SEARCH - 1)).fetchone()
+            record = db.execute("SELECT seq, received_at, message FROM readings WHERE device_id = ? AND seq >= ? "
+                                "AND kind = 'status' ORDER BY seq DESC LIMIT 1",
+                                (device, floor[0] if floor else -1)).fetchone()
             if record is not None:
                 node["status_seq"], node["status_at"] = record[0], record[1]
                 node.update(_node_status(bytes(record[2])))

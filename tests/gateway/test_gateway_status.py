@@ -264,3 +264,56 @@ def test_a_local_broker_that_is_not_there_is_told_by_its_cause_until_it_comes(tm
         hub.stop()
         if local is not None:
             local.stop()
+
+
+def _vm_steps(db_path: Path, cfg) -> int:
+    """What building the status document costs SQLite, in steps of its virtual machine (not in time)."""
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+        return 0
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        db.set_progress_handler(count, 100)
+        doc = health._from_store(db, cfg, time.time())
+    finally:
+        db.close()
+    assert doc["held_back"]["last_24h"] == 50 and all(n["status_seq"] is not None for n in doc["nodes"])
+    return steps[0]
+
+
+def test_status_costs_no_more_on_a_store_ten_times_larger(tmp_path):
+    from govedge.gateway.config import GatewayConfig
+    from govedge.gateway.store import Store
+
+    world = World(tmp_path / "world", devices=3)
+    message = world.message(world.devices[0])  # a signed message (its contents do not matter here)
+
+    def store_of(folder: Path, per_device: int) -> GatewayConfig:
+        cfg = GatewayConfig(GATEWAY_ID, folder / "gateway.key", folder, world.folder / "registry.json")
+        store = Store(folder / "gateway.db")
+        now = time.time()
+        with store:
+            for device in world.devices:
+                store.db.executemany(
+                    "INSERT INTO readings (device_id, seq, kind, node_time, received_at, message, batch_seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ((device, seq, "status" if seq % 10 == 0 else "reading", int(now) - per_device + seq,
+                      now - per_device + seq, message, seq // 100) for seq in range(per_device)))
+                store.db.execute("INSERT INTO devices (device_id, last_seq) VALUES (?, ?)", (device, per_device - 1))
+            # held back: one value in ten, all of them days ago but the newest 50 (the same in both stores)
+            held = range(1, 3 * per_device, 10)
+            store.db.executemany("INSERT INTO held_back (reading_id, name, rule, reason, held_at) "
+                                 "VALUES (?, 'temp', 'range', 'out of range', ?)",
+                                 ((i, now - (2 * 86400 if n < len(held) - 50 else 60)) for n, i in enumerate(held)))
+            store.db.executemany("INSERT INTO batches (seq, created_at, size, root, cose) VALUES (?, ?, 100, x'00', x'00')",
+                                 ((b, now) for b in range(per_device // 100)))
+        store.close()
+        return cfg
+
+    small = store_of(tmp_path / "small", 20_000)
+    large = store_of(tmp_path / "large", 200_000)
+    # a pass over the readings (or the held-back values of 30 days) would cost ten times as much
+    assert _vm_steps(large.data_dir / "gateway.db", large) < 1.5 * _vm_steps(small.data_dir / "gateway.db", small) + 50
