@@ -247,13 +247,17 @@ def status(cfg, now: float | None = None) -> dict:
     made for (default: now). Raises StatusError when the store cannot be read."""
     now = time.time() if now is None else now
     db_path = Path(cfg.data_dir) / "gateway.db"
-    if not db_path.exists():
-        raise StatusError(f"not running: {db_path} does not exist: has the gateway ever run with this data_dir "
-                          "([gateway] data_dir)?", exit_code=2)
     try:
+        if not db_path.exists():
+            raise StatusError(f"not running: {db_path} does not exist: has the gateway ever run with this data_dir "
+                              "([gateway] data_dir)?", exit_code=2)
         live_doc = live(cfg.data_dir)
+        disk = _disk(cfg, db_path)
     except PermissionError as exc:
-        raise StatusError(f"{exc.filename}: permission denied: run it as root (sudo) or as the service's user")
+        raise StatusError(f"{exc.filename or cfg.data_dir}: permission denied: run it as root (sudo) or as the "
+                          "service's user") from None
+    except OSError as exc:
+        raise StatusError(f"{cfg.data_dir}: {text_of(exc)}") from None
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
@@ -268,7 +272,7 @@ def status(cfg, now: float | None = None) -> dict:
     doc = {"format": FORMAT, "gateway_id": cfg.gateway_id, "at": now, **doc}
     doc["service"] = _service(live_doc)
     doc["parts"] = live_doc["parts"] if live_doc and live_doc["running"] else {}
-    doc["store"].update(_disk(cfg, db_path))
+    doc["store"].update(disk)
     store_part = doc["parts"].get("store")
     doc["store"]["refusing"] = None if store_part is None else not store_part["ok"]
     doc["problems"] = _problems(doc, cfg)
