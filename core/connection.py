@@ -98,7 +98,8 @@ def attempt(exc: BaseException | None, broker: str, section: str, port: int, tim
                      f"check the gateway's network connection and routes (ip route), and {section} host")
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return Cause("closed", f"{broker} closed the connection while it was made ({said})",
-                     f"check {section} tls and port (TLS and plain MQTT on the wrong port end at once) and the broker's log")
+                     f"check {section} tls and port (TLS and plain MQTT on the wrong port end at once) and the "
+                     "broker's log")
     return Cause("error", f"could not connect to {broker} ({type(exc).__name__}: {said})",
                  f"check {section} host and port")
 

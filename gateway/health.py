@@ -275,7 +275,7 @@ def status(cfg, now: float | None = None) -> dict:
     doc["store"].update(disk)
     store_part = doc["parts"].get("store")
     doc["store"]["refusing"] = None if store_part is None else not store_part["ok"]
-    doc["problems"] = _problems(doc, cfg)
+    doc["problems"] = _problems(doc)
     return doc
 
 
@@ -379,7 +379,7 @@ def _nodes(db: sqlite3.Connection, cfg, now: float, quarantined: dict, held: dic
     return nodes
 
 
-def _problems(doc: dict, cfg) -> list[str]:
+def _problems(doc: dict) -> list[str]:
     """What makes `govedge gateway status` exit with 1, one line each (gateway/README.md, "status")."""
     now, out = doc["at"], []
     for name, part in sorted(doc["parts"].items()):

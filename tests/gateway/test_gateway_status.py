@@ -308,8 +308,8 @@ def test_status_costs_no_more_on_a_store_ten_times_larger(tmp_path):
             store.db.executemany("INSERT INTO held_back (reading_id, name, rule, reason, held_at) "
                                  "VALUES (?, 'temp', 'range', 'out of range', ?)",
                                  ((i, now - (2 * 86400 if n < len(held) - 50 else 60)) for n, i in enumerate(held)))
-            store.db.executemany("INSERT INTO batches (seq, created_at, size, root, cose) VALUES (?, ?, 100, x'00', x'00')",
-                                 ((b, now) for b in range(per_device // 100)))
+            store.db.executemany("INSERT INTO batches (seq, created_at, size, root, cose) "
+                                 "VALUES (?, ?, 100, x'00', x'00')", ((b, now) for b in range(per_device // 100)))
         store.close()
         return cfg
 
