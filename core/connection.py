@@ -9,8 +9,10 @@ broker, and a hint naming the configuration keys to check.
 
 ``Link`` keeps one connection's story: the first failure is logged at once, the same cause again
 at most once a minute with the number of attempts since, a new cause at once, and the recovery
-in one line; what it tells ``on_state`` (the gateway's live.json) changes only when the cause
-does, so a broker refusing for hours costs no SD-card writes beyond the first.
+in one line; a connection that comes and goes (two gateways with one client id take turns) is
+logged at most once a minute each way, with how often it came and went. What it tells
+``on_state`` (the gateway's live.json) changes only when the cause does, so a broker refusing for
+hours costs no SD-card writes beyond the first.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def lost(reason, broker: str, section: str, accepted: bool) -> Cause:
     if value == SERVER_SHUTTING_DOWN:
         return Cause("lost", f"{broker} shut down ({reason})", "reconnecting with growing pauses")
     return Cause("lost", f"lost the connection to {broker} ({reason})",
-                 "the broker restarted or the network failed; reconnecting with growing pauses")
+                 f"the broker restarted, the network failed, or another client logged in with the same client id "
+                 f"({section} client_id); reconnecting with growing pauses")
 
 
 class Link:
@@ -147,6 +150,9 @@ class Link:
         self.unlogged = 0  # of them, not in the log yet
         self.logged_at = 0.0  # monotonic
         self.told_this_attempt = False  # a cause came for this attempt: its disconnect says nothing new
+        self.last_cause: Cause | None = None  # the cause of the failures that ended last
+        self.comings_and_goings = 0  # outages of that cause again within log_every_s, not in the log yet
+        self.recovery_logged_at = -1e9  # monotonic
         self.lock = threading.Lock()
 
     # -- what paho tells, in the callbacks of the service that owns the connection -----------------
@@ -179,12 +185,16 @@ class Link:
             self.up = True
             self.told_this_attempt = False
             failure = None
+            now = time.monotonic()
             if self.failure is not None:
                 failure = {**self.failure._asdict(), "since": self.since, "until": time.time(),
                            "attempts": self.attempts}
-                self.log.warning("%s: %s again after %s of failures (%d attempts; the last: %s)", self.name, state,
-                                 _duration(time.time() - self.since), self.attempts, self.failure.cause)
-                self.failure = None
+                # a connection that comes and goes: its recoveries, like its failures, once a period at most
+                if not self.comings_and_goings or now - self.recovery_logged_at >= self.log_every_s:
+                    self.log.warning("%s: %s again after %s of failures (%d attempts; the last: %s)", self.name,
+                                     state, _duration(time.time() - self.since), self.attempts, self.failure.cause)
+                    self.recovery_logged_at = now
+                self.last_cause, self.failure = self.failure, None
             else:
                 self.log.info("%s: %s", self.name, state)
         self.on_state(state, True, failure)
@@ -211,9 +221,14 @@ class Link:
                 self.logged_at, self.unlogged = now, 0
                 return
             self.failure = cause
-            self.logged_at, self.unlogged = now, 0
-            self.log.error("%s: %s", self.name, cause.line())
             failure = {**cause._asdict(), "since": self.since}
+            if self.attempts == 1 and cause == self.last_cause and now - self.logged_at < self.log_every_s:
+                self.comings_and_goings += 1  # the outage that just ended, again: told in the next line
+            else:
+                again = (f" (it came and went {self.comings_and_goings} times more in "
+                         f"{_duration(now - self.logged_at)})" if self.comings_and_goings else "")
+                self.logged_at, self.unlogged, self.comings_and_goings = now, 0, 0
+                self.log.error("%s: %s%s", self.name, cause.line(), again)
         self.on_state(f"{cause.cause}{self.waiting}", False, failure)
 
 

@@ -153,3 +153,19 @@ def test_a_lasting_cause_is_logged_once_a_period_with_its_count_and_the_recovery
     assert failure["until"] >= failure["since"]
     back = lines(caplog, logging.WARNING)
     assert len(back) == 1 and back[0].startswith(f"uplink: connected to the hub broker 127.0.0.1:{port} again after")
+
+
+def test_a_connection_that_comes_and_goes_is_logged_once_a_period_each_way(brokers, caplog):
+    broker = brokers()
+    ep = MqttEndpoint("127.0.0.1", broker.port, "one-client-id")
+    c = Connection(ep, log_every_s=60)
+    rival = Connection(ep)  # the same client id: the broker ends the older connection each time the other comes
+    try:
+        wait_until(lambda: sum(not ok for _, ok, _ in c.told) >= 4, timeout=20, what="four outages")
+    finally:
+        rival.close()
+        c.close()
+    errors, back = lines(caplog), lines(caplog, logging.WARNING)
+    assert len([x for x in errors if x.startswith("uplink: lost the connection")]) <= 2  # the link's, the rival's
+    assert len([x for x in back if "again after" in x]) <= 2
+    assert c.told[-1][2]["code"] == "lost"  # status is told each time all the same
