@@ -449,9 +449,9 @@ def describe(doc: dict) -> str:
         mark = "" if st["ok"] else "PROBLEM: "
         lines.append(f"  {part:<11} {mark}{st['state']} for {ago(st['since'])}")
         failure = st.get("last_failure")
-        if failure and not st["ok"]:
+        if failure and "until" not in failure:  # the failure now: what to check
             lines.append(f"  {'':<11} {failure['hint']}")
-        elif failure and "until" in failure:
+        elif failure:
             lines.append(f"  {'':<11} the last failure ended {ago(failure['until'])} ago: {failure['cause']}")
     s = doc["store"]
     lines.append(f"  disk        {_size(s['free_bytes'])} free of {_size(s['total_bytes'])} (reserve "
