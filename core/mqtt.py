@@ -9,9 +9,25 @@ import paho.mqtt.client as paho
 from .config import MqttEndpoint
 
 
-def client(ep: MqttEndpoint, clean_session: bool, manual_ack: bool = False) -> paho.Client:
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=ep.client_id, clean_session=clean_session,
-                    manual_ack=manual_ack)
+class Client(paho.Client):
+    """paho's client that keeps why its last attempt to connect failed (``connect_error``): paho's
+    ``on_connect_fail`` is told that an attempt failed, not why (govedge.core.connection words it)."""
+
+    connect_error: OSError | None = None
+
+    def reconnect(self):
+        try:
+            result = super().reconnect()
+        except OSError as exc:  # refused, DNS, timeout, TLS: paho calls on_connect_fail next
+            self.connect_error = exc
+            raise
+        self.connect_error = None
+        return result
+
+
+def client(ep: MqttEndpoint, clean_session: bool, manual_ack: bool = False) -> Client:
+    c = Client(paho.CallbackAPIVersion.VERSION2, client_id=ep.client_id, clean_session=clean_session,
+               manual_ack=manual_ack)
     if ep.user:
         c.username_pw_set(ep.user, ep.password)
     if ep.tls:

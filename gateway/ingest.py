@@ -11,6 +11,7 @@ from typing import Callable
 
 from govedge.core import mqtt, topics
 from govedge.core.config import MqttEndpoint
+from govedge.core.connection import Link
 
 from .supervise import guard_callbacks
 
@@ -28,30 +29,31 @@ class MqttIngest:
     """The local broker's node topics, persistent session, QoS 1, acked only after commit."""
 
     def __init__(self, ep: MqttEndpoint, inbox: "queue.Queue[Inbound]", counters: Counter,
-                 on_state: Callable[[str, bool], None] = lambda state, ok: None):
+                 on_state: Callable[..., None] = lambda state, ok, failure=None: None):
+        """``on_state(state, ok, failure)``: the connection's state in words, as govedge.core.connection's
+        Link tells it (``failure``: its cause, or None)."""
         self.inbox = inbox
         self.counters = counters
         self.ep = ep
         self.on_state = on_state
+        self.link = Link("ingest", f"the local broker {ep.host}:{ep.port}", "[ingest.mqtt]", log, on_state,
+                         waiting="; the nodes keep their readings meanwhile")
         self.client = mqtt.client(ep, clean_session=False, manual_ack=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self.link.on_connect_fail
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         guard_callbacks(self.client, "ingest", counters)
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         if reason.is_failure:
-            log.error("ingest: broker %s:%d refused the connection: %s", self.ep.host, self.ep.port, reason)
-            self.on_state(f"refused by the local broker {self.ep.host}:{self.ep.port}: {reason}", False)
+            self.link.refused(reason)
             return
         client.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
-        log.info("ingest: subscribed on %s:%d", self.ep.host, self.ep.port)
-        self.on_state(f"subscribed on the local broker {self.ep.host}:{self.ep.port}", True)
+        self.link.connected(f"subscribed on {self.link.broker}")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
-        log.warning("ingest: disconnected from broker %s:%d", self.ep.host, self.ep.port)
-        self.on_state(f"disconnected from the local broker {self.ep.host}:{self.ep.port} ({reason}), "
-                      "reconnecting", False)
+        self.link.disconnected(reason)
 
     def _on_message(self, client, userdata, msg):
         self.counters["received"] += 1
@@ -69,7 +71,7 @@ class MqttIngest:
                 self.counters["node_acks"] += 1
 
     def start(self):
-        self.on_state(f"connecting to the local broker {self.ep.host}:{self.ep.port}", False)
+        self.link.connecting()
         self.client.connect_async(self.ep.host, self.ep.port, self.ep.keepalive)
         self.client.loop_start()
 

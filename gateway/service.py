@@ -107,7 +107,7 @@ class Gateway:
         key = cfg.signing_key()
         self.inbox: "queue.Queue[Inbound]" = queue.Queue()
         self.ingest = MqttIngest(cfg.ingest, self.inbox, self.counters,
-                                 lambda state, ok: self.live.set("ingest", state, ok))
+                                 lambda state, ok, failure=None: self.live.set("ingest", state, ok, failure))
         self.serial = [SerialIngest(p, cfg.serial_baud, self.inbox, self.counters,
                                     on_state=lambda state, ok, n=n: self.live.set(f"serial {n}", state, ok))
                        for n, p in enumerate(cfg.serial_ports, 1)]
@@ -119,7 +119,8 @@ class Gateway:
         self.heartbeats = Heartbeats(cfg, key, self.store, self.clock,
                                      lambda: self.room.cause is not None or self.quota.refusing)
         self.uplink = HubUplink(cfg, self.db_path, self.counters, uplink_wake, key,
-                                lambda state, ok: self.live.set("uplink", state, ok), self.heartbeats)
+                                lambda state, ok, failure=None: self.live.set("uplink", state, ok, failure),
+                                self.heartbeats)
         from .anchoring import Anchorer, make_backend
 
         backend = anchor_backend or make_backend(cfg)

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     sha256 BLOB,                        -- of the whole message
     size INTEGER                        -- of the whole message, in bytes
 );
+CREATE INDEX IF NOT EXISTS quarantine_code ON quarantine (code);  -- counted per code without reading messages
 CREATE TABLE IF NOT EXISTS waiting_for_registry (  -- unknown_device: verified again after a registry reload
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -217,6 +218,9 @@ class Store:
                 self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
             if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
                 self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
+            # the flagged readings counted by `govedge gateway status` without a pass over all readings
+            self.db.execute("CREATE INDEX IF NOT EXISTS readings_clock_flag ON readings (id) "
+                            "WHERE clock_flag IS NOT NULL")
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(quarantine)")}
             for column, kind in (("sender", "TEXT"), ("sha256", "BLOB"), ("size", "INTEGER")):
                 if column not in columns:  # a store from before the quarantine had its budget
@@ -564,7 +568,7 @@ class Store:
     def _quarantine_pages_bytes(self) -> int:
         try:  # SQLite's dbstat table: the pages the quarantine and its index take, exactly
             return self.db.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
-                                   "WHERE name IN ('quarantine', 'quarantine_sender')").fetchone()[0]
+                                   "WHERE name IN ('quarantine', 'quarantine_sender', 'quarantine_code')").fetchone()[0]
         except sqlite3.OperationalError:  # an SQLite built without dbstat: the budget's own count
             return self.quarantine_usage().used
 

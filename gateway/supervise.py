@@ -71,7 +71,7 @@ def run_supervised(part: str, body: Callable[[], None], stopping: threading.Even
         stopping.wait(pause)
 
 
-CALLBACKS = ("on_connect", "on_disconnect", "on_message", "on_subscribe", "on_publish")
+CALLBACKS = ("on_connect", "on_connect_fail", "on_disconnect", "on_message", "on_subscribe", "on_publish")
 
 
 def guard_callbacks(client, part: str, counters: Counter) -> None:

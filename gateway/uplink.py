@@ -25,6 +25,7 @@ import cbor2
 
 from govedge.anchor import Receipt
 from govedge.core import confirm, epoch, mqtt, topics
+from govedge.core.connection import Link
 from govedge.core.wire import WireError
 
 from .config import GatewayConfig
@@ -44,14 +45,18 @@ class HubUplink(threading.Thread):
     EPOCHS = "hub-epochs"
 
     def __init__(self, cfg: GatewayConfig, db_path, counters: Counter, wake: threading.Event, key=None,
-                 on_state: Callable[[str, bool], None] = lambda state, ok: None, heartbeats=None):
-        """``heartbeats``: a govedge.gateway.heartbeat.Heartbeats, whose records go out (None: none)."""
+                 on_state: Callable[..., None] = lambda state, ok, failure=None: None, heartbeats=None):
+        """``on_state(state, ok, failure)``: the connection's state in words, as govedge.core.connection's
+        Link tells it (``failure``: its cause, or None). ``heartbeats``: a govedge.gateway.heartbeat.Heartbeats,
+        whose records go out (None: none)."""
         super().__init__(name="uplink", daemon=True)
         self.heartbeats = heartbeats if heartbeats is not None and heartbeats.enabled else None
         self.heartbeat_due = 0.0  # monotonic; 0: at once (a new connection)
         self.status_topic = (cfg.hub_topic[:-len("batch")] + "status" if cfg.hub_topic.endswith("/batch")
                              else topics.gateway_status(cfg.gateway_id))
         self.on_state = on_state
+        self.link = Link("uplink", f"the hub broker {cfg.hub.host}:{cfg.hub.port}", "[hub]", log, on_state,
+                         waiting="; batches wait on disk, trying again with growing pauses")
         self.key = key  # signs the epoch records
         self.epoch_topic = (cfg.hub_topic[:-len("batch")] + "epoch" if cfg.hub_topic.endswith("/batch")
                             else topics.epoch(cfg.gateway_id))
@@ -71,6 +76,7 @@ class HubUplink(threading.Thread):
         self.state = "starting"
         self.client = mqtt.client(cfg.hub, clean_session=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self.link.on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -78,18 +84,14 @@ class HubUplink(threading.Thread):
         self.backoff = Backoff()  # pauses between restarts after an unexpected exception (govedge.gateway.supervise)
 
     def _on_connect(self, client, userdata, flags, reason, properties):
-        hub = f"{self.cfg.hub.host}:{self.cfg.hub.port}"
         if reason.is_failure:
             self.state = f"refused by hub broker: {reason}"
-            log.error("uplink: the hub broker %s refused the connection: %s", hub, reason)
-            self.on_state(f"refused by the hub broker {hub}: {reason} (check [hub] user, password, "
-                          "certificates)", False)
+            self.link.refused(reason)
             return
         self.state = "connected"
         self.connected.set()
         client.subscribe(self.committed_topic, qos=1)  # a clean session: asked again on every connection
-        log.info("uplink: connected to hub %s", hub)
-        self.on_state(f"connected to the hub broker {hub}", True)
+        self.link.connected(f"connected to {self.link.broker}")
 
     def _on_subscribe(self, client, userdata, mid, reasons, properties):
         if any(r.is_failure for r in reasons):
@@ -116,12 +118,9 @@ class HubUplink(threading.Thread):
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self.listening.clear()
-        if self.connected.is_set():
-            log.warning("uplink: lost the hub %s:%d (%s)", self.cfg.hub.host, self.cfg.hub.port, reason)
         self.connected.clear()
         self.state = "disconnected"
-        self.on_state(f"no connection to the hub broker {self.cfg.hub.host}:{self.cfg.hub.port} ({reason}); "
-                      "batches wait on disk, trying again with growing pauses", False)
+        self.link.disconnected(reason)
 
     def run(self):
         """The uplink under supervision: an unexpected exception restarts it (govedge.gateway.supervise)."""
@@ -138,7 +137,7 @@ class HubUplink(threading.Thread):
         self.sent.clear()  # a restart after a fault: everything unconfirmed goes out again
         gap = 1.0 / self.cfg.uplink_rate_per_s if self.cfg.uplink_rate_per_s > 0 else 0.0
         try:
-            self.on_state(f"connecting to the hub broker {self.cfg.hub.host}:{self.cfg.hub.port}", False)
+            self.link.connecting()
             self.client.connect_async(self.cfg.hub.host, self.cfg.hub.port, self.cfg.hub.keepalive)
             self.client.loop_start()
             seen = 0

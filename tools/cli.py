@@ -134,18 +134,19 @@ def _cmd_gateway_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway_status(args: argparse.Namespace) -> int:
+    """Exit status 0: running, no problem; 1: running with a problem; 2: not running; 3: status not readable."""
+    import json
+
     from govedge.gateway import config as gwconfig
-    from govedge.gateway.health import describe, live, snapshot
+    from govedge.gateway.health import StatusError, describe, exit_code, status
 
     try:
-        cfg = gwconfig.load(args.config)
-        live_doc = live(cfg.data_dir)
-        print(describe(snapshot(cfg.data_dir / "gateway.db"), cfg.gateway_id, live_doc))
-    except (gwconfig.ConfigError, FileNotFoundError) as exc:
+        doc = status(gwconfig.load(args.config))
+    except (gwconfig.ConfigError, StatusError) as exc:
         print(f"govedge gateway status: {exc}", file=sys.stderr)
-        return 2
-    store = (live_doc or {}).get("parts", {}).get("store", {"ok": True})
-    return 0 if not (live_doc and live_doc["running"]) or store["ok"] else 1  # 1: the store refuses messages
+        return getattr(exc, "exit_code", 3)
+    print(json.dumps(doc, indent=1, sort_keys=True) if args.json else describe(doc))
+    return exit_code(doc)
 
 
 def _cmd_gateway_replay_quarantine(args: argparse.Namespace) -> int:
@@ -609,9 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("run", help="run the gateway: ingest, verify, store, batch, forward to the hub")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.set_defaults(func=_cmd_gateway_run)
-    p = gsub.add_parser("status", help="what the gateway has, has sent and has refused, in plain words "
-                        "(exit status 1 while its store refuses messages: disk full or quota)")
+    p = gsub.add_parser("status", help="the service, its connections, each node, the store, batches and anchoring, "
+                        "in plain words (exit status 0 ok, 1 a problem, 2 not running, 3 status not readable)")
     p.add_argument("--config", required=True, help="gateway.toml")
+    p.add_argument("--json", action="store_true", help="the status document as JSON (fields: gateway/README.md)")
     p.set_defaults(func=_cmd_gateway_status)
     p = gsub.add_parser("replay-quarantine", help="verify quarantined messages of one code again and store those "
                                                   "that pass now (future_time, once the wrong clock is right)")

@@ -28,7 +28,6 @@ from govedge.gateway.clocksync import TIME_FLOOR, GatewayClock
 from govedge.gateway.service import Gateway
 from govedge.tools import cli
 from support import firmware, scalar, wait_until
-from support.deploy import GATEWAY_ID
 from support.hubkit import World, publish
 from support.rig import running  # noqa: F401 - the fixture
 
@@ -211,8 +210,7 @@ def test_a_gateway_a_day_behind_and_unsynchronized_forwards_everything_then_its_
         publish(r.local.port, items)
 
     def status() -> str:
-        doc = {**health.live(gw.cfg.data_dir), "running": True}  # the service is this test process
-        return health.describe(health.snapshot(gw.db_path), GATEWAY_ID, doc)
+        return health.describe(health.status(gw.cfg))  # the service is this test process
 
     send(3)
     wait_until(lambda: len(sub.readings()) >= 6, what="the readings of the day-behind gateway at the hub")

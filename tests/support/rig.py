@@ -71,12 +71,11 @@ class Running:
         self.while_failed: dict[str, tuple[str, float]] = {}  # part: (status's line, uplink_connected metric)
         live_set = self.gw.live.set
 
-        def recording(part, state, ok):
+        def recording(part, state, ok, failure=None):
             self.states.append((part, state, ok))
-            live_set(part, state, ok)
+            live_set(part, state, ok, failure)
             if state.startswith(("failed", "the last pass failed")) and part not in self.while_failed:
-                doc = {**health.live(self.gw.cfg.data_dir), "running": True}  # the service is this test process
-                status = health.describe(health.snapshot(self.gw.db_path), GATEWAY_ID, doc)
+                status = health.describe(health.status(self.gw.cfg))  # the service is this test process
                 line = next((x for x in status.splitlines() if x.split()[:1] == [part]), "")
                 self.while_failed[part] = (line, self.metric("govedge_uplink_connected"))
 

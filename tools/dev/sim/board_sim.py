@@ -88,7 +88,8 @@ def mem_free():
 
 
 def vsupply_mv(cfg):
-    return None
+    # sim.json's "vsupply_mv": the supply voltage the board measures; without it, a board that measures none
+    return world().get("vsupply_mv")
 
 
 def network_up(cfg, log):
