@@ -337,8 +337,9 @@ def test_full_store_drops_the_oldest_unsent_readings_and_counts_every_one(deploy
 
     port = free_port()
     node = deployment.node("esp32-0601", sensors=(), status_every=1, interval_s=0.02)
-    # 90 kB of readings and tables, and the 32 kiB shm file the quota counts as well
-    gw = deployment.start_gateway(extra=f"[store]\nmax_bytes = 125000\n[metrics]\nport = {port}\n")
+    # an empty store's 26 pages of 4 KiB (a page per table and index), the 32 kiB shm file the quota counts as
+    # well, and about 30 kB of readings
+    gw = deployment.start_gateway(extra=f"[store]\nmax_bytes = 170000\n[metrics]\nport = {port}\n")
     gw.wait_for_log("uplink: connected to the hub broker")
     assert deployment.subscriber.subscribed.wait(10)  # the hub-side session exists; the broker keeps it
     deployment.hub.stop()  # nothing can be delivered: unsent data fills the store
