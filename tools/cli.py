@@ -171,6 +171,37 @@ def _cmd_gateway_replay_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_page(what: str, app_of, args: argparse.Namespace) -> int:
+    """`govedge gateway web`, `govedge hub web`: the service's status page, until SIGTERM or Ctrl-C."""
+    import logging
+
+    from govedge.core import web
+
+    sock = web.bind(args.host, args.port)  # first: a taken port is one line, before anything else starts
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"govedge {what} web: the status page on http://{host}:{sock.getsockname()[1]}/ (read-only)",
+          file=sys.stderr, flush=True)
+    web.serve(app_of(), sock)
+    return 0
+
+
+def _cmd_gateway_web(args: argparse.Namespace) -> int:
+    from govedge.gateway import config as gwconfig
+    from govedge.gateway import web as gwweb
+
+    cfg = gwconfig.load(args.config)
+    return _serve_page("gateway", lambda: gwweb.app(cfg, args.refresh), args)
+
+
+def _cmd_hub_web(args: argparse.Namespace) -> int:
+    from govedge.hub import config as hubconfig
+    from govedge.hub import web as hubweb
+
+    cfg = hubconfig.load(args.config)
+    return _serve_page("hub", lambda: hubweb.app(cfg, args.refresh), args)
+
+
 def _ask(value, question: str, default: str | None = None) -> str:
     """A value from its flag, else from the technician at the terminal, else its default."""
     if value:
@@ -543,6 +574,13 @@ def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
             yield from commands(sub, path + (name,))
 
 
+def _web_arguments(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="0.0.0.0", help="the address to listen on (default 0.0.0.0: every "
+                   "interface; 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=port, help=f"the TCP port (default {port})")
+    p.add_argument("--refresh", type=float, default=5.0, help="seconds between the page's updates (default 5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from govedge import anchor
 
@@ -620,6 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="gateway.toml")
     p.add_argument("--code", default="future_time", help="the quarantine code (default future_time)")
     p.set_defaults(func=_cmd_gateway_replay_quarantine)
+
+    p = gsub.add_parser("web", help="the gateway's status page for a phone or laptop at the cabinet (read-only)")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    _web_arguments(p, port=8080)
+    p.set_defaults(func=_cmd_gateway_web)
 
     p = gsub.add_parser("install", help="make this Pi a gateway: key, config, broker with TLS and per-device "
                                         "credentials, systemd unit; then a self-test")
@@ -703,6 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gateway_id", metavar="GATEWAY_ID")
     p.add_argument("--since", metavar="TIME", help="UTC time like 2026-11-29T06:00:00Z (default now)")
     p.set_defaults(func=_cmd_hub_revoke_gateway)
+    p = hsub.add_parser("web", help="the hub's status page: gateways and devices, last heard, problems (read-only)")
+    p.add_argument("--config", required=True, help="hub.toml")
+    _web_arguments(p, port=8090)
+    p.set_defaults(func=_cmd_hub_web)
     p = hsub.add_parser("proof", help="a reading's proof bundle (JSON), from the hub's store")
     p.add_argument("--config", required=True, help="hub.toml")
     p.add_argument("device_id", metavar="DEVICE_ID")
