@@ -3,7 +3,8 @@
 
 (() => {
   const { el, duration, ago, number, table, facts } = govedge;
-  const mb = (n) => (n === null || n === undefined ? "—" : `${(n / 1e6).toFixed(1)} MB`);
+  const mb = (n) => (n === null || n === undefined ? "—" : n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB`
+    : `${(n / 1e6).toFixed(1)} MB`);
   const volts = (v) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(2)} V`);
   const counts = (by) => Object.entries(by || {}).map(([k, n]) => `${k} ${n}`).join(", ") || "none";
 
