@@ -57,7 +57,8 @@ const govedge = (() => {
         const response = await fetch("api/status", { cache: "no-store" });
         const doc = await response.json();
         if (!response.ok) throw new Error(doc.error || `HTTP ${response.status}`);
-        const now = Date.now() / 1000;
+        // ages are told by the service's clock, not the phone's (which may be off by hours)
+        const now = doc.at ?? doc.now ?? Date.now() / 1000;
         content.replaceChildren(...render(doc, now));
         trouble.replaceChildren();
         trouble.hidden = true;
