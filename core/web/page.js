@@ -49,6 +49,7 @@ const govedge = (() => {
   async function start(render) {
     const page = await (await fetch("api/page")).json();
     document.title = page.title;
+    document.getElementById("title").textContent = page.title;
     const content = document.getElementById("content");
     const trouble = document.getElementById("trouble");
     const updated = document.getElementById("updated");
