@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, settings
 
 from govedge.tools.field import firmware
 from support import MPY_PRELUDE, READINGS, SignedReading, hex_lines, mpy_literal
+from support.browser import browser  # noqa: F401 - one Chromium for the whole session (a fixture)
 from support.deploy import CliProcess
 
 # deterministic and database-less: the same examples on every run and machine

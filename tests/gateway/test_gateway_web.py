@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +19,7 @@ from govedge.gateway import health
 from govedge.gateway.clocksync import GatewayClock
 from govedge.tools.dev.broker import free_port
 from support import wait_until
-from support.browser import LAPTOP, PHONE, browser  # noqa: F401 - the fixture
+from support.browser import LAPTOP, PHONE
 from support.deploy import GATEWAY_ID, CliProcess
 from support.hubkit import publish
 from support.nodes import VirtualNode
@@ -137,18 +135,3 @@ def test_the_page_serves_its_own_files_only_and_says_when_the_store_cannot_be_re
     finally:
         proc.stop()
     assert "Traceback" not in proc.log
-
-
-def test_a_taken_port_is_one_line(tmp_path, running):  # noqa: F811
-    r = running()
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "govedge.tools.cli", "gateway", "web", "--config",
-                              str(tmp_path / "gw" / "gateway.toml"), "--host", "127.0.0.1", "--port", str(port)],
-                             capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    assert out.stderr.strip() == f"govedge gateway web: port {port} on 127.0.0.1 is in use by another program: " \
-                                 "stop it or give another port"
-    assert r.gw is not None

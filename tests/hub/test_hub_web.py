@@ -16,7 +16,7 @@ from govedge.hub import config as hubconfig
 from govedge.hub.status import status
 from govedge.tools.dev.broker import Mosquitto, free_port
 from support import wait_until
-from support.browser import LAPTOP, PHONE, browser  # noqa: F401 - the fixture
+from support.browser import LAPTOP, PHONE
 from support.deploy import GATEWAY_ID, CliProcess, GatewayProcess
 from support.hubkit import World, hub_beside, publish
 
