@@ -33,7 +33,7 @@ from pathlib import Path
 from govedge.anchor import NONE as NO_ANCHOR
 from govedge.core import redact, wire
 from govedge.core.connection import CONNECTING
-from govedge.core.errors import text_of
+from govedge.core.errors import GovedgeError, text_of
 
 log = logging.getLogger("govedge.gateway")
 
@@ -200,9 +200,11 @@ _STATUS_FIELDS = {"health": "health", "uptime": "uptime_s", "buffer_pending": "b
                   "vsupply": "vsupply_v", "error": "error"}
 
 
-class StatusError(Exception):
+class StatusError(GovedgeError, RuntimeError):
     """The status could not be read: the store is missing or unreadable. One line naming the file;
     ``exit_code`` for `govedge gateway status`: 2 when the service never ran with this data_dir, else 3."""
+
+    code = "status_unavailable"
 
     def __init__(self, line: str, exit_code: int = 3):
         super().__init__(line)

@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in plain words (exit status 0 ok, 1 a problem, 2 not running, 3 status not readable)")
     p.add_argument("--config", required=True, help="gateway.toml")
     p.add_argument("--json", action="store_true", help="the status document as JSON (fields: gateway/README.md)")
-    p.set_defaults(func=_cmd_gateway_status)
+    p.set_defaults(func=_cmd_gateway_status, failure_status=3)  # 2 is "not running"
     p = gsub.add_parser("replay-quarantine", help="verify quarantined messages of one code again and store those "
                                                   "that pass now (future_time, once the wrong clock is right)")
     p.add_argument("--config", required=True, help="gateway.toml")
@@ -932,6 +932,8 @@ def main(argv: list[str] | None = None) -> int:
         if failure is None or os.environ.get("GOVEDGE_DEBUG") == "1":
             raise
         status, line = failure
+        if status == 2:  # a command whose exit status 2 means something else names its own (gateway status: 3)
+            status = getattr(args, "failure_status", status)
         if line is not None:
             from govedge.core.errors import one_line
             from govedge.core.logs import under_journald

@@ -90,15 +90,15 @@ GW = "gateway {c} --config {d}/gateway.toml"
 HUB = "hub {c} --config {d}/hub.toml"
 
 
-def config_cases(words: str, config: str, rest: str = "") -> list[Case]:
+def config_cases(words: str, config: str, rest: str = "", status: int = 2) -> list[Case]:
     """The bad config files any command that reads a TOML config meets: missing, a folder, unreadable, not
     TOML. ``rest``: the command's other arguments."""
     return [
-        Case(f"{words} --config {{d}}/missing.toml{rest}", says=("missing.toml",)),
-        Case(f"{words} --config {{d}}/data{rest}", says=("data",)),
+        Case(f"{words} --config {{d}}/missing.toml{rest}", says=("missing.toml",), status=status),
+        Case(f"{words} --config {{d}}/data{rest}", says=("data",), status=status),
         Case(f"{words} --config {{d}}/{config}{rest}", unreadable(config), says=(config, "not readable by this user"),
-             unprivileged=True),
-        Case(f"{words} --config {{d}}/{config}{rest}", write(config, NOT_TOML), says=(config, "TOML")),
+             unprivileged=True, status=status),
+        Case(f"{words} --config {{d}}/{config}{rest}", write(config, NOT_TOML), says=(config, "TOML"), status=status),
     ]
 
 
@@ -137,10 +137,12 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(GW.format(c="run", d="{d}"), owned_by_nobody("data"), says=("gateway.db", "sudo -u govedge"),
              unprivileged=True),
     ],
-    ("gateway", "status"): config_cases("gateway status", "gateway.toml") + [
-        Case(GW.format(c="status", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("not a database",)),
+    # gateway status: 2 is "not running", so an error reading its input is 3
+    ("gateway", "status"): config_cases("gateway status", "gateway.toml", status=3) + [
+        Case(GW.format(c="status", d="{d}"), write("data/gateway.db", GARBAGE_DB), says=("not a database",), status=3),
         # a technician's own account on the Pi: the service's files are not theirs
-        Case(GW.format(c="status", d="{d}"), unreadable("data"), says=("data", "permission denied"), unprivileged=True),
+        Case(GW.format(c="status", d="{d}"), unreadable("data"), says=("data", "permission denied"), unprivileged=True,
+             status=3),
     ],
     ("gateway", "replay-quarantine"): config_cases("gateway replay-quarantine", "gateway.toml") + [
         Case(GW.format(c="replay-quarantine", d="{d}"), write("data/gateway.db", GARBAGE_DB),
