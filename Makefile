@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite runs for real (prometheus: promtool; systemd: PID 1 of the throwaway
-# root the package and the installs are tested in, tests/support/throwaway.py)
-DEBIAN_PACKAGES := mosquitto postgresql prometheus systemd
+# root the package and the installs are tested in, tests/support/throwaway.py; chromium: the status
+# pages' browser)
+DEBIAN_PACKAGES := mosquitto postgresql prometheus systemd chromium
 # the Solidity compiler and the EVM node (anvil) of the anchoring tests, as pinned in anchor/package-lock.json
 ANCHOR_NPM := anchor/node_modules/.installed
 

@@ -51,6 +51,9 @@ class GatewayConfig:
     store_min_free_bytes: int = 64_000_000  # below this much free disk the gateway stops acknowledging
     synchronous: str = "FULL"  # fsync per commit: what a node is told is committed survives a power cut
     metrics_port: int = 0  # 0: no Prometheus endpoint
+    web_host: str = "0.0.0.0"  # the status page (govedge gateway web): the address it listens on
+    web_port: int = 8080
+    web_refresh_s: float = 5.0
     filter: dict = field(default_factory=dict)
     aggregate: dict = field(default_factory=dict)
     epoch_s: float = 600.0  # an epoch's batches are anchored as one root this long after its first batch
@@ -167,6 +170,14 @@ _METRICS = Section("metrics", (
 ))
 
 
+_WEB = Section("web", (
+    Key("host", str, "0.0.0.0", "the address `govedge gateway web` (the read-only status page) listens on: "
+        "0.0.0.0 every interface (a technician's phone or laptop at the cabinet), 127.0.0.1 this machine only"),
+    Key("port", int, 8080, "its TCP port", min=1, max=65535),
+    Key("refresh_s", float, 5.0, "seconds between the page's updates", above=0),
+), help="The status page: what `govedge gateway status` says, refreshing itself; it shows no secret.")
+
+
 def _anchor_sections() -> tuple[Section, ...]:
     """[anchor] and one section per registered backend, from the settings it registers."""
     names = anchoring.backend_names()
@@ -183,7 +194,7 @@ def _anchor_sections() -> tuple[Section, ...]:
 def schema_sections() -> tuple[Section, ...]:
     """gateway.toml's sections, in the order of the example file."""
     return (_GATEWAY, _INGEST_MQTT, _INGEST_SERIAL, _VERIFY, _FILTER, _AGGREGATE, _BATCH, _STORE, _HUB,
-            _METRICS, *_anchor_sections())
+            _METRICS, _WEB, *_anchor_sections())
 
 
 EXAMPLE_HEADER = """gateway.toml: the configuration of `govedge gateway run` (example, every key shown).
@@ -250,6 +261,9 @@ def _parse(doc: dict, base: Path) -> GatewayConfig:
         store_min_free_bytes=int(store["min_free_mb"] * 1_000_000),
         synchronous=store["synchronous"],
         metrics_port=v["metrics"]["port"],
+        web_host=v["web"]["host"],
+        web_port=v["web"]["port"],
+        web_refresh_s=v["web"]["refresh_s"],
         filter=v["filter"],
         aggregate=v["aggregate"],
         epoch_s=anchor["epoch_s"],

@@ -12,7 +12,7 @@ What it puts in place (paths under ``root``, which is / on the Pi):
     etc/govedge/credentials.json        the passwords, owner only: they go into the devices' configs
     etc/mosquitto/conf.d/govedge.conf   the local broker: TLS only, no anonymous clients, no message
                                         larger than the gateway accepts
-    etc/systemd/system/govedge-gateway.service
+    etc/systemd/system/govedge-gateway.service, govedge-gateway-web.service (the status page)
     var/lib/govedge/                    the gateway's store
 
 The broker refuses what the gateway's decoder would refuse for its size anyway, before it
@@ -62,6 +62,7 @@ from govedge.core.registry import Registry
 GATEWAY_USER = "gateway"  # the gateway's own user on its broker
 SERVICE_USER = "govedge"  # the system user the gateway service runs as (gateway/govedge-gateway.service)
 UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway.service")
+WEB_UNIT_TEMPLATE = Path(__file__).with_name("govedge-gateway-web.service")  # the status page
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Layout:
         self.acl = self.mosq / "acl"
         self.broker_conf = root / "etc/mosquitto/conf.d/govedge.conf"
         self.unit = root / "etc/systemd/system/govedge-gateway.service"
+        self.web_unit = root / "etc/systemd/system/govedge-gateway-web.service"
         self.data = root / "var/lib/govedge"
         self.service: tuple[int, int] | None = None  # (uid, gid) of the service user, when files get it
         self.mosquitto_gid: int | None = None  # Mosquitto's group, on the Pi
@@ -114,7 +116,8 @@ class Layout:
     def temp_files(self) -> list[Path]:
         """What a write cut short (a crash, a power cut) leaves behind: _write's temporary files."""
         found = [p for p in self.etc.rglob(".*.tmp")] if self.etc.exists() else []
-        return found + [p for p in (_temp_of(self.broker_conf), _temp_of(self.unit)) if p.exists()]
+        return found + [p for p in (_temp_of(self.broker_conf), _temp_of(self.unit), _temp_of(self.web_unit))
+                        if p.exists()]
 
 
 def _gateway_key(lay: Layout, changed: list) -> ec.EllipticCurvePrivateKey:
@@ -241,11 +244,11 @@ def _hub_password(o: Options) -> str | None:
     return lines[0].strip()
 
 
-def _unit(lay: Layout, user: str) -> str:
+def _unit(lay: Layout, user: str, template: Path = UNIT_TEMPLATE) -> str:
     import grp
 
     group = grp.getgrgid(lay.service[1]).gr_name if lay.service else user
-    text = UNIT_TEMPLATE.read_text()
+    text = template.read_text()
     return text.replace("--config /etc/govedge/gateway.toml", f"--config {lay.toml}").replace(
         "ReadWritePaths=/var/lib/govedge", f"ReadWritePaths={lay.data}").replace(
         f"User={SERVICE_USER}\nGroup={SERVICE_USER}\n", f"User={user}\nGroup={group}\n")
@@ -310,6 +313,7 @@ def install(o: Options) -> dict:
     old = tomllib.loads(lay.toml.read_text()) if lay.toml.exists() else {}
     _write(lay.toml, _toml(o, lay, creds[GATEWAY_USER], old), 0o640, changed, lay.owners()["service_group"])
     _write(lay.unit, _unit(lay, o.service_user), 0o644, changed)
+    _write(lay.web_unit, _unit(lay, o.service_user, WEB_UNIT_TEMPLATE), 0o644, changed)
     configured = _update_devices(o, lay, creds, changed)
     return {"changed": [str(p.relative_to(o.root)) if p.is_relative_to(o.root) else str(p) for p in changed],
             "changed_paths": changed, "devices": sorted(registry.devices),
@@ -364,6 +368,9 @@ def service_commands(result: dict) -> list[list[str]]:
     commands.append(["systemctl", "enable", "--now", "govedge-gateway.service"])
     if changed & {lay.toml, lay.key, lay.unit}:
         commands.append(["systemctl", "restart", "govedge-gateway.service"])
+    commands.append(["systemctl", "enable", "--now", "govedge-gateway-web.service"])
+    if changed & {lay.toml, lay.web_unit}:
+        commands.append(["systemctl", "restart", "govedge-gateway-web.service"])
     return commands
 
 
@@ -397,8 +404,29 @@ def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | N
     results = [result]
     if started_at is not None:
         results.append(_check_service(cfg, started_at, wait_s))
+        results.append(_check_page(cfg, wait_s))
     return results + [check.local_broker(cfg), check.registry(cfg.registry), check.hub_broker(cfg, "hub"),
                       check.chain(cfg), check.disk_space(cfg), ("clock", *(check_clock or check.clock_synchronised)())]
+
+
+def _check_page(cfg, wait_s: float) -> tuple[str, bool, str]:
+    """The status page (govedge-gateway-web) answers with the status document, from this machine."""
+    import json
+    import urllib.request
+
+    host = "127.0.0.1" if cfg.web_host in ("0.0.0.0", "::", "") else cfg.web_host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{cfg.web_port}/"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url + "api/status", timeout=5) as response:
+                doc = json.load(response)
+            return ("status page", True, f"{url} shows gateway {doc['gateway_id']} ([web] host {cfg.web_host})")
+        except (OSError, ValueError, KeyError) as exc:
+            if time.monotonic() > deadline:
+                return ("status page", False, f"{url} does not answer ({exc}): journalctl -u govedge-gateway-web "
+                                              "says why")
+        time.sleep(0.5)
 
 
 def _check_service(cfg, started_at: float, wait_s: float) -> tuple[str, bool, str]:

@@ -38,6 +38,9 @@ class HubConfig:
     # gateway (which then forgets the batch); NORMAL only a crash of the process
     synchronous: str = "FULL"
     metrics_port: int = 0  # the Prometheus endpoint on 127.0.0.1; 0: none
+    web_host: str = "127.0.0.1"  # the status page (govedge hub web): the address it listens on
+    web_port: int = 8090
+    web_refresh_s: float = 5.0
 
 
 SCHEMA: tuple[Section, ...] = (
@@ -80,6 +83,12 @@ SCHEMA: tuple[Section, ...] = (
     Section("metrics", (
         Key("port", int, 0, "Prometheus endpoint on 127.0.0.1; 0 turns it off", min=0, max=65535),
     )),
+    Section("web", (
+        Key("host", str, "127.0.0.1", "the address `govedge hub web` (the read-only status page) listens on: "
+            "127.0.0.1 this machine only (behind the operator's reverse proxy), 0.0.0.0 every interface"),
+        Key("port", int, 8090, "its TCP port", min=1, max=65535),
+        Key("refresh_s", float, 5.0, "seconds between the page's updates", above=0),
+    ), help="The status page: what `govedge hub status` says, refreshing itself."),
 )
 
 EXAMPLE_HEADER = """hub.toml: the configuration of `govedge hub run --config hub.toml` (example, every key shown).
@@ -118,4 +127,7 @@ def parse(doc: dict, base: Path = Path("."), file: Path | str | None = None) -> 
         rejected_keep_bytes=hub["rejected_keep_bytes"],
         synchronous=store["synchronous"],
         metrics_port=v["metrics"]["port"],
+        web_host=v["web"]["host"],
+        web_port=v["web"]["port"],
+        web_refresh_s=v["web"]["refresh_s"],
     )

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, settings
 
 from govedge.tools.field import firmware
 from support import MPY_PRELUDE, READINGS, SignedReading, hex_lines, mpy_literal
+from support.browser import browser  # noqa: F401 - one Chromium for the whole session (a fixture)
 from support.deploy import CliProcess
 
 # deterministic and database-less: the same examples on every run and machine
@@ -25,9 +26,10 @@ settings.load_profile("govedge")
 MARKER_OF_FIXTURE = {
     "broker": "e2e",  # a real Mosquitto
     "deployment": "e2e",  # govedge gateway run and a hub subscriber
-    "wired": "e2e",
-    "running": "e2e",
-    "cabinet": "e2e",  # firmware nodes, gateway and brokers as processes, for the faults of a cabinet  # the gateway service in a thread of the test, with real brokers (support.rig)  # a MicroPython node on a pseudo-terminal, the gateway's serial ingest at the other end
+    "wired": "e2e",  # a MicroPython node on a pseudo-terminal, the gateway's serial ingest at the other end
+    "running": "e2e",  # the gateway service in a thread of the test, with real brokers (support.rig)
+    "cabinet": "e2e",  # firmware nodes, gateway and brokers as processes, for the faults of a cabinet
+    "browser": "e2e",  # headless Chromium (support.browser)
     "anvil": "chain",
     "postgres": "postgres",
 }

@@ -171,6 +171,39 @@ def _cmd_gateway_replay_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_page(what: str, app_of, cfg, args: argparse.Namespace) -> int:
+    """`govedge gateway web`, `govedge hub web`: the service's status page, until SIGTERM or Ctrl-C. The
+    address and the refresh come from the config's [web] section unless a flag gives them."""
+    from govedge.core import logs, web
+
+    host = args.host if args.host is not None else cfg.web_host
+    port = args.port if args.port is not None else cfg.web_port
+    refresh = args.refresh if args.refresh is not None else cfg.web_refresh_s
+    sock = web.bind(host, port)  # first: a taken port is one line, before anything else starts
+    logs.setup()
+    shown = f"[{host}]" if ":" in host else host
+    print(f"govedge {what} web: the status page on http://{shown}:{sock.getsockname()[1]}/ (read-only)",
+          file=sys.stderr, flush=True)
+    web.serve(app_of(refresh), sock)
+    return 0
+
+
+def _cmd_gateway_web(args: argparse.Namespace) -> int:
+    from govedge.gateway import config as gwconfig
+    from govedge.gateway import web as gwweb
+
+    cfg = gwconfig.load(args.config)
+    return _serve_page("gateway", lambda refresh: gwweb.app(cfg, refresh), cfg, args)
+
+
+def _cmd_hub_web(args: argparse.Namespace) -> int:
+    from govedge.hub import config as hubconfig
+    from govedge.hub import web as hubweb
+
+    cfg = hubconfig.load(args.config)
+    return _serve_page("hub", lambda refresh: hubweb.app(cfg, refresh), cfg, args)
+
+
 def _ask(value, question: str, default: str | None = None) -> str:
     """A value from its flag, else from the technician at the terminal, else its default."""
     if value:
@@ -543,6 +576,13 @@ def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
             yield from commands(sub, path + (name,))
 
 
+def _web_arguments(p: argparse.ArgumentParser, section: str) -> None:
+    p.add_argument("--host", help=f"the address to listen on (default: {section} [web] host)")
+    p.add_argument("--port", type=int, help=f"the TCP port (default: {section} [web] port)")
+    p.add_argument("--refresh", type=float, help=f"seconds between the page's updates (default: {section} [web] "
+                   "refresh_s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from govedge import anchor
 
@@ -620,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="gateway.toml")
     p.add_argument("--code", default="future_time", help="the quarantine code (default future_time)")
     p.set_defaults(func=_cmd_gateway_replay_quarantine)
+
+    p = gsub.add_parser("web", help="the gateway's status page for a phone or laptop at the cabinet (read-only)")
+    p.add_argument("--config", required=True, help="gateway.toml")
+    _web_arguments(p, "gateway.toml")
+    p.set_defaults(func=_cmd_gateway_web)
 
     p = gsub.add_parser("install", help="make this Pi a gateway: key, config, broker with TLS and per-device "
                                         "credentials, systemd unit; then a self-test")
@@ -703,6 +748,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gateway_id", metavar="GATEWAY_ID")
     p.add_argument("--since", metavar="TIME", help="UTC time like 2026-11-29T06:00:00Z (default now)")
     p.set_defaults(func=_cmd_hub_revoke_gateway)
+    p = hsub.add_parser("web", help="the hub's status page: gateways and devices, last heard, problems (read-only)")
+    p.add_argument("--config", required=True, help="hub.toml")
+    _web_arguments(p, "hub.toml")
+    p.set_defaults(func=_cmd_hub_web)
     p = hsub.add_parser("proof", help="a reading's proof bundle (JSON), from the hub's store")
     p.add_argument("--config", required=True, help="hub.toml")
     p.add_argument("device_id", metavar="DEVICE_ID")

@@ -57,7 +57,8 @@ def test_install_twice_changes_nothing_and_keeps_keys(installed):
     before = _tree(root)
     for name in ("etc/govedge/gateway.toml", "etc/govedge/gateway.key", "etc/govedge/tls/broker.pem",
                  "etc/mosquitto/conf.d/govedge.conf", "etc/govedge/mosquitto/passwd", "etc/govedge/mosquitto/acl",
-                 "etc/systemd/system/govedge-gateway.service", "etc/govedge/credentials.json"):
+                 "etc/systemd/system/govedge-gateway.service", "etc/systemd/system/govedge-gateway-web.service",
+                 "etc/govedge/credentials.json"):
         assert name in before, name
     assert (root / "etc/govedge/gateway.key").stat().st_mode & 0o077 == 0
     assert (root / "etc/govedge/credentials.json").stat().st_mode & 0o077 == 0

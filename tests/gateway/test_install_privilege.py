@@ -43,6 +43,7 @@ EXPECTED = {
     "etc/govedge/mosquitto/acl": (0o644, None, None),
     "etc/mosquitto/conf.d/govedge.conf": (0o644, None, None),
     "etc/systemd/system/govedge-gateway.service": (0o644, None, None),
+    "etc/systemd/system/govedge-gateway-web.service": (0o644, None, None),
 }
 
 
@@ -187,10 +188,15 @@ def test_on_the_pi_the_units_are_enabled_started_and_restarted_or_reloaded_as_th
     lay = install.Layout(Path("/"))
     enable = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "mosquitto.service"]]
     gateway = ["systemctl", "enable", "--now", "govedge-gateway.service"]
+    page = ["systemctl", "enable", "--now", "govedge-gateway-web.service"]
     commands = lambda *changed: install.service_commands({"layout": lay, "changed_paths": list(changed)})  # noqa: E731
-    assert commands() == [*enable, gateway]
-    assert commands(lay.passwd, lay.registry) == [*enable, ["systemctl", "reload", "mosquitto.service"], gateway]
-    assert commands(lay.broker_conf, lay.passwd) == [*enable, ["systemctl", "restart", "mosquitto.service"], gateway]
-    assert commands(lay.toml) == [*enable, gateway, ["systemctl", "restart", "govedge-gateway.service"]]
+    assert commands() == [*enable, gateway, page]
+    assert commands(lay.passwd, lay.registry) == [*enable, ["systemctl", "reload", "mosquitto.service"], gateway,
+                                                  page]
+    assert commands(lay.broker_conf, lay.passwd) == [*enable, ["systemctl", "restart", "mosquitto.service"], gateway,
+                                                     page]
+    assert commands(lay.toml) == [*enable, gateway, ["systemctl", "restart", "govedge-gateway.service"], page,
+                                  ["systemctl", "restart", "govedge-gateway-web.service"]]
+    assert commands(lay.web_unit) == [*enable, gateway, page, ["systemctl", "restart", "govedge-gateway-web.service"]]
     with pytest.raises(install.InstallError, match="only for an install into /"):
         install.start_services({"layout": install.Layout(Path("/tmp/x")), "changed_paths": []})

@@ -148,6 +148,12 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(GW.format(c="replay-quarantine", d="{d}"), write("data/gateway.db", GARBAGE_DB),
              says=("gateway.db", "not a database")),
     ],
+    ("gateway", "web"): config_cases("gateway web", "gateway.toml") + [
+        Case(GW.format(c="web", d="{d}") + " --host 127.0.0.1 --port {busy}",
+             says=("port {busy} on 127.0.0.1 is in use",)),
+        Case(GW.format(c="web", d="{d}"), append("gateway.toml", "[web]\nhost = \"192.0.2.1\"\n"),
+             says=("192.0.2.1 is not an address of this machine",)),
+    ],
     ("gateway", "install"): [
         Case("gateway install --root {d}/root --gateway-id gw-err-02 --hub-host 127.0.0.1 --no-self-test "
              "--no-start --registry {d}/missing.json", says=("missing.json",)),
@@ -204,6 +210,10 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ],
     ("hub", "status"): config_cases("hub status", "hub.toml") + [
         Case(HUB.format(c="status", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
+    ],
+    ("hub", "web"): config_cases("hub web", "hub.toml") + [
+        Case(HUB.format(c="web", d="{d}"), append("hub.toml", "[web]\nport = {busy}\n"),
+             says=("port {busy} on 127.0.0.1 is in use",)),
     ],
     ("hub", "install"): [
         Case("hub install --root {d}/root --no-self-test --no-start --registry {d}/missing.json",

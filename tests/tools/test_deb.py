@@ -121,7 +121,10 @@ def test_hub_and_gateway_installs_start_their_services_and_the_gateway_logs_in_t
         assert done.returncode == 0, done.stdout + done.stderr + gateway.journal("govedge-gateway")
         for line in ("ran       systemctl enable --now mosquitto.service",
                      "ran       systemctl enable --now govedge-gateway.service",
-                     "[ok  ] service        govedge-gateway runs (process", "[ok  ] local broker   the running gateway",
+                     "ran       systemctl enable --now govedge-gateway-web.service",
+                     "[ok  ] service        govedge-gateway runs (process",
+                     f"[ok  ] status page    http://127.0.0.1:8080/ shows gateway {GATEWAY}",
+                     "[ok  ] local broker   the running gateway",
                      "[ok  ] hub"):
             assert line in done.stdout, done.stdout
         assert gateway.run("systemctl", "is-enabled", "govedge-gateway.service").stdout.strip() == "enabled"
