@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -210,3 +211,32 @@ def run(args: list[str]) -> str:
 def systemd_running() -> bool:
     """Whether systemd manages this system (sd_booted(3): the folder /run/systemd/system exists)."""
     return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def accounts(root: Path, service_user: str, role: str) -> tuple[tuple[int, int] | None, int | None]:
+    """(uid, gid) of the service user and the gid of Mosquitto's group, for the files' owners. Installed into
+    / the service user is made if missing (useradd --system: a fixed account owns the key and the data
+    across reinstalls, and a technician can see it; DynamicUser would need the key handed in through
+    systemd's credentials); under another root nothing is made: an existing user is used when the
+    install runs as root, else the files stay the invoking user's. ``role``: "gateway" or "hub"."""
+    if root != Path("/"):
+        try:
+            account = pwd.getpwnam(service_user)
+        except KeyError:
+            return None, None
+        return ((account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None), None
+    if os.geteuid() != 0:
+        raise InstallError(f"installing into / needs root: run sudo govedge {role} install (or give --root DIR)")
+    import grp
+
+    try:
+        mosquitto = grp.getgrnam("mosquitto").gr_gid
+    except KeyError:
+        raise InstallError("the mosquitto group does not exist: install Debian's mosquitto package first") from None
+    try:
+        account = pwd.getpwnam(service_user)
+    except KeyError:
+        run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/govedge", "--no-create-home",
+             "--shell", "/usr/sbin/nologin", "--comment", f"govchain-edge {role}", service_user])
+        account = pwd.getpwnam(service_user)
+    return (account.pw_uid, account.pw_gid), mosquitto

@@ -2,7 +2,7 @@
 uvicorn in a process of its own, apart from the service whose state it shows (a page being looked at never
 takes time from the gateway's main process, and a fault in it never touches the store: it reads it read-only).
 
-A page is one HTML file with its script and style beside it, no build step and nothing fetched from
+A page is one HTML file (shared) with the service's script (``app.js``) and the shared style, no build step and nothing fetched from
 elsewhere (a technician's phone at a street cabinet has no internet); it asks ``api/status`` for the same JSON
 document the service's `status --json` command prints, and refreshes itself. The document is built anew for
 every request, so the numbers are the store's at that moment.
@@ -42,16 +42,17 @@ class WebError(GovedgeError, OSError):
 
 
 def app(title: str, folder: Path, status: Callable[[], dict], refresh_s: float = 5.0):
-    """The Starlette application of one service's page: ``/`` the page (folder/index.html), its files,
-    the shared ones under ``/shared/``, and ``/api/status`` the document ``status()`` builds (HTTP 500 with
-    one line of JSON when it raises, so the page can say what went wrong)."""
+    """The Starlette application of one service's page: ``/`` the page (the shared index.html, whose
+    ``app.js`` is the service's, from ``folder``), the shared files under ``/shared/``, and ``/api/status``
+    the document ``status()`` builds (HTTP 500 with one line of JSON when it raises, so the page can say
+    what went wrong)."""
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     async def page(request):
-        return FileResponse(folder / "index.html", media_type="text/html; charset=utf-8")
+        return FileResponse(SHARED / "index.html", media_type="text/html; charset=utf-8")
 
     async def api_status(request):
         try:

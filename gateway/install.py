@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import socket
 import time
@@ -49,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.anchor import NONE as NO_ANCHORING
 from govedge.core import topics, wire
-from govedge.core.install import (InstallError, broker_tls, password_file, password_line,  # noqa: F401 - the
+from govedge.core.install import (InstallError, accounts, broker_tls, password_file, password_line,  # noqa: F401 - the
                                   require_debian_packages, systemd_running)  # CLI and tests name them here
 from govedge.core.install import password_matches as _password_matches  # noqa: F401
 from govedge.core.install import pem_key as _pem_key
@@ -288,7 +287,7 @@ def install(o: Options) -> dict:
     if hub_broker.exists():
         raise InstallError(f"{hub_broker} is there: this host is the hub, and its Mosquitto cannot also be a "
                            "gateway's (one password file, one ACL); install the gateway on a host of its own")
-    lay.service, lay.mosquitto_gid = _accounts(o)
+    lay.service, lay.mosquitto_gid = accounts(o.root, o.service_user, "gateway")
     for stale in lay.temp_files():
         stale.unlink()
     key = _gateway_key(lay, changed)
@@ -318,35 +317,6 @@ def install(o: Options) -> dict:
     return {"changed": [str(p.relative_to(o.root)) if p.is_relative_to(o.root) else str(p) for p in changed],
             "changed_paths": changed, "devices": sorted(registry.devices),
             "configured_devices": configured, "layout": lay}
-
-
-def _accounts(o: Options) -> tuple[tuple[int, int] | None, int | None]:
-    """(uid, gid) of the service user and the gid of Mosquitto's group, for the files' owners. On the Pi
-    the service user is made if missing (useradd --system: a fixed account owns the key and the data
-    across reinstalls, and a technician can see it; DynamicUser would need the key handed in through
-    systemd's credentials); under another root nothing is made: an existing user is used when the
-    install runs as root, else the files stay the invoking user's."""
-    if o.root != Path("/"):
-        try:
-            account = pwd.getpwnam(o.service_user)
-        except KeyError:
-            return None, None
-        return ((account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None), None
-    if os.geteuid() != 0:
-        raise InstallError("installing into / needs root: run sudo govedge gateway install (or give --root DIR)")
-    import grp
-
-    try:
-        mosquitto = grp.getgrnam("mosquitto").gr_gid
-    except KeyError:
-        raise InstallError("the mosquitto group does not exist: install Debian's mosquitto package first") from None
-    try:
-        account = pwd.getpwnam(o.service_user)
-    except KeyError:
-        _run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/govedge", "--no-create-home",
-              "--shell", "/usr/sbin/nologin", "--comment", "govchain-edge gateway", o.service_user])
-        account = pwd.getpwnam(o.service_user)
-    return (account.pw_uid, account.pw_gid), mosquitto
 
 
 def service_commands(result: dict) -> list[list[str]]:

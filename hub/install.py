@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import shutil
 import socket
@@ -46,8 +45,8 @@ from pathlib import Path
 
 from govedge.core import topics, wire
 from govedge.core.batch import MAX_BATCH_BYTES
-from govedge.core.install import (InstallError, broker_tls, password_file, require_debian_packages, run, settle,
-                                  systemd_running, temp_of, write)
+from govedge.core.install import (InstallError, accounts, broker_tls, password_file, require_debian_packages, run,
+                                  settle, systemd_running, temp_of, write)
 from govedge.core.registry import Registry
 
 from .gateways import Gateways
@@ -167,31 +166,6 @@ def _unit(lay: Layout, user: str) -> str:
         f"User={SERVICE_USER}\nGroup={SERVICE_USER}\n", f"User={user}\nGroup={group}\n")
 
 
-def _accounts(o: Options) -> tuple[tuple[int, int] | None, int | None]:
-    """As gateway install's: the service user (made on the host if missing) and Mosquitto's group."""
-    if o.root != Path("/"):
-        try:
-            account = pwd.getpwnam(o.service_user)
-        except KeyError:
-            return None, None
-        return ((account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None), None
-    if os.geteuid() != 0:
-        raise InstallError("installing into / needs root: run sudo govedge hub install (or give --root DIR)")
-    import grp
-
-    try:
-        mosquitto = grp.getgrnam("mosquitto").gr_gid
-    except KeyError:
-        raise InstallError("the mosquitto group does not exist: install Debian's mosquitto package first") from None
-    try:
-        account = pwd.getpwnam(o.service_user)
-    except KeyError:
-        run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/govedge", "--no-create-home",
-             "--shell", "/usr/sbin/nologin", "--comment", "govchain-edge hub", o.service_user])
-        account = pwd.getpwnam(o.service_user)
-    return (account.pw_uid, account.pw_gid), mosquitto
-
-
 def install(o: Options) -> dict:
     """Puts everything in place; returns what changed (a second run changes nothing)."""
     if o.workers < 1:
@@ -206,7 +180,7 @@ def install(o: Options) -> dict:
     if gateway_broker.exists():
         raise InstallError(f"{gateway_broker} is there: this host is a gateway, and its Mosquitto cannot also be "
                            "the hub's (one password file, one ACL); install the hub on a host of its own")
-    lay.service, lay.mosquitto_gid = _accounts(o)
+    lay.service, lay.mosquitto_gid = accounts(o.root, o.service_user, "hub")
     for stale in [*lay.etc.rglob(".*.tmp"), temp_of(lay.broker_conf), temp_of(lay.unit)] if lay.etc.exists() else []:
         stale.unlink(missing_ok=True)
     if o.registry is not None:

@@ -222,6 +222,30 @@ def _flag_value(args: argparse.Namespace, flag: str | None):
     return getattr(args, flag.removeprefix("--").replace("-", "_"), None) if flag else None
 
 
+def _installed(role: str, root, started: list[str], checks, width: int, again: str = "") -> int:
+    """The end of `gateway install`'s and `hub install`'s report: the commands run, then the self-test
+    (``checks()``: its checklist; None: skipped), one line a check. Exit status 1 when one failed."""
+    from pathlib import Path
+
+    for command in started:
+        print(f"  ran       {command}")
+    if not started:
+        print("  services  not started: " + ("--root writes files only (no user, no systemctl)"
+                                             if root != Path("/") else "--no-start"))
+    if checks is None:
+        return 0
+    print("\nself-test")
+    failed = 0
+    for name, ok, text in checks():
+        mark = "ok  " if ok else "??  " if ok is None else "FAIL"
+        failed += ok is False
+        print(f"  [{mark}] {name:<{width}} {text}", flush=True)
+    if failed:
+        print(f"\n{failed} check(s) failed: fix them, then run govedge {role} install again (it changes nothing "
+              f"that is in place){again}")
+    return 1 if failed else 0
+
+
 def _cmd_gateway_install(args: argparse.Namespace) -> int:
     import socket
     import time
@@ -268,23 +292,10 @@ def _cmd_gateway_install(args: argparse.Namespace) -> int:
           + (f"; configs updated: {', '.join(result['configured_devices'])}" if result["configured_devices"] else ""))
     print(f"  hub       give {lay.pub} to the hub operator: govedge hub add-gateway --config /etc/govedge/hub-1.toml "
           f"{options.gateway_id} {lay.pub.name}")
-    for command in started:
-        print(f"  ran       {command}")
-    if not started:
-        print("  services  not started: " + ("--root writes files only (no user, no systemctl)"
-                                             if options.root != Path("/") else "--no-start"))
-    if args.no_self_test:
-        return 0
-    print("\nself-test")
-    failed = 0
-    for name, ok, text in install.self_test(lay.toml, started_at=started_at if started else None):
-        mark = "ok  " if ok else "??  " if ok is None else "FAIL"
-        failed += ok is False
-        print(f"  [{mark}] {name:<14} {text}", flush=True)
-    if failed:
-        print(f"\n{failed} check(s) failed: fix them, then run govedge gateway install again (it changes nothing "
-              "that is in place) or systemctl restart govedge-gateway")
-    return 1 if failed else 0
+    return _installed("gateway", options.root, started,
+                      None if args.no_self_test else
+                      lambda: install.self_test(lay.toml, started_at=started_at if started else None),
+                      14, " or systemctl restart govedge-gateway")
 
 
 def _cmd_gateway_proof(args: argparse.Namespace) -> int:
@@ -441,23 +452,8 @@ def _cmd_hub_install(args: argparse.Namespace) -> int:
     for gateway_id in result["gateways"]:
         print(f"  gateway   {gateway_id}: give {lay.gateway_passwords / gateway_id} and {lay.tls / 'ca.pem'} to its "
               "technician (gateway install --hub-password-file, --hub-ca)")
-    for command in started:
-        print(f"  ran       {command}")
-    if not started:
-        print("  services  not started: " + ("--root writes files only (no user, no systemctl)"
-                                             if options.root != Path("/") else "--no-start"))
-    if args.no_self_test:
-        return 0
-    print("\nself-test")
-    failed = 0
-    for name, ok, text in install.self_test(result, started=bool(started)):
-        mark = "ok  " if ok else "??  " if ok is None else "FAIL"
-        failed += ok is False
-        print(f"  [{mark}] {name:<18} {text}", flush=True)
-    if failed:
-        print(f"\n{failed} check(s) failed: fix them, then run govedge hub install again (it changes nothing "
-              "that is in place)")
-    return 1 if failed else 0
+    return _installed("hub", options.root, started,
+                      None if args.no_self_test else lambda: install.self_test(result, started=bool(started)), 18)
 
 
 def _cmd_hub_run(args: argparse.Namespace) -> int:

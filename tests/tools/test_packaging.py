@@ -89,8 +89,8 @@ def test_the_wheel_carries_firmware_pins_and_run_time_files_inside_govedge(wheel
             "govedge/gateway/govedge-gateway-web.service",
             "govedge/hub/govedge-hub@.service"} <= names  # what gateway install and hub install write units from
     # the status pages, with the files they share
-    assert {"govedge/core/web/page.js", "govedge/core/web/page.css", "govedge/gateway/web/index.html",
-            "govedge/gateway/web/gateway.js", "govedge/hub/web/index.html", "govedge/hub/web/hub.js"} <= names
+    assert {"govedge/core/web/index.html", "govedge/core/web/page.js", "govedge/core/web/page.css",
+            "govedge/gateway/web/app.js", "govedge/hub/web/app.js"} <= names
     # the firmware's modules import each other by bare name; none of them lands on the desktop's sys.path
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"govedge"}
 
