@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import MqttEndpoint
@@ -24,6 +26,26 @@ def line(result: Result) -> str:
     """One check as `govedge ... check` prints it: ``ok    name            what was found``."""
     name, passed, text = result
     return f"{MARKS[passed]:<5} {name:<15} {text}"
+
+
+INVALID = 2  # the exit status of a configuration that is not valid
+
+
+def report(role: str, configured: tuple, plan: Callable, out: Callable[[str], None] = print) -> int:
+    """`govedge gateway check`, `govedge hub check`: ``configured`` is (config or None, its check); then each
+    check ``plan(config)`` lists (callables returning a Result) done and printed in turn. Returns the exit
+    status: INVALID (its one line on standard error, as every command says it cannot use its
+    configuration), else exit_code's."""
+    cfg, result = configured
+    if cfg is None:
+        print(f"govedge {role} check: {result[2]}", file=sys.stderr)
+        return INVALID
+    out(line(result))
+    results = []
+    for one in plan(cfg):
+        results.append(one())
+        out(line(results[-1]))
+    return exit_code(results)
 
 
 def exit_code(results: list[Result]) -> int:

@@ -9,8 +9,6 @@ The checks of a connection are shared with `govedge gateway install`'s self-test
 
 from __future__ import annotations
 
-import sys
-
 import os
 import shutil
 import subprocess
@@ -25,8 +23,6 @@ from govedge.core.config import ConfigError
 from govedge.core.registry import Registry
 
 from . import config as gwconfig
-
-INVALID = 2  # the exit status of a configuration that is not valid
 
 
 def configuration(path: Path) -> tuple[gwconfig.GatewayConfig | None, Result]:
@@ -160,16 +156,5 @@ def connections(cfg: gwconfig.GatewayConfig) -> list[Callable[[], Result]]:
 
 def run(path: Path, out: Callable[[str], None] = print) -> int:
     """Every check, each printed as it is done; returns the exit status."""
-    cfg, result = configuration(Path(path))
-    if cfg is None:  # one line on standard error, as every command says it cannot use its configuration
-        print(f"govedge gateway check: {result[2]}", file=sys.stderr)
-        return INVALID
-    out(check.line(result))
-    results = []
-    for result in files(cfg):
-        out(check.line(result))
-        results.append(result)
-    for one in connections(cfg):
-        results.append(one())
-        out(check.line(results[-1]))
-    return check.exit_code(results)
+    return check.report("gateway", configuration(Path(path)),
+                        lambda cfg: [*(lambda r=r: r for r in files(cfg)), *connections(cfg)], out)

@@ -7,8 +7,6 @@ passed, 1 when one failed, 2 when the configuration itself is not valid."""
 
 from __future__ import annotations
 
-import sys
-
 import os
 import sqlite3
 from pathlib import Path
@@ -22,7 +20,6 @@ from govedge.core.registry import Registry
 from . import config as hubconfig
 from .gateways import Gateways
 
-INVALID = 2  # the exit status of a configuration that is not valid
 TIMEOUT_S = 5
 
 
@@ -97,13 +94,6 @@ def files(cfg: hubconfig.HubConfig) -> list[Result]:
 
 def run(path: Path, out: Callable[[str], None] = print) -> int:
     """Every check, each printed as it is done; returns the exit status."""
-    cfg, result = configuration(Path(path))
-    if cfg is None:  # one line on standard error, as every command says it cannot use its configuration
-        print(f"govedge hub check: {result[2]}", file=sys.stderr)
-        return INVALID
-    out(check.line(result))
-    results = []
-    for one in [*(lambda r=r: r for r in files(cfg)), lambda: store(cfg.store), lambda: broker(cfg)]:
-        results.append(one())
-        out(check.line(results[-1]))
-    return check.exit_code(results)
+    return check.report("hub", configuration(Path(path)),
+                        lambda cfg: [*(lambda r=r: r for r in files(cfg)), lambda: store(cfg.store),
+                                     lambda: broker(cfg)], out)
