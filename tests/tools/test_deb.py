@@ -119,6 +119,7 @@ def test_hub_and_gateway_installs_start_their_services_and_the_gateway_logs_in_t
                            "--hub-ca", "/srv/govedge-test/hub-ca.pem",
                            "--hub-password-file", "/srv/govedge-test/hub-password", check=False, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr + gateway.journal("govedge-gateway")
+        print(done.stdout)  # the report README.md shows ("Installing a gateway"): pytest -rP prints it
         for line in ("ran       systemctl enable --now mosquitto.service",
                      "ran       systemctl enable --now govedge-gateway.service",
                      "ran       systemctl enable --now govedge-gateway-web.service",
