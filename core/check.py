@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import MqttEndpoint
+from .registry import Registry
 
 Result = tuple[str, "bool | None", str]
 
@@ -46,6 +47,15 @@ def report(role: str, configured: tuple, plan: Callable, out: Callable[[str], No
         results.append(one())
         out(line(results[-1]))
     return exit_code(results)
+
+
+def registry(path: Path) -> Result:
+    """The device registry loads (gateway check, hub check and the installs' self-tests word it the same)."""
+    try:
+        reg = Registry.load(path)
+    except Exception as exc:  # noqa: BLE001 - the checklist names any fault of the file
+        return ("registry", False, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+    return ("registry", True, f"{len(reg.devices)} devices in {path}")
 
 
 def exit_code(results: list[Result]) -> int:

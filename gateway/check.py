@@ -20,7 +20,6 @@ from govedge.anchor import NONE as NO_ANCHORING
 from govedge.core import check
 from govedge.core.check import Result
 from govedge.core.config import ConfigError
-from govedge.core.registry import Registry
 
 from . import config as gwconfig
 
@@ -48,15 +47,6 @@ def signing_key(cfg: gwconfig.GatewayConfig) -> Result:
     except ConfigError as exc:
         return ("gateway key", False, f"{exc}: give the key `govedge gateway install` made (gateway.key)")
     return ("gateway key", True, f"{cfg.key_file}: a P-256 private key")
-
-
-def registry(path: Path) -> Result:
-    """The device registry loads (the install's self-test and the check word it the same)."""
-    try:
-        reg = Registry.load(path)
-    except Exception as exc:  # noqa: BLE001 - the checklist names any fault of the file
-        return ("registry", False, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
-    return ("registry", True, f"{len(reg.devices)} devices in {path}")
 
 
 def local_broker(cfg: gwconfig.GatewayConfig, wait_s: float = 20.0, timeout: float = 10.0) -> Result:
@@ -131,7 +121,7 @@ def clock_synchronised() -> tuple[bool | None, str]:
 def files(cfg: gwconfig.GatewayConfig) -> list[Result]:
     """The offline checks: everything the configuration names that the service reads or writes, the
     room on the disk and the clock."""
-    results = [signing_key(cfg), registry(cfg.registry), check.writable("data folder", cfg.data_dir,
+    results = [signing_key(cfg), check.registry(cfg.registry), check.writable("data folder", cfg.data_dir,
                                                                          "[gateway] data_dir"), disk_space(cfg),
                ("clock", *clock_synchronised()),
                check.tls_files("local TLS", cfg.ingest, "[ingest.mqtt]"),

@@ -366,6 +366,8 @@ def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | N
     are `govedge gateway check`'s (govedge.gateway.check). With ``started_at`` (the time start_services
     began) the running service is checked first: it must have written its live.json since then and be
     connected to its local broker within ``wait_s``."""
+    from govedge.core import check as shared
+
     from . import check
 
     cfg, result = check.configuration(toml)
@@ -375,7 +377,7 @@ def self_test(toml: Path, check_clock: Callable[[], tuple[bool | None, str]] | N
     if started_at is not None:
         results.append(_check_service(cfg, started_at, wait_s))
         results.append(_check_page(cfg, wait_s))
-    return results + [check.local_broker(cfg), check.registry(cfg.registry), check.hub_broker(cfg, "hub"),
+    return results + [check.local_broker(cfg), shared.registry(cfg.registry), check.hub_broker(cfg, "hub"),
                       check.chain(cfg), check.disk_space(cfg), ("clock", *(check_clock or check.clock_synchronised)())]
 
 

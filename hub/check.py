@@ -15,7 +15,6 @@ from typing import Callable
 from govedge.core import check, redact
 from govedge.core.check import Result
 from govedge.core.config import ConfigError
-from govedge.core.registry import Registry
 
 from . import config as hubconfig
 from .gateways import Gateways
@@ -29,14 +28,6 @@ def configuration(path: Path) -> tuple[hubconfig.HubConfig | None, Result]:
     except ConfigError as exc:
         return None, ("configuration", False, str(exc))
     return cfg, ("configuration", True, f"{path} is valid")
-
-
-def registry(path: Path) -> Result:
-    try:
-        reg = Registry.load(path)
-    except Exception as exc:  # noqa: BLE001 - the check names any fault of the file
-        return ("registry", False, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
-    return ("registry", True, f"{len(reg.devices)} devices in {path}")
 
 
 def gateways(path: Path) -> Result:
@@ -87,7 +78,7 @@ def broker(cfg: hubconfig.HubConfig, timeout: float = TIMEOUT_S) -> Result:
 
 
 def files(cfg: hubconfig.HubConfig) -> list[Result]:
-    return [registry(cfg.registry), gateways(cfg.gateways),
+    return [check.registry(cfg.registry), gateways(cfg.gateways),
             check.writable("state folder", cfg.state_dir, "[hub] state_dir"),
             check.tls_files("broker TLS", cfg.mqtt, "[mqtt]")]
 
