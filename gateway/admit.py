@@ -24,17 +24,26 @@ decides (govedge.gateway.clocksync): synchronized, the node's clock is wrong
 wrong, so the reading is stored and batched as any other and flagged ``clock_unsynced``
 (``clock_flag``): a clock disagreement never costs a signed reading. Then the key that signed
 it must still be valid for it (a retired or revoked key: ``retired_key``, ``revoked_key``; the rule is
-govedge.core.registry's ``KeyRule``), and the sequence number must be above the last
-one accepted under the same key (``replayed``) and at most ``MAX_SEQ_JUMP`` above
-it (``seq_jump``). Sequence numbers are counted per key, so a leaked key that signed
-a huge one locks out only itself: the device's next key starts afresh
-(docs/SECURITY.md, "Key lifecycle").
+govedge.core.registry's ``KeyRule``), and its sequence number must not have been accepted under the same
+key before (``replayed``) and lie at most ``MAX_SEQ_JUMP`` above the last one accepted (``seq_jump``).
+Sequence numbers are counted per key, so a leaked key that signed a huge one locks out only itself: the
+device's next key starts afresh (docs/SECURITY.md, "Key lifecycle").
+
+Messages do not arrive in order: a broker that dies (a power cut of the gateway Pi) loses what it held
+for the gateway, the messages after them get through, and the node sends the lost ones again when
+their acknowledgement does not come. So the replay protection is a window (as IPsec's, RFC 4303
+section 3.4.3), kept per sequence space as ``SeqState``: the highest number accepted and the gaps below
+it, the numbers not accepted yet within ``REPLAY_WINDOW`` of it. A number in a gap is accepted once
+and closes its part of the gap; a number at or below the highest that lies in no gap was accepted
+before (or lies further back than the window, or its gap was among the oldest when more than
+``MAX_GAPS`` were open) and is ``replayed``. The first reading of a sequence space opens the window
+below it: the readings a broker lost before it still come in.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from govedge.core import topics, wire
 from govedge.core.crashguard import POISON, CrashGuard
@@ -51,6 +60,77 @@ MAX_SENDERS = 100_000  # buckets kept; full ones are forgotten first (a full buc
 # a node numbering ten readings a second gets there in 13 years; a node never skips more than it
 # numbered, whatever it dropped from a full buffer or reserved in blocks across reboots
 MAX_SEQ_JUMP = 2**32
+# how far below the highest accepted number a reading not accepted yet is still taken in: a node sends
+# its oldest waiting message again at the latest after 10 minutes without its acknowledgement, and
+# numbers 65,536 messages in 1.8 hours at ten a second, in 45 days at one a minute
+REPLAY_WINDOW = 1 << 16
+MAX_GAPS = 1024  # gaps kept per sequence space; the oldest is closed first (a node rebooting opens one)
+
+Gaps = tuple[tuple[int, int], ...]  # (first, last) of each run of numbers not accepted, ascending
+
+
+class SeqState(NamedTuple):
+    """What the replay protection knows of a sequence space: the highest number accepted and the gaps
+    below it (within ``REPLAY_WINDOW``)."""
+    last: int
+    gaps: Gaps = ()
+
+    def open(self, seq: int) -> bool:
+        """Whether ``seq`` may still be accepted: above the highest, or in a gap."""
+        if seq > self.last:
+            return True
+        if seq < self.last - REPLAY_WINDOW:
+            return False
+        for first, last in self.gaps:
+            if seq < first:
+                return False
+            if seq <= last:
+                return True
+        return False
+
+    def taking(self, seq: int) -> "SeqState":
+        """The state once ``seq`` (open) is accepted."""
+        if seq > self.last:
+            gaps = self.gaps + ((self.last + 1, seq - 1),) if seq > self.last + 1 else self.gaps
+            return SeqState(seq, window(gaps, seq))
+        gaps = []
+        for first, last in self.gaps:
+            if first <= seq <= last:
+                if first < seq:
+                    gaps.append((first, seq - 1))
+                if seq < last:
+                    gaps.append((seq + 1, last))
+            else:
+                gaps.append((first, last))
+        return SeqState(self.last, tuple(gaps))
+
+    @classmethod
+    def first(cls, seq: int) -> "SeqState":
+        """The state of a sequence space whose first accepted reading is ``seq``."""
+        return cls(seq, ((max(0, seq - REPLAY_WINDOW), seq - 1),) if seq > 0 else ())
+
+    def text(self) -> str:
+        """The gaps as kept in the store: 'a-b,c-d' ('' for none)."""
+        return ",".join(f"{a}-{b}" for a, b in self.gaps)
+
+    @classmethod
+    def parse(cls, last: int, text: str | None) -> "SeqState":
+        gaps = []
+        for part in (text or "").split(","):
+            if part:
+                a, _, b = part.partition("-")
+                gaps.append((int(a), int(b)))
+        return cls(last, tuple(gaps))
+
+
+def window(gaps: Gaps, last: int) -> Gaps:
+    """The gaps that reach into ``REPLAY_WINDOW`` below ``last`` (the part of the oldest one below the window
+    is closed by ``SeqState.open``), at most ``MAX_GAPS`` of them (the newest)."""
+    if gaps and gaps[0][1] < last - REPLAY_WINDOW:
+        gaps = tuple(g for g in gaps if g[1] >= last - REPLAY_WINDOW)
+    if len(gaps) > MAX_GAPS:
+        gaps = gaps[-MAX_GAPS:]
+    return gaps
 
 
 # the flag of a reading stored while it was ahead of a gateway clock not known to be synchronized
@@ -107,23 +187,23 @@ class FairShare:
 class Checks:
     """The checks of a verified message, in order: topic, clock, key, replay.
 
-    ``last_seq`` and ``message_of`` read the store (the last accepted sequence number
-    of a sequence space, a stored message); ``registry`` gives the registry the
+    ``seq_state`` and ``message_of`` read the store (the replay window of a sequence space as a
+    ``SeqState``, None for one never seen; a stored message); ``registry`` gives the registry the
     readings were verified against (None: one sequence space per device, no key rules);
     ``bounds`` the store's learnt key boundaries; ``clock`` the gateway's clock (its time and whether
     it is synchronized; tests hand in one a day behind). The caller notes each message it stores with
     ``stored`` and stores it with its ``clock_flag``."""
 
-    def __init__(self, max_future_s: int, last_seq: Callable[[str], int | None],
+    def __init__(self, max_future_s: int, seq_state: Callable[[str], SeqState | None],
                  message_of: Callable[[str, int], bytes | None], registry: Callable[[], "Registry"] | None = None,
                  bounds: "KeyBounds | None" = None, clock: GatewayClock | None = None):
         self.max_future_s = max_future_s
         self.clock = clock or GatewayClock()
-        self.stored_last_seq = last_seq
+        self.stored_state = seq_state
         self.stored_message = message_of
         self.registry = registry
         self.bounds = bounds
-        self.last_seq: dict[str, int] = {}  # sequence space -> the last sequence number stored by this process
+        self.spaces: dict[str, SeqState] = {}  # sequence space -> its window, once this process looked it up
 
     def space(self, reading: wire.Reading) -> str:
         """The sequence space a reading counts in: its device's, per key (``DEVICE KEYID``) with a registry."""
@@ -154,16 +234,13 @@ class Checks:
                     return Refusal(*refused)
             space = device + " " + rule.key_id
             several_keys = len(registry.devices[device].keys) > 1
-        last = self.last_seq.get(space)
-        if last is None:
-            last = self.stored_last_seq(space)
-            if last is None and space != device:
-                last = self.stored_last_seq(device)  # a store from before sequence spaces per key
-        if last is not None and reading.seq <= last:
+        state = self.state(space, device)
+        last = state.last if state is not None else None
+        if state is not None and not state.open(reading.seq):
             if self.stored_message(device, reading.seq) == reading.message:
                 return DUPLICATE  # sent again after a reboot or a lost ack: we have it
-            return Refusal("replayed", f"sequence number {reading.seq} of {device!r} is not above the last "
-                                       f"accepted one ({last})")
+            return Refusal("replayed", f"sequence number {reading.seq} of {device!r} was accepted before, or lies "
+                                       f"more than {REPLAY_WINDOW} below the last accepted one ({last})")
         if reading.seq - (last or 0) > MAX_SEQ_JUMP:
             return Refusal("seq_jump", f"sequence number {reading.seq} of {device!r} is more than 2**32 above the "
                                        f"last accepted one of its key ({last or 0})")
@@ -182,13 +259,28 @@ class Checks:
         (which was then not known to be synchronized), else None."""
         return CLOCK_UNSYNCED if self.ahead(reading) else None
 
-    def stored(self, reading: wire.Reading, space: str) -> None:
-        """Notes a reading stored in the open transaction, in its sequence space (``space``)."""
-        self.last_seq[space] = reading.seq
+    def state(self, space: str, device: str) -> SeqState | None:
+        """The replay window of a sequence space; None before its first reading."""
+        state = self.spaces.get(space)
+        if state is None:
+            state = self.stored_state(space)
+            if state is None and space != device:
+                state = self.stored_state(device)  # a store from before sequence spaces per key
+            if state is not None:
+                self.spaces[space] = state
+        return state
+
+    def stored(self, reading: wire.Reading, space: str) -> SeqState:
+        """Notes a reading stored in the open transaction, in its sequence space (``space``); returns the
+        space's window, for the store to keep with the commit."""
+        state = self.state(space, reading.device_id)
+        state = SeqState.first(reading.seq) if state is None else state.taking(reading.seq)
+        self.spaces[space] = state
         if self.bounds is not None and reading.key == 0 and reading.device_id not in self.bounds.done:
             registry = self.registry()
             if registry.key_rule(reading.device_id, 0).status == "active":
                 self.bounds.learn(reading.device_id, registry.retired_ids(reading.device_id), reading.seq)
+        return state
 
 
 class KeyBounds:

@@ -123,7 +123,7 @@ class Room:
 
 class Undo:
     """What a commit changes in the gateway's memory, put back when the commit is rolled back: the last
-    sequence numbers and key boundaries the checks noted, the batcher's count and closed windows, the
+    sequence numbers' windows and key boundaries the checks noted, the batcher's count and closed windows, the
     counters of the main loop and, while room is short (when a failure is to be expected), the filters'
     and aggregation's state. A disk that fills faster than that can be told may leave the derived
     aggregates counting a retried reading twice; the signed readings themselves are never doubled."""
@@ -133,7 +133,7 @@ class Undo:
 
     def __init__(self, gw):
         self.gw = gw
-        self.last_seq = dict(gw.checks.last_seq)
+        self.spaces = dict(gw.checks.spaces)
         bounds = gw.checks.bounds
         self.bounds = None if bounds is None else (dict(bounds.known), set(bounds.done))
         self.waiting = gw.batcher.waiting
@@ -146,8 +146,8 @@ class Undo:
 
     def restore(self) -> None:
         gw = self.gw
-        gw.checks.last_seq.clear()
-        gw.checks.last_seq.update(self.last_seq)
+        gw.checks.spaces.clear()
+        gw.checks.spaces.update(self.spaces)
         if self.bounds is not None:
             gw.checks.bounds.known, gw.checks.bounds.done = self.bounds
         gw.batcher.waiting = self.waiting

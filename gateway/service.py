@@ -101,7 +101,7 @@ class Gateway:
         self.share = FairShare(cfg.device_burst, cfg.device_rate_per_s)
         self.clock = clock or GatewayClock(cfg.clock_synchronized)
         self.last_clock_warning = -CLOCK_WARNING_S
-        self.checks = Checks(cfg.max_future_s, self.store.last_seq, self.store.message_of,
+        self.checks = Checks(cfg.max_future_s, self.store.seq_state, self.store.message_of,
                              lambda: self.verifier.registry,
                              KeyBounds(self.store.key_bounds, self.store.learn_key_bound), self.clock)
         key = cfg.signing_key()
@@ -194,7 +194,7 @@ class Gateway:
         flag = self.checks.clock_flag(reading)
         reading_id = self.store.add_reading(reading.device_id, reading.seq, kind, reading.time, reading.message,
                                             space, flag)
-        self.checks.stored(reading, space)
+        self.store.note_window(space, self.checks.stored(reading, space))
         if flag is not None:
             self._flagged(reading, flag)
         self.batcher.waiting += 1

@@ -22,6 +22,8 @@ import cbor2
 
 from govedge.core.errors import raise_for_file
 
+from .admit import SeqState
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY,
@@ -39,7 +41,9 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_unbatched ON readings (id) WHERE batch_seq IS NULL;
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,         -- a sequence space: 'DEVICE KEYID' (one per key), or DEVICE (older stores)
-    last_seq INTEGER NOT NULL           -- the highest sequence number accepted
+    last_seq INTEGER NOT NULL,          -- the highest sequence number accepted
+    gaps TEXT NOT NULL DEFAULT ''       -- 'a-b,c-d': numbers below it not accepted yet, still taken in
+                                        -- (the replay window: govedge.gateway.admit.SeqState)
 );
 CREATE TABLE IF NOT EXISTS key_bounds (  -- learnt from the first reading under a device's active key
     device_id TEXT NOT NULL,
@@ -216,6 +220,9 @@ class Store:
             self.db.executescript(SCHEMA)
             if "head" not in {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}:
                 self.db.execute("ALTER TABLE batches ADD COLUMN head BLOB")  # a store from before epochs
+            if "gaps" not in {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}:
+                # a store from before the replay window: what it accepted counts as all below last_seq
+                self.db.execute("ALTER TABLE devices ADD COLUMN gaps TEXT NOT NULL DEFAULT ''")
             if "clock_flag" not in {row[1] for row in self.db.execute("PRAGMA table_info(readings)")}:
                 self.db.execute("ALTER TABLE readings ADD COLUMN clock_flag TEXT")  # a store from before the flag
             # the flagged readings counted by `govedge gateway status` without a pass over all readings
@@ -238,6 +245,7 @@ class Store:
             raise_for_file(exc, self.path)
             raise
         self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
+        self._gaps: dict[str, str] = {}  # and their replay windows' gaps, where the checks gave them
 
     def close(self) -> None:
         self.db.close()
@@ -255,11 +263,15 @@ class Store:
                     "INSERT INTO devices (device_id, last_seq) VALUES (?, ?) "
                     "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
                     self._last_seq.items())
+            if exc_type is None and self._gaps:
+                self.db.executemany("UPDATE devices SET gaps = ? WHERE device_id = ?",
+                                    [(gaps, space) for space, gaps in self._gaps.items()])
         except BaseException:
             self.rollback()
             raise
         finally:
             self._last_seq.clear()
+            self._gaps.clear()
         if exc_type is None:
             self.db.execute("COMMIT")
         else:
@@ -277,6 +289,16 @@ class Store:
             return self._last_seq[device_id]
         row = self.db.execute("SELECT last_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         return row[0] if row else None
+
+    def seq_state(self, space: str) -> SeqState | None:
+        """The replay window of a sequence space (govedge.gateway.admit), as committed; None if never seen."""
+        row = self.db.execute("SELECT last_seq, gaps FROM devices WHERE device_id = ?", (space,)).fetchone()
+        return SeqState.parse(*row) if row else None
+
+    def note_window(self, space: str, state: SeqState) -> None:
+        """Inside a transaction: the sequence space's replay window as the checks left it, written at commit."""
+        self._gaps[space] = state.text()
+        self._last_seq[space] = max(state.last, self._last_seq.get(space, -1))
 
     def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes,
                     space: str | None = None, clock_flag: str | None = None) -> int:

@@ -3,6 +3,7 @@
 import sqlite3
 import time
 
+from govedge.gateway.admit import SeqState
 from govedge.gateway.health import snapshot
 from govedge.gateway.store import Store
 
@@ -57,6 +58,32 @@ def test_last_sequence_number_is_written_at_commit_and_not_on_rollback(tmp_path)
     assert store.last_seq("esp32-0001") == 7
     store.close()
     assert Store(tmp_path / "gateway.db").last_seq("esp32-0001") == 7
+
+
+def test_the_replay_window_is_kept_with_the_commit_and_a_store_from_before_windows_is_migrated(tmp_path):
+    path = tmp_path / "gateway.db"
+    db = sqlite3.connect(path)  # the devices table of a store from before the replay window
+    db.execute("CREATE TABLE devices (device_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)")
+    db.execute("INSERT INTO devices VALUES ('esp32-0001', 50)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.seq_state("esp32-0001") == SeqState(50)  # all it accepted counts as all below 50
+    assert store.seq_state("esp32-0002") is None
+    with store:
+        store.note_window("esp32-0001", SeqState(50).taking(60))
+        store.note_window("esp32-0002 k2", SeqState.first(3).taking(9))
+    try:
+        with store:
+            store.note_window("esp32-0001", SeqState(60, ((51, 59),)).taking(55))
+            raise RuntimeError("power cut")
+    except RuntimeError:
+        pass
+    store.close()
+    store = Store(path)
+    assert store.seq_state("esp32-0001") == SeqState(60, ((51, 59),))
+    assert store.seq_state("esp32-0002 k2") == SeqState(9, ((0, 2), (4, 8)))
+    assert store.last_seq("esp32-0001") == 60
 
 
 def test_a_batch_must_be_the_oldest_unbatched_readings(tmp_path):
