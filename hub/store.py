@@ -182,6 +182,7 @@ RE_KEYED = {
     "epochs": ("(gateway_id, number)", "(gateway_id, store_id, number)"),
 }
 
+READING_COLUMNS = "device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id"
 SYNCHRONOUS = ("FULL", "NORMAL")  # [store] synchronous: SQLite's PRAGMA synchronous in WAL mode
 KEEP_BYTES = 262144  # of a rejected payload; a batch of 500 readings (about 100 kB) fits whole
 MAX_REASON_CHARS = 500
@@ -308,6 +309,10 @@ class HubStore:
                     self._exec(statement)
                 self._add_columns()
                 self._add_tables()
+            if self.dialect == "postgresql":  # where a batch's readings are copied to first (_add_readings)
+                self._exec("CREATE TEMPORARY TABLE staged_readings (device_id TEXT, seq BIGINT, time DOUBLE PRECISION, "
+                           "gateway_id TEXT, store_id TEXT, batch_seq BIGINT, leaf BIGINT, message BYTEA, key_id TEXT) "
+                           "ON COMMIT DELETE ROWS")
         except sqlite3.DatabaseError as exc:
             self.db.close()
             errors.raise_for_file(exc, path)
@@ -446,20 +451,25 @@ class HubStore:
             return None
         self._add_aggregates(b)
         by_store: Refused = {}
+        if not each:
+            for leaf, refusal in self._add_readings(b, readings).items():
+                by_store[leaf] = refusal
+            if by_store:
+                self._exec("UPDATE batches SET refused = ? WHERE gateway_id = ? AND store_id = ? AND seq = ?",
+                           (_leaf_list(refused + list(by_store)), b.gateway_id, b.store_id or "", b.seq))
+            return by_store
         for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)):
             if r is None:
                 continue
-            if each:
-                self.savepoint("reading")
+            self.savepoint("reading")
             try:
                 refusal = self._add_reading(b, leaf, message, r)
             except Exception as exc:  # noqa: BLE001 - whatever one reading raises, it alone is left out
-                if not each or self.unavailable(exc):
+                if self.unavailable(exc):
                     raise
                 self.undo_to("reading")
                 refusal = internal_error(exc, "could not be stored: ")
-            if each:
-                self.release("reading")
+            self.release("reading")
             if refusal:
                 by_store[leaf] = refusal
         if by_store:
@@ -482,6 +492,55 @@ class HubStore:
                                  "copy, or lost by a gateway from before store ids?)")
         return bool(inserted)
 
+    def _add_readings(self, b: Batch, readings: list[wire.Reading | None]) -> Refused:
+        """A batch's readings and their measurements, a few statements for all of them: on PostgreSQL the
+        readings are copied (COPY) into a temporary table of the connection and inserted from there in one
+        statement that returns those it inserted, their measurements copied straight in; on SQLite
+        executemany. A reading not inserted is here already: kept once if its
+        bytes are the same, else refused (conflicting_reading), as ``_add_reading`` does one by one."""
+        rows = [(r.device_id, r.seq, r.time, b.gateway_id, b.store_id or "", b.seq, leaf, message,
+                 self.key_id_of(r))
+                for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)) if r is not None]
+        if not rows:
+            return {}
+        if self.dialect == "postgresql":
+            with self.db.cursor().copy(f"COPY staged_readings ({READING_COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            inserted = {leaf for (leaf,) in self._exec(
+                f"INSERT INTO readings ({READING_COLUMNS}) SELECT {READING_COLUMNS} FROM staged_readings ORDER BY leaf "
+                "ON CONFLICT (device_id, seq) DO NOTHING RETURNING leaf").fetchall()}
+            self._exec("DELETE FROM staged_readings")
+        else:
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT INTO readings (device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING", rows)
+            inserted = {row[6] for row in rows}
+            if self.db.total_changes - before < len(rows):  # some were here already: which ones
+                inserted = {row[6] for row in rows if self._exec(
+                    "SELECT gateway_id, store_id, batch_seq, leaf FROM readings WHERE device_id = ? AND seq = ?",
+                    row[:2]).fetchone() == (b.gateway_id, b.store_id or "", b.seq, row[6])}
+        by_store: Refused = {}
+        measurements = []
+        for device_id, seq, _t, _g, _s, _b, leaf, message, _k in rows:
+            if leaf not in inserted:
+                held = self.reading_of(device_id, seq)
+                if held.message != message:
+                    by_store[leaf] = _conflict(device_id, seq, held)
+                continue  # in an earlier batch (or at an earlier leaf of this one) already: kept once
+            for pos, m in enumerate(readings[leaf].measurements):
+                measurements.append((device_id, seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
+        if measurements and self.dialect == "postgresql":
+            with self.db.cursor().copy("COPY measurements (device_id, seq, name, pos, unit, value, value_text) "
+                                       "FROM STDIN") as copy:
+                for row in measurements:
+                    copy.write_row(row)
+        elif measurements:
+            self.db.executemany("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
+                                "VALUES (?,?,?,?,?,?,?)", measurements)
+        return by_store
+
     def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> Refusal | None:
         """Stores a reading; its refusal when another reading holds its device id and sequence number."""
         if not self._exec(
@@ -492,24 +551,28 @@ class HubStore:
             held = self.reading_of(r.device_id, r.seq)
             if held.message == message:
                 return None  # in an earlier batch already (a gateway that sent it twice): kept once
-            return Refusal("conflicting_reading", f"reading {r.device_id} #{r.seq} is here already with other "
-                                                  f"contents (from batch {batch_id(held.gateway_id, held.store_id, held.batch_seq)}): the "
-                                                  "device signed two readings with one sequence number (was its "
-                                                  "counter reset?)")
+            return _conflict(r.device_id, r.seq, held)
         for pos, m in enumerate(r.measurements):
             self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
                        "VALUES (?,?,?,?,?,?,?)",
                        (r.device_id, r.seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
 
     def _add_aggregates(self, b: Batch) -> None:
-        for a in b.aggregates:
-            self._exec(
-                "INSERT INTO aggregates (gateway_id, store_id, batch_seq, device_id, name, unit, window_start, "
-                "window_end, count, min, max, mean, stdev, last, first_seq, last_seq) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                (b.gateway_id, b.store_id or "", b.seq, a["device_id"], a["name"], a.get("unit"), a["window_start"],
+        """The batch's aggregates, in one statement (PostgreSQL: unnest; SQLite: executemany)."""
+        rows = [(b.gateway_id, b.store_id or "", b.seq, a["device_id"], a["name"], a.get("unit"), a["window_start"],
                  a["window_end"], a["count"], a["min"], a["max"], a["mean"], a["stdev"], a["last"],
-                 a["first_seq"], a["last_seq"]))
+                 a["first_seq"], a["last_seq"]) for a in b.aggregates]
+        if not rows:
+            return
+        columns = ("INSERT INTO aggregates (gateway_id, store_id, batch_seq, device_id, name, unit, window_start, "
+                   "window_end, count, min, max, mean, stdev, last, first_seq, last_seq) ")
+        if self.dialect == "postgresql":
+            self._exec(columns + "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], "
+                       "?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::float8[], ?::float8[], ?::float8[], "
+                       "?::float8[], ?::float8[], ?::bigint[], ?::bigint[]) ON CONFLICT DO NOTHING",
+                       tuple(list(column) for column in zip(*rows)))
+        else:
+            self.db.executemany(columns + "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
 
     def add_epoch(self, rec) -> bool:
         """Stores a verified epoch record (govedge.core.epoch.EpochRecord); False if it was here already."""
@@ -821,6 +884,13 @@ def fair_share(amounts: list[int], budget: int) -> float:
             return share
         left -= a
     return float("inf")  # not reached: the largest amount is above the share of what is left
+
+
+def _conflict(device_id: str, seq: int, held: StoredReading) -> Refusal:
+    return Refusal("conflicting_reading", f"reading {device_id} #{seq} is here already with other contents (from "
+                                          f"batch {batch_id(held.gateway_id, held.store_id, held.batch_seq)}): the "
+                                          "device signed two readings with one sequence number (was its counter "
+                                          "reset?)")
 
 
 def _leaf_list(leaves: list[int]) -> str:

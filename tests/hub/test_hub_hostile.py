@@ -433,6 +433,29 @@ def test_a_database_gone_refuses_nothing_and_stops_the_worker_in_one_line(tmp_pa
     assert "Traceback" not in hub.log and "rejected:" not in hub.log
 
 
+def test_one_batch_holding_a_sequence_number_twice_keeps_the_first_and_refuses_other_contents(world, broker):
+    """The batch's readings go in a few statements (hub/store.py, _add_readings): a number twice in one batch
+    is judged as across batches, leaf by leaf."""
+    d1, d2, *_ = world.devices
+    m5 = world.message(d1, seq=5)
+    other5 = world.message(d1, seq=5, temp=3000)
+    first = world.batch(0, [world.message(d2, seq=1)])
+    second = world.batch(1, [m5, world.message(d2, seq=1), m5, other5, world.message(d1, seq=6)])
+    hub = HubProcess(world.hub_toml(broker.port)).start()
+    try:
+        hub.wait_subscribed()
+        publish_batches(broker.port, [first, second])
+        wait_until(lambda: stored(world.store_url, 1), what="both batches stored")
+    finally:
+        hub.stop()
+    assert query(world.store_url, "SELECT code, device_id, seq, leaf FROM rejected") == [
+        ("conflicting_reading", d1, 5, 3)]
+    assert query(world.store_url, "SELECT seq, refused FROM batches ORDER BY seq") == [(0, "[]"), (1, "[3]")]
+    assert query(world.store_url, "SELECT device_id, seq, batch_seq, leaf FROM readings ORDER BY batch_seq, leaf") == [
+        (d2, 1, 0, 0), (d1, 5, 1, 0), (d1, 6, 1, 4)]
+    assert count(world.store_url, "measurements") == 3 * len(wire.decode_unverified(m5).measurements)
+
+
 def test_a_second_reading_with_a_stored_sequence_number_is_refused_and_listed_not_dropped_silently(world, broker):
     d1, d2, *_ = world.devices
     first = world.batch(0, [world.message(d1, seq=7), world.message(d2)])
