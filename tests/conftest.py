@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,11 @@ from govedge.tools.field import firmware
 from support import MPY_PRELUDE, READINGS, SignedReading, hex_lines, mpy_literal
 from support.browser import browser  # noqa: F401 - one Chromium for the whole session (a fixture)
 from support.deploy import CliProcess
+
+# a background job of a non-interactive shell starts with Ctrl-C ignored, and an ignored signal stays ignored
+# in the processes a test starts: the tests of what Ctrl-C does need it handled (a handler is not inherited)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # deterministic and database-less: the same examples on every run and machine
 settings.register_profile(
