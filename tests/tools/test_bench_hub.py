@@ -35,6 +35,7 @@ def assert_consistent(report: dict, store: str, hubs: list[int], readings: int) 
     for entry in report["scaling"]:
         assert len(entry["verify_workers"]) == entry["hubs"]
         assert sum(entry["verify_workers"]) == report["workers"]  # the same processes, shared out
+        assert sum(entry["batches_per_hub"]) == report["batches"] and len(entry["batches_per_hub"]) == entry["hubs"]
         assert entry["readings_per_s"] > 0 and entry["main_cpu_us_per_reading"] > 0
         # both rounded: readings_per_s to 0.1, the ratio to 0.001
         assert abs(entry["ratio"] - entry["readings_per_s"] / report["verify_limit_per_s"]) <= 0.0006
@@ -51,6 +52,7 @@ def test_bench_on_postgresql_reports_what_two_hub_processes_stored_and_its_bytes
     report = bench_hub(store="postgresql", hubs=[1, 2], devices=20, batches=4, per_batch=50, workers=2)
     assert_consistent(report, "postgresql", [1, 2], 200)
     assert report["scaling"][1]["verify_workers"] == [1, 1]
+    assert min(report["scaling"][1]["batches_per_hub"]) > 0  # the broker shared the batches out between both
     assert all(entry["store_cpu_us_per_reading"] > 0 for entry in report["scaling"])  # the server's own work
 
 

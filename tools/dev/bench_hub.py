@@ -22,6 +22,7 @@ cores.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +44,7 @@ STORES = ("sqlite", "postgresql")
 GATEWAY = "gw-bench"
 # the tables whose bytes per reading are reported one by one (with their indexes); the rest is in "total"
 READING_TABLES = ("readings", "measurements")
+STORED_LINE = re.compile(rf"batch {GATEWAY}/\S+: \d+ readings".encode())  # a hub's log line for a batch it stored
 
 
 def bench_hub(store: str = "sqlite", hubs: list[int] | tuple[int, ...] = (1,), devices: int = 500,
@@ -101,6 +103,7 @@ def bench_hub(store: str = "sqlite", hubs: list[int] | tuple[int, ...] = (1,), d
         "scaling": [{
             "hubs": run["hubs"],
             "verify_workers": run["verify_workers"],
+            "batches_per_hub": run["batches_per_hub"],
             "readings_per_s": round(run["rate"], 1),
             "ratio": round(run["rate"] / limit, 3),
             "main_cpu_us_per_reading": run["main_cpu_us"],
@@ -177,6 +180,8 @@ def _ingest(base: Path, folder: Path, signed: list[bytes], total: int, server: P
     return {
         "hubs": len(hubs),
         "verify_workers": verify_workers,
+        # how the broker shared the batches out: the hubs' own log lines
+        "batches_per_hub": [len(STORED_LINE.findall(path.read_bytes())) for path in logs],
         "rate": total / (end - start),
         "rss_mb": round(rss_kib / 1024, 1),
         "main_cpu_us": round(sum(a[0] - b[0] for a, b in zip(cpu_after, cpu_before)) / total * 1e6, 1),
