@@ -23,11 +23,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.target == "hub":
         from govedge.tools.dev.bench_hub import bench_hub
 
-        result = bench_hub(devices=args.devices, workers=args.workers)
+        result = bench_hub(store=args.store, hubs=args.hubs, devices=args.devices, workers=args.workers)
     else:
         result = bench.bench_firmware(rounds=args.rounds)
     bench.print_result(result, args.json)
     return 0
+
+
+def _hub_counts(text: str) -> list[int]:
+    """--hubs: numbers of hub processes, "1,2"."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,2") from None
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every number of hub processes is at least 1")
+    return counts
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -802,7 +813,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=500, help="gateway, hub: devices publishing (default 500)")
     p.add_argument("--per-device", type=int, default=40, help="gateway: readings per device (default 40)")
     p.add_argument("--workers", type=int, default=None,
-                   help="gateway, hub: verification processes (default: the service's default, one per core)")
+                   help="gateway, hub: verification processes, with several hub processes all of theirs together "
+                        "(default: the service's default, one per core)")
+    p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                   help="hub: the store, a SQLite file or a PostgreSQL server the bench starts, fsync on "
+                        "(default sqlite)")
+    p.add_argument("--hubs", type=_hub_counts, default=[1], metavar="N[,N...]",
+                   help="hub: hub processes on one shared subscription; several numbers, one run each, "
+                        "e.g. 1,2 (default 1)")
     p.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=None,
                    help="gateway: the store's [store] synchronous (default: the service's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
