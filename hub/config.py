@@ -37,6 +37,7 @@ class HubConfig:
     # SQLite's PRAGMA synchronous: FULL survives a power cut of the hub after a commit it has confirmed to the
     # gateway (which then forgets the batch); NORMAL only a crash of the process
     synchronous: str = "FULL"
+    keep_months: int = 0  # retention of readings in whole months (govedge.hub.partitions); 0: everything
     metrics_port: int = 0  # the Prometheus endpoint on 127.0.0.1; 0: none
     web_host: str = "127.0.0.1"  # the status page (govedge hub web): the address it listens on
     web_port: int = 8090
@@ -74,6 +75,10 @@ SCHEMA: tuple[Section, ...] = (
         Key("synchronous", str, "FULL", "SQLite only: \"FULL\" fsyncs every commit, so a batch the hub confirmed "
             "to its gateway survives a power cut; \"NORMAL\": only a crash of the process (PostgreSQL: its own "
             "synchronous_commit, keep it on)", choices=SYNCHRONOUS),
+        Key("keep_months", int, 0, "readings and their measurements filed more than this many whole months "
+            "before the current month are deleted, hourly (PostgreSQL: their monthly partitions dropped); 0 keeps "
+            "everything. Batches and epochs, the gateways' signed evidence, are kept", min=0, max=1200,
+            example=36),
     )),
     Section("mqtt", schema.mqtt_keys(8883, examples={
         "client_id": "", "client_id_shown": "`govedge-hub-<host name>`", "tls": True,
@@ -126,6 +131,7 @@ def parse(doc: dict, base: Path = Path("."), file: Path | str | None = None) -> 
         rejected_max_rows=hub["rejected_max_rows"],
         rejected_keep_bytes=hub["rejected_keep_bytes"],
         synchronous=store["synchronous"],
+        keep_months=store["keep_months"],
         metrics_port=v["metrics"]["port"],
         web_host=v["web"]["host"],
         web_port=v["web"]["port"],

@@ -57,6 +57,7 @@ from govedge.core.config import ConfigError
 from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
 
 from .config import HubConfig
+from . import partitions
 from .gateways import GatewayListError, Gateways
 from .store import DUPLICATE, INTERNAL_ERROR, HubStore, RejectedMessage, StoreError, internal_error, one_line, text_of
 
@@ -65,6 +66,7 @@ log = logging.getLogger("govedge.hub")
 CHUNK = 128  # device messages per trip to a verification worker
 HOUSEKEEPING_S = 2.0  # how often the rejected table is held to its budget, when something was rejected
 RELOAD_CHECK_S = 2.0  # how often the registry and gateways files are looked at
+STORE_HOUSEKEEPING_S = 3600.0  # how often the store's coming partitions are made and its retention applied
 # deliveries of gateways not known yet, kept until a reload (rows, bytes); beyond: rejected as unknown_gateway
 WAITING_PER_GATEWAY = (64, 16 * 1024 * 1024)
 WAITING_TOTAL = (256, 64 * 1024 * 1024)
@@ -89,6 +91,7 @@ class Pending:
     epoch: EpochRecord | None = None  # an epoch record instead of a batch
     outcome: tuple[str, str | None] | None = None  # once stored: (outcome, code) confirmed to the gateway
     heartbeat: heartbeat.Heartbeat | None = None  # a gateway's status record instead of a batch
+    results: list | None = None  # the device messages' verdicts, once taken from the verification workers
 
 
 class HubService:
@@ -105,6 +108,7 @@ class HubService:
                               f"({exc.strerror or exc}); give a folder the hub may write") from None
         self.bounds_learnt: list[tuple[str, str, int]] = []  # to write with the next commit
         self.prune_due = 0.0  # when the rejected table is held to its budget next (monotonic)
+        self.store_due = 0.0  # partitions ahead and retention: at the first housekeeping, then hourly
         self.gateways_watch = FileWatch(cfg.gateways)  # before the load: a change meanwhile is seen
         self.registry_watch = FileWatch(cfg.registry)
         self.gateways = Gateways.load(cfg.gateways)
@@ -231,6 +235,11 @@ class HubService:
         return None, refusal, None
 
     def _results(self, p: Pending) -> list[Result]:
+        if p.results is None:
+            p.results = self._gather(p)
+        return p.results
+
+    def _gather(self, p: Pending) -> list[Result]:
         out: list[Result] = []
         for i, future in enumerate(p.chunks):
             chunk = list(p.batch.messages[i * CHUNK:(i + 1) * CHUNK])
@@ -566,6 +575,9 @@ class HubService:
         if not ready:
             return 0
         with self.guard.handling(p.delivery.payload for p in ready):
+            self.store.prepare(r.time if r.time is not None else p.batch.created for p in ready
+                               if p.batch is not None and p.error is None
+                               for r in self._results(p) if not isinstance(r, tuple))
             with self.store.transaction():
                 self.store.lock_gateways({g for p in ready if (g := topics.gateway_of(p.delivery.topic))})
                 for p in ready:
@@ -616,7 +628,11 @@ class HubService:
         self.bounds_learnt.clear()
 
     def housekeeping(self) -> None:
-        """Holds the rejected table to its budget (when something was rejected since the last time)."""
+        """Holds the rejected table to its budget (when something was rejected since the last time); hourly,
+        the store's coming months and its retention (``keep_months``)."""
+        if time.monotonic() >= self.store_due:
+            self.store_due = time.monotonic() + STORE_HOUSEKEEPING_S
+            self.keep_store()
         if time.monotonic() < self.prune_due:
             return
         self.prune_due = float("inf")
@@ -636,6 +652,24 @@ class HubService:
                         "pruned since the start", self.cfg.rejected_max_bytes, self.cfg.rejected_max_rows,
                         sum(pruned.values()), ", ".join(f"{g or '?'}: {n}" for g, n in sorted(pruned.items())),
                         self.counters["rejected_pruned"])
+
+    def keep_store(self) -> None:
+        """The partitions of this month and the next ones made ahead (PostgreSQL), and what is older than
+        ``[store] keep_months`` deleted, its monthly partitions dropped."""
+        try:
+            month = partitions.month_of(time.time())
+            self.store.prepare(partitions.add_months(month, n) for n in range(partitions.MONTHS_AHEAD + 1))
+            gone = self.store.expire(self.cfg.keep_months)
+        except Exception as exc:
+            if self.store.unavailable(exc):
+                raise
+            log.error("store: keeping its partitions and retention raised %s: %s; trying again in an hour",
+                      type(exc).__name__, text_of(exc))
+            return
+        if gone["readings"] or gone["partitions"] or gone["aggregates"]:
+            self.counters["expired_readings"] += gone["readings"]
+            log.info("store: %d readings older than %d months deleted (%d partitions dropped), %d aggregates",
+                     gone["readings"], self.cfg.keep_months, gone["partitions"], gone["aggregates"])
 
     # -- the service ----------------------------------------------------------------------
 

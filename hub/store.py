@@ -43,6 +43,8 @@ from govedge.core.batch import Batch, batch_id
 from govedge.core import errors
 from govedge.core.errors import INTERNAL_ERROR, GovedgeError, Refusal, one_line, text_of
 
+from . import partitions
+
 TYPES = {
     "sqlite": {"INT": "INTEGER", "REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY"},
     "postgresql": {"INT": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA",
@@ -120,7 +122,6 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL,
     payload {BLOB} NOT NULL             -- and sha256, size, device_id, seq: ADDED_COLUMNS
 );
-CREATE INDEX IF NOT EXISTS readings_time ON readings (time);
 CREATE TABLE IF NOT EXISTS waiting_for_gateway (  -- unknown_gateway: verified again after a reload
     id {SERIAL},
     received_at {REAL} NOT NULL,
@@ -136,6 +137,45 @@ CREATE TABLE IF NOT EXISTS key_bounds (  -- learnt from the first message the hu
     PRIMARY KEY (signer, key_id)
 );
 """
+
+# a new PostgreSQL store's readings and measurements: partitioned by month on ``at`` (govedge.hub.partitions);
+# a store from before is moved into them when it is opened (HubStore._partition). The primary keys hold ``at``
+# (PostgreSQL's rule for a partitioned table); a measurement's leads with its datastream (device, name) and time
+PARTITIONED_SCHEMA = """
+CREATE TABLE readings (
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    time DOUBLE PRECISION,
+    gateway_id TEXT NOT NULL,
+    batch_seq BIGINT NOT NULL,
+    leaf BIGINT NOT NULL,
+    message BYTEA NOT NULL,
+    key_id TEXT,
+    flag TEXT,
+    store_id TEXT NOT NULL DEFAULT '',
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device_id, seq, at)
+) PARTITION BY RANGE (at);
+CREATE TABLE measurements (
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    pos BIGINT NOT NULL,
+    unit TEXT,
+    value DOUBLE PRECISION,
+    value_text TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device_id, name, at, seq)
+) PARTITION BY RANGE (at);
+"""
+
+# the indexes of a SQLite store beyond its primary keys: readings by the time they are filed under (export's
+# window), a datastream's measurements over a period (device, name, at)
+SQLITE_INDEXES = (
+    "DROP INDEX IF EXISTS readings_time",  # on the node's time alone, which export's window never used
+    "CREATE INDEX IF NOT EXISTS readings_at ON readings (at)",
+    "CREATE INDEX IF NOT EXISTS measurements_datastream ON measurements (device_id, name, at)",
+)
 
 # tables added after the first release: made in a store that lacks them when it is opened
 ADDED_TABLES = """
@@ -172,6 +212,9 @@ ADDED_COLUMNS = (
     ("epochs", "store_id", "TEXT NOT NULL DEFAULT ''", "the gateway store that closed the epoch; '' before store ids"),
     ("readings", "store_id", "TEXT NOT NULL DEFAULT ''", "the store of its batch (of gateway_id, batch_seq)"),
     ("rejected", "store_id", "TEXT", "a refused device message's batch (of gateway_id, batch_seq): its store"),
+    ("readings", "at", "{REAL}", "the time it is filed under: the node's time, or when its node's clock was not set, "
+                                 "the time its gateway signed the batch (govedge.hub.partitions)"),
+    ("measurements", "at", "{REAL}", "its reading's `at`"),
 )
 
 # primary keys widened by the store id, (before, after): changed in the transaction that adds the column
@@ -182,7 +225,8 @@ RE_KEYED = {
     "epochs": ("(gateway_id, number)", "(gateway_id, store_id, number)"),
 }
 
-READING_COLUMNS = "device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id"
+READING_COLUMNS = "device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id, at"
+MEASUREMENT_COLUMNS = "device_id, seq, name, pos, unit, value, value_text, at"
 SYNCHRONOUS = ("FULL", "NORMAL")  # [store] synchronous: SQLite's PRAGMA synchronous in WAL mode
 KEEP_BYTES = 262144  # of a rejected payload; a batch of 500 readings (about 100 kB) fits whole
 MAX_REASON_CHARS = 500
@@ -302,17 +346,28 @@ class HubStore:
             if self.dialect == "sqlite":
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self._months: set[int] = set()  # PostgreSQL: the monthly partitions known to be there
             with self.transaction():  # hub workers starting together create the tables once
                 if self.dialect == "postgresql":
                     self._exec("SELECT pg_advisory_xact_lock(7243001)")
+                    if self._exec("SELECT to_regclass('readings') IS NULL").fetchone()[0]:
+                        for statement in schema_statements(self.dialect, PARTITIONED_SCHEMA):
+                            self._exec(statement)
                 for statement in schema_statements(self.dialect):
                     self._exec(statement)
                 self._add_columns()
                 self._add_tables()
+                if self.dialect == "postgresql":
+                    self._partition()
+                else:
+                    for statement in SQLITE_INDEXES:
+                        self._exec(statement)
             if self.dialect == "postgresql":  # where a batch's readings are copied to first (_add_readings)
                 self._exec("CREATE TEMPORARY TABLE staged_readings (device_id TEXT, seq BIGINT, time DOUBLE PRECISION, "
-                           "gateway_id TEXT, store_id TEXT, batch_seq BIGINT, leaf BIGINT, message BYTEA, key_id TEXT) "
-                           "ON COMMIT DELETE ROWS")
+                           "gateway_id TEXT, store_id TEXT, batch_seq BIGINT, leaf BIGINT, message BYTEA, key_id TEXT, "
+                           "at DOUBLE PRECISION) ON COMMIT DELETE ROWS")
+                self.prepare([partitions.add_months(partitions.month_of(time.time()), n)
+                              for n in range(partitions.MONTHS_AHEAD + 1)])
         except sqlite3.DatabaseError as exc:
             self.db.close()
             errors.raise_for_file(exc, path)
@@ -339,6 +394,12 @@ class HubStore:
         for table, (before, after) in RE_KEYED.items():
             if (table, "store_id") in added:
                 self._rekey(table, before, after)
+        if ("readings", "at") in added:  # readings from before: filed under their time, else their batch's
+            self._exec("UPDATE readings SET at = coalesce(time, (SELECT created FROM batches b WHERE b.gateway_id = "
+                       "readings.gateway_id AND b.store_id = readings.store_id AND b.seq = readings.batch_seq))")
+        if ("measurements", "at") in added:
+            self._exec("UPDATE measurements SET at = (SELECT at FROM readings r WHERE r.device_id = "
+                       "measurements.device_id AND r.seq = measurements.seq)")
         if ("rejected", "sha256") in added:  # rows kept whole until now: their hash and size
             self._exec("UPDATE rejected SET size = length(payload)")
             last = -1
@@ -378,6 +439,88 @@ class HubStore:
         self._exec(f"INSERT INTO {table}_rekeyed SELECT * FROM {table}")
         self._exec(f"DROP TABLE {table}")
         self._exec(f"ALTER TABLE {table}_rekeyed RENAME TO {table}")
+
+    def _partition(self) -> None:
+        """Migration of a PostgreSQL store made before partitioning (inside the opening transaction): its
+        readings and measurements moved into monthly partitions, once (it takes as long as copying them)."""
+        if self._exec("SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+                      "WHERE c.relname IN ('readings', 'measurements') "
+                      "AND c.relnamespace = current_schema()::regnamespace").fetchone()[0] == 2:
+            return
+        for table in partitions.PARTITIONED:
+            self._exec(f"ALTER TABLE {table} RENAME TO {table}_unpartitioned")
+        for statement in schema_statements(self.dialect, PARTITIONED_SCHEMA):
+            self._exec(statement)
+        low, high = self._exec("SELECT min(at), max(at) FROM readings_unpartitioned").fetchone()
+        self._make_partitions(self._months_between(low, high))
+        self._exec(f"INSERT INTO readings ({READING_COLUMNS}, flag) SELECT {READING_COLUMNS}, flag "
+                   "FROM readings_unpartitioned")
+        self._exec(f"INSERT INTO measurements ({MEASUREMENT_COLUMNS}) SELECT {MEASUREMENT_COLUMNS} "
+                   "FROM measurements_unpartitioned")
+        for table in partitions.PARTITIONED:
+            self._exec(f"DROP TABLE {table}_unpartitioned")
+
+    @staticmethod
+    def _months_between(low: float | None, high: float | None) -> list[int]:
+        if low is None:
+            return []
+        month, last, out = partitions.month_of(low), partitions.month_of(high), []
+        while month <= last:
+            out.append(month)
+            month = partitions.add_months(month, 1)
+        return out
+
+    def _make_partitions(self, months) -> None:
+        """Inside a transaction: the partitions of ``months`` (and of the time before 2024), made if missing."""
+        self._exec("SELECT pg_advisory_xact_lock(7243004)")
+        for table in partitions.PARTITIONED:
+            self._exec(partitions.create_old(table))
+            for month in sorted(months):
+                self._exec(partitions.create(table, month))
+        self._months.update(months)
+
+    def prepare(self, times) -> None:
+        """PostgreSQL, outside a transaction: the monthly partitions of the readings timed ``times`` made
+        before a transaction stores them, each month in a short transaction of its own. Making a table locks
+        its partitioned table until the commit, so inside a batch's transaction it could wait on another
+        worker's that waits on it. SQLite: nothing."""
+        if self.dialect != "postgresql":
+            return
+        months = {partitions.month_of(t) for t in times} - self._months
+        for month in sorted(months):
+            with self.transaction():
+                self._make_partitions([month])
+
+    def expire(self, keep_months: int, now: float | None = None) -> dict[str, int]:
+        """Retention, outside a transaction: readings and measurements filed more than ``keep_months`` whole
+        months before the current one (PostgreSQL: their monthly partitions dropped whole; SQLite, and
+        PostgreSQL's readings from before 2024: deleted), and the aggregates of windows that ended before.
+        Returns what went: {'partitions': n, 'readings': n, 'aggregates': n}. Batches and epochs, the gateways'
+        signed evidence, stay."""
+        now = time.time() if now is None else now
+        cutoff = partitions.cutoff(now, keep_months)
+        gone = {"partitions": 0, "readings": 0, "aggregates": 0}
+        if cutoff is None:
+            return gone
+        if self.dialect == "postgresql":
+            names = [n for (n,) in self._exec(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p "
+                "ON p.oid = i.inhparent WHERE p.relname IN ('readings', 'measurements') "
+                "AND p.relnamespace = current_schema()::regnamespace").fetchall()]
+            # measurements first: a reading never stays without its values
+            for name in sorted(partitions.expired(names, now, keep_months), key=lambda n: not n.startswith("m")):
+                with self.transaction():
+                    if name.startswith("readings"):
+                        (n,) = self._exec(f"SELECT count(*) FROM {name}").fetchone()
+                        gone["readings"] += n
+                    self._exec(f"DROP TABLE {name}")
+                    gone["partitions"] += 1
+                self._months.discard(partitions.month_of_name(name))
+        with self.transaction():
+            self._exec("DELETE FROM measurements WHERE at < ?", (cutoff,))
+            gone["readings"] += self._exec("DELETE FROM readings WHERE at < ?", (cutoff,)).rowcount
+            gone["aggregates"] = self._exec("DELETE FROM aggregates WHERE window_end < ?", (cutoff,)).rowcount
+        return gone
 
     def _exec(self, sql: str, args: tuple = ()):
         if self.dialect == "postgresql":
@@ -499,23 +642,23 @@ class HubStore:
         executemany. A reading not inserted is here already: kept once if its
         bytes are the same, else refused (conflicting_reading), as ``_add_reading`` does one by one."""
         rows = [(r.device_id, r.seq, r.time, b.gateway_id, b.store_id or "", b.seq, leaf, message,
-                 self.key_id_of(r))
+                 self.key_id_of(r), r.time if r.time is not None else b.created)
                 for leaf, (message, r) in enumerate(zip(b.messages, readings, strict=True)) if r is not None]
         if not rows:
             return {}
         if self.dialect == "postgresql":
+            self._ensure_months(row[9] for row in rows)
             with self.db.cursor().copy(f"COPY staged_readings ({READING_COLUMNS}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             inserted = {leaf for (leaf,) in self._exec(
                 f"INSERT INTO readings ({READING_COLUMNS}) SELECT {READING_COLUMNS} FROM staged_readings ORDER BY leaf "
-                "ON CONFLICT (device_id, seq) DO NOTHING RETURNING leaf").fetchall()}
+                f"ON CONFLICT {self._reading_key} DO NOTHING RETURNING leaf").fetchall()}
             self._exec("DELETE FROM staged_readings")
         else:
             before = self.db.total_changes
-            self.db.executemany(
-                "INSERT INTO readings (device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING", rows)
+            self.db.executemany(f"INSERT INTO readings ({READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                                "ON CONFLICT (device_id, seq) DO NOTHING", rows)
             inserted = {row[6] for row in rows}
             if self.db.total_changes - before < len(rows):  # some were here already: which ones
                 inserted = {row[6] for row in rows if self._exec(
@@ -523,39 +666,53 @@ class HubStore:
                     row[:2]).fetchone() == (b.gateway_id, b.store_id or "", b.seq, row[6])}
         by_store: Refused = {}
         measurements = []
-        for device_id, seq, _t, _g, _s, _b, leaf, message, _k in rows:
+        for device_id, seq, _t, _g, _s, _b, leaf, message, _k, at in rows:
             if leaf not in inserted:
                 held = self.reading_of(device_id, seq)
                 if held.message != message:
                     by_store[leaf] = _conflict(device_id, seq, held)
                 continue  # in an earlier batch (or at an earlier leaf of this one) already: kept once
             for pos, m in enumerate(readings[leaf].measurements):
-                measurements.append((device_id, seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
+                measurements.append((device_id, seq, m.name, pos, m.unit, _number(m.value), value_text(m.value), at))
         if measurements and self.dialect == "postgresql":
-            with self.db.cursor().copy("COPY measurements (device_id, seq, name, pos, unit, value, value_text) "
-                                       "FROM STDIN") as copy:
+            with self.db.cursor().copy(f"COPY measurements ({MEASUREMENT_COLUMNS}) FROM STDIN") as copy:
                 for row in measurements:
                     copy.write_row(row)
         elif measurements:
-            self.db.executemany("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
-                                "VALUES (?,?,?,?,?,?,?)", measurements)
+            self.db.executemany(f"INSERT INTO measurements ({MEASUREMENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                                measurements)
         return by_store
 
     def _add_reading(self, b: Batch, leaf: int, message: bytes, r: wire.Reading) -> Refusal | None:
         """Stores a reading; its refusal when another reading holds its device id and sequence number."""
+        at = r.time if r.time is not None else b.created
+        self._ensure_months([at])
         if not self._exec(
-                "INSERT INTO readings (device_id, seq, time, gateway_id, store_id, batch_seq, leaf, message, key_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device_id, seq) DO NOTHING",
+                f"INSERT INTO readings ({READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                f"ON CONFLICT {self._reading_key} DO NOTHING",
                 (r.device_id, r.seq, r.time, b.gateway_id, b.store_id or "", b.seq, leaf, message,
-                 self.key_id_of(r))).rowcount:
+                 self.key_id_of(r), at)).rowcount:
             held = self.reading_of(r.device_id, r.seq)
             if held.message == message:
                 return None  # in an earlier batch already (a gateway that sent it twice): kept once
             return _conflict(r.device_id, r.seq, held)
         for pos, m in enumerate(r.measurements):
-            self._exec("INSERT INTO measurements (device_id, seq, name, pos, unit, value, value_text) "
-                       "VALUES (?,?,?,?,?,?,?)",
-                       (r.device_id, r.seq, m.name, pos, m.unit, _number(m.value), value_text(m.value)))
+            self._exec(f"INSERT INTO measurements ({MEASUREMENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                       (r.device_id, r.seq, m.name, pos, m.unit, _number(m.value), value_text(m.value), at))
+
+    @property
+    def _reading_key(self) -> str:
+        """The unique key a reading is kept once by: (device, seq), and on PostgreSQL, whose partitioned tables
+        need the partition key in it, the time it is filed under as well (the same bytes: the same time)."""
+        return "(device_id, seq, at)" if self.dialect == "postgresql" else "(device_id, seq)"
+
+    def _ensure_months(self, times) -> None:
+        """Inside a transaction, PostgreSQL: partitions for readings of months ``prepare`` did not make (a
+        caller that stores without the service: tests, tools); the service prepared them already."""
+        if self.dialect == "postgresql":
+            months = {partitions.month_of(t) for t in times} - self._months
+            if months:
+                self._make_partitions(months)
 
     def _add_aggregates(self, b: Batch) -> None:
         """The batch's aggregates, in one statement (PostgreSQL: unnest; SQLite: executemany)."""
@@ -826,18 +983,18 @@ class HubStore:
         """Readings in (device id, sequence number) order; the window applies to the node's time,
         or to the batch's creation time for readings of a node whose clock was not set."""
         order = 'r.device_id COLLATE "C", r.seq' if self.dialect == "postgresql" else "r.device_id, r.seq"
-        when = "coalesce(r.time, b.created)"
+        # the window on the time a reading is filed under (``at``: the node's time, else the batch's), which the
+        # store indexes (SQLite) or partitions by (PostgreSQL: only the months of the window are read)
+        window = [(f"r.at {op} ?", bound) for op, bound in ((">=", since), ("<", until)) if bound is not None]
         sql = ("SELECT r.device_id, r.seq, r.time, r.gateway_id, r.batch_seq, r.message, b.created, "
                "m.name, m.unit, m.value_text, r.store_id "
                "FROM readings r JOIN batches b ON b.gateway_id = r.gateway_id AND b.store_id = r.store_id "
                "AND b.seq = r.batch_seq "
-               "JOIN measurements m ON m.device_id = r.device_id AND m.seq = r.seq "
-               f"WHERE (? IS NULL OR {when} >= ?) AND (? IS NULL OR {when} < ?) ORDER BY {order}, m.pos")
-        if self.dialect == "postgresql":
-            sql = sql.replace("? IS NULL", "?::double precision IS NULL")
+               "JOIN measurements m ON m.device_id = r.device_id AND m.seq = r.seq AND m.at = r.at "
+               + (f"WHERE {' AND '.join(w for w, _ in window)} " if window else "") + f"ORDER BY {order}, m.pos")
         head, values = None, []
         for device_id, seq, t, gateway_id, batch_seq, message, created, name, unit, text, store_id in \
-                self._exec(sql, (since, since, until, until)):
+                self._exec(sql, tuple(float(bound) for _, bound in window)):
             if head is not None and (device_id, seq) != head[:2]:
                 yield ExportRow(*head, tuple(values), store)
                 values = []

@@ -103,9 +103,9 @@ def _old_store(world: World) -> bytes:
 
     for statement in schema_statements(dialect):
         db.execute(statement)
-    for table, column, definition, _what in ADDED_COLUMNS:
-        if column != "store_id":
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} " + definition.format(**TYPES[dialect]))
+    before = [c[1] for c in ADDED_COLUMNS].index("store_id")  # the columns added before store ids
+    for table, column, definition, _what in ADDED_COLUMNS[:before]:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} " + definition.format(**TYPES[dialect]))
     device = world.devices[0]
     message = world.message(device)
     old = store_batch(world, None, 0, [message])
