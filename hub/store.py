@@ -474,12 +474,21 @@ class HubStore:
         return out
 
     def _make_partitions(self, months) -> None:
-        """Inside a transaction: the partitions of ``months`` (and of the time before 2024), made if missing."""
-        self._exec("SELECT pg_advisory_xact_lock(7243004)")
-        for table in partitions.PARTITIONED:
-            self._exec(partitions.create_old(table))
-            for month in sorted(months):
-                self._exec(partitions.create(table, month))
+        """Inside a transaction: the partitions of ``months`` (and of the time before 2024), made if missing.
+        Those there already are looked up first: making one locks its partitioned table."""
+        names = [f"{table}_pold" for table in partitions.PARTITIONED] + [
+            partitions.name(table, month) for table in partitions.PARTITIONED for month in months]
+        there = {n for (n,) in self._exec("SELECT c.relname FROM pg_class c WHERE c.relname = ANY(?) "
+                                          "AND c.relnamespace = current_schema()::regnamespace",
+                                          (names,)).fetchall()}
+        if len(there) < len(names):
+            self._exec("SELECT pg_advisory_xact_lock(7243004)")
+            for table in partitions.PARTITIONED:
+                if f"{table}_pold" not in there:
+                    self._exec(partitions.create_old(table))
+                for month in sorted(months):
+                    if partitions.name(table, month) not in there:
+                        self._exec(partitions.create(table, month))
         self._months.update(months)
 
     def prepare(self, times) -> None:
