@@ -259,13 +259,12 @@ class Store:
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None and self._last_seq:  # one row per device per commit, not per reading
+                # the replay window's gaps where the checks gave them (note_window), else the row's stay
                 self.db.executemany(
-                    "INSERT INTO devices (device_id, last_seq) VALUES (?, ?) "
-                    "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-                    self._last_seq.items())
-            if exc_type is None and self._gaps:
-                self.db.executemany("UPDATE devices SET gaps = ? WHERE device_id = ?",
-                                    [(gaps, space) for space, gaps in self._gaps.items()])
+                    "INSERT INTO devices (device_id, last_seq, gaps) VALUES (?1, ?2, coalesce(?3, '')) "
+                    "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), "
+                    "gaps = coalesce(?3, gaps)",
+                    [(space, last, self._gaps.get(space)) for space, last in self._last_seq.items()])
         except BaseException:
             self.rollback()
             raise

@@ -498,8 +498,7 @@ class HubStore:
         worker's that waits on it. SQLite: nothing."""
         if self.dialect != "postgresql":
             return
-        months = {partitions.month_of(t) for t in times} - self._months
-        for month in sorted(months):
+        for month in sorted(self._new_months(times)):
             with self.transaction():
                 self._make_partitions([month])
 
@@ -724,9 +723,20 @@ class HubStore:
         """Inside a transaction, PostgreSQL: partitions for readings of months ``prepare`` did not make (a
         caller that stores without the service: tests, tools); the service prepared them already."""
         if self.dialect == "postgresql":
-            months = {partitions.month_of(t) for t in times} - self._months
+            months = self._new_months(times)
             if months:
                 self._make_partitions(months)
+
+    def _new_months(self, times) -> set[int]:
+        """The months of ``times`` without a partition known to this store; the usual batch, all of one month,
+        costs two look-ups of the calendar, not one a reading."""
+        times = list(times)
+        if not times:
+            return set()
+        low, high = partitions.month_of(min(times)), partitions.month_of(max(times))
+        if low == high:
+            return {low} - self._months
+        return {partitions.month_of(t) for t in times} - self._months
 
     def _add_aggregates(self, b: Batch) -> None:
         """The batch's aggregates, in one statement (PostgreSQL: unnest; SQLite: executemany)."""
