@@ -129,7 +129,8 @@ class Deployment:
             self.assert_up()
             return predicate()
 
-        wait_until(check, timeout, what)
+        wait_until(check, timeout, what, detail=lambda: f"quarantine: {self.quarantine()}\n"
+                                                        f"gateway log:\n{self.gateway.log[-3000:]}")
 
     def wait_all_good_at_hub(self, timeout: float = 30) -> None:
         self.wait_until(lambda: self.sent <= self.at_hub(), timeout,
