@@ -247,6 +247,9 @@ def _location_from_json(entry) -> Location:
     for name in ("latitude", "longitude", "since"):
         if name not in entry:
             raise LocationError("location", _NO_VALUE, f"has no {name}")
+    for name in ("height", "place"):  # optional means left out, not null (a file that saves as it loads)
+        if name in entry and entry[name] is None:
+            raise LocationError(name, None, "is null (leave the field out instead)")
     check_location(entry["latitude"], entry["longitude"], entry.get("height"), entry.get("place"))
     since = entry["since"]
     try:
