@@ -183,7 +183,7 @@ class Location:
 
 
 def _number(value: float) -> str:
-    return repr(value).removesuffix(".0")
+    return repr(value)  # as the file holds it: 62 stays 62, 52.0 stays 52.0
 
 
 def _shown(value) -> str:
