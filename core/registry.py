@@ -1,6 +1,6 @@
 """The device registry: which devices exist and which public keys speak for them.
 
-One JSON file (docs/REGISTRY.md), written by `govedge provision`, loaded by the
+One JSON file (docs/NODE.md, "The registry"), written by `govedge provision`, loaded by the
 gateway, the hub and `govedge verify`. A device keeps every key it ever had:
 after a rotation the old key is marked retired, so readings it signed before
 the rotation stay verifiable; `govedge revoke` marks a leaked key revoked.
@@ -136,7 +136,7 @@ HEIGHT_M = (-500, 9000)
 PLACE_MAX = 200  # characters of a location's description of the place
 LOCATION_FIELDS = ("latitude", "longitude", "height", "place", "since")
 # one number of LAT,LON[,HEIGHT]: decimal, with a point (a comma separates the numbers)
-_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")  # ASCII digits only: \d takes any script's
 
 
 class LocationError(RegistryError):

@@ -166,3 +166,28 @@ def test_locate_of_an_unknown_device_is_refused(tmp_path):
     _write(tmp_path / "registry.json")
     with pytest.raises(RegistryError, match="device 'esp32-0099' is not in the registry; provision it first"):
         Registry.load(tmp_path / "registry.json").locate("esp32-0099", 51.9, 7.6)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("51.9", "position '51.9' is not LAT,LON or LAT,LON,HEIGHT"),
+    ("51,9,7,6,62", "position '51,9,7,6,62' is not LAT,LON or LAT,LON,HEIGHT"),  # decimal commas
+    ("51.9,7.6,", "height '' is not a decimal number"),
+    ("\u0665\u0661,7.6", "latitude '\u0665\u0661' is not a decimal number"),  # digits of another script
+    ("5e1,7.6", "latitude '5e1' is not a decimal number"),
+    ("51.9,Infinity", "longitude 'Infinity' is not a decimal number"),
+    ("51.9,7.6,62m", "height '62m' is not a decimal number"),
+    ("-90.01,7.6", "latitude -90.01 is outside -90..90"),
+])
+def test_a_typed_position_that_is_not_one_is_refused_naming_the_part(text, says):
+    from govedge.core.registry import parse_position
+
+    with pytest.raises(RegistryError) as caught:
+        parse_position(text)
+    assert str(caught.value).startswith(says), str(caught.value)
+
+
+def test_a_typed_position_keeps_whole_numbers_whole():
+    from govedge.core.registry import parse_position
+
+    assert parse_position("52,7.6,62") == (52, 7.6, 62) and type(parse_position("52,7.6,62")[2]) is int
+    assert parse_position(" +51.5 , -0.12 ") == (51.5, -0.12, None)
