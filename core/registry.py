@@ -482,10 +482,11 @@ class Registry:
         return key
 
     def locate(self, device_id: str, latitude: float, longitude: float, height: float | None = None,
-               place: str | None = None) -> tuple[Location, bool]:
-        """Records that the device stands here from now on; its earlier locations stay in its history.
-        Returns (its current location, whether a new one was recorded): the position and place it already has
-        are not recorded twice. Checked by check_location; the keys are not touched."""
+               place: str | None = None, since: str | None = None) -> tuple[Location, bool]:
+        """Records that the device stands here from ``since`` (a registry time; default now) on; its earlier
+        locations stay in its history. Returns (its current location, whether a new one was recorded): the
+        position and place it already has are not recorded twice. Checked by check_location; the keys are not
+        touched."""
         device = self.devices.get(device_id)
         if device is None:
             raise RegistryError(f"device {device_id!r} is not in the registry; provision it first "
@@ -494,12 +495,19 @@ class Registry:
             check_location(latitude, longitude, height, place)
         except LocationError as exc:
             raise RegistryError(f"device {device_id!r}: {exc}") from None
-        location = Location(latitude, longitude, height, place, _now())
+        if since is not None:
+            try:
+                parse_time(since)
+            except (ValueError, TypeError):
+                raise RegistryError(f"device {device_id!r}: since {_shown(since)} is not a UTC time like "
+                                    "2026-11-29T06:00:00Z") from None
+        location = Location(latitude, longitude, height, place, since or _now())
         last = device.location
         if last is not None and last.same_position(location):
             return last, False
         if last is not None and parse_time(location.since) < parse_time(last.since):
-            raise RegistryError(f"device {device_id!r}: this machine's clock ({location.since}) is before the "
-                                f"device's current location was set ({last.since}); set the clock right first")
+            raise RegistryError(f"device {device_id!r}: the new location's time {location.since} is before its "
+                                f"current location's ({last.since}); the history goes forward (is this "
+                                "machine's clock right?)")
         device.locations.append(location)
         return location, True

@@ -191,3 +191,14 @@ def test_a_typed_position_keeps_whole_numbers_whole():
 
     assert parse_position("52,7.6,62") == (52, 7.6, 62) and type(parse_position("52,7.6,62")[2]) is int
     assert parse_position(" +51.5 , -0.12 ") == (51.5, -0.12, None)
+
+
+def test_a_location_older_than_the_current_one_is_refused_so_the_history_goes_forward(tmp_path):
+    _write(tmp_path / "registry.json", [MOVED])
+    registry = Registry.load(tmp_path / "registry.json")
+    with pytest.raises(RegistryError, match=r"the new location's time 2026-11-01T00:00:00Z is before its current "
+                                            r"location's \(2026-11-29T06:01:25Z\)"):
+        registry.locate(DEVICE, 52.0, 7.0, since="2026-11-01T00:00:00Z")
+    with pytest.raises(RegistryError, match="since 'yesterday' is not a UTC time"):
+        registry.locate(DEVICE, 52.0, 7.0, since="yesterday")
+    assert [loc.to_json() for loc in registry.devices[DEVICE].locations] == [MOVED]

@@ -268,7 +268,9 @@ def provision(device_id: str, board: str, sensors: list[str], registry_path: Pat
         registry.rotate(device_id, public, board=board, sensors=sensors)
     else:
         registry.add(device_id, board, sensors, public)
-    located = registry.locate(device_id, *position) if position else None
+    # set with the key: the location's since is the new key's created
+    located = registry.locate(device_id, *position, since=registry.devices[device_id].active_key.created) \
+        if position else None
     registry.save(registry_path)
     return {
         "device_id": device_id, "board": board, "sensors": sensors,
