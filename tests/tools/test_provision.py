@@ -362,3 +362,24 @@ def test_locate_refuses_a_bad_value_in_one_line_and_leaves_the_file(tmp_path, ar
     assert out.returncode == 2 and out.stdout == "" and len(out.stderr.splitlines()) == 1, out.stdout + out.stderr
     assert out.stderr.startswith("govedge locate: ") and says in out.stderr, out.stderr
     assert (tmp_path / "registry.json").read_bytes() == before
+
+
+def test_a_moved_device_reaches_the_verifiers_of_a_running_gateway_or_hub(tmp_path):
+    # the gateway's and the hub's own parts: the file watch that notices a change, the verifier and its worker
+    # process, which load the registry with its locations and go on verifying the device's readings
+    from govedge.core.verifypool import FileWatch, Verifier
+
+    assert _provision_cli(tmp_path, "--location", "51.962944,7.625519,62").returncode == 0
+    message = _sign_with_key_file(tmp_path / "devices" / "esp32-0007")
+    path = tmp_path / "registry.json"
+    watch, verifier = FileWatch(path), Verifier(path, workers=1)
+    try:
+        assert _locate(tmp_path, "esp32-0007", "51.9631,7.6262,61").returncode == 0
+        assert watch.changed()
+        registry = verifier.reload()
+        assert (registry.devices["esp32-0007"].location.latitude, len(registry.devices["esp32-0007"].locations)) \
+            == (51.9631, 2)
+        [reading] = verifier.result([message], verifier.submit([message]))
+        assert verifier.pool is not None and reading.device_id == "esp32-0007" and reading.seq == 1, reading
+    finally:
+        verifier.close()
