@@ -527,18 +527,13 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_locate(args: argparse.Namespace) -> int:
-    from govedge.core.registry import LocationError, Registry, RegistryError, check_location, parse_position
+    from govedge.core.registry import Registry
+    from govedge.tools.field.provision import location_of_flags
 
-    try:
-        latitude, longitude, height = parse_position(args.position)
-    except LocationError as exc:
-        raise RegistryError(f"LAT,LON[,HEIGHT] {args.position}: {exc}") from None
-    try:
-        check_location(latitude, longitude, height, args.place)
-    except LocationError as exc:
-        raise RegistryError(f"--place {exc.value!r}: {exc.why}") from None
+    # checked as provision checks --location and --place, before the registry is read
+    position = location_of_flags(args.position, args.place, flag="LAT,LON[,HEIGHT]")
     registry = Registry.load(args.registry)
-    location, recorded = registry.locate(args.device_id, latitude, longitude, height, args.place)
+    location, recorded = registry.locate(args.device_id, *position)
     if recorded:
         registry.save()
     count = len(registry.devices[args.device_id].locations)

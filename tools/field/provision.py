@@ -188,9 +188,10 @@ def _existing_config(path: Path) -> dict | None:
     return doc
 
 
-def location_of_flags(location: str | None, place: str | None) -> tuple | None:
+def location_of_flags(location: str | None, place: str | None, flag: str = "--location") -> tuple | None:
     """(latitude, longitude, height, place) of --location LAT,LON[,HEIGHT] and --place TEXT, checked as the
-    registry checks them; None without --location. A bad value is refused naming its flag."""
+    registry checks them; None without --location. A bad value is refused naming its flag (``flag``: how the
+    command names the position, e.g. `govedge locate`'s LAT,LON[,HEIGHT])."""
     if location is None:
         if place is not None:
             raise ProvisionError(f"--place {place!r} needs --location LAT,LON[,HEIGHT]: a place is recorded with a "
@@ -199,7 +200,7 @@ def location_of_flags(location: str | None, place: str | None) -> tuple | None:
     try:
         latitude, longitude, height = parse_position(location)
     except LocationError as exc:
-        raise ProvisionError(f"--location {location}: {exc}") from None
+        raise ProvisionError(f"{flag} {location}: {exc}") from None
     try:
         check_location(latitude, longitude, height, place)
     except LocationError as exc:
