@@ -1,6 +1,6 @@
 """The device registry: which devices exist and which public keys speak for them.
 
-One JSON file (docs/REGISTRY.md), written by `govedge provision`, loaded by the
+One JSON file (docs/NODE.md, "The registry"), written by `govedge provision`, loaded by the
 gateway, the hub and `govedge verify`. A device keeps every key it ever had:
 after a rotation the old key is marked retired, so readings it signed before
 the rotation stay verifiable; `govedge revoke` marks a leaked key revoked.
@@ -10,14 +10,22 @@ lifecycle") is ``KeyRule.refusal``: a retired key only readings timed before its
 rotation and numbered below the first reading under a newer key (the boundary,
 learnt by the gateway and the hub, or written as ``valid_below_seq``); a revoked
 key only readings timed before ``revoked_since`` (and below the boundary).
+
+A device may also have a position (docs/NODE.md, "Locations"): WGS 84 latitude and longitude in decimal
+degrees (EPSG:4326), optionally its height in metres and a short description of the place, each with the
+time it was set. A station that is moved keeps where it was before, so that its readings stay tied to
+the place they were measured at: ``locations`` is a history, newest last, the current one the last.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
+import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -121,12 +129,148 @@ def key_id(public_key_hex: str) -> str:
     return public_key_hex[2:18]
 
 
+# the bounds of a position (WGS 84, EPSG:4326); a height outside them is a typo (a value in feet, a sign lost)
+LATITUDE = (-90, 90)
+LONGITUDE = (-180, 180)
+HEIGHT_M = (-500, 9000)
+PLACE_MAX = 200  # characters of a location's description of the place
+LOCATION_FIELDS = ("latitude", "longitude", "height", "place", "since")
+# one number of LAT,LON[,HEIGHT]: decimal, with a point (a comma separates the numbers)
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")  # ASCII digits only: \d takes any script's
+
+
+class LocationError(RegistryError):
+    """A position or place that cannot be recorded; the text names the field and its value (the caller adds the
+    file, device or flag): ``latitude 91 is outside -90..90 (...)``."""
+
+    def __init__(self, name: str, value, why: str):
+        self.name, self.value, self.why = name, value, why  # why: what follows the value, e.g. "is outside ..."
+        super().__init__(f"{name} {_shown(value)} {why}" if value is not _NO_VALUE else f"{name} {why}")
+
+
+_NO_VALUE = object()
+
+
+@dataclass
+class Location:
+    """Where a device stood from ``since`` on (until the next location of its history)."""
+
+    latitude: float  # WGS 84 decimal degrees, north positive
+    longitude: float  # WGS 84 decimal degrees, east positive
+    height: float | None  # metres
+    place: str | None  # e.g. "Domplatz, Münster, lamp post 12"
+    since: str  # registry time (UTC)
+
+    def to_json(self) -> dict:
+        d = {"latitude": self.latitude, "longitude": self.longitude}
+        if self.height is not None:
+            d["height"] = self.height
+        if self.place is not None:
+            d["place"] = self.place
+        d["since"] = self.since
+        return d
+
+    def same_position(self, other: "Location") -> bool:
+        return (self.latitude, self.longitude, self.height, self.place) == (
+            other.latitude, other.longitude, other.height, other.place)
+
+    def describe(self) -> str:
+        """One line for a technician: ``51.962944, 7.625519, 62 m (Domplatz, ...)``."""
+        text = f"{_number(self.latitude)}, {_number(self.longitude)}"
+        if self.height is not None:
+            text += f", {_number(self.height)} m"
+        return text + (f" ({self.place})" if self.place is not None else "")
+
+
+def _number(value: float) -> str:
+    return repr(value)  # as the file holds it: 62 stays 62, 52.0 stays 52.0
+
+
+def _shown(value) -> str:
+    # a value in an error: repr (control characters escaped, one line), cut short
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_location(latitude, longitude, height=None, place=None) -> None:
+    """Refuses what is not a position on Earth (LocationError naming the field and the value): numbers only
+    (no bool, no NaN or infinity), latitude -90..90, longitude -180..180, height -500..9000 m; a place of at
+    most 200 characters without control characters."""
+    for name, value, (low, high), what in (
+            ("latitude", latitude, LATITUDE, "WGS 84 decimal degrees, north positive"),
+            ("longitude", longitude, LONGITUDE, "WGS 84 decimal degrees, east positive"),
+            ("height", height, HEIGHT_M, "metres")):
+        if value is None and name == "height":
+            continue
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise LocationError(name, value, f"is not a number ({what})")
+        if not low <= value <= high:
+            raise LocationError(name, value, f"is outside {low}..{high} ({what})")
+    if place is None:
+        return
+    if type(place) is not str:
+        raise LocationError("place", place, "is not text")
+    if not place.strip():
+        raise LocationError("place", place, "is empty (leave it out instead)")
+    if len(place) > PLACE_MAX:
+        raise LocationError("place", place, f"is {len(place)} characters long; at most {PLACE_MAX}")
+    bad = next((c for c in place if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise LocationError("place", place, f"has a control character (U+{ord(bad):04X}); write it on one "
+                            "line")
+
+
+def parse_position(text: str) -> tuple[float, float, float | None]:
+    """``LAT,LON[,HEIGHT]`` as a technician types it (``51.962944,7.625519,62``): decimal degrees and metres
+    with a point; checked by check_location. LocationError says what is wrong with it."""
+    parts = text.split(",")
+    if len(parts) not in (2, 3):
+        raise LocationError("position", text, "is not LAT,LON or LAT,LON,HEIGHT (decimal degrees with a "
+                            "point, e.g. 51.962944,7.625519,62)")
+    for name, part in zip(("latitude", "longitude", "height"), parts):
+        if not _DECIMAL.fullmatch(part.strip()):
+            raise LocationError(name, part, "is not a decimal number (LAT,LON[,HEIGHT]: degrees and metres with a "
+                                "point, e.g. 51.962944,7.625519,62)")
+    numbers = [float(p) if "." in p else int(p) for p in parts]  # 62 stays 62 in the file, not 62.0
+    latitude, longitude, height = numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None
+    check_location(latitude, longitude, height)
+    return latitude, longitude, height
+
+
+def _location_from_json(entry) -> Location:
+    if not isinstance(entry, dict):
+        raise LocationError("location", entry, "is not an object")
+    unknown = [k for k in entry if k not in LOCATION_FIELDS]
+    if unknown:
+        raise LocationError("location", _NO_VALUE, f"has the unknown field {unknown[0]!r} (its fields: "
+                                f"{', '.join(LOCATION_FIELDS)})")
+    for name in ("latitude", "longitude", "since"):
+        if name not in entry:
+            raise LocationError("location", _NO_VALUE, f"has no {name}")
+    for name in ("height", "place"):  # optional means left out, not null (a file that saves as it loads)
+        if name in entry and entry[name] is None:
+            raise LocationError(name, None, "is null (leave the field out instead)")
+    check_location(entry["latitude"], entry["longitude"], entry.get("height"), entry.get("place"))
+    since = entry["since"]
+    try:
+        parse_time(since)
+    except (ValueError, TypeError):
+        raise LocationError("since", since, "is not a UTC time like 2026-11-29T06:00:00Z") from None
+    return Location(entry["latitude"], entry["longitude"], entry.get("height"), entry.get("place"), since)
+
+
 @dataclass
 class Device:
     device_id: str
     board: str
     sensors: list[str]
     keys: list[DeviceKey] = field(default_factory=list)
+    locations: list[Location] = field(default_factory=list)  # its positions, oldest first
+
+    @property
+    def location(self) -> Location | None:
+        """Where the device stands now (the newest of its locations); None if it was never given one."""
+        return self.locations[-1] if self.locations else None
 
     @property
     def active_key(self) -> DeviceKey:
@@ -138,7 +282,10 @@ class Device:
         return sorted(reversed(self.keys), key=lambda k: rank[k.status])
 
     def to_json(self) -> dict:
-        return {"board": self.board, "sensors": self.sensors, "keys": [k.to_json() for k in self.keys]}
+        d = {"board": self.board, "sensors": self.sensors, "keys": [k.to_json() for k in self.keys]}
+        if self.locations:  # a device without one is written as before
+            d["locations"] = [loc.to_json() for loc in self.locations]
+        return d
 
 
 def check_device_id(device_id: str) -> None:
@@ -147,6 +294,23 @@ def check_device_id(device_id: str) -> None:
             f"device id {device_id!r} is not valid: use letters, digits, '.', '_' and '-', "
             "at most 64 characters, starting with a letter or digit"
         )
+
+
+def _load_locations(path: Path, device_id: str, entries) -> list[Location]:
+    if not isinstance(entries, list):
+        raise RegistryError(f"registry {path}: device {device_id!r}: locations {_shown(entries)} is not a list")
+    locations = []
+    for number, entry in enumerate(entries, 1):
+        try:
+            location = _location_from_json(entry)
+        except LocationError as exc:
+            raise RegistryError(f"registry {path}: device {device_id!r}, location {number}: {exc}") from None
+        if locations and parse_time(location.since) < parse_time(locations[-1].since):
+            raise RegistryError(f"registry {path}: device {device_id!r}, location {number}: since "
+                                f"{location.since!r} is before the location above it ({locations[-1].since}); "
+                                "the history is kept oldest first")
+        locations.append(location)
+    return locations
 
 
 class Registry:
@@ -166,7 +330,7 @@ class Registry:
                 return cls(path=path)
             raise RegistryError(f"registry {path} does not exist (govedge provision creates it)")
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_text(encoding="utf-8"))  # JSON is UTF-8 (RFC 8259), whatever the locale
         except OSError as exc:
             raise RegistryError(f"registry {path} cannot be read: {exc.strerror or exc}") from None
         except ValueError as exc:  # not JSON, or not text at all
@@ -184,6 +348,7 @@ class Registry:
                 device = Device(device_id, entry["board"], list(entry.get("sensors", [])), keys)
             except (KeyError, TypeError) as exc:
                 raise RegistryError(f"registry {path}: device {device_id!r} is malformed ({exc})") from None
+            device.locations = _load_locations(path, device_id, entry.get("locations", []))
             for k in keys:
                 if k.status not in STATUSES:
                     raise RegistryError(f"registry {path}: device {device_id!r} has a key with status {k.status!r}")
@@ -315,3 +480,34 @@ class Registry:
         key.status, key.revoked, key.revoked_since = "revoked", now, since or now
         self._keys.pop(device_id, None)
         return key
+
+    def locate(self, device_id: str, latitude: float, longitude: float, height: float | None = None,
+               place: str | None = None, since: str | None = None) -> tuple[Location, bool]:
+        """Records that the device stands here from ``since`` (a registry time; default now) on; its earlier
+        locations stay in its history. Returns (its current location, whether a new one was recorded): the
+        position and place it already has are not recorded twice. Checked by check_location; the keys are not
+        touched."""
+        device = self.devices.get(device_id)
+        if device is None:
+            raise RegistryError(f"device {device_id!r} is not in the registry; provision it first "
+                                "(`govedge provision`)")
+        try:
+            check_location(latitude, longitude, height, place)
+        except LocationError as exc:
+            raise RegistryError(f"device {device_id!r}: {exc}") from None
+        if since is not None:
+            try:
+                parse_time(since)
+            except (ValueError, TypeError):
+                raise RegistryError(f"device {device_id!r}: since {_shown(since)} is not a UTC time like "
+                                    "2026-11-29T06:00:00Z") from None
+        location = Location(latitude, longitude, height, place, since or _now())
+        last = device.location
+        if last is not None and last.same_position(location):
+            return last, False
+        if last is not None and parse_time(location.since) < parse_time(last.since):
+            raise RegistryError(f"device {device_id!r}: the new location's time {location.since} is before its "
+                                f"current location's ({last.since}); the history goes forward (is this "
+                                "machine's clock right?)")
+        device.locations.append(location)
+        return location, True

@@ -67,6 +67,7 @@ def _cmd_provision(args: argparse.Namespace) -> int:
         wifi_ssid=args.wifi_ssid, wifi_password=os.environ.get("GOVEDGE_WIFI_PASSWORD"),
         interval_s=args.interval, buffer_slots=args.buffer_slots, deep_sleep=args.deep_sleep,
         ca=Path(args.ca) if args.ca else None, open_wifi=args.open_wifi,
+        location=args.location, place=args.place,
     )
     folder = result["folder"]
     print(f"{'rotated the key of' if result['rotated'] else 'provisioned'} {result['device_id']} "
@@ -75,6 +76,10 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     print(f"  config    {folder}/config.json")
     print(f"  registry  {result['registry']} ({result['keys']} key{'s' if result['keys'] > 1 else ''}"
           f"{', older ones retired' if result['keys'] > 1 else ''})")
+    location = result["location"]
+    if location is not None:
+        print(f"  location  {location.describe()} since {location.since}"
+              f"{'' if result['location_recorded'] or not result['rotated'] else ' (kept)'}")
     if result["registry_created"]:
         print(f"  new registry: there was no {result['registry']}, it was created now with this device only "
               "(if the devices' registry is elsewhere, give it with --registry)")
@@ -521,6 +526,22 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_locate(args: argparse.Namespace) -> int:
+    from govedge.core.registry import Registry
+    from govedge.tools.field.provision import location_of_flags
+
+    # checked as provision checks --location and --place, before the registry is read
+    position = location_of_flags(args.position, args.place, flag="LAT,LON[,HEIGHT]")
+    registry = Registry.load(args.registry)
+    location, recorded = registry.locate(args.device_id, *position)
+    if recorded:
+        registry.save()
+    count = len(registry.devices[args.device_id].locations)
+    print(f"{args.device_id}: {'at' if recorded else 'already at'} {location.describe()} since {location.since} "
+          f"({args.registry}; {count} location{'s' if count > 1 else ''} in its history)")
+    return 0
+
+
 def _cmd_hub_export(args: argparse.Namespace) -> int:
     from govedge.hub import config as hubconfig
     from govedge.hub import export
@@ -630,6 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-slots", type=int, help="readings kept while offline (default 256)")
     p.add_argument("--deep-sleep", action="store_true", default=None,
                    help="battery node: deep sleep between readings")
+    p.add_argument("--location", metavar="LAT,LON[,HEIGHT]",
+                   help="where the device stands: WGS 84 decimal degrees, height in metres, e.g. "
+                        "51.962944,7.625519,62 (south or west: --location=-33.86,151.21); a rotation without it "
+                        "keeps the device's locations")
+    p.add_argument("--place", metavar="TEXT", help="with --location: the place in words, at most 200 characters, "
+                                                   "e.g. 'Domplatz, Münster, lamp post 12'")
     p.set_defaults(func=_cmd_provision)
 
     p = sub.add_parser("flash", help="put a provisioned device onto its board: firmware, config and key, "
@@ -739,6 +766,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "the first 16 hex digits of its x coordinate); default the active key")
     p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
     p.set_defaults(func=_cmd_revoke)
+
+    p = sub.add_parser("locate", help="record where a device stands now (a moved station keeps its earlier "
+                                      "locations); its keys are not touched")
+    p.add_argument("device_id", metavar="DEVICE_ID", help="a provisioned device, e.g. esp32-0007")
+    p.add_argument("position", metavar="LAT,LON[,HEIGHT]",
+                   help="WGS 84 decimal degrees, height in metres, e.g. 51.962944,7.625519,62 (south or west: "
+                        "options first, then -- before it: --place TEXT -- -33.86,151.21)")
+    p.add_argument("--place", metavar="TEXT", help="the place in words, at most 200 characters, e.g. "
+                                                   "'Domplatz, Münster, lamp post 12' (not taken over from the "
+                                                   "earlier location)")
+    p.add_argument("--registry", default="registry.json", help="device registry file (default registry.json)")
+    p.set_defaults(func=_cmd_locate)
 
     p = sub.add_parser("hub", help="the hub's ingest service: verified batches into SQLite or PostgreSQL")
     hsub = p.add_subparsers(dest="hub_command", required=True, metavar="HUB_COMMAND")

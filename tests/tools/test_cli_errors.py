@@ -123,6 +123,10 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case("provision esp32-0100 --board esp32 --interval ten", says=("--interval", "'ten'")),
         Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --interval 0",
              says=("--interval 0",)),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices "
+             "--location 51.96,181", says=("--location 51.96,181", "longitude 181")),
+        Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --place Domplatz",
+             says=("--place 'Domplatz' needs --location",)),
     ],
     ("gateway", "run"): config_cases("gateway run", "gateway.toml") + [
         Case(GW.format(c="run", d="{d}"), append("gateway.toml", '[metrics]\nport = "9108x"\n'),
@@ -199,6 +203,25 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case("revoke esp32-0001 --registry {d}/registry.json", unreadable("registry.json"),
              says=("registry.json", "permission denied"), unprivileged=True),
         Case("revoke esp32-0001 --registry {d}/registry.json --since yesterday", says=("yesterday",)),
+    ],
+    ("locate",): [
+        Case("locate esp32-0001 51.96,7.62 --registry {d}/missing.json", says=("missing.json",)),
+        Case("locate esp32-0001 51.96,7.62 --registry {d}/data", says=("data",)),
+        Case("locate esp32-0001 51.96,7.62 --registry {d}/registry.json", write("registry.json", NOT_JSON),
+             says=("registry.json",)),
+        Case("locate esp32-0001 51.96,7.62 --registry {d}/registry.json", unreadable("registry.json"),
+             says=("registry.json", "permission denied"), unprivileged=True),
+        Case("locate esp32-0001 51.96,7.62 --registry {d}/registry.json", write(
+            "registry.json", '{"format": "govedge-registry/1", "devices": {"esp32-0001": {"board": "rpi", "keys": '
+                             '[{"public_key": "04' + "11" * 64 + '", "status": "active", "created": '
+                             '"2026-01-01T00:00:00Z"}], "locations": [{"latitude": 95, "longitude": 7.6, '
+                             '"since": "2026-01-01T00:00:00Z"}]}}}'),
+             says=("registry.json", "esp32-0001", "location 1", "latitude 95")),
+        Case("locate esp32-0001 95,7.62 --registry {d}/registry.json", says=("LAT,LON[,HEIGHT] 95,7.62", "latitude")),
+        Case("locate esp32-0001 51.96 --registry {d}/registry.json", says=("LAT,LON[,HEIGHT] 51.96",)),
+        Case("locate esp32-0001 51.96,7.62 --place  --registry {d}/registry.json", says=("--place",)),
+        Case("locate esp32-0099 51.96,7.62 --registry {d}/registry.json", says=("esp32-0099",)),
+        Case("locate esp32-0001 --registry {d}/registry.json", says=("LAT,LON[,HEIGHT]",)),
     ],
     ("hub", "run"): config_cases("hub run", "hub.toml") + [
         Case(HUB.format(c="run", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),

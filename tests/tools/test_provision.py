@@ -222,3 +222,164 @@ def test_what_provisioning_accepts_the_board_accepts_at_boot(tmp_path):
     proc = firmware.run_micropython("import config\ncfg = config.load(%r)\nprint(cfg['interval_s'], "
                                     "cfg['buffer']['slots'], cfg['mqtt']['port'])" % str(folder / "config.json"))
     assert proc.returncode == 0 and proc.stdout.decode().split() == ["1", "2", "65535"], proc.stderr
+
+
+# -- where the device stands: --location, --place, `govedge locate` ------------------------------------------
+
+def _locations(tmp_path, device="esp32-0007"):
+    return [loc.to_json() for loc in Registry.load(tmp_path / "registry.json").devices[device].locations]
+
+
+def test_a_new_device_gets_its_location_and_its_readings_still_verify(tmp_path):
+    _provision(tmp_path, location="51.962944,7.625519,62", place="Domplatz, Münster, lamp post 12")
+    registry = Registry.load(tmp_path / "registry.json")
+    device = registry.devices["esp32-0007"]
+    assert _locations(tmp_path) == [{"latitude": 51.962944, "longitude": 7.625519, "height": 62,
+                                     "place": "Domplatz, Münster, lamp post 12", "since": device.keys[0].created}]
+    # the gateway and the hub load this registry as before: the device's key verifies its readings
+    assert wire.verify(_sign_with_key_file(tmp_path / "devices" / "esp32-0007"), registry).seq == 1
+
+
+def test_a_device_provisioned_without_location_has_none_in_the_file(tmp_path):
+    _provision(tmp_path)
+    assert "locations" not in json.loads((tmp_path / "registry.json").read_text())["devices"]["esp32-0007"]
+
+
+def test_a_rotation_without_location_keeps_the_devices_locations(tmp_path):
+    _provision(tmp_path, location="51.962944,7.625519")
+    before = _locations(tmp_path)
+    result = _provision(tmp_path, rotate=True)
+    assert _locations(tmp_path) == before and result["location"].to_json() == before[-1]
+    assert not result["location_recorded"]
+
+
+def test_a_rotation_with_location_moves_the_device_and_keeps_where_it_was(tmp_path):
+    _provision(tmp_path, location="51.962944,7.625519,62", place="Domplatz, lamp post 12")
+    first = _locations(tmp_path)
+    _provision(tmp_path, rotate=True, location="51.9631,7.6262", place="Domplatz, lamp post 14")
+    history = _locations(tmp_path)
+    assert history[0] == first[0] and len(history) == 2
+    assert {k: v for k, v in history[1].items() if k != "since"} == {
+        "latitude": 51.9631, "longitude": 7.6262, "place": "Domplatz, lamp post 14"}
+    assert history[1]["since"] >= history[0]["since"]  # registry times sort as text
+
+
+def _provision_cli(tmp_path, *args, device="esp32-0007"):
+    return _cli([device, "--board", "rpi", "--registry", str(tmp_path / "registry.json"),
+                 "--out", str(tmp_path / "devices"), *args], {"PATH": ""})
+
+
+BAD_FLAGS = [
+    (["--location", "91,7.6"], "--location 91,7.6: latitude 91 is outside -90..90 (WGS 84 decimal degrees"),
+    (["--location=-90.5,7.6"], "--location -90.5,7.6: latitude -90.5 is outside -90..90"),
+    (["--location", "51.9,180.5"], "--location 51.9,180.5: longitude 180.5 is outside -180..180"),
+    (["--location", "51.9,7.6,9000.1"], "--location 51.9,7.6,9000.1: height 9000.1 is outside -500..9000 (metres)"),
+    (["--location=51.9,7.6,-501"], "--location 51.9,7.6,-501: height -501 is outside -500..9000"),
+    (["--location", "nan,7.6"], "--location nan,7.6: latitude 'nan' is not a decimal number"),
+    (["--location", "51.9,inf"], "--location 51.9,inf: longitude 'inf' is not a decimal number"),
+    (["--location", "51.9,7.6,true"], "--location 51.9,7.6,true: height 'true' is not a decimal number"),
+    (["--location", "51,96,7,62"], "--location 51,96,7,62: position '51,96,7,62' is not LAT,LON or LAT,LON,HEIGHT"),
+    (["--location", "51.96"], "--location 51.96: position '51.96' is not LAT,LON or LAT,LON,HEIGHT"),
+    (["--location", "51.9,7.6", "--place", "x" * 201], "is 201 characters long; at most 200"),
+    (["--location", "51.9,7.6", "--place", "lamp post\n12"],
+     r"--place 'lamp post\n12': has a control character (U+000A)"),
+    (["--location", "51.9,7.6", "--place", ""], "--place '': is empty"),
+    (["--place", "Domplatz"], "--place 'Domplatz' needs --location LAT,LON[,HEIGHT]"),
+]
+
+
+@pytest.mark.parametrize("flags, says", BAD_FLAGS, ids=[s[:40] for _, s in BAD_FLAGS])
+def test_a_bad_location_flag_is_refused_in_one_line_and_changes_nothing(tmp_path, flags, says):
+    assert _provision_cli(tmp_path, "--location", "51.962944,7.625519").returncode == 0
+    registry, key = tmp_path / "registry.json", tmp_path / "devices" / "esp32-0007" / "device.key"
+    before = registry.read_bytes(), key.read_bytes()
+    for out in (_provision_cli(tmp_path, *flags, device="esp32-0008"), _provision_cli(tmp_path, "--rotate", *flags)):
+        assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+        assert out.stderr.startswith("govedge provision: ") and says in out.stderr, out.stderr
+        assert len(out.stderr.splitlines()) == 1
+    assert (registry.read_bytes(), key.read_bytes()) == before
+    assert not (tmp_path / "devices" / "esp32-0008").exists()
+
+
+def _locate(tmp_path, *args):
+    # --registry first: after "--" (a southern or western position) no option is read
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", "locate", "--registry",
+                           str(tmp_path / "registry.json"), *args],
+                          capture_output=True, text=True, env={"PATH": ""})
+
+
+def test_locate_moves_a_device_keeps_its_history_and_replaces_the_file_atomically(tmp_path):
+    out = _provision_cli(tmp_path, "--location", "51.962944,7.625519,62", "--place", "Domplatz, lamp post 12")
+    assert out.returncode == 0 and "  location  51.962944, 7.625519, 62 m (Domplatz, lamp post 12) since " \
+        in out.stdout, out.stdout
+    path = tmp_path / "registry.json"
+    keys, inode = Registry.load(path).devices["esp32-0007"].keys, path.stat().st_ino
+    out = _locate(tmp_path, "esp32-0007", "--place", "Salzstraße 21, Münster", "--", "-33.86,151.21,5")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    history = _locations(tmp_path)
+    assert out.stdout == (f"esp32-0007: at -33.86, 151.21, 5 m (Salzstraße 21, Münster) since {history[1]['since']} "
+                          f"({path}; 2 locations in its history)\n")
+    assert history[1] == {"latitude": -33.86, "longitude": 151.21, "height": 5, "place": "Salzstraße 21, Münster",
+                          "since": history[1]["since"]}
+    assert history[0]["place"] == "Domplatz, lamp post 12"
+    device = Registry.load(path).devices["esp32-0007"]
+    assert [k.to_json() for k in device.keys] == [k.to_json() for k in keys]  # the keys are not touched
+    # renamed into place, as provision writes it: a running gateway or hub never reads half a file
+    assert path.stat().st_ino != inode and stat.S_IMODE(path.stat().st_mode) == 0o644
+    # a device that had no location gets its first one
+    assert _provision_cli(tmp_path, device="esp32-0008").returncode == 0
+    out = _locate(tmp_path, "esp32-0008", "52.0,7.6")
+    assert out.returncode == 0 and out.stdout.startswith("esp32-0008: at 52.0, 7.6 since "), out.stdout
+    assert out.stdout.endswith("; 1 location in its history)\n")
+
+
+def test_locate_at_the_current_position_says_so_and_leaves_the_file(tmp_path):
+    assert _provision_cli(tmp_path, "--location", "51.962944,7.625519").returncode == 0
+    path = tmp_path / "registry.json"
+    before, inode = path.read_bytes(), path.stat().st_ino
+    out = _locate(tmp_path, "esp32-0007", "51.962944,7.625519")
+    since = _locations(tmp_path)[0]["since"]
+    assert out.returncode == 0 and out.stdout == (f"esp32-0007: already at 51.962944, 7.625519 since {since} "
+                                                  f"({path}; 1 location in its history)\n"), out.stdout
+    assert path.read_bytes() == before and path.stat().st_ino == inode
+
+
+@pytest.mark.parametrize("args, says", [
+    (["esp32-0007", "91,7.6"], "govedge locate: LAT,LON[,HEIGHT] 91,7.6: latitude 91 is outside -90..90"),
+    (["esp32-0007", "51.9,7.6,9001"], "govedge locate: LAT,LON[,HEIGHT] 51.9,7.6,9001: height 9001 is outside "
+                                      "-500..9000 (metres)"),
+    (["esp32-0007", "51,9,7,6"], "govedge locate: LAT,LON[,HEIGHT] 51,9,7,6: position '51,9,7,6' is not LAT,LON"),
+    (["esp32-0007", "NaN,7.6"], "govedge locate: LAT,LON[,HEIGHT] NaN,7.6: latitude 'NaN' is not a decimal number"),
+    (["esp32-0007", "51.9,7.6", "--place", "a\x1bb"], r"govedge locate: --place 'a\x1bb': has a control character "
+                                                       "(U+001B)"),
+    (["esp32-0007", "51.9,7.6", "--place", "é" * 201], "is 201 characters long; at most 200"),
+    (["esp32-0099", "51.9,7.6"], "govedge locate: device 'esp32-0099' is not in the registry; provision it first"),
+])
+def test_locate_refuses_a_bad_value_in_one_line_and_leaves_the_file(tmp_path, args, says):
+    assert _provision_cli(tmp_path, "--location", "51.962944,7.625519").returncode == 0
+    before = (tmp_path / "registry.json").read_bytes()
+    out = _locate(tmp_path, *args)
+    assert out.returncode == 2 and out.stdout == "" and len(out.stderr.splitlines()) == 1, out.stdout + out.stderr
+    assert out.stderr.startswith("govedge locate: ") and says in out.stderr, out.stderr
+    assert (tmp_path / "registry.json").read_bytes() == before
+
+
+def test_a_moved_device_reaches_the_verifiers_of_a_running_gateway_or_hub(tmp_path):
+    # the gateway's and the hub's own parts: the file watch that notices a change, the verifier and its worker
+    # process, which load the registry with its locations and go on verifying the device's readings
+    from govedge.core.verifypool import FileWatch, Verifier
+
+    assert _provision_cli(tmp_path, "--location", "51.962944,7.625519,62").returncode == 0
+    message = _sign_with_key_file(tmp_path / "devices" / "esp32-0007")
+    path = tmp_path / "registry.json"
+    watch, verifier = FileWatch(path), Verifier(path, workers=1)
+    try:
+        assert _locate(tmp_path, "esp32-0007", "51.9631,7.6262,61").returncode == 0
+        assert watch.changed()
+        registry = verifier.reload()
+        assert (registry.devices["esp32-0007"].location.latitude, len(registry.devices["esp32-0007"].locations)) \
+            == (51.9631, 2)
+        [reading] = verifier.result([message], verifier.submit([message]))
+        assert verifier.pool is not None and reading.device_id == "esp32-0007" and reading.seq == 1, reading
+    finally:
+        verifier.close()

@@ -3,7 +3,8 @@
 Writes, for DEVICE_ID, into OUT/DEVICE_ID/:
   device.key   the P-256 private key (64 hex digits), readable by its owner only
   config.json  the board's configuration (docs/NODE.md), pins from hardware/pins/BOARD.json
-and adds the public key to the registry. The private key is never printed.
+and adds the public key to the registry, with the device's position when given (--location, --place).
+The private key is never printed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from govedge.core import topics
-from govedge.core.registry import BOARDS, SENSORS, Registry, RegistryError, check_device_id
+from govedge.core.registry import (BOARDS, SENSORS, LocationError, Registry, RegistryError, check_device_id,
+                                   check_location, parse_position)
 from govedge.core.errors import GovedgeError
 
 # hardware/ sits beside tools/ both in the checkout and in an installed package, where the pin
@@ -186,14 +188,39 @@ def _existing_config(path: Path) -> dict | None:
     return doc
 
 
+def location_of_flags(location: str | None, place: str | None, flag: str = "--location") -> tuple | None:
+    """(latitude, longitude, height, place) of --location LAT,LON[,HEIGHT] and --place TEXT, checked as the
+    registry checks them; None without --location. A bad value is refused naming its flag (``flag``: how the
+    command names the position, e.g. `govedge locate`'s LAT,LON[,HEIGHT])."""
+    if location is None:
+        if place is not None:
+            raise ProvisionError(f"--place {place!r} needs --location LAT,LON[,HEIGHT]: a place is recorded with a "
+                                 "position")
+        return None
+    try:
+        latitude, longitude, height = parse_position(location)
+    except LocationError as exc:
+        raise ProvisionError(f"{flag} {location}: {exc}") from None
+    try:
+        check_location(latitude, longitude, height, place)
+    except LocationError as exc:
+        raise ProvisionError(f"--place {exc.value!r}: {exc.why}") from None
+    return latitude, longitude, height, place
+
+
 def provision(device_id: str, board: str, sensors: list[str], registry_path: Path, out: Path,
-              rotate: bool = False, ca: Path | None = None, open_wifi: bool = False, **config) -> dict:
+              rotate: bool = False, ca: Path | None = None, open_wifi: bool = False,
+              location: str | None = None, place: str | None = None, **config) -> dict:
     """Make the key, register it, write key and config; returns a summary (no secrets).
 
     ``config``: node_config's keywords; one that is None was not given: a new device gets its default, a
     rotation keeps the value of the device's config.json (a rotation changes the key and what was given, no
-    more). ``open_wifi``: the Wi-Fi network has no password (else a network without one is refused)."""
+    more). ``open_wifi``: the Wi-Fi network has no password (else a network without one is refused).
+    ``location``: the device's position as --location takes it (``LAT,LON[,HEIGHT]``), ``place`` its
+    description (--place); a rotation without them keeps the device's locations, with them records a new one
+    (the earlier ones stay in its history)."""
     check_device_id(device_id)
+    position = location_of_flags(location, place)
     if board not in BOARDS:
         raise ProvisionError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     unknown = [s for s in sensors if s not in SENSORS]
@@ -242,10 +269,15 @@ def provision(device_id: str, board: str, sensors: list[str], registry_path: Pat
         registry.rotate(device_id, public, board=board, sensors=sensors)
     else:
         registry.add(device_id, board, sensors, public)
+    # set with the key: the location's since is the new key's created
+    located = registry.locate(device_id, *position, since=registry.devices[device_id].active_key.created) \
+        if position else None
     registry.save(registry_path)
     return {
         "device_id": device_id, "board": board, "sensors": sensors,
         "public_key": public.hex(), "folder": str(folder), "registry": str(registry_path),
         "rotated": rotate, "registry_created": registry_created,
         "keys": len(registry.devices[device_id].keys),
+        "location": registry.devices[device_id].location,  # None: the device has no position
+        "location_recorded": bool(located and located[1]),
     }
