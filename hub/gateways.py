@@ -1,6 +1,6 @@
 """The hub's list of gateways and the public keys their batches are signed with.
 
-One JSON file, like the device registry (docs/REGISTRY.md):
+One JSON file, like the device registry (docs/NODE.md, "The registry"):
 
     {"format": "govedge-gateways/1",
      "gateways": {"gw-koeln-01": {"keys": [{"public_key": "04...", "status": "active",
