@@ -57,7 +57,6 @@ from govedge.core.config import ConfigError
 from govedge.core.verifypool import RELOAD_ERRORS, FileWatch, Result, Verifier, check, reload_error
 
 from .config import HubConfig
-from . import partitions
 from .gateways import GatewayListError, Gateways
 from .store import DUPLICATE, INTERNAL_ERROR, HubStore, RejectedMessage, StoreError, internal_error, one_line, text_of
 
@@ -657,8 +656,7 @@ class HubService:
         """The partitions of this month and the next ones made ahead (PostgreSQL), and what is older than
         ``[store] keep_months`` deleted, its monthly partitions dropped."""
         try:
-            month = partitions.month_of(time.time())
-            self.store.prepare(partitions.add_months(month, n) for n in range(partitions.MONTHS_AHEAD + 1))
+            self.store.prepare_ahead()
             gone = self.store.expire(self.cfg.keep_months)
         except Exception as exc:
             if self.store.unavailable(exc):

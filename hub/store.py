@@ -369,8 +369,6 @@ class HubStore:
                 self._exec("CREATE TEMPORARY TABLE staged_readings (device_id TEXT, seq BIGINT, time DOUBLE PRECISION, "
                            "gateway_id TEXT, store_id TEXT, batch_seq BIGINT, leaf BIGINT, message BYTEA, key_id TEXT, "
                            "at DOUBLE PRECISION) ON COMMIT DELETE ROWS")
-                self.prepare([partitions.add_months(partitions.month_of(time.time()), n)
-                              for n in range(partitions.MONTHS_AHEAD + 1)])
         except sqlite3.DatabaseError as exc:
             self.db.close()
             errors.raise_for_file(exc, path)
@@ -501,6 +499,12 @@ class HubStore:
         for month in sorted(self._new_months(times)):
             with self.transaction():
                 self._make_partitions([month])
+
+    def prepare_ahead(self, now: float | None = None) -> None:
+        """The partitions of the current month and the ``MONTHS_AHEAD`` after it (the hub's hourly
+        housekeeping, from its start on): the write path never waits to make a table."""
+        month = partitions.month_of(time.time() if now is None else now)
+        self.prepare(partitions.add_months(month, n) for n in range(partitions.MONTHS_AHEAD + 1))
 
     def expire(self, keep_months: int, now: float | None = None) -> dict[str, int]:
         """Retention, outside a transaction: readings and measurements filed more than ``keep_months`` whole

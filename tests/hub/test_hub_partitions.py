@@ -62,7 +62,8 @@ def test_readings_and_measurements_are_filed_in_the_partition_of_their_month_and
     assert rows(store, f"SELECT at, time FROM readings WHERE device_id = '{d2}' AND seq = 2") == [(b0.created, None)]
     assert store.reading_of(d1, 2).batch_seq == 0
     assert [(r.device_id, r.seq) for r in store.export_rows()] == [(d1, 1), (d1, 2), (d2, 1), (d2, 2), (d2, 3)]
-    # the coming months are made when the store opens: the write path never waits to make a table
+    # the coming months are made ahead (the hub's housekeeping): the write path never waits to make a table
+    store.prepare_ahead()
     now = partitions.month_of(__import__("time").time())
     names = {n for (n,) in rows(store, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'readings_p%%'")}
     assert {partitions.name("readings", partitions.add_months(now, n)) for n in range(3)} <= names
