@@ -245,7 +245,7 @@ class Store:
             raise_for_file(exc, self.path)
             raise
         self._last_seq: dict[str, int] = {}  # devices.last_seq updates of the open transaction
-        self._gaps: dict[str, str] = {}  # and their replay windows' gaps, where the checks gave them
+        self._windows: dict[str, SeqState] = {}  # and their replay windows, where the checks gave them
 
     def close(self) -> None:
         self.db.close()
@@ -264,13 +264,14 @@ class Store:
                     "INSERT INTO devices (device_id, last_seq, gaps) VALUES (?1, ?2, coalesce(?3, '')) "
                     "ON CONFLICT(device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), "
                     "gaps = coalesce(?3, gaps)",
-                    [(space, last, self._gaps.get(space)) for space, last in self._last_seq.items()])
+                    [(space, last, w.text() if (w := self._windows.get(space)) else None)
+                     for space, last in self._last_seq.items()])
         except BaseException:
             self.rollback()
             raise
         finally:
             self._last_seq.clear()
-            self._gaps.clear()
+            self._windows.clear()
         if exc_type is None:
             self.db.execute("COMMIT")
         else:
@@ -296,7 +297,7 @@ class Store:
 
     def note_window(self, space: str, state: SeqState) -> None:
         """Inside a transaction: the sequence space's replay window as the checks left it, written at commit."""
-        self._gaps[space] = state.text()
+        self._windows[space] = state  # its gaps written as text once, at the commit
         self._last_seq[space] = max(state.last, self._last_seq.get(space, -1))
 
     def add_reading(self, device_id: str, seq: int, kind: str, node_time, message: bytes,
