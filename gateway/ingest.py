@@ -11,7 +11,7 @@ from typing import Callable
 
 from govedge.core import mqtt, topics
 from govedge.core.config import MqttEndpoint
-from govedge.core.connection import Link
+from govedge.core.connection import Cause, Link
 
 from .supervise import guard_callbacks
 
@@ -41,6 +41,7 @@ class MqttIngest:
         self.client = mqtt.client(ep, clean_session=False, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self.link.on_connect_fail
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         guard_callbacks(self.client, "ingest", counters)
@@ -49,7 +50,19 @@ class MqttIngest:
         if reason.is_failure:
             self.link.refused(reason)
             return
+        # up once the broker has granted the subscriptions (_on_subscribe): a message published before that
+        # would not reach a session made on this connection
         client.subscribe([(topics.ALL_READINGS, 1), (topics.ALL_STATUS, 1)])
+
+    def _on_subscribe(self, client, userdata, mid, reasons, properties):
+        refused = [f"{topic} ({reason})" for topic, reason in zip((topics.ALL_READINGS, topics.ALL_STATUS), reasons)
+                   if reason.is_failure]
+        if refused:
+            self.link.failed(Cause("not_authorized", f"{self.link.broker} refused the subscription to "
+                                   f"{', '.join(refused)}: no node's message reaches the gateway",
+                                   "check the local broker's ACL: the gateway's login reads "
+                                   f"{topics.ALL_READINGS} and {topics.ALL_STATUS}"))
+            return
         self.link.connected(f"subscribed on {self.link.broker}")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):

@@ -138,7 +138,7 @@ class HubService:
         self.client.reconnect_delay_set(random.uniform(1, 2), 60)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         # without a share group (a broker without MQTT 5, such as the demo's amqtt): one worker alone
         share = f"$share/{cfg.share_group}/" if cfg.share_group else ""
@@ -157,8 +157,19 @@ class HubService:
                               (self.status_topic, SubscribeOptions(qos=1))])
         else:
             client.subscribe([(self.topic, 1), (self.epoch_topic, 1), (self.status_topic, 1)])
+
+    def _on_subscribe(self, client, userdata, mid, reasons, properties):
+        """The broker's SUBACK: from here on its session keeps what the gateways publish for this hub."""
+        refused = [f"{topic} ({reason})" for topic, reason in zip((self.topic, self.epoch_topic, self.status_topic),
+                                                                   reasons) if reason.is_failure]
+        if refused:
+            log.error("hub: broker %s:%d refused the subscription to %s: check the broker's ACL (the hub's login "
+                      "reads the gateways' batch, epoch and status topics)", self.cfg.mqtt.host, self.cfg.mqtt.port,
+                      ", ".join(refused))
+            return
         log.info("hub: subscribed to %s on %s:%d as %s", self.topic, self.cfg.mqtt.host, self.cfg.mqtt.port,
                  self.cfg.mqtt.client_id)
+        self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self.subscribed.clear()
