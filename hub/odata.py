@@ -267,7 +267,8 @@ def _tokens(text: str):
 
 def parse_filter(text: str) -> object:
     """The filter's syntax tree (odata_query.ast); QueryError for what is not a filter the hub evaluates."""
-    if not text.strip():
+    text = text.strip()  # the lexer takes no space before or after the expression
+    if not text:
         raise QueryError("$filter: empty")
     try:
         tree = _PARSER.parse(_tokens(text))
@@ -734,6 +735,8 @@ def _shape(value, strict: bool = False):
         if kind in ("MultiPoint", "MultiLineString", "MultiPolygon", "GeometryCollection"):
             raise QueryError(f"$filter: {kind} values are not supported")
         raise ValueError(f"{str(value)[:40]} is not a GeoJSON Point, LineString or Polygon")
+    except QueryError:
+        raise
     except (ValueError, TypeError, IndexError):
         if strict:
             raise
@@ -893,3 +896,256 @@ def _distance(p, q) -> float:
 
 def _length(s):
     return sum(math.dist(a, b) for a, b in _segments(s)) if s[0] == "LineString" else None
+
+
+# ------------------------------------------------------------------------------------------------- pushdown
+
+@dataclass(frozen=True)
+class Column:
+    """Where a property path is in SQL: ``sql`` an expression over the query's tables, ``kind`` what it holds.
+
+    kind "time": epoch seconds (double), the property a timezone-aware datetime; "number", "text", "bool";
+    "result": an observation's result in the measurements table: ``sql`` names the numeric column
+    (``m.value``, NULL for what is not a number) and the text column is the same table alias +
+    ``.value_text`` (the value exactly as signed, NOT NULL). The result is then, as evaluate() must see it,
+    a number when value is not NULL, true or false when value is NULL and value_text is 'true' or 'false',
+    and the string value_text otherwise (a string "true" is stored as the boolean is).
+    """
+
+    sql: str
+    kind: str
+
+    @property
+    def text_sql(self) -> str:
+        return self.sql.rsplit(".", 1)[0] + ".value_text" if "." in self.sql else "value_text"
+
+
+KINDS = ("time", "number", "text", "bool", "result")
+_SQL_OP = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_PARTS = {"year": "Y", "month": "m", "day": "d", "hour": "H", "minute": "M", "second": "S"}
+_STRING_TESTS = ("contains", "startswith", "endswith", "substringof")
+
+
+def pushdown(expr, column: Callable[[tuple[str, ...]], Column | None], dialect: str
+             ) -> tuple[str | None, list, object | None]:
+    """The filter split into (SQL condition or None, its parameters, residual filter or None).
+
+    The top-level conjunction's terms go to SQL when SQL selects a row exactly when evaluate() gives True
+    (``and``/``or`` of such terms too); every other term stays in the residual, which the caller evaluates
+    on the rows SQL selected. Parameters are positional, ``?`` in the text for both dialects; the text holds
+    no other '?' and no '%' at all (SQLite's strftime formats are parameters too), so HubStore._exec's
+    ? → %s for psycopg leaves it intact.
+
+    Limits of the SQL meaning, outside which it differs from evaluate(): numbers compare as doubles, which
+    is exact for literals of at most 15 significant digits (only those go to SQL) against stored values of
+    at most 15 significant digits or a float's shortest text; times compare as epoch seconds (doubles),
+    exact for stored times of microsecond precision (Python's datetimes have no finer one).
+    """
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"dialect {dialect!r}: sqlite or postgresql")
+    sql, params, residual = [], [], []
+    for term in _conjuncts(expr):
+        pushed = _Sql(column, dialect).condition(term)
+        if pushed is None:
+            residual.append(term)
+        else:
+            sql.append(pushed[0])
+            params += pushed[1]
+    rest = None
+    for term in residual:
+        rest = term if rest is None else ast.BoolOp(ast.And(), rest, term)
+    return (" AND ".join(sql) if sql else None), params, rest
+
+
+def _conjuncts(expr) -> list:
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.And):
+        return _conjuncts(expr.left) + _conjuncts(expr.right)
+    return [expr]
+
+
+def _number_literal(node):
+    """A number literal (-5 too) of at most 15 significant digits, or None: those a double holds exactly
+    apart (DBL_DIG), so that comparing doubles is comparing decimals."""
+    negative = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+    if negative:
+        node = node.operand
+    if not isinstance(node, (ast.Integer, ast.Float)):
+        return None
+    value = Decimal(node.val)
+    if not value.is_finite() or len(value.normalize().as_tuple().digits) > 15 or abs(value) > Decimal("1e300"):
+        return None
+    return -value if negative else value
+
+
+class _Sql:
+    def __init__(self, column, dialect: str):
+        self.column, self.dialect = column, dialect
+
+    def condition(self, node) -> tuple[str, list] | None:
+        """(SQL, parameters) true exactly where evaluate(node) is True; None when there is none."""
+        if isinstance(node, ast.BoolOp):
+            left, right = self.condition(node.left), self.condition(node.right)
+            if left is None or right is None:
+                return None
+            word = "AND" if isinstance(node.op, ast.And) else "OR"
+            return f"({left[0]} {word} {right[0]})", left[1] + right[1]
+        if isinstance(node, ast.Compare):
+            if isinstance(node.comparator, ast.In):
+                return self._in(node.left, node.right)
+            if _is_literal(node.left) and not _is_literal(node.right):
+                return self._compare(_FLIP[type(node.comparator)], node.right, node.left)
+            return self._compare(type(node.comparator), node.left, node.right)
+        if isinstance(node, ast.Call) and node.func.full_name() in _STRING_TESTS:
+            return self._string_test(node)
+        if isinstance(node, (ast.Identifier, ast.Attribute)):
+            c = self._column(node)
+            if c is not None and c.kind == "bool":
+                return f"{c.sql} = ?", [True]
+        return None
+
+    def _column(self, node) -> Column | None:
+        path = _path(node)
+        c = None if path is None else self.column(path)
+        if c is not None and c.kind not in KINDS:
+            raise ValueError(f"column kind {c.kind!r} of {'/'.join(path)}: one of {', '.join(KINDS)}")
+        return c
+
+    def _collate(self, sql: str) -> str:
+        # strings order by code point: SQLite's BINARY does, PostgreSQL's "C" collation does (UTF-8 bytes)
+        return f'{sql} COLLATE "C"' if self.dialect == "postgresql" else sql
+
+    def _compare(self, op, left, right) -> tuple[str, list] | None:
+        if op not in _SQL_OP:
+            return None
+        if isinstance(left, ast.Call):
+            return self._function_compare(op, left, right)
+        c = self._column(left)
+        if c is None:
+            return None
+        if isinstance(right, ast.Null):
+            if c.kind == "result" or op not in (ast.Eq, ast.NotEq):
+                return None
+            return f"{c.sql} IS {'' if op is ast.Eq else 'NOT '}NULL", []
+        if c.kind == "result":
+            return self._result(op, c, right)
+        value = self._value(c.kind, right)
+        if value is None:
+            return None
+        if c.kind == "bool" and op not in (ast.Eq, ast.NotEq):
+            return None
+        sql = self._collate(c.sql) if c.kind == "text" and op not in (ast.Eq, ast.NotEq) else c.sql
+        return self._op(op, sql, c.sql, [value])
+
+    @staticmethod
+    def _op(op, sql: str, null_sql: str, params: list) -> tuple[str, list]:
+        if op is ast.NotEq:  # OData: null ne 5 is true; SQL's NULL <> 5 is not
+            return f"({sql} <> ? OR {null_sql} IS NULL)", params
+        return f"{sql} {_SQL_OP[op]} ?", params
+
+    @staticmethod
+    def _value(kind: str, node):
+        """The parameter for a literal compared with a column of ``kind``; None when the types differ."""
+        if kind == "number":
+            value = _number_literal(node)
+            return None if value is None else float(value)
+        if kind == "text" and isinstance(node, ast.String):
+            return node.val
+        if kind == "bool" and isinstance(node, ast.Boolean):
+            return node.py_val
+        if kind == "time" and isinstance(node, ast.DateTime):
+            value = _literal(node)
+            return (value - EPOCH) / timedelta(seconds=1)
+        return None
+
+    def _result(self, op, c: Column, right) -> tuple[str, list] | None:
+        text = c.text_sql
+        number = _number_literal(right)
+        if number is not None:
+            return self._op(op, c.sql, c.sql, [float(number)])
+        if isinstance(right, ast.String):
+            is_string = f"{c.sql} IS NULL AND {text} NOT IN ('true', 'false')"
+            if op is ast.NotEq:
+                return f"NOT ({is_string} AND {text} = ?)", [right.val]
+            sql = text if op is ast.Eq else self._collate(text)
+            return f"({is_string} AND {sql} {_SQL_OP[op]} ?)", [right.val]
+        if isinstance(right, ast.Boolean) and op in (ast.Eq, ast.NotEq):
+            is_it = f"{c.sql} IS NULL AND {text} = '{'true' if right.py_val else 'false'}'"
+            return (f"({is_it})", []) if op is ast.Eq else (f"NOT ({is_it})", [])
+        return None
+
+    def _function_compare(self, op, call: ast.Call, right) -> tuple[str, list] | None:
+        """year(t) eq 2024, length(name) gt 3, indexof(name, 'x') eq 0: whole-number parts and positions."""
+        name = call.func.full_name()
+        if not isinstance(right, (ast.Integer, ast.UnaryOp)) or _number_literal(right) is None:
+            return None
+        number = int(_number_literal(right))
+        c = self._column(call.args[0]) if call.args else None
+        if c is None:
+            return None
+        if name in _PARTS and c.kind == "time":
+            if self.dialect == "sqlite":
+                sql, params = f"CAST(strftime(?, {c.sql}, 'unixepoch') AS INTEGER)", [f"%{_PARTS[name]}"]
+            else:
+                sql, params = f"floor(extract({name} from to_timestamp({c.sql}) at time zone 'UTC'))", []
+            return self._op(op, sql, c.sql, params + [number])
+        if name == "length" and c.kind == "text":
+            return self._op(op, f"length({c.sql})", c.sql, [number])
+        if name == "indexof" and c.kind == "text" and isinstance(call.args[1], ast.String):
+            return self._op(op, f"{self._position(c.sql)} - 1", c.sql, [call.args[1].val, number])
+        return None
+
+    def _position(self, sql: str) -> str:
+        """The 1-based place of the parameter's first occurrence in ``sql`` (1 for ''), 0 where it is not."""
+        return f"instr({sql}, ?)" if self.dialect == "sqlite" else f"position(? in {sql})"
+
+    def _string_test(self, call: ast.Call) -> tuple[str, list] | None:
+        name = call.func.full_name()
+        subject, part = (call.args[1], call.args[0]) if name == "substringof" else call.args
+        c = self._column(subject)
+        if c is None or c.kind != "text" or not isinstance(part, ast.String):
+            return None
+        if name in ("contains", "substringof"):
+            return f"{self._position(c.sql)} > 0", [part.val]
+        if name == "startswith":
+            return f"{self._position(c.sql)} = 1", [part.val]
+        if not part.val:
+            return f"{c.sql} IS NOT NULL", []
+        tail = f"substr({c.sql}, -length(?))" if self.dialect == "sqlite" else f"right({c.sql}, length(?))"
+        return f"{tail} = ?", [part.val, part.val]
+
+    def _in(self, left, right) -> tuple[str, list] | None:
+        c = self._column(left)
+        if c is None or c.kind == "result" or not isinstance(right, ast.List) or not right.val:
+            return None
+        values = [self._value(c.kind, item) for item in right.val]
+        if any(v is None for v in values):
+            return None
+        return f"{c.sql} IN ({', '.join('?' * len(values))})", values
+
+
+def _is_literal(node) -> bool:
+    return isinstance(node, ast._Literal) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+                                              and isinstance(node.operand, ast._Literal))
+
+
+def orderby_sql(orderby, column: Callable[[tuple[str, ...]], Column | None], dialect: str | None = None
+                ) -> str | None:
+    """``ORDER BY …`` for $orderby when every path has a column, else None (the caller sorts).
+
+    Nulls come first in ascending order and last in descending (OData 4.01 URL conventions §5.1.5), in
+    both databases (SQLite and PostgreSQL differ by default). ``dialect`` "postgresql" orders text by code
+    point (COLLATE "C") as SQLite does; a result orders numbers first, then the rest by its text.
+    """
+    terms = []
+    for path, descending in orderby:
+        c = column(tuple(path))
+        if c is None:
+            return None
+        direction = "DESC" if descending else "ASC"
+        nulls = "ASC" if descending else "DESC"
+        sql = f'{c.sql} COLLATE "C"' if dialect == "postgresql" and c.kind == "text" else c.sql
+        terms.append(f"({c.sql} IS NULL) {nulls}, {sql} {direction}")
+        if c.kind == "result":
+            text = f'{c.text_sql} COLLATE "C"' if dialect == "postgresql" else c.text_sql
+            terms.append(f"{text} {direction}")
+    return "ORDER BY " + ", ".join(terms) if terms else None
