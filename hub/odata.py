@@ -116,8 +116,18 @@ _NAME = re.compile(r"[A-Za-z_@][\w@.]*")
 _PATH = re.compile(r"[A-Za-z_@][\w@.]*(?:/[A-Za-z_@][\w@.]*)*")
 
 
+# nesting: an attacker's 5000 levels would exhaust the stack of the code that walks them
+MAX_DEPTH = 200  # of a filter's syntax tree (a chain of 199 'or' is 200 levels)
+MAX_EXPAND_DEPTH = 20  # of $expand in $expand
+MAX_WHOLE = 2**63 - 1  # $top and $skip go to SQL's LIMIT and OFFSET: a 64-bit integer
+
+
 def parse(options: Mapping[str, str]) -> Query:
     """The request's query parameters as a Query; those not starting with '$' are not ours and ignored."""
+    return _parse(options, 0)
+
+
+def _parse(options: Mapping[str, str], depth: int) -> Query:
     unknown = [k for k in options if k.startswith("$") and k not in OPTIONS]
     if unknown:
         raise QueryError(f"unknown query option {unknown[0]}; the options are {', '.join(OPTIONS)}")
@@ -129,7 +139,9 @@ def parse(options: Mapping[str, str]) -> Query:
     if (text := options.get("$select")) is not None:
         kw["select"] = _select(text)
     if (text := options.get("$expand")) is not None:
-        kw["expand"] = tuple(_expand_item(item) for item in _split(text, ",", "$expand"))
+        if depth >= MAX_EXPAND_DEPTH:
+            raise QueryError(f"$expand: nested deeper than {MAX_EXPAND_DEPTH} levels")
+        kw["expand"] = tuple(_expand_item(item, depth) for item in _split(text, ",", "$expand"))
     if (text := options.get("$top")) is not None:
         kw["top"] = _whole("$top", text)
     if (text := options.get("$skip")) is not None:
@@ -147,7 +159,9 @@ def parse(options: Mapping[str, str]) -> Query:
 
 def _whole(option: str, text: str) -> int:
     if not _WHOLE.fullmatch(text):
-        raise QueryError(f"{option}: {text!r} is not a whole number")
+        raise QueryError(f"{option}: {text[:40]!r} is not a whole number")
+    if len(text) > 19 or int(text) > MAX_WHOLE:
+        raise QueryError(f"{option}: {text[:40]} is more than {MAX_WHOLE}")
     return int(text)
 
 
@@ -194,7 +208,7 @@ def _split(text: str, separator: str, option: str) -> list[str]:
     return parts
 
 
-def _expand_item(item: str) -> Expand:
+def _expand_item(item: str, depth: int) -> Expand:
     item = item.strip()
     head, paren, rest = item.partition("(")
     head = head.strip()
@@ -217,7 +231,7 @@ def _expand_item(item: str) -> Expand:
             raise QueryError(f"$expand={head}: {key} given twice")
         nested[key] = value
     try:
-        return Expand(path, parse(nested))
+        return Expand(path, _parse(nested, depth + 1))
     except QueryError as e:
         raise QueryError(f"$expand={head}: {e}") from None
 
@@ -272,6 +286,10 @@ def parse_filter(text: str) -> object:
         raise QueryError("$filter: empty")
     try:
         tree = _PARSER.parse(_tokens(text))
+        if _depth(tree) > MAX_DEPTH:
+            raise QueryError(f"$filter: nested deeper than {MAX_DEPTH} levels")
+    except RecursionError:  # the parser's own path handling recurses: a/b/c/… thousands of names long
+        raise QueryError(f"$filter: nested deeper than {MAX_DEPTH} levels") from None
     except odata_errors.TokenizingException as e:
         raise QueryError(f"$filter: cannot read {text[e.token.index:e.token.index + 20]!r} "
                          f"at position {e.token.index + 1}") from None
@@ -284,6 +302,19 @@ def parse_filter(text: str) -> object:
     return tree
 
 
+def _depth(tree) -> int:
+    """How deep the tree is, counted without recursion (evaluate() recurses: its depth is bounded first)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack += [(child, depth + 1) for child in _children(node)]
+        if isinstance(node, ast.Attribute):
+            stack.append((node.owner, depth + 1))
+    return deepest
+
+
 def _check(node) -> None:
     """What parses but the hub does not evaluate, refused before any entity is read."""
     if isinstance(node, ast.CollectionLambda):
@@ -293,12 +324,10 @@ def _check(node) -> None:
     if isinstance(node, ast.NamedParam):
         raise QueryError(f"$filter: named parameters ({node.name.name}=…) are not supported")
     if isinstance(node, (ast.GUID,)):
-        raise QueryError(f"$filter: GUID literals are not supported")
+        raise QueryError("$filter: GUID literals are not supported")
     if isinstance(node, ast.Geography):
         _geometry_of_wkt(node.val)
-    elif isinstance(node, ast.Duration):
-        _duration(node)
-    elif isinstance(node, (ast.DateTime, ast.Date, ast.Time)):
+    elif isinstance(node, (ast.DateTime, ast.Date, ast.Time, ast.Duration)):
         _literal(node)
     for child in _children(node):
         _check(child)
@@ -371,6 +400,8 @@ def _literal(node):
             return _duration(node)
         if isinstance(node, ast.Geography):
             return _geometry_of_wkt(node.val)
+    except QueryError:
+        raise
     except (ValueError, OverflowError) as e:
         raise QueryError(f"$filter: {getattr(node, 'val', node)!r} is not a valid literal ({e})") from None
     raise QueryError(f"$filter: {type(node).__name__} literals are not supported")
@@ -574,8 +605,8 @@ def _text(f):
 def _substring(s, start, length=None):
     if not isinstance(s, str) or _kind(start) != "number" or (length is not None and _kind(length) != "number"):
         return None
-    start = max(int(start), 0)
-    return s[start:] if length is None else s[start:start + max(int(length), 0)]
+    start = int(min(max(start, 0), len(s)))  # clamped before int(): 1e999999999 would be a huge int
+    return s[start:] if length is None else s[start:start + int(min(max(length, 0), len(s)))]
 
 
 def _part(f, *kinds):
@@ -591,10 +622,10 @@ def _rounding(f):
     def call(v):
         if _kind(v) != "number":
             return None
-        try:
-            return f(_decimal(v) if isinstance(v, float) else Decimal(v))
-        except (ValueError, OverflowError, InvalidOperation):  # infinity, NaN
+        d = _decimal(v) if isinstance(v, float) else Decimal(v)
+        if not d.is_finite() or d.adjusted() > 100:  # infinity, NaN; 1e999999999 would be a huge int
             return None
+        return f(d)
     return call
 
 
@@ -1134,7 +1165,9 @@ def orderby_sql(orderby, column: Callable[[tuple[str, ...]], Column | None], dia
 
     Nulls come first in ascending order and last in descending (OData 4.01 URL conventions §5.1.5), in
     both databases (SQLite and PostgreSQL differ by default). ``dialect`` "postgresql" orders text by code
-    point (COLLATE "C") as SQLite does; a result orders numbers first, then the rest by its text.
+    point (COLLATE "C") as SQLite does (without it, by the database's language). A result orders as its
+    numeric column: the non-numbers (strings, booleans: NULL there) first in ascending order, among
+    themselves by their text, then the numbers.
     """
     terms = []
     for path, descending in orderby:

@@ -97,6 +97,28 @@ def test_each_kind_of_bad_option_is_refused_naming_the_option(options, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"$filter": "not " * 3000 + "ok"}, "$filter: nested deeper than 200 levels"),
+    ({"$filter": "a/" * 3000 + "b eq 1"}, "$filter: nested deeper than 200 levels"),
+    ({"$filter": " or ".join(["id eq 1"] * 300)}, "$filter: nested deeper than 200 levels"),
+    ({"$expand": "A($expand=" * 30 + "A" + ")" * 30}, "$expand=A: " * 20 + "$expand: nested deeper than 20 levels"),
+    ({"$top": "9" * 20}, "$top: 99999999999999999999 is more than 9223372036854775807"),
+    ({"$filter": "ok eq duration'P99999999999D'"}, "$filter: 'P99999999999D' is not a valid literal"),
+])
+def test_an_attackers_sizes_are_refused_as_query_errors_not_crashes(options, message):
+    with pytest.raises(QueryError) as e:
+        odata.parse(options)
+    assert str(e.value).startswith(message)
+
+
+def test_huge_numbers_in_functions_give_null_not_a_huge_integer():
+    entity = {("name",): "Domplatz"}.__getitem__
+    for text in ("floor(1e999999999) eq null", "round(-1e999999999) eq null", "substring(name, 1e999999999) eq ''",
+                 "substring(name, 2, 1e999999999) eq 'mplatz'", "1e999999999 mul 1e999999999 eq null"):
+        assert odata.matches(odata.parse_filter(text), entity), text
+    assert odata.matches(odata.parse_filter(" or ".join(["name eq 'x'"] * 150 + ["name eq 'Domplatz'"])), entity)
+
+
 def test_names_that_begin_with_a_keyword_are_names():
     entity = {("allowed",): 1, ("anything",): 2, ("trueValue",): True, ("nullable",): None, ("notes",): "n"}.__getitem__
     for text in ("allowed eq 1", "anything eq 2", "trueValue eq true", "nullable eq null", "notes eq 'n'",
