@@ -57,7 +57,6 @@ are names, not the keyword.
 
 from __future__ import annotations
 
-import calendar
 import math
 import re
 from dataclasses import dataclass, field

@@ -369,15 +369,14 @@ COLUMNS = {
     ("value",): Column("m.value", "number"),
     ("result",): Column("m.value", "result"),
     ("ok",): Column("m.ok", "bool"),
-}
-NO_COLUMN = {("properties", "place"), ("Datastream", "name")}  # evaluate() only
+}  # properties/place and Datastream/name have none: evaluate() decides them
 
 DEVICES = ["esp32-0001", "esp32-0002", "Ölmühle-7", "o'brien", "b%_?", "", "z"]
 NAMES = ["temp", "Temp", "humidity", "pm2.5", "ä", "😀x", "door", None]
 BOUNDARIES = [(2023, 12, 31, 23, 59, 59), (2024, 1, 1, 0, 0, 0), (2024, 2, 29, 23, 59, 59), (2024, 3, 1, 0, 0, 0),
               (2024, 12, 31, 23, 59, 59), (2025, 1, 1, 0, 0, 0), (2025, 6, 15, 12, 30, 45), (2026, 11, 30, 0, 0, 0)]
-NUMBERS = ["21.41", "-3.5", "0", "100800", "21.4", "21.410", "-0.001", "1013.25", "7", "0.1", "1e3", "0.30000000000000004",
-           "123456789012345"]
+NUMBERS = ["21.41", "-3.5", "0", "100800", "21.4", "21.410", "-0.001", "1013.25", "7", "0.1", "1e3",
+           "0.30000000000000004", "123456789012345"]
 STRINGS = ["open", "closed", "21.41", "", "Open", "ö", "it's"]
 
 
@@ -501,12 +500,14 @@ PUSHED = [
     ("year(phenomenonTime) eq 2024", True), ("year(phenomenonTime) ne 2024", True),
     ("month(phenomenonTime) eq 2 and day(phenomenonTime) eq 29", True), ("month(phenomenonTime) gt 6", True),
     ("day(phenomenonTime) eq 31", True), ("hour(phenomenonTime) eq 23", True), ("minute(phenomenonTime) lt 30", True),
-    ("second(phenomenonTime) eq 59", True), ("second(phenomenonTime) eq 0", True), ("2024 eq year(phenomenonTime)", True),
+    ("second(phenomenonTime) eq 59", True), ("second(phenomenonTime) eq 0", True),
+    ("2024 eq year(phenomenonTime)", True),
     ("fractionalseconds(phenomenonTime) gt 0", False), ("date(phenomenonTime) eq 2024-01-01", False),
     # conjunctions split; what SQL cannot do stays behind
     ("result gt 20 and year(phenomenonTime) eq 2024 and properties/place eq 'Domplatz'", False),
     ("startswith(Datastream/name, 't') and ok", False), ("tolower(name) eq 'temp' and value gt 0", False),
-    ("not (name eq 'temp') and result ne 'open'", False), ("(name eq 'temp' or properties/place eq null) and ok", False),
+    ("not (name eq 'temp') and result ne 'open'", False),
+    ("(name eq 'temp' or properties/place eq null) and ok", False),
     ("name eq 'temp' or value gt 100 and ok", True), ("result add 1 gt 22", False), ("value div 0 eq null", False),
 ]
 
