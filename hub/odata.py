@@ -257,7 +257,6 @@ class _Parser(ODataParser):
         return ast.Call(func, args)
 
 
-_LEXER, _PARSER = ODataLexer(), _Parser()
 _IDENTIFIER = re.compile(r"[_a-z](?:\.?\w){0,127}", re.I)  # the lexer's ODATA_IDENTIFIER
 _KEYWORDS = {"BOOLEAN", "NULL", "ANY", "ALL"}  # tokens the lexer takes from the start of a longer name
 _KEYWORD = re.compile(r"true|false|null|any|all", re.I)
@@ -266,7 +265,7 @@ _KEYWORD = re.compile(r"true|false|null|any|all", re.I)
 def _tokens(text: str):
     """The lexer's tokens, a name that starts with a keyword (allowed, nullable, trueValue) one name."""
     skip_to = 0
-    for token in _LEXER.tokenize(text):
+    for token in ODataLexer().tokenize(text):
         if token.index < skip_to:
             continue
         if token.type in _KEYWORDS:
@@ -284,7 +283,7 @@ def parse_filter(text: str) -> object:
     if not text:
         raise QueryError("$filter: empty")
     try:
-        tree = _PARSER.parse(_tokens(text))
+        tree = _Parser().parse(_tokens(text))  # sly keeps a parse's state in the parser: one per call, per thread
         if _depth(tree) > MAX_DEPTH:
             raise QueryError(f"$filter: nested deeper than {MAX_DEPTH} levels")
     except RecursionError:  # the parser's own path handling recurses: a/b/c/… thousands of names long

@@ -5,6 +5,7 @@ the rows evaluate() selects, on SQLite and on a real PostgreSQL."""
 from __future__ import annotations
 
 import random
+import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -117,6 +118,28 @@ def test_huge_numbers_in_functions_give_null_not_a_huge_integer():
                  "substring(name, 2, 1e999999999) eq 'mplatz'", "1e999999999 mul 1e999999999 eq null"):
         assert odata.matches(odata.parse_filter(text), entity), text
     assert odata.matches(odata.parse_filter(" or ".join(["name eq 'x'"] * 150 + ["name eq 'Domplatz'"])), entity)
+
+
+def test_filters_parsed_in_threads_at_once_each_get_their_own_tree():
+    # the server answers requests in a thread pool; sly keeps a parse's state in its parser object
+    texts = [f"name eq 'x{i}' and (year(phenomenonTime) eq {2000 + i} or result gt {i}.5)" for i in range(8)]
+    expected = [odata.parse_filter(t) for t in texts]
+    wrong = []
+
+    def parse_often(i):
+        for _ in range(200):
+            try:
+                if odata.parse_filter(texts[i]) != expected[i]:
+                    wrong.append(texts[i])
+            except QueryError as e:
+                wrong.append(str(e))
+
+    threads = [threading.Thread(target=parse_often, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
 
 
 def test_names_that_begin_with_a_keyword_are_names():
