@@ -50,6 +50,17 @@ the Multi* geometries and GeometryCollection, st_within/st_contains/st_touches f
 above, durations in years or months (not a fixed length). $orderby takes property paths, not expressions;
 $select property names, not ``distinct:``.
 
+What goes to SQL (pushdown; the rest stays for evaluate()): in the filter's top-level ``and``, the terms
+(and ``and``/``or`` of them) of these forms: a column compared with a literal of its kind (a number of at
+most 15 significant digits, a string, true/false, a datetime; ``eq null``/``ne null``), a result with a
+number, a string or true/false; ``in`` lists of such literals; year() month() day() hour() minute()
+second() of a time column, length() and indexof() of a text column, compared with a whole number;
+contains() startswith() endswith() substringof() of a text column and a string; a boolean column alone.
+Not: ``not``, arithmetic, the other functions, geometry, two columns compared, paths without a column.
+
+Limits against hostile requests: a filter nests at most 200 levels (a chain of 199 ``or``: use ``in``),
+$expand at most 20; $top and $skip are at most 2**63 - 1.
+
 Parser notes: keywords must stand between spaces as OData says (``a eq 1 and(b eq 2)`` is a syntax error);
 ``not(…)`` is read as ``not (…)``; property names that begin with a keyword (``allowed``, ``trueValue``)
 are names, not the keyword.
@@ -972,6 +983,8 @@ def pushdown(expr, column: Callable[[tuple[str, ...]], Column | None], dialect: 
     """
     if dialect not in ("sqlite", "postgresql"):
         raise ValueError(f"dialect {dialect!r}: sqlite or postgresql")
+    if expr is None:
+        return None, [], None
     sql, params, residual = [], [], []
     for term in _conjuncts(expr):
         pushed = _Sql(column, dialect).condition(term)
@@ -1105,9 +1118,10 @@ class _Sql:
     def _function_compare(self, op, call: ast.Call, right) -> tuple[str, list] | None:
         """year(t) eq 2024, length(name) gt 3, indexof(name, 'x') eq 0: whole-number parts and positions."""
         name = call.func.full_name()
-        if not isinstance(right, (ast.Integer, ast.UnaryOp)) or _number_literal(right) is None:
+        number = _number_literal(right)
+        if number is None or number != number.to_integral_value():  # year(t) eq 2024.5 is never true
             return None
-        number = int(_number_literal(right))
+        number = int(number)
         c = self._column(call.args[0]) if call.args else None
         if c is None:
             return None

@@ -525,6 +525,7 @@ PUSHED = [
     ("day(phenomenonTime) eq 31", True), ("hour(phenomenonTime) eq 23", True), ("minute(phenomenonTime) lt 30", True),
     ("second(phenomenonTime) eq 59", True), ("second(phenomenonTime) eq 0", True),
     ("2024 eq year(phenomenonTime)", True),
+    ("year(phenomenonTime) eq 2024.0", True), ("year(phenomenonTime) ne -2024.5", False),
     ("fractionalseconds(phenomenonTime) gt 0", False), ("date(phenomenonTime) eq 2024-01-01", False),
     # conjunctions split; what SQL cannot do stays behind
     ("result gt 20 and year(phenomenonTime) eq 2024 and properties/place eq 'Domplatz'", False),
