@@ -15,7 +15,7 @@ SensorThings' own functions (``FUNCTIONS``). What evaluate() does:
   arithmetic ``add sub mul div mod`` and unary ``-`` (integers: ``div`` truncates toward zero and ``mod``
   has the sign of the dividend; division by zero gives null);
 - null: a comparison with null is false, except ``eq null`` (true for null) and ``ne null``; ``ne`` is
-  always ``not eq``, so ``null ne 5`` is true. A function with a null argument gives null;
+  ``not eq`` (intervals aside: below), so ``null ne 5`` is true. A function with a null argument gives null;
 - types: numbers (int, float, Decimal) compare by decimal value, a float as the decimal it prints as (its
   shortest repr: 21.41 stored as a double equals the literal 21.41); literals with a fraction or exponent
   are read exactly (Decimal). Strings compare by code point. Values of different types are not equal
@@ -42,7 +42,9 @@ SensorThings' own functions (``FUNCTIONS``). What evaluate() does:
   geo.intersects and st_intersects, st_disjoint for any two of them; st_within and st_contains for a
   point in anything and a line or polygon in a polygon; st_touches for a point and a line or polygon;
   st_equals (points equal; lines the same vertices, either way round; polygons the same rings from any
-  start, either way round).
+  start, either way round). A polygon's edge is its boundary: a point on it intersects and touches the
+  polygon but is not within it. Coordinates are doubles: a point within rounding of an edge may fall
+  either side of it.
 
 Not supported (a QueryError "… not supported"): ``any``/``all`` lambdas, matchesPattern (a user's regular
 expression is a denial of service away), hassubset, hassubsequence, st_overlaps, st_crosses, st_relate,
