@@ -951,7 +951,7 @@ class Column:
     (``m.value``, NULL for what is not a number) and the text column is the same table alias +
     ``.value_text`` (the value exactly as signed, NOT NULL). The result is then, as evaluate() must see it,
     a number when value is not NULL, true or false when value is NULL and value_text is 'true' or 'false',
-    and the string value_text otherwise (a string "true" is stored as the boolean is).
+    and the string value_text otherwise (a string "true" is stored as the boolean is): ``result_of``.
     """
 
     sql: str
@@ -963,6 +963,17 @@ class Column:
 
 
 KINDS = ("time", "number", "text", "bool", "result")
+_INTEGER = re.compile(r"-?\d+")
+
+
+def result_of(value: float | None, value_text: str):
+    """An observation's result as evaluate() must see it, from its measurements row (Column's rule): a
+    number exactly as signed (int or Decimal), true/false, or the string."""
+    if value is not None:
+        return int(value_text) if _INTEGER.fullmatch(value_text) else Decimal(value_text)
+    if value_text in ("true", "false"):
+        return value_text == "true"
+    return value_text
 _SQL_OP = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _PARTS = {"year": "Y", "month": "m", "day": "d", "hour": "H", "minute": "M", "second": "S"}
 _STRING_TESTS = ("contains", "startswith", "endswith", "substringof")

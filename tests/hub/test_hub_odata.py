@@ -142,6 +142,13 @@ def test_filters_parsed_in_threads_at_once_each_get_their_own_tree():
     assert wrong == []
 
 
+def test_a_result_is_what_its_measurements_row_says():
+    assert odata.result_of(21.41, "21.41") == Decimal("21.41") and odata.result_of(100800.0, "100800") == 100800
+    assert odata.result_of(1000.0, "1e3") == 1000 and odata.result_of(-3.0, "-3") == -3
+    assert odata.result_of(None, "true") is True and odata.result_of(None, "false") is False
+    assert odata.result_of(None, "21.41") == "21.41" and odata.result_of(None, "") == ""
+
+
 def test_names_that_begin_with_a_keyword_are_names():
     entity = {("allowed",): 1, ("anything",): 2, ("trueValue",): True, ("nullable",): None, ("notes",): "n"}.__getitem__
     for text in ("allowed eq 1", "anything eq 2", "trueValue eq true", "nullable eq null", "notes eq 'n'",
@@ -431,13 +438,7 @@ ROWS = make_rows()
 
 def entity(row: dict):
     """What the server's resolve gives for a row (the contract Column's docstring states)."""
-    if row["value"] is not None:
-        text = row["value_text"]
-        result = int(text) if text.lstrip("-").isdigit() else Decimal(text)
-    elif row["value_text"] in ("true", "false"):
-        result = row["value_text"] == "true"
-    else:
-        result = row["value_text"]
+    result = odata.result_of(row["value"], row["value_text"])
     values = {
         ("device_id",): row["device_id"], ("name",): row["name"], ("value",): row["value"], ("result",): result,
         ("phenomenonTime",): None if row["at"] is None else datetime.fromtimestamp(row["at"], UTC),
@@ -545,7 +546,8 @@ def test_sql_then_the_residual_selects_what_evaluate_alone_selects(store, text, 
     got, (sql, params, residual) = selected(store, tree)
     assert got == by_evaluate(tree), (sql, params, residual)
     assert (residual is None) is all_pushed, (sql, residual)
-    assert "%" not in (sql or "")
+    # what HubStore._exec turns into psycopg's %s: the placeholders alone, and no '%' to be misread
+    assert (sql or "").count("?") == len(params) and "%" not in (sql or "")
 
 
 # terms over the columns, of every type a literal has, for hypothesis to combine
