@@ -41,11 +41,11 @@ class WebError(GovedgeError, OSError):
     code = "web"
 
 
-def app(title: str, folder: Path, status: Callable[[], dict], refresh_s: float = 5.0):
+def app(title: str, folder: Path, status: Callable[[], dict], refresh_s: float = 5.0, routes: tuple = ()):
     """The Starlette application of one service's page: ``/`` the page (the shared index.html, whose
     ``app.js`` is the service's, from ``folder``), the shared files under ``/shared/``, and ``/api/status``
     the document ``status()`` builds (HTTP 500 with one line of JSON when it raises, so the page can say
-    what went wrong)."""
+    what went wrong). ``routes``: the service's own routes beside these (Starlette routes or mounts)."""
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
@@ -74,7 +74,7 @@ def app(title: str, folder: Path, status: Callable[[], dict], refresh_s: float =
     from starlette.middleware.base import BaseHTTPMiddleware
 
     return Starlette(routes=[
-        Route("/", page), Route("/api/status", api_status), Route("/api/page", config),
+        Route("/", page), Route("/api/status", api_status), Route("/api/page", config), *routes,
         Mount("/shared", StaticFiles(directory=SHARED)), Mount("/", StaticFiles(directory=folder)),
     ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)])
 

@@ -19,7 +19,7 @@ The broker refuses what the gateway's decoder would refuse for its size anyway, 
 takes up the broker's memory and disk or the gateway's time. A message of more than 2048
 bytes (govedge.core.wire.MAX_MESSAGE_BYTES) is dropped, whatever its topic
 (``message_size_limit 2048``; the sender still gets its PUBACK, under MQTT 5 with a failure
-reason code). Every packet is bounded by the largest a device needs, 2048 bytes on the
+reason code; Mosquitto 2.0.11 may then close its connection, and a node connects again). Every packet is bounded by the largest a device needs, 2048 bytes on the
 longest topic a device may publish to (``max_packet_size 2139``, max_publish_packet_bytes()):
 a larger one, such as a 1 MB message, ends the sender's connection as soon as the broker has
 read its length, before the rest is read in. Mosquitto 2.0 notes at its start that it recommends

@@ -189,9 +189,10 @@ def _orderby(text: str) -> tuple[tuple[tuple[str, ...], bool], ...]:
     items = []
     for item in text.split(","):
         words = item.split()
-        if not 1 <= len(words) <= 2 or not _PATH.fullmatch(words[0]) or words[1:] not in ([], ["asc"], ["desc"]):
+        direction = [w.lower() for w in words[1:]]  # clients write ASC and DESC too (FROST-Server's)
+        if not 1 <= len(words) <= 2 or not _PATH.fullmatch(words[0]) or direction not in ([], ["asc"], ["desc"]):
             raise QueryError(f"$orderby: {item.strip()!r} is not a property path optionally followed by asc or desc")
-        items.append((tuple(words[0].split("/")), words[1:] == ["desc"]))
+        items.append((tuple(words[0].split("/")), direction == ["desc"]))
     return tuple(items)
 
 
@@ -974,6 +975,8 @@ def result_of(value: float | None, value_text: str):
     if value_text in ("true", "false"):
         return value_text == "true"
     return value_text
+
+
 _SQL_OP = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _PARTS = {"year": "Y", "month": "m", "day": "d", "hour": "H", "minute": "M", "second": "S"}
 _STRING_TESTS = ("contains", "startswith", "endswith", "substringof")

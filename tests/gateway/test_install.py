@@ -155,9 +155,14 @@ def test_the_installed_broker_passes_the_largest_message_and_nothing_larger(brok
     longest.loop_stop()
     # MQTT 3.1.1 as the nodes speak it: the broker cannot announce its limit, the sender learns nothing
     dev, _ = _client(broker, "esp32-0101", creds["esp32-0101"], protocol=paho.MQTTv311)
+    dev.reconnect_delay_set(0.1, 0.5)
     own = topics.reading("esp32-0101")
-    dev.publish(own, bytes(wire.MAX_MESSAGE_BYTES + 1), qos=1).wait_for_publish(5)  # acknowledged, dropped
-    dev.publish(own, b"after", qos=1).wait_for_publish(5)
+    oversize = dev.publish(own, bytes(wire.MAX_MESSAGE_BYTES + 1), qos=1)
+    oversize.wait_for_publish(5)
+    assert oversize.is_published()  # acknowledged, dropped
+    # Mosquitto 2.0.11 at times closes the connection right after that PUBACK ("Bad socket read/write"):
+    # the node connects again, and what it sends next gets through either way (paho sends it once connected)
+    dev.publish(own, b"after", qos=1)
     wait_for((own, 5))  # in order from one client: the one before it would have come first
     cut = threading.Event()
     dev.on_disconnect = lambda *a: cut.set()
