@@ -36,6 +36,14 @@ IDENTITY_NOT_CHECKED = "gateway identity not checked"
 RECEIPT_NOT_CHECKED = "not checked on the chain"
 
 
+# govedge verify's exit status, and what it means (README, docs/PROOF.md)
+RESULTS = {0: "proven: every link checked holds",
+           1: "does not hold: a link of the proof is false",
+           2: "usage or input error: the bundle, the registry or an option cannot be used",
+           3: "could not check: the chain asked did not answer or refused the question; nothing is "
+              "proven or disproven, ask again later or ask another node"}
+
+
 def status(line: str) -> str:
     """The word printed before a line of ``verify``: "ok", or "--" for what was not checked (the gateway
     identity; offline, the receipt's block)."""
@@ -205,3 +213,36 @@ def verify(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBa
         done.append(f"chain            {seen.chain} holds the root in block {seen.block}, anchored by {sender}: "
                     + ("valid" if checked else IDENTITY_NOT_CHECKED))
     return done
+
+
+def check(bundle: dict, device_keys: Callable[[str], Iterable], chain: AnchorBackend | None = None,
+          account: str | None = None) -> tuple[list[str], "ProofError | ProofUnchecked | None", int]:
+    """``verify``, told as `govedge verify` tells it: the lines of the links that held, the failure (None when
+    every link checked holds) and the exit status of RESULTS (0, 1 or 3)."""
+    lines: list[str] = []
+    try:
+        verify(bundle, device_keys, chain, account=account, done=lines)
+    except ProofError as exc:
+        return lines, exc, 1
+    except ProofUnchecked as exc:
+        return lines, exc, 3
+    return lines, None, 0
+
+
+def outcome(lines: list[str], failed, code: int, chain_asked: bool) -> dict:
+    """govedge verify --json (and the hub's dashboard): every link of LINKS in order with its status ("ok",
+    "not checked", "failed", "could not check", "not reached") and what its line says, the exit status and
+    its meaning."""
+    links = []
+    for line in lines:
+        link, _, text = line.partition(" ")
+        links.append({"link": link, "status": "ok" if status(line) == "ok" else "not checked", "text": text.strip()})
+    if failed is not None:
+        links.append({"link": failed.link, "status": "failed" if code == 1 else "could not check",
+                      "text": failed.reason})
+    elif not chain_asked:
+        links.append({"link": "chain", "status": "not checked",
+                      "text": "the chain was not asked: give --rpc and --contract, or --observer"})
+    seen = {entry["link"] for entry in links}
+    links += [{"link": link, "status": "not reached", "text": ""} for link in LINKS if link not in seen]
+    return {"exit_code": code, "result": RESULTS[code].split(":", 1)[0], "meaning": RESULTS[code], "links": links}

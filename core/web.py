@@ -67,7 +67,8 @@ def app(title: str, folder: Path, status: Callable[[], dict], refresh_s: float =
 
     async def headers(request, call_next):
         response = await call_next(request)
-        response.headers.update(HEADERS)
+        for name, value in HEADERS.items():  # a route may set its own (a page that needs more than these)
+            response.headers.setdefault(name, value)
         return response
 
     from starlette.middleware import Middleware

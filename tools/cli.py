@@ -332,14 +332,6 @@ def _write_text(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
-# govedge verify's exit status, and what it means (README, docs/PROOF.md)
-VERIFY_RESULTS = {0: "proven: every link checked holds",
-                  1: "does not hold: a link of the proof is false",
-                  2: "usage or input error: the bundle, the registry or an option cannot be used",
-                  3: "could not check: the chain asked did not answer or refused the question; nothing is "
-                     "proven or disproven, ask again later or ask another node"}
-
-
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
@@ -383,24 +375,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except AnchorError as exc:
         print(f"govedge verify: {exc}", file=sys.stderr)
         return 3 if exc.code == "unreachable" else 2
-    lines: list[str] = []
-    failed = None
-    try:
-        proof.verify(bundle, registry, chain, account=args.account, done=lines)
-        code = 0
-    except proof.ProofError as exc:
-        failed, code = exc, 1
-    except proof.ProofUnchecked as exc:
-        failed, code = exc, 3
+    lines, failed, code = proof.check(bundle, registry, chain, account=args.account)
     if args.json:
-        print(json.dumps(_verify_json(lines, failed, code, chain is not None), indent=1))
+        print(json.dumps(proof.outcome(lines, failed, code, chain is not None), indent=1))
         return code
     for line in lines:
         print(f"  {proof.status(line)}  {line}")
     if failed is not None:
         print(f"  {'FAILED' if code == 1 else 'UNCHECKED'}  {failed.link}: {failed.reason}")
         if code == 3:
-            print(f"  (could not check: {VERIFY_RESULTS[3].split(': ', 1)[1]})")
+            print(f"  (could not check: {proof.RESULTS[3].split(': ', 1)[1]})")
         return code
     if chain is not None and proof.status(lines[-1]) != "ok":
         print("  (the anchoring identity was not checked: give --account (EVM) or --gateway-key (REST) "
@@ -408,28 +392,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if chain is None:
         print("  (the chain was not asked: give --rpc and --contract, or --observer, to check the anchor there)")
     return 0
-
-
-def _verify_json(lines: list[str], failed, code: int, chain_asked: bool) -> dict:
-    """govedge verify --json: every link with its status ("ok", "not checked", "failed", "could not check",
-    "not reached") and what the line says, the exit status and its meaning."""
-    from govedge.core import proof
-
-    links = []
-    for line in lines:
-        link, _, text = line.partition(" ")
-        links.append({"link": link, "status": "ok" if proof.status(line) == "ok" else "not checked",
-                      "text": text.strip()})
-    if failed is not None:
-        links.append({"link": failed.link, "status": "failed" if code == 1 else "could not check",
-                      "text": failed.reason})
-    elif not chain_asked:
-        links.append({"link": "chain", "status": "not checked",
-                      "text": "the chain was not asked: give --rpc and --contract, or --observer"})
-    seen = {entry["link"] for entry in links}
-    links += [{"link": link, "status": "not reached", "text": ""} for link in proof.LINKS if link not in seen]
-    return {"exit_code": code, "result": VERIFY_RESULTS[code].split(":", 1)[0], "meaning": VERIFY_RESULTS[code],
-            "links": links}
 
 
 def _cmd_hub_proof(args: argparse.Namespace) -> int:
