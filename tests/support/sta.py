@@ -1,6 +1,8 @@
 """A hub store the SensorThings tests read: devices with sensors and location histories in a registry, two days
 of their signed readings in batches of a gateway, an epoch for the first batches, and what each test
-expects, computed here from the readings as they were signed (not from the store)."""
+expects, computed here from the readings as they were signed (not from the store). With ``pm_year``, one more
+station (YEAR_STATION, whose place is written as markup: it must stay text) with a year of hourly particulate
+matter readings, some days short of valid hours and a month without any, for the dashboard's calendar."""
 
 from __future__ import annotations
 
@@ -34,6 +36,27 @@ DEVICES = {
 }
 
 
+YEAR_STATION = "esp32-0004"
+YEAR_PLACE = "<b>Friedensplatz</b>, Dortmund <img src=x onerror=alert(1)>"
+YEAR_POSITION = (51.5136, 7.4653)  # lat, lon: between Köln and Münster, on both axes
+PM_YEAR = 2025
+PM_YEAR_T0 = calendar.timegm((PM_YEAR, 1, 1, 0, 0, 0))
+
+
+def pm_year_values(day: int, hour: int) -> list[tuple] | None:
+    """The year station's reading of that hour (day of the year from 0), or None for an hour without one: every
+    13th day has only 16 hours (too few for a daily mean), November has none. Daily means of PM10 go from 20
+    to 64 ug/m3, of PM2.5 half that: days over and under each daily limit value."""
+    if calendar.timegm((PM_YEAR, 11, 1, 0, 0, 0)) <= PM_YEAR_T0 + day * 86400 < calendar.timegm((PM_YEAR, 12, 1, 0,
+                                                                                                   0, 0)):
+        return None
+    if day % 13 == 5 and hour < 8:
+        return None
+    base = 200 + (day * 37) % 450  # tenths of ug/m3
+    swing = (hour % 3 - 1) * 50  # hours of -5, 0 and +5 ug/m3 around the day's level
+    return [("pm2_5", "ug/m3", ((base + swing) // 2, -1)), ("pm10", "ug/m3", (base + swing, -1))]
+
+
 @dataclass(frozen=True)
 class Signed:
     device: str
@@ -65,7 +88,7 @@ def exact(value) -> Decimal | int:
 class StaWorld:
     """The registry, gateways file, store and hub.toml in ``folder``; ``signed`` what went in."""
 
-    def __init__(self, folder: Path, store_url: str | None = None):
+    def __init__(self, folder: Path, store_url: str | None = None, pm_year: bool = False):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         registry = Registry(path=folder / "registry.json")
@@ -73,6 +96,9 @@ class StaWorld:
             registry.add(device, "esp32", sensors, sec1(scalar(device)))
             for lat, lon, height, place, since in locations:
                 registry.locate(device, lat, lon, height, place, since=since)
+        if pm_year:
+            registry.add(YEAR_STATION, "esp32", ["sds011"], sec1(scalar(YEAR_STATION)))
+            registry.locate(YEAR_STATION, *YEAR_POSITION, None, YEAR_PLACE, since="2024-12-01T00:00:00Z")
         registry.save()
         self.gateway_key = private_key(scalar(GATEWAY))
         gateways = Gateways(path=folder / "gateways.json")
@@ -86,6 +112,8 @@ class StaWorld:
         self.signed: list[Signed] = []
         self.proven_batches = 0
         self._fill()
+        if pm_year:
+            self._fill_pm_year()
 
     def keys(self, gateway_id: str) -> list:
         return [self.gateway_key.public_key()] if gateway_id == GATEWAY else []
@@ -121,6 +149,32 @@ class StaWorld:
             record = sign_epoch(self.gateway_key, epoch, 0, self.proven_batches - 1, receipt)
             with store.transaction():
                 store.add_epoch(verify_epoch(record, self.keys))
+        finally:
+            store.close()
+
+    def _fill_pm_year(self) -> None:
+        reading = firmware("reading")
+        messages = []
+        for day in range(365):
+            for hour in range(24):
+                values = pm_year_values(day, hour)
+                if values is not None:
+                    t = PM_YEAR_T0 + day * 86400 + hour * 3600 + 600
+                    seq = day * 24 + hour
+                    messages.append((seq, t, values, reading.signed_reading(scalar(YEAR_STATION), YEAR_STATION, seq,
+                                                                             t, values)))
+        store = HubStore(self.store_url)
+        first = max(s.batch for s in self.signed) + 1
+        try:
+            for n, start in enumerate(range(0, len(messages), 240)):
+                part = messages[start:start + 240]
+                cose, _root = batch.sign(self.gateway_key, GATEWAY, first + n, part[-1][1] + 60,
+                                         [m for *_, m in part], [], "raw")
+                with store.transaction():
+                    assert store.add_batch(batch.verify(cose, self.keys)) == {}
+                for leaf, (seq, t, values, _msg) in enumerate(part):
+                    self.signed.append(Signed(YEAR_STATION, seq, t, float(t), {q: exact(v) for q, _u, v in values},
+                                              GATEWAY, first + n, leaf))
         finally:
             store.close()
 
