@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import re
 import sqlite3
 import threading
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import orjson
 
@@ -169,10 +170,18 @@ def _not_found(what: str) -> ApiError:
 
 # -- times and values ----------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
+def _day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, timezone.utc).strftime("%Y-%m-%dT")
+
+
 def iso(t: float) -> str:
-    """RFC 3339 in UTC: whole seconds as such, fractions to the millisecond."""
-    dt = datetime.fromtimestamp(t, timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if t == int(t) else dt.isoformat(timespec="milliseconds")[:-6] + "Z"
+    """RFC 3339 in UTC: whole seconds as such, fractions to the millisecond. (A page of a day's observations
+    formats thousands of times: the date once a day, the time of day by arithmetic.)"""
+    if t != int(t):
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    day, second = divmod(int(t), 86400)
+    return f"{_day(day)}{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z"
 
 
 def _when(t: float) -> datetime:
@@ -185,8 +194,8 @@ _JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 def result_json(value: float | None, text: str, message: Callable[[], bytes]) -> object:
     """The result exactly as signed: a number as its signed digits, else what it is. A text that reads ``true`` or
     ``false`` is a boolean or a string: the signed message says which (``message()`` reads it)."""
-    if value is not None:
-        return orjson.Fragment(text) if _JSON_NUMBER.fullmatch(text) else value
+    if value is not None:  # the store's digits (govedge.hub.store.value_text): a JSON number but for inf, nan
+        return orjson.Fragment(text) if text[-1].isdigit() and _JSON_NUMBER.fullmatch(text) else value
     if text in ("true", "false"):
         return _signed_value(message(), text)
     return text
@@ -413,8 +422,9 @@ OBSERVATION_FROM = ("measurements m JOIN readings r ON r.device_id = m.device_id
                     "AND r.at = m.at")
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """An observation as the store gives it (OBSERVATION_COLUMNS)."""
+
     device_id: str
     seq: int
     name: str
@@ -657,7 +667,7 @@ class Api:
         elif skip:
             text += " LIMIT -1 OFFSET ?" if self.reader.dialect == "sqlite" else " OFFSET ?"
             args.append(skip)
-        return [Row(*r) for r in self.reader.query(text, args)]
+        return list(map(Row._make, self.reader.query(text, args)))
 
     def _count(self, scope: Scope, where: tuple[str, list] | None) -> int:
         sql, args = scope.where(tuple(QUANTITIES))
@@ -741,7 +751,7 @@ class Api:
     def _parameters(self, row: Row, base: str) -> dict:
         p = {"device": row.device_id, "seq": row.seq, "gateway": row.gateway_id, "batch": row.batch_seq,
              "leaf": row.leaf, "timeSource": "node" if row.time is not None else "batch",
-             "proof": f"{base}{self.proofs_base}/{urllib.parse.quote(row.device_id)}/{row.seq}"}
+             "proof": f"{base}{self.proofs_base}/{row.device_id}/{row.seq}"}  # a device id needs no quoting
         if row.flag:
             p["flag"] = row.flag
         return p
@@ -749,13 +759,16 @@ class Api:
     # -- JSON ------------------------------------------------------------------------------------------------
 
     def observation_json(self, catalog: Catalog, row: Row, query: odata.Query, base: str) -> dict:
-        link = f"{base}/Observations('{row.id}')"
+        key = f"{row.device_id}:{row.seq}:{row.name}"
+        link = f"{base}/Observations('{key}')"
         at = iso(row.at)
-        doc = {"@iot.id": row.id, "@iot.selfLink": link, "phenomenonTime": at, "resultTime": at,
+        doc = {"@iot.id": key, "@iot.selfLink": link, "phenomenonTime": at, "resultTime": at,
                "result": result_json(row.value, row.value_text, lambda: self._message(row)),
                "parameters": self._parameters(row, _origin(base)),
                "Datastream@iot.navigationLink": f"{link}/Datastream",
                "FeatureOfInterest@iot.navigationLink": f"{link}/FeatureOfInterest"}
+        if query.select is None and not query.expand:
+            return doc
         return self._shape(catalog, "Observation", doc, row, query, base)
 
     def entity_json(self, catalog: Catalog, entity: Entity, query: odata.Query, base: str) -> dict:
@@ -989,6 +1002,7 @@ def _segments(path: str) -> list[tuple[str, str | None]]:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _origin(base: str) -> str:
     """``http://host:8090`` of ``http://host:8090/v1.1``."""
     parts = urllib.parse.urlsplit(base)

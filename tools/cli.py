@@ -24,6 +24,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from govedge.tools.dev.bench_hub import bench_hub
 
         result = bench_hub(store=args.store, hubs=args.hubs, devices=args.devices, workers=args.workers)
+    elif args.target == "hub-api":
+        from govedge.tools.dev.bench_hub_api import bench_hub_api
+
+        result = bench_hub_api(stores=args.stores, readings=args.readings, requests=args.requests)
     else:
         result = bench.bench_firmware(rounds=args.rounds)
     bench.print_result(result, args.json)
@@ -39,6 +43,15 @@ def _hub_counts(text: str) -> list[int]:
     if min(counts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: every number of hub processes is at least 1")
     return counts
+
+
+def _store_list(text: str) -> list[str]:
+    """--stores: "sqlite,postgresql"."""
+    stores = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [s for s in stores if s not in ("sqlite", "postgresql")]
+    if not stores or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: the stores are sqlite and postgresql, comma-separated")
+    return stores
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -810,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_hub_install)
 
     p = sub.add_parser("bench", help="measure speed and size figures (see docs/BENCHMARKS.md)")
-    p.add_argument("target", choices=["firmware", "gateway", "hub", "anchor"], help="what to measure")
+    p.add_argument("target", choices=["firmware", "gateway", "hub", "hub-api", "anchor"], help="what to measure")
     p.add_argument("--devices", type=int, default=500, help="gateway, hub: devices publishing (default 500)")
     p.add_argument("--per-device", type=int, default=40, help="gateway: readings per device (default 40)")
     p.add_argument("--workers", type=int, default=None,
@@ -822,6 +835,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hubs", type=_hub_counts, default=[1], metavar="N[,N...]",
                    help="hub: hub processes on one shared subscription; several numbers, one run each, "
                         "e.g. 1,2 (default 1)")
+    p.add_argument("--stores", type=_store_list, default=["sqlite", "postgresql"], metavar="STORE[,STORE]",
+                   help="hub-api: the stores, sqlite and postgresql, each filled with the same readings "
+                        "(default both)")
+    p.add_argument("--readings", type=int, default=1_000_000,
+                   help="hub-api: readings in the store (default 1,000,000)")
+    p.add_argument("--requests", type=int, default=200, help="hub-api: dashboard queries timed (default 200)")
     p.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=None,
                    help="gateway: the store's [store] synchronous (default: the service's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
