@@ -67,11 +67,20 @@
     return best;
   }
 
+  // a label shortened with "…" until it fits in `room` pixels
+  function fit(label, room) {
+    const full = label.textContent;
+    if (label.getComputedTextLength() <= room) return;
+    label.setAttribute("data-full", full);
+    let n = full.length;
+    while (n > 1 && label.getComputedTextLength() > room) label.textContent = `${full.slice(0, --n)}…`;
+  }
+
   function drawPlan(things) {
     const plan = $("plan");
     // the drawing's units are the page's pixels (labels keep their size on a phone): as wide as its box
     const W = Math.round(Math.min(640, Math.max(300, plan.getBoundingClientRect().width || 640)));
-    const H = Math.round(W * 0.66), M = Math.round(Math.min(70, W / 5));
+    const H = Math.round(W * (W < 500 ? 0.9 : 0.66)), M = Math.round(Math.min(70, W / 5));
     const points = things.filter(located).map((t) => {
       const [lon, lat] = located(t).location.coordinates;
       return { thing: t, lon, lat };
@@ -100,18 +109,19 @@
         svg("text", { x: W - 20, y: 58, "text-anchor": "middle" }, "N"));
       for (const p of points) {
         const px = x(p.lon), py = y(p.lat);
-        const left = px > W / 2;
+        const left = px > W / 2; // the label on the side with more room
+        const room = (left ? px : W - px) - 16;
         const g = svg("g", { class: "station", tabindex: 0, role: "button", "data-id": p.thing["@iot.id"],
           "data-x": px.toFixed(1), "data-y": py.toFixed(1) });
+        const labels = [svg("text", { x: px + (left ? -11 : 11), y: py - 4, "text-anchor": left ? "end" : "start" },
+          p.thing["@iot.id"]), svg("text", { class: "place", x: px + (left ? -11 : 11), y: py + 12,
+          "text-anchor": left ? "end" : "start" }, place(p.thing))];
         g.append(svg("title", {}, `${p.thing["@iot.id"]}: ${place(p.thing)} (${p.lat}, ${p.lon})`),
-          svg("circle", { cx: px, cy: py, r: 7 }),
-          svg("text", { x: px + (left ? -11 : 11), y: py - 4, "text-anchor": left ? "end" : "start" },
-            p.thing["@iot.id"]),
-          svg("text", { class: "place", x: px + (left ? -11 : 11), y: py + 12, "text-anchor": left ? "end" : "start" },
-            place(p.thing)));
+          svg("circle", { cx: px, cy: py, r: 7 }), ...labels);
         g.addEventListener("click", () => select(p.thing));
         g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") select(p.thing); });
         plan.append(g);
+        for (const label of labels) fit(label, room); // the whole text is the station's title (its tooltip)
       }
     }
     const unlocated = things.filter((t) => !located(t));

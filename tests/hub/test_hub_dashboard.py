@@ -148,7 +148,7 @@ def test_the_plan_places_every_located_station_by_longitude_and_latitude(served,
         dots = page.evaluate("""() => [...document.querySelectorAll('#plan .station')].map((g) => {
             const r = g.querySelector('circle').getBoundingClientRect();
             return [g.dataset.id, r.x + r.width / 2, r.y + r.height / 2, g.dataset.x, g.dataset.y,
-                    [...g.querySelectorAll('text')].map((t) => t.textContent)];
+                    [...g.querySelectorAll('text')].map((t) => t.dataset.full ?? t.textContent)];
         })""")
         on_screen = {d[0]: (d[1], d[2]) for d in dots}
         assert set(on_screen) == set(where) == {"esp32-0001", "esp32-0002", YEAR_STATION}
@@ -171,6 +171,10 @@ def test_the_plan_places_every_located_station_by_longitude_and_latitude(served,
         assert labels[YEAR_STATION] == [YEAR_STATION, YEAR_PLACE]
         assert labels["esp32-0002"] == ["esp32-0002", "Roncalliplatz, Köln"]
         assert page.locator("img").count() == 0 and page.locator("b").count() == 0
+        # every label inside the plan (a long one shortened, whole in its tooltip)
+        assert page.evaluate("""() => { const box = document.getElementById('plan').viewBox.baseVal;
+            return [...document.querySelectorAll('#plan text')].every((t) => { const b = t.getBBox();
+                return b.x >= 0 && b.x + b.width <= box.width && b.y >= 0 && b.y + b.height <= box.height; }); }""")
         unlocated = page.locator("#unlocated button").all_inner_texts()
         assert unlocated == [d for d, (_s, locations) in DEVICES.items() if not locations] == ["esp32-0003"]
         # clicking a station selects it
