@@ -51,6 +51,7 @@ VERSION = "v1.1"
 DEFAULT_TOP = 100  # server-driven paging: a list without $top has at most this many, and a nextLink
 MAX_TOP = 10_000  # a larger $top is cut to this, with a nextLink
 SCAN_CHUNK = 2_000  # rows read at a time when part of a filter is evaluated here
+MAX_SCAN = 500_000  # at most this many rows looked at for one request's filter: a query narrows them first
 OBSERVATION_TYPE = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
 GEOJSON = "application/geo+json"
 
@@ -709,6 +710,10 @@ class Api:
         page: list[Row] = []
         matched, more, offset = 0, False, 0
         while True:
+            if offset >= MAX_SCAN:
+                raise ApiError(400, f"$filter: the part of it SQL cannot do would be evaluated on more than "
+                                    f"{MAX_SCAN:,} observations; narrow it with phenomenonTime, a Datastream, "
+                                    "result or parameters (hub/README.md, \"SensorThings API\")")
             chunk = self._rows(scope, where, order, offset, SCAN_CHUNK)
             offset += len(chunk)
             for row in chunk:
