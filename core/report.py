@@ -110,9 +110,9 @@ VALID_HOUR = Fraction(3, 4)  # of the hour's slots (2008/50/EC Annex XI A: 75 %,
 VALID_DAY_HOURS = 18  # valid hourly means of a day (Annex XI A: 75 % of the hourly averages)
 VALID_PERIOD = Fraction(9, 10)  # of the period's hours valid (Annex XI A, annual mean: 90 %)
 DEFAULT_INTERVAL_S = 60  # a node's reading interval unless provisioned otherwise (govedge provision --interval)
-# the largest and finest value that counts: what a decimal fraction of the wire format carries (exponent -18 .. 18,
-# mantissa within 2^53), so that every sum is exact in EXACT's precision
-_EXACT = Context(prec=120, traps=[Inexact])
+# sums are exact: any finite double (5e-324 .. 1.8e308, at most 17 digits) or decimal fraction of the wire format
+# added up fits in 800 digits; Inexact would be raised rather than a sum rounded
+_EXACT = Context(prec=800, Emin=-999999, Emax=999999, traps=[Inexact])
 
 
 class ReportError(cose.WireError):
@@ -182,9 +182,7 @@ def exact(value) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None
     d = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else value)
-    if not d.is_finite() or d.as_tuple().exponent < -18 or d.adjusted() > 18:
-        return None
-    return d
+    return d if d.is_finite() else None
 
 
 def countable(name: str, unit: str | None, value) -> Decimal | None:
@@ -196,14 +194,15 @@ def countable(name: str, unit: str | None, value) -> Decimal | None:
 
 
 def countable_text(name: str, unit: str | None, text: str) -> Decimal | None:
-    """The same for a value as the hub's store keeps it (its exact text)."""
+    """The same for a value as the hub's store keeps it (its exact text; a number's is never "true" or a word)."""
     q = QUANTITIES.get(name)
-    if q is None or unit != q.unit or text in ("true", "false"):
+    if q is None or unit != q.unit:
         return None
     try:
-        return exact(Decimal(text))
+        d = Decimal(text)
     except ArithmeticError:
         return None
+    return d if d.is_finite() else None
 
 
 def round_half_up(x: Fraction, step: Decimal) -> Decimal:
