@@ -382,7 +382,11 @@ def anchor_root(signed: bytes) -> bytes:
 
 def load_file(data: bytes, what: str = "report") -> ReportFile:
     """The report file decoded and its form checked, not its signature (``verify`` does that)."""
-    doc = cose.strict_cbor(data, what)
+    try:
+        doc = cose.strict_cbor(data, what)
+    except cose.WireError as exc:
+        raise ReportError("malformed_report", f"{exc.reason} (not a report file: give what govedge hub report "
+                                              "wrote)") from None
     if not isinstance(doc, dict) or "report" not in doc or not isinstance(doc["report"], bytes) \
             or set(doc) - {"report", "anchor"}:
         raise ReportError("malformed_report", f"{what} is not a report file (a CBOR map of 'report' and "

@@ -80,7 +80,9 @@ class Station:
         return cose.sign1(private_key(scalar(device)), device, payload)
 
     def store(self, messages: list[bytes]) -> None:
-        store = HubStore(self.cfg.store if "://" in self.cfg.store else "sqlite://" + self.cfg.store)
+        store = HubStore(self.cfg.store)
+        registry = Registry.load(self.folder / "registry.json")
+        store.key_id_of = lambda r: registry.key_rule(r.device_id, r.key).key_id  # as the hub service does
         try:
             for i in range(0, len(messages), 500):
                 cose_bytes, _ = batchmod.sign(self.gateway_key, GATEWAY, self.batch_seq, 1_764_400_000 + self.batch_seq,
@@ -304,3 +306,251 @@ def test_means_agree_with_a_second_computation_in_exact_fractions(tmp_path):
         start = int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp())
         expected = method.round_half_up(sum(means) / len(means), Decimal("0.1")) if len(means) >= 18 else None
         assert days_of(q)[start] == [expected, len(means)]
+
+
+# --- govedge verify-report: a good report holds, every tampering is named ---
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "govedge.tools.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+@pytest.fixture
+def reported(tmp_path):
+    """A station with two days of readings (and another station's), its report and the hub's export."""
+    s = Station(tmp_path / "hub")
+    d1, d2 = utc("2026-03-04T00:00:00"), utc("2026-03-05T00:00:00")
+    msgs = _full_hours(s, d1, range(24), "41.2", "20.3") + _full_hours(s, d2, range(20), "38.0", "19.0")
+    msgs += [s.message(d1 + 60 * m, pm("5.0"), device=OTHER) for m in range(30)]
+    s.store(msgs)
+    proc = _cli("hub", "report", "--config", s.config, "--station", STATION, "--from", "2026-03-04", "--to",
+                "2026-03-05", "--output", s.folder / "report.cbor")
+    assert proc.returncode == 0, proc.stderr
+    export = s.folder / "export.cbors"
+    proc = _cli("hub", "export", "--config", s.config, "--format", "cose", "--output", export)
+    assert proc.returncode == 0, proc.stderr
+    return s, s.folder / "report.cbor", export
+
+
+def _verify(s: Station, report: Path, export: Path, *extra) -> subprocess.CompletedProcess:
+    return _cli("verify-report", report, "--readings", export, "--registry", s.folder / "registry.json",
+                "--hub-key", s.hub_pub, *extra)
+
+
+def _failed(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("FAILED")]
+
+
+def _resigned(s: Station, report: Path, change, key=None) -> Path:
+    """The report with its body changed by ``change`` and signed again (by the hub's key unless ``key``)."""
+    rf = method.load_file(report.read_bytes())
+    body = rf.body
+    change(body)
+    out = report.with_name("tampered.cbor")
+    out.write_bytes(method.file_bytes(method.sign(key or s.hub_key, body)))
+    return out
+
+
+def _export_items(export: Path) -> list[bytes]:
+    data = export.read_bytes()
+    stream, items = io.BytesIO(data), []
+    while stream.tell() < len(data):
+        start = stream.tell()
+        cbor2.load(stream)
+        items.append(data[start:stream.tell()])
+    return items
+
+
+def test_verify_report_accepts_the_hubs_report(reported):
+    s, report, export = reported
+    proc = _verify(s, report, export)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok  hub_signature    ES256 by hub key" in proc.stdout
+    assert "ok  commitment       2640 readings" in proc.stdout
+    assert re.search(r"ok  figures          \d+ figures recomputed from the readings: all hold", proc.stdout)
+    assert "--  anchor_receipt   the report carries no anchor receipt" in proc.stdout
+    print(proc.stdout)
+
+
+def test_verify_report_names_a_changed_figure(reported):
+    s, report, export = reported
+
+    def change(body):
+        day = body["quantities"]["pm10"]["days"][0]
+        day[1] = Decimal("40.9")
+
+    proc = _verify(s, _resigned(s, report, change), export)
+    assert proc.returncode == 1
+    assert _failed(proc) == ["FAILED  figures: daily mean pm10 2026-03-04: report says 40.9, the readings give 41.2"]
+
+
+def test_verify_report_names_a_dropped_reading(reported):
+    s, report, export = reported
+    items = _export_items(export)
+    dropped = [i for i in items if cose.decode_envelope(i, 4096).kid == STATION][100]
+    export.write_bytes(b"".join(i for i in items if i != dropped))
+    proc = _verify(s, report, export)
+    assert proc.returncode == 1
+    failed = _failed(proc)
+    assert f"FAILED  commitment: reading {STATION} #100 is used by the report, but it is not among the validly " \
+           "signed readings given" in failed
+    assert "FAILED  commitment: count of readings: report says 2640, the readings give 2639" in failed
+    assert any(line.startswith("FAILED  commitment: Merkle root: report says ") for line in failed)
+    assert any(line.startswith("FAILED  figures: hourly data capture pm10 2026-03-04T01:00Z: report says 60 slots")
+               for line in failed)
+
+
+def test_verify_report_names_a_reading_the_report_left_out(reported):
+    s, report, export = reported
+    extra = s.message(utc("2026-03-05T23:10:00"), pm("80.0"))  # signed by the station, in the period
+    export.write_bytes(export.read_bytes() + extra)
+    proc = _verify(s, report, export)
+    assert proc.returncode == 1
+    failed = _failed(proc)
+    assert f"FAILED  commitment: reading {STATION} #2640 counts by the method, but the report leaves it out" in failed
+    assert "FAILED  figures: hourly mean pm10 2026-03-05T23:00Z: report says none, the readings give 80.0" in failed
+
+
+def test_verify_report_names_a_reading_whose_value_was_altered(reported):
+    s, report, export = reported
+    items = _export_items(export)
+    target = next(i for i in items if cose.decode_envelope(i, 4096).kid == STATION)
+    # 41.2 is 4([-1, 412]): 0x19 0x01 0x9c; make it 41.3 without the key
+    altered = target.replace(bytes.fromhex("19019c"), bytes.fromhex("19019d"), 1)
+    assert altered != target
+    export.write_bytes(b"".join(altered if i == target else i for i in items))
+    proc = _verify(s, report, export)
+    assert proc.returncode == 1
+    failed = _failed(proc)
+    assert f"FAILED  readings: reading {STATION} #0: bad_signature: signature does not verify with the key(s) of " \
+           f"device '{STATION}'" in failed
+    assert "FAILED  commitment: count of readings: report says 2640, the readings give 2639" in failed
+
+
+def test_verify_report_names_a_wrong_hub_signature(reported):
+    s, report, export = reported
+    other = private_key(scalar("not-the-hub"))
+    proc = _verify(s, _resigned(s, report, lambda body: None, key=other), export)
+    assert proc.returncode == 1
+    assert _failed(proc) == [f"FAILED  hub_signature: the report's signature does not verify with the hub key given "
+                             f"(the report names hub key {method.hub_key_id(s.hub_key.public_key())})"]
+
+
+def test_verify_report_names_a_wrong_root(reported):
+    s, report, export = reported
+
+    def change(body):
+        body["readings"]["root"] = bytes(32)
+
+    proc = _verify(s, _resigned(s, report, change), export)
+    assert proc.returncode == 1
+    failed = _failed(proc)
+    assert len(failed) == 1
+    assert failed[0].startswith("FAILED  commitment: Merkle root: report says 0000000000000000..., the readings give ")
+
+
+def test_verify_report_json_and_without_the_hub_key(reported):
+    import json
+
+    s, report, export = reported
+    proc = _cli("verify-report", report, "--readings", export, "--registry", s.folder / "registry.json", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 0 and doc["faults"] == []
+    assert {"part": "hub_signature", "status": "not checked",
+            "text": f"hub key {method.hub_key_id(s.hub_key.public_key())}: not checked (give the hub's public key, "
+                    "--hub-key)"} in doc["held"]
+
+
+def test_a_revoked_keys_readings_do_not_count_at_the_hub_nor_at_the_verifier(tmp_path):
+    s = Station(tmp_path / "hub")
+    d1 = utc("2026-03-04T00:00:00")
+    s.store(_full_hours(s, d1, range(2), "10.0"))
+    registry = Registry.load(s.folder / "registry.json")
+    registry.revoke(STATION, since="2026-03-04T01:00:00Z")
+    registry.save()
+    store = HubStore(s.cfg.store)
+    with store.transaction():
+        key = registry.devices[STATION].keys[0]
+        assert store.flag_revoked(STATION, key.key_id, utc("2026-03-04T01:00:00")) == 60
+    store.close()
+    made = s.report(method.period_of("2026-03-04", "2026-03-04"))
+    assert made.body["readings"]["count"] == 60 and made.left_out == {"flagged": 60, "untimed": 0}
+    export = s.folder / "export.cbors"
+    assert _cli("hub", "export", "--config", s.config, "--format", "cose", "--output", export).returncode == 0
+    proc = _verify(s, made.path, export)
+    assert proc.returncode == 0, proc.stdout
+    assert "60 signed by a revoked or retired key, left out" in proc.stdout
+
+
+# --- the format: docs/REPORT.md's CDDL, checked with pycddl on a real report ---
+
+
+def _cddl() -> str:
+    return re.search(r"```cddl\n(.*?)```", DOC.read_text(), re.S).group(1)
+
+
+def test_a_real_report_matches_the_documented_cddl(reported):
+    import pycddl
+
+    s, report, _ = reported
+    data = report.read_bytes()
+    pycddl.Schema("root = report-file\n" + _cddl()).validate_cbor(data)
+    rf = method.load_file(data)
+    pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(rf.envelope.payload)
+    envelope = cbor2.loads(rf.signed).value
+    pycddl.Schema("root = report-protected\n" + _cddl()).validate_cbor(envelope[0])
+    # and a calendar year's, with annual means and verdicts
+    s2 = Station(s.folder.parent / "year")
+    s2.store(_year(s2, 2025, 36, 3))
+    made = s2.report(method.year_period(2025), interval_s=3600)
+    pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(method.load_file(made.path.read_bytes()).envelope.payload)
+    with pytest.raises(Exception):
+        pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(cbor2.dumps({"v": 1}))
+
+
+# --- the commands' errors: one line, no traceback ---
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--station", STATION, "--from", "2026-13-01", "--to", "2026-12-31"), "--from '2026-13-01' is not a date"),
+    (("--station", STATION, "--from", "2026-03-05", "--to", "2026-03-04"), "--to 2026-03-04 is before --from"),
+    (("--station", STATION), "give the period"),
+    (("--station", "esp32-9999", "--year", "2026"), "station 'esp32-9999' is not a device of the registry"),
+])
+def test_hub_report_errors_are_one_line(tmp_path, args, words):
+    s = Station(tmp_path / "hub")
+    proc = _cli("hub", "report", "--config", s.config, *args, "--output", tmp_path / "r.cbor")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert words in proc.stderr
+
+
+def test_hub_report_without_a_key_says_how_to_make_one(tmp_path):
+    s = Station(tmp_path / "hub")
+    s.cfg.key.unlink()
+    proc = _cli("hub", "report", "--config", s.config, "--station", STATION, "--year", "2026")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no such file (make it with govedge hub keygen --config hub.toml)" in proc.stderr
+    proc = _cli("hub", "keygen", "--config", s.config)
+    assert proc.returncode == 0, proc.stderr
+    assert (s.folder / "hub-key.pem").stat().st_mode & 0o077 == 0
+    assert "hub-key.pub.pem" in proc.stdout
+    again = _cli("hub", "keygen", "--config", s.config)
+    assert "there already, kept" in again.stdout
+
+
+def test_verify_report_errors_are_one_line(reported, tmp_path):
+    s, report, export = reported
+    cases = [
+        ((tmp_path / "missing.cbor", "--readings", export), "missing.cbor"),
+        ((report, "--readings", tmp_path / "missing.cbors"), "missing.cbors"),
+        ((export, "--readings", export), "not a report file"),
+        ((report, "--readings", s.folder / "registry.json"), "not a CBOR sequence of signed readings"),
+    ]
+    for args, words in cases:
+        proc = _cli("verify-report", *args, "--registry", s.folder / "registry.json")
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert words in proc.stderr, proc.stderr
