@@ -156,9 +156,12 @@ def summary(made: Made) -> list[str]:
             mean = "none" if m["mean"] is None else f"{_text(m['mean'])}"
             line += f"; {days} valid days; {word} {mean} ({m['valid_hours']} of {m['hours']} hours valid" \
                     f"{'' if m['valid'] else ', under 90 %'})"
-            for a in q["assessment"]:
-                if "days_over" in a:
-                    line += f"; {a['days_over']} days over {a['limit']}"
+            limits = {limit.id: limit for limit in method.LIMITS}
+            over = [f"{a['days_over']} day{'' if a['days_over'] == 1 else 's'} over "
+                    f"{_text(limits[a['limit']].value)} ({a['limit'].split(':')[0]})"
+                    for a in q["assessment"] if "days_over" in a]
+            if over:
+                line += "; " + ", ".join(over)
         lines.append(line)
     lines.append("  indicative measurements (low-cost sensors), not the reference method: docs/REPORT.md")
     return lines

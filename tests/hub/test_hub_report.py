@@ -498,6 +498,7 @@ def test_a_real_report_matches_the_documented_cddl(reported):
     data = report.read_bytes()
     pycddl.Schema("root = report-file\n" + _cddl()).validate_cbor(data)
     rf = method.load_file(data)
+    pycddl.Schema("root = signed-report\n" + _cddl()).validate_cbor(rf.signed)
     pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(rf.envelope.payload)
     envelope = cbor2.loads(rf.signed).value
     pycddl.Schema("root = report-protected\n" + _cddl()).validate_cbor(envelope[0])
