@@ -103,10 +103,10 @@ def anchor_report(cfg: HubConfig, path: Path, wait_s: float = CONFIRM_WAIT_S, ba
     the receipt in the file: submitted once (a pending receipt is kept at once), then asked after until
     confirmed or ``wait_s`` has passed. Run again, it goes on from the receipt in the file; a confirmed one is
     left as it is. Returns the receipt (confirmed or pending); None when no chain is configured."""
+    report = method.load_file(Path(path).read_bytes(), str(path))
     backend = backend or backend_of(cfg)
     if backend is None:
         return None
-    report = method.load_file(Path(path).read_bytes(), str(path))
     receipt = report.receipt
     if receipt is not None and receipt.confirmed:
         return receipt
