@@ -555,3 +555,72 @@ def test_verify_report_errors_are_one_line(reported, tmp_path):
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert words in proc.stderr, proc.stderr
+
+
+# --- anchored on a real chain: anvil ---
+
+
+@pytest.mark.chain
+def test_a_report_is_anchored_on_the_chain_and_checked_there(tmp_path):
+    from support.chain import funded_key, start_anvil
+    from govedge.anchor.evm import deploy
+
+    from eth_account import Account
+
+    from govedge.anchor.evm import read_key_file
+
+    anvil = start_anvil(tmp_path / "anvil")
+    try:
+        operator = funded_key(anvil, tmp_path / "operator.key")
+        contract = deploy(anvil.url, operator)
+        s = Station(tmp_path / "hub")
+        account_key = funded_key(anvil, s.folder / "anchor.key")
+        account = Account.from_key(read_key_file(account_key)).address
+        with open(s.config, "a") as f:
+            f.write(f'[anchor]\nbackend = "evm"\n[anchor.evm]\nrpc_url = "{anvil.url}"\ncontract = "{contract}"\n'
+                    'key_file = "anchor.key"\n')
+        d1 = utc("2026-03-04T00:00:00")
+        s.store(_full_hours(s, d1, range(24), "12.5", "7.5"))
+        report = s.folder / "report.cbor"
+        proc = _cli("hub", "report", "--config", s.config, "--station", STATION, "--from", "2026-03-04", "--to",
+                    "2026-03-04", "--output", report, "--wait", "30")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "anchor      confirmed: evm eip155:31337, block" in proc.stdout
+        rf = method.load_file(report.read_bytes())
+        assert rf.receipt.confirmed and rf.receipt.root == method.anchor_root(rf.signed)
+        assert rf.receipt.details["gateway"] == account
+        # asked again, a confirmed receipt stays as it is
+        before = report.read_bytes()
+        assert _cli("hub", "anchor-report", "--config", s.config, report).returncode == 0
+        assert report.read_bytes() == before
+        export = s.folder / "export.cbors"
+        assert _cli("hub", "export", "--config", s.config, "--format", "cose", "--output", export).returncode == 0
+        offline = _verify(s, report, export)
+        assert offline.returncode == 0, offline.stdout
+        assert ": not checked on the chain" in offline.stdout
+        proc = _verify(s, report, export, "--rpc", anvil.url, "--contract", contract, "--account", account)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"ok  chain            eip155:31337 holds the root in block {rf.receipt.block}, anchored by " \
+               f"{account}: valid" in proc.stdout
+        # anchored by another account than the one asked: named
+        other = Account.create().address
+        proc = _verify(s, report, export, "--rpc", anvil.url, "--contract", contract, "--account", other)
+        assert proc.returncode == 1
+        assert _failed(proc)[0].startswith("FAILED  chain: the chain does not hold root")
+        # a receipt that claims another block: named
+        from dataclasses import replace
+
+        forged = replace(rf.receipt, block=rf.receipt.block + 5)
+        report.write_bytes(method.file_bytes(rf.signed, forged))
+        proc = _verify(s, report, export, "--rpc", anvil.url, "--contract", contract, "--account", account)
+        assert proc.returncode == 1
+        assert _failed(proc) == [f"FAILED  chain: the chain holds the root in block {rf.receipt.block} "
+                                 f"({rf.receipt.reference}), the receipt says block {forged.block} "
+                                 f"({forged.reference})"]
+        # a chain that does not answer: could not check, exit 3
+        anvil.stop()
+        report.write_bytes(before)
+        proc = _verify(s, report, export, "--rpc", anvil.url, "--contract", contract, "--account", account)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+    finally:
+        anvil.stop()
