@@ -637,7 +637,8 @@ def verify(report: ReportFile, messages: Iterable[bytes], device_keys, key_rule:
         check.fault("figures", f"the limit values the report names differ from those of method {METHOD}")
     for key, expected in (("year", period.year), ("measurements", "indicative"), ("note", INDICATIVE)):
         if b.get(key) != expected:
-            check.fault("figures", f"{key}: report says {cose.show(b.get(key))}, the method gives {cose.show(expected)}")
+            check.fault("figures", f"{key}: report says {cose.show(b.get(key))}, the method gives "
+                                   f"{cose.show(expected)}")
     theirs, ours = flatten(b["quantities"], limits), flatten(figures.body(), limits)
     wrong = 0
     for name in list(ours) + [n for n in theirs if n not in ours]:

@@ -1086,8 +1086,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the extra (pyproject.toml) that installs what a command needs beyond the base install;
 # EVM anchoring's modules come with [evm], whichever command needs them
-EXTRAS = {"gateway": "gateway", "verify": "gateway", "verify-report": "gateway", "hub": "hub", "flash": "field", "monitor": "field",
-          "demo": "dev", "bench": "dev"}
+EXTRAS = {"gateway": "gateway", "verify": "gateway", "verify-report": "gateway", "hub": "hub", "flash": "field",
+          "monitor": "field", "demo": "dev", "bench": "dev"}
 EVM_MODULES = {"web3", "eth_account", "eth_utils"}
 
 

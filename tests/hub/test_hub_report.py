@@ -506,7 +506,8 @@ def test_a_real_report_matches_the_documented_cddl(reported):
     s2 = Station(s.folder.parent / "year")
     s2.store(_year(s2, 2025, 36, 3))
     made = s2.report(method.year_period(2025), interval_s=3600)
-    pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(method.load_file(made.path.read_bytes()).envelope.payload)
+    year_body = method.load_file(made.path.read_bytes()).envelope.payload
+    pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(year_body)
     with pytest.raises(Exception):
         pycddl.Schema("root = report-body\n" + _cddl()).validate_cbor(cbor2.dumps({"v": 1}))
 

@@ -306,7 +306,8 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(REPORT + " --year 2026", both(hub_key, write("registry.json", NOT_JSON)), says=("registry.json",)),
     ],
     ("hub", "anchor-report"): config_cases("hub anchor-report", "hub.toml", " {d}/report.cbor") + [
-        Case(HUB.format(c="anchor-report", d="{d}") + " {d}/report.cbor", a_report, says=('[anchor] backend = "none"',)),
+        Case(HUB.format(c="anchor-report", d="{d}") + " {d}/report.cbor", a_report,
+             says=('[anchor] backend = "none"',)),
         Case(HUB.format(c="anchor-report", d="{d}") + " {d}/missing.cbor",
              append("hub.toml", '[anchor]\nbackend = "rest"\n[anchor.rest]\nurl = "http://127.0.0.1:{busy}"\n'),
              says=("missing.cbor",)),
