@@ -29,6 +29,7 @@ from govedge.hub import report as hubreport
 from govedge.hub.gateways import Gateways
 from govedge.hub.store import HubStore
 from support import firmware, private_key, scalar, sec1
+from support.hubkit import postgres  # noqa: F401 - the fixture
 
 STATION = "esp32-0101"
 OTHER = "esp32-0102"
@@ -625,3 +626,24 @@ def test_a_report_is_anchored_on_the_chain_and_checked_there(tmp_path):
         assert proc.returncode == 3, proc.stdout + proc.stderr
     finally:
         anvil.stop()
+
+
+# --- PostgreSQL gives the same report (its monthly partitions, the same queries) ---
+
+
+@pytest.mark.postgres
+def test_postgresql_and_sqlite_give_the_same_report(tmp_path, postgres):
+    bodies, msgs = {}, None
+    for name, url in (("sqlite", None), ("postgresql", postgres.new_database())):
+        s = Station(tmp_path / name, store_url=url)
+        if msgs is None:  # the same signed bytes in both (ECDSA signatures of this helper are randomised)
+            msgs, _ = _minute_readings(s, 3)
+            # across a month's end: two partitions on PostgreSQL
+            msgs += _full_hours(s, utc("2026-02-28T00:00:00"), range(20), "33.3", "11.1")
+            msgs += _full_hours(s, utc("2026-03-01T00:00:00"), range(20), "44.4", "12.2")
+        s.store(msgs)
+        made = hubreport.make(s.cfg, STATION, method.period_of("2026-02-10", "2026-03-01"), s.folder / "r.cbor", 60)
+        made.body.pop("made")
+        bodies[name] = made.body
+    assert bodies["sqlite"] == bodies["postgresql"]
+    assert bodies["sqlite"]["readings"]["count"] > 5000
