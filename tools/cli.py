@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import os
 import sys
 
@@ -654,25 +655,44 @@ VERIFY_REPORT_RESULTS = {0: "holds: every part checked holds",
                             "proven or disproven, ask again later or ask another node"}
 
 
+class _MappedReader(io.RawIOBase):
+    """A file's map as the readable stream a CBOR decoder takes, without a copy of the file."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
 def _signed_readings(path: str):
-    """The items of a CBOR sequence (govedge hub export --format cose), each as its bytes."""
-    import io
+    """The items of a CBOR sequence (govedge hub export --format cose), each as its bytes, read through a map of
+    the file: an export of a whole hub is not read into memory."""
+    import mmap
 
     import cbor2
 
     from govedge.core.errors import GovedgeError
 
     with open(path, "rb") as f:
-        data = f.read()
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
-        start = stream.tell()
-        try:
-            cbor2.load(stream)
-        except (cbor2.CBORDecodeError, ValueError, EOFError) as exc:
-            raise GovedgeError("bad_readings", f"{path}: not a CBOR sequence of signed readings at byte {start} "
-                                               f"({exc}); give what govedge hub export --format cose wrote") from None
-        yield data[start:stream.tell()]
+        if os.fstat(f.fileno()).st_size == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            reader = _MappedReader(data)
+            while data.tell() < len(data):
+                start = data.tell()
+                try:
+                    cbor2.load(reader)
+                except (cbor2.CBORDecodeError, ValueError, EOFError) as exc:
+                    raise GovedgeError("bad_readings", f"{path}: not a CBOR sequence of signed readings at byte "
+                                                       f"{start} ({exc}); give what govedge hub export --format "
+                                                       "cose wrote") from None
+                yield data[start:data.tell()]
 
 
 def _cmd_verify_report(args: argparse.Namespace) -> int:
@@ -689,7 +709,7 @@ def _cmd_verify_report(args: argparse.Namespace) -> int:
     rf = report.load_file(data, args.report)
     registry = Registry.load(args.registry)
     hub_keys = [load_public_key(args.hub_key)] if args.hub_key else None
-    messages = list(_signed_readings(args.readings))  # read whole first: a broken file is an input error
+    messages = _signed_readings(args.readings)  # read as checked; a broken file ends it as an input error, exit 2
     chain = None
     asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
     if len(asked) > 1:
