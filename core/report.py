@@ -106,6 +106,7 @@ LIMITS = (
 
 HOUR_S = 3600
 DAY_S = 86400
+LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z: the last time a report may name
 VALID_HOUR = Fraction(3, 4)  # of the hour's slots (2008/50/EC Annex XI A: 75 %, i.e. 45 minutes)
 VALID_DAY_HOURS = 18  # valid hourly means of a day (Annex XI A: 75 % of the hourly averages)
 VALID_PERIOD = Fraction(9, 10)  # of the period's hours valid (Annex XI A, annual mean: 90 %)
@@ -164,6 +165,8 @@ def period_of(first: str, last: str) -> Period:
     a, b = parse_date(first, "--from"), parse_date(last, "--to")
     if b < a:
         raise ReportError("bad_period", f"--to {last} is before --from {first}")
+    if a.year < 1970 or b >= datetime.date(9999, 12, 31):
+        raise ReportError("bad_period", f"the period {first} .. {last} is not within 1970-01-01 .. 9999-12-30")
     return Period(_midnight(a), _midnight(b + datetime.timedelta(days=1)))
 
 
@@ -191,18 +194,6 @@ def countable(name: str, unit: str | None, value) -> Decimal | None:
     if q is None or unit != q.unit:
         return None
     return exact(value)
-
-
-def countable_text(name: str, unit: str | None, text: str) -> Decimal | None:
-    """The same for a value as the hub's store keeps it (its exact text; a number's is never "true" or a word)."""
-    q = QUANTITIES.get(name)
-    if q is None or unit != q.unit:
-        return None
-    try:
-        d = Decimal(text)
-    except ArithmeticError:
-        return None
-    return d if d.is_finite() else None
 
 
 def round_half_up(x: Fraction, step: Decimal) -> Decimal:
@@ -413,8 +404,9 @@ def _check_form(b, kid: str, what: str) -> None:
     need(b.get("method") == METHOD, f"method {cose.show(b.get('method'))}, this program knows {METHOD}")
     need(isinstance(b.get("station"), str) and bool(cose.DEVICE_ID.match(b["station"])), "its station is no device id")
     p = b.get("period")
-    need(isinstance(p, list) and len(p) == 2 and all(type(t) is int and t % DAY_S == 0 for t in p) and p[0] < p[1],
-         "its period is not two UTC midnights, the first before the second")
+    need(isinstance(p, list) and len(p) == 2 and all(type(t) is int and t % DAY_S == 0 for t in p)
+         and 0 <= p[0] < p[1] <= LAST_SECOND + 1, "its period is not two UTC midnights from 1970 to 9999, the "
+                                                  "first before the second")
     need(type(b.get("interval_s")) is int, "its interval_s is not an integer")
     need(b.get("hub") == kid, "the hub key id in its body differs from the signature's kid")
     r = b.get("readings")
@@ -423,7 +415,8 @@ def _check_form(b, kid: str, what: str) -> None:
          and all(isinstance(x, list) and len(x) == 2 and all(type(s) is int for s in x) for x in r["seqs"]),
          "its readings are not a count, a 32-byte root and runs of sequence numbers")
     need(isinstance(b.get("quantities"), dict), "its quantities are not a map")
-    need(type(b.get("made")) is int, "its time of making is not an integer")
+    need(type(b.get("made")) is int and 0 <= b["made"] <= LAST_SECOND, "its time of making is not a time from 1970 "
+                                                                       "to 9999")
 
 
 # --- checking a report ---
@@ -546,7 +539,11 @@ def verify(report: ReportFile, messages: Iterable[bytes], device_keys, key_rule:
              f"{b['hub']}, made {datetime.datetime.fromtimestamp(b['made'], datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
     # the hub's signature
     if hub_keys:
-        if any(cose.signature_valid(report.envelope, k) for k in hub_keys):
+        signer = next((k for k in hub_keys if cose.signature_valid(report.envelope, k)), None)
+        if signer is not None and hub_key_id(signer) != b["hub"]:
+            check.fault("hub_signature", f"the report names hub key {b['hub']}, but the key that signed it is "
+                                         f"{hub_key_id(signer)}")
+        elif signer is not None:
             check.ok(f"hub_signature    ES256 by hub key {b['hub']}: valid")
         else:
             check.fault("hub_signature", f"the report's signature does not verify with the hub key given "
@@ -571,20 +568,20 @@ def verify(report: ReportFile, messages: Iterable[bytes], device_keys, key_rule:
             continue
         if reading.device_id != station or reading.time is None or not period.start <= reading.time < period.end:
             continue
-        seen += 1
         leaf = merkle.leaf_hash(reading.message)
         held = by_seq.get(reading.seq)
         if held is not None:
             if held[0] != leaf:
                 check.fault("readings", f"reading {station} #{reading.seq} is there twice with other contents")
             continue
+        seen += 1
         try:
-            reading = wire.verify(reading.message, device_keys)
+            key = cose.check_signature(station, reading, device_keys, wire.DEVICE_SIGNER)
         except wire.WireError as exc:
             bad += 1
             check.fault("readings", f"reading {station} #{reading.seq}: {exc.code}: {exc.reason}")
             continue
-        if key_rule is not None and key_rule(station, reading.key).refusal(reading.seq, reading.time) is not None:
+        if key_rule is not None and key_rule(station, key).refusal(reading.seq, reading.time) is not None:
             left_out += 1  # signed by a key revoked (or retired) before the reading's time: it does not count
             by_seq[reading.seq] = (leaf, False)
             continue

@@ -36,10 +36,10 @@ def compute(store: HubStore, station: str, period: method.Period, interval_s: in
             made: int | None = None) -> dict:
     """The report's body, from the store (not signed)."""
     figures = method.Figures(period, interval_s)
-    for name, t, text in store.report_values(station, UNITS, period.start, period.end):
-        value = method.countable_text(name, UNITS[name], text)
-        if value is not None:
-            figures.add(name, t, value)
+    for name, rows in store.report_values(station, UNITS, period.start, period.end):
+        add = figures.add
+        for t, text in rows:  # the store gives the quantity's unit and numbers only: method.countable holds
+            add(name, t, Decimal(text))
     readings = method.Commitment()
     for seq, message in store.report_messages(station, UNITS, period.start, period.end):
         readings.add(seq, message)

@@ -1035,16 +1035,15 @@ class HubStore:
     # -- reports (govedge.hub.report): one station's readings of a period, streamed ------------------------
 
     def report_values(self, device_id: str, quantities: dict[str, str], since: float, until: float
-                      ) -> Iterator[tuple[str, float, str]]:
-        """(name, node time, value as signed) of the device's numeric measurements of each quantity (name ->
-        unit; another unit does not count) timed in [since, until), of readings not flagged: one range of
-        the measurements' datastream index (device_id, name, at) per quantity, in no particular order."""
+                      ) -> Iterator[tuple[str, Iterator[tuple[float, str]]]]:
+        """For each quantity (name -> unit; another unit does not count): its name and the (node time, value as
+        signed) of the device's numeric measurements of it timed in [since, until), of readings not flagged, in
+        no particular order: one range of the measurements' datastream index (device_id, name, at) each."""
         sql = ("SELECT r.time, m.value_text FROM measurements m JOIN readings r ON r.device_id = m.device_id "
                "AND r.seq = m.seq AND r.at = m.at WHERE m.device_id = ? AND m.name = ? AND m.at >= ? AND m.at < ? "
                "AND m.unit = ? AND m.value IS NOT NULL AND r.time IS NOT NULL AND r.flag IS NULL")
         for name, unit in quantities.items():
-            for t, text in self._exec(sql, (device_id, name, float(since), float(until), unit)):
-                yield name, t, text
+            yield name, self._exec(sql, (device_id, name, float(since), float(until), unit))
 
     def report_messages(self, device_id: str, quantities: dict[str, str], since: float, until: float
                         ) -> Iterator[tuple[int, bytes]]:

@@ -485,6 +485,20 @@ def test_a_revoked_keys_readings_do_not_count_at_the_hub_nor_at_the_verifier(tmp
     assert "60 signed by a revoked or retired key, left out" in proc.stdout
 
 
+def test_a_report_naming_an_impossible_period_or_time_is_refused_as_malformed(reported):
+    s, report, export = reported
+    for change in (lambda b: b.update(period=[0, 2 ** 62 // 86400 * 86400]), lambda b: b.update(made=2 ** 40),
+                   lambda b: b.update(period=[86400, 86400])):
+        proc = _verify(s, _resigned(s, report, change), export)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("govedge verify-report: ") and "is not" in proc.stderr, proc.stderr
+    # signed by the hub's key, naming another key id
+    proc = _verify(s, _resigned(s, report, lambda b: b.update(hub="0123456789abcdef")), export)
+    assert proc.returncode == 1
+    assert _failed(proc) == ["FAILED  hub_signature: the report names hub key 0123456789abcdef, but the key that "
+                             f"signed it is {method.hub_key_id(s.hub_key.public_key())}"]
+
+
 # --- the format: docs/REPORT.md's CDDL, checked with pycddl on a real report ---
 
 
