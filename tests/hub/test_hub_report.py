@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from govedge.core import batch as batchmod
-from govedge.core import cose
+from govedge.core import cose, merkle
 from govedge.core import report as method
 from govedge.core.registry import Registry
 from govedge.hub import config as hubconfig
@@ -138,6 +138,8 @@ def test_an_hour_is_valid_with_45_minutes_of_readings_and_not_with_44(tmp_path):
     assert figures(made, "pm2_5")["hours"] == []
     assert made.body["readings"]["count"] == 90
     assert made.body["readings"]["seqs"] == [[0, 89]]
+    # the commitment is the RFC 9162 root (the tree checked against pymerkle) over the messages by sequence number
+    assert made.body["readings"]["root"] == merkle.root([merkle.leaf_hash(m) for m in msgs])
 
 
 def _full_hours(s: Station, day: int, hours: range, value: str, pm2_5: str | None = None) -> list[bytes]:
