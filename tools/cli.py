@@ -619,19 +619,25 @@ def _cmd_hub_report(args: argparse.Namespace) -> int:
     if cfg.anchor_backend == "none":
         print("  anchor      none ([anchor] backend = \"none\"): signed, not anchored")
         return 0
-    return _anchor_report(cfg, output, args.wait, args.config)
+    return _anchor_report(cfg, output, args.wait, args.config, "hub report")
 
 
-def _anchor_report(cfg, path, wait_s: float, config: str) -> int:
+def _anchor_report(cfg, path, wait_s: float, config: str, command: str) -> int:
+    from govedge.anchor import AnchorError
     from govedge.hub import report
 
-    receipt = report.anchor_report(cfg, path, wait_s, say=lambda line: print(f"  anchor      {line}"))
+    try:
+        receipt = report.anchor_report(cfg, path, wait_s, say=lambda line: print(f"  anchor      {line}"))
+    except AnchorError as exc:
+        print(f"govedge {command}: {path} is signed and written, not anchored: {exc.code}: {exc.reason} (govedge hub "
+              f"anchor-report --config {config} {path} tries again)", file=sys.stderr)
+        return 1
     if receipt is not None and receipt.confirmed:
         print(f"  anchor      confirmed: {receipt.backend} {receipt.chain}, block {receipt.block}, {receipt.reference}"
               f" (the receipt is in {path})")
         return 0
-    print(f"  anchor      not confirmed after {wait_s:g} s: the pending receipt is in {path}; run govedge hub "
-          f"anchor-report --config {config} {path} later", file=sys.stderr)
+    print(f"govedge {command}: {path} is signed and submitted, not confirmed after {wait_s:g} s: its pending receipt "
+          f"is in the file (govedge hub anchor-report --config {config} {path} asks again)", file=sys.stderr)
     return 1
 
 
@@ -643,7 +649,7 @@ def _cmd_hub_anchor_report(args: argparse.Namespace) -> int:
         print(f"govedge hub anchor-report: {args.config}: [anchor] backend = \"none\": no chain to anchor on (set "
               "[anchor] backend and its section)", file=sys.stderr)
         return 2
-    return _anchor_report(cfg, args.report, args.wait, args.config)
+    return _anchor_report(cfg, args.report, args.wait, args.config, "hub anchor-report")
 
 
 # govedge verify-report's exit status, as govedge verify's (docs/REPORT.md)

@@ -575,6 +575,23 @@ def test_verify_report_errors_are_one_line(reported, tmp_path):
         assert words in proc.stderr, proc.stderr
 
 
+def test_a_chain_that_does_not_answer_leaves_the_report_signed_and_says_how_to_anchor_it_later(tmp_path):
+    from govedge.tools.dev.broker import free_port
+
+    s = Station(tmp_path / "hub")
+    with open(s.config, "a") as f:
+        f.write(f'[anchor]\nbackend = "rest"\n[anchor.rest]\nurl = "http://127.0.0.1:{free_port()}"\n')
+    s.store(_full_hours(s, utc("2026-03-04T00:00:00"), range(2), "12.5"))
+    report = s.folder / "report.cbor"
+    proc = _cli("hub", "report", "--config", s.config, "--station", STATION, "--from", "2026-03-04", "--to",
+                "2026-03-04", "--output", report, "--wait", "1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"govedge hub report: {report} is signed and written, not anchored: unreachable: ")
+    assert proc.stderr.strip().endswith(f"(govedge hub anchor-report --config {s.config} {report} tries again)")
+    assert method.load_file(report.read_bytes()).receipt is None
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 # --- anchored on a real chain: anvil ---
 
 
