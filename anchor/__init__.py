@@ -146,6 +146,29 @@ def section_of(name: str) -> schema.Section:
                           f"{backend.description} ({backend.doc}).", required=False)
 
 
+def backend_key(subject: str, unanchored: str) -> schema.Key:
+    """The ``backend`` key of an ``[anchor]`` section: where ``subject`` ("epochs", "reports") are anchored."""
+    names = backend_names()
+    return schema.Key("backend", str, NONE, f"where {subject} are anchored: "
+                      + ", ".join(f"\"{n}\" ({lookup(n).description}, {lookup(n).doc})" for n in names)
+                      + f", or \"{NONE}\": {unanchored}", choices=(*names, NONE))
+
+
+def sections(main: schema.Section) -> tuple[schema.Section, ...]:
+    """An ``[anchor]`` section and one ``[anchor.<name>]`` section per registered backend, from its settings."""
+    return (main, *(section_of(name) for name in backend_names()))
+
+
+def chosen_settings(backend: str, sections_: tuple[schema.Section, ...], values: Mapping) -> dict:
+    """The chosen backend's settings from parsed sections (``values``: section name -> its values); the
+    chosen backend's section must be complete, the others only right."""
+    if backend == NONE:
+        return {}
+    section = next(s for s in sections_ if s.name == f"anchor.{backend}")
+    schema.required(section, values[section.name])
+    return {k: str(x) if isinstance(x, Path) else x for k, x in values[section.name].items() if x is not None}
+
+
 def settings_of(name: str, section: Mapping, base) -> dict:
     """The ``[anchor.<name>]`` section checked against the backend's settings: a ConfigError names
     unknown, missing and mistyped keys; file settings are made relative to ``base`` (gateway.toml's folder)."""

@@ -186,6 +186,33 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
     return MerkleTree(leaf_hashes).root()
 
 
+class RootOfStream:
+    """MTH(D[n]) of leaf hashes that come one at a time, in O(log n) memory: it keeps only the roots of
+    the complete subtrees along the right edge (a year of readings need not be held to commit to them)."""
+
+    def __init__(self):
+        self.size = 0
+        self._edge: list[tuple[int, bytes]] = []  # (leaves, MTH) of complete subtrees, largest first
+
+    def append(self, leaf_hash: bytes) -> None:
+        _check_leaf_hash(leaf_hash, self.size)
+        self.size += 1
+        edge, size, h = self._edge, 1, leaf_hash
+        while edge and edge[-1][0] == size:  # two complete subtrees of one size make the next
+            size, h = size * 2, node_hash(edge.pop()[1], h)
+        edge.append((size, h))
+
+    def root(self) -> bytes:
+        # RFC 9162 section 2.1.1: the split at the largest power of two below n is the left edge subtree,
+        # so folding the right edge from the smallest subtree up gives MTH(D[n])
+        if not self._edge:
+            return empty_root()
+        h = self._edge[-1][1]
+        for _, left in reversed(self._edge[:-1]):
+            h = node_hash(left, h)
+        return h
+
+
 def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     """PATH(index, D[n]) over the given leaf hashes (RFC 9162 section 2.1.3.1)."""
     return MerkleTree(leaf_hashes).inclusion_proof(index)

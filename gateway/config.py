@@ -180,15 +180,11 @@ _WEB = Section("web", (
 
 def _anchor_sections() -> tuple[Section, ...]:
     """[anchor] and one section per registered backend, from the settings it registers."""
-    names = anchoring.backend_names()
-    main = Section("anchor", (
-        Key("backend", str, anchoring.NONE, "where epochs are anchored: "
-            + ", ".join(f"\"{n}\" ({anchoring.lookup(n).description}, {anchoring.lookup(n).doc})" for n in names)
-            + f", or \"{anchoring.NONE}\": epochs are built, not anchored", choices=(*names, anchoring.NONE)),
+    return anchoring.sections(Section("anchor", (
+        anchoring.backend_key("epochs", "epochs are built, not anchored"),
         Key("epoch_s", float, 600.0, "an epoch is anchored this many seconds after its first batch (and when "
             "the service stops)", above=0),
-    ), help="docs/PROOF.md: epochs; docs/ANCHORING.md: the chains.")
-    return (main, *(anchoring.section_of(name) for name in names))
+    ), help="docs/PROOF.md: epochs; docs/ANCHORING.md: the chains."))
 
 
 def schema_sections() -> tuple[Section, ...]:
@@ -223,11 +219,7 @@ def _parse(doc: dict, base: Path) -> GatewayConfig:
     v = schema.parse(doc, sections, base)
     gw, hub, verify, batch, store, anchor = (v[n] for n in ("gateway", "hub", "verify", "batch", "store", "anchor"))
     backend = anchor["backend"]
-    settings = {}
-    if backend != anchoring.NONE:  # the chosen backend's section must be complete; the others only right
-        section = next(s for s in sections if s.name == f"anchor.{backend}")
-        schema.required(section, v[section.name])
-        settings = {k: str(x) if isinstance(x, Path) else x for k, x in v[section.name].items() if x is not None}
+    settings = anchoring.chosen_settings(backend, sections, v)
     ingest, uplink = schema.endpoint_of(v["ingest.mqtt"]), schema.endpoint_of(hub)
     ingest.client_id = ingest.client_id or f"govedge-gateway-{gw['id']}"
     uplink.client_id = uplink.client_id or f"govedge-uplink-{gw['id']}"

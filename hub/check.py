@@ -77,10 +77,26 @@ def broker(cfg: hubconfig.HubConfig, timeout: float = TIMEOUT_S) -> Result:
     return check.broker_login("broker", cfg.mqtt, f"{cfg.mqtt.client_id}-check", "[mqtt]", timeout=timeout)
 
 
+def report_key(cfg: hubconfig.HubConfig) -> Result:
+    """The key that signs reports: a worker runs without it, `govedge hub report` needs it."""
+    from govedge.core.report import hub_key_id
+
+    if not cfg.key.exists():
+        return ("report key", None, f"{cfg.key} not made yet: reports need it (govedge hub keygen --config ...); "
+                                    "the workers do not")
+    try:
+        key = cfg.signing_key()
+    except PermissionError:
+        return ("report key", None, f"{cfg.key} is not readable by this user (reports are made by its owner)")
+    except ConfigError as exc:
+        return ("report key", False, f"{exc}")
+    return ("report key", True, f"{cfg.key}: hub key {hub_key_id(key.public_key())}")
+
+
 def files(cfg: hubconfig.HubConfig) -> list[Result]:
     return [check.registry(cfg.registry), gateways(cfg.gateways),
             check.writable("state folder", cfg.state_dir, "[hub] state_dir"),
-            check.tls_files("broker TLS", cfg.mqtt, "[mqtt]")]
+            check.tls_files("broker TLS", cfg.mqtt, "[mqtt]"), report_key(cfg)]
 
 
 def run(path: Path, out: Callable[[str], None] = print) -> int:

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from govedge import anchor as anchoring
 from govedge.core import config as schema
 from govedge.core.config import MAX_WORKERS, ConfigError, Key, MqttEndpoint, Section, read_toml, workers  # noqa: F401
 from govedge.core.wire import MAX_MESSAGE_BYTES
@@ -42,6 +43,38 @@ class HubConfig:
     web_host: str = "127.0.0.1"  # the status page (govedge hub web): the address it listens on
     web_port: int = 8090
     web_refresh_s: float = 5.0
+    key: Path | None = None  # the hub's P-256 key (PEM): it signs reports (govedge hub report, keygen)
+    anchor_backend: str = anchoring.NONE  # where reports are anchored: a registered backend, or "none"
+    anchor: dict = field(default_factory=dict)  # the backend's own settings: [anchor.rest] or [anchor.evm]
+    _key: object = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def hub_id(self) -> str:
+        """The hub's name towards a chain (the REST backend's creator): "hub-" and its key id."""
+        from govedge.core.report import hub_key_id
+
+        return "hub-" + hub_key_id(self.signing_key().public_key())
+
+    def signing_key(self):
+        """The hub's P-256 key ([hub] key, PEM), read once; it signs reports and, with the REST backend,
+        their anchor requests."""
+        if self._key is None:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            try:
+                data = self.key.read_bytes()
+            except FileNotFoundError:
+                raise ConfigError(f"[hub] key {self.key}: no such file (make it with govedge hub keygen --config "
+                                  "hub.toml)") from None
+            try:
+                key = serialization.load_pem_private_key(data, password=None)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"[hub] key {self.key}: not a PEM private key ({exc})") from None
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+                raise ConfigError(f"[hub] key {self.key}: not a P-256 key")
+            self._key = key
+        return self._key
 
 
 SCHEMA: tuple[Section, ...] = (
@@ -67,6 +100,9 @@ SCHEMA: tuple[Section, ...] = (
         Key("rejected_keep_bytes", int, KEEP_BYTES, "of each refused payload, with SHA-256 and size of all of "
             "it; enough for a batch of 500 readings (about 100 kB); a device message is always kept whole",
             min=MAX_MESSAGE_BYTES),
+        Key("key", str, "hub-key.pem", "the hub's P-256 private key (PEM, owner only) that signs its reports "
+            "(`govedge hub report`); `govedge hub keygen` makes it and its public key beside it (.pub.pem) for "
+            "verifiers (docs/REPORT.md)", path=True, example="/etc/govedge/hub/hub-key.pem"),
     )),
     Section("store", (
         Key("url", str, "hub.db", "a SQLite file (relative to this file's folder), or "
@@ -94,6 +130,10 @@ SCHEMA: tuple[Section, ...] = (
         Key("port", int, 8090, "its TCP port", min=1, max=65535),
         Key("refresh_s", float, 5.0, "seconds between the page's updates", above=0),
     ), help="The status page: what `govedge hub status` says, refreshing itself."),
+    *anchoring.sections(Section("anchor", (
+        anchoring.backend_key("reports", "reports are signed, not anchored"),
+    ), help="docs/REPORT.md: anchoring a report; docs/ANCHORING.md: the chains. The same backends and keys as "
+            "the gateway's; the hub anchors with its own account (EVM) or its own key (REST).")),
 )
 
 EXAMPLE_HEADER = """hub.toml: the configuration of `govedge hub run --config hub.toml` (example, every key shown).
@@ -136,4 +176,7 @@ def parse(doc: dict, base: Path = Path("."), file: Path | str | None = None) -> 
         web_host=v["web"]["host"],
         web_port=v["web"]["port"],
         web_refresh_s=v["web"]["refresh_s"],
+        key=hub["key"],
+        anchor_backend=v["anchor"]["backend"],
+        anchor=anchoring.chosen_settings(v["anchor"]["backend"], SCHEMA, v),
     )

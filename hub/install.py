@@ -11,6 +11,8 @@ What it puts in place (paths under ``root``, which is / on the hub host):
     etc/govedge/hub/mosquitto/passwd         one login for the workers ("hub") and one per gateway
     etc/govedge/hub/mosquitto/acl            each gateway writes and reads only its own topics
     etc/govedge/hub/credentials.json         the passwords, owner only
+    etc/govedge/hub/hub-key.pem              the hub's report-signing key ([hub] key), owner only (root);
+                                             hub-key.pub.pem beside it for verifiers (docs/REPORT.md)
     etc/govedge/hub/gateway-passwords/<id>   each gateway's password alone, owner only: the file its
                                              technician gives to gateway install --hub-password-file
     etc/mosquitto/conf.d/govedge-hub.conf    the hub broker: TLS only, no anonymous clients, the ACL, no
@@ -79,6 +81,8 @@ class Layout:
         self.acl = self.hub / "mosquitto/acl"
         self.credentials = self.hub / "credentials.json"
         self.gateway_passwords = self.hub / "gateway-passwords"
+        self.report_key = self.hub / "hub-key.pem"  # signs reports (govedge hub report); kept once made
+        self.report_public_key = self.hub / "hub-key.pub.pem"
         self.registry = self.etc / "registry.json"
         self.gateways = self.etc / "gateways.json"
         self.broker_conf = root / "etc/mosquitto/conf.d/govedge-hub.conf"
@@ -148,12 +152,28 @@ def _toml(o: Options, lay: Layout, worker: int, password: str) -> str:
     return "\n".join([
         "# written by govedge hub install; hub/hub.toml in the source explains every key",
         "[hub]", f"registry = {q(str(lay.registry))}", f"gateways = {q(str(lay.gateways))}",
-        f"state_dir = {q(str(lay.data))}", "",
+        f"state_dir = {q(str(lay.data))}", f"key = {q(str(lay.report_key))}", "",
         "[store]", f"url = {q(store)}", "",
         "[mqtt]", 'host = "127.0.0.1"', f"port = {o.broker_port}",
         f"client_id = {q(f'govedge-hub-{socket.gethostname()}-{worker}')}", "tls = true",
         f"ca = {q(str(lay.tls / 'ca.pem'))}", f"user = {q(HUB_USER)}", f"password = {q(password)}", "",
     ])
+
+
+def _report_key(lay: Layout, changed: list) -> None:
+    """The hub's report-signing key, made once and kept (reports signed before are verified with it), and
+    its public key for verifiers."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if lay.report_key.exists():
+        key = serialization.load_pem_private_key(lay.report_key.read_bytes(), password=None)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        write(lay.report_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()), 0o600, changed, lay.owners()["root"])
+    write(lay.report_public_key, key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644, changed)
 
 
 def _unit(lay: Layout, user: str) -> str:
@@ -205,6 +225,7 @@ def install(o: Options) -> dict:
     write(lay.credentials, json.dumps(creds, indent=1, sort_keys=True) + "\n", 0o600, changed, lay.owners()["root"])
     for gateway_id in sorted(set(creds) - {HUB_USER}):
         write(lay.gateway_passwords / gateway_id, creds[gateway_id] + "\n", 0o600, changed, lay.owners()["root"])
+    _report_key(lay, changed)
     password_file(lay.passwd, creds, changed, lay.owners()["mosquitto"])
     write(lay.acl, _acl(), 0o644, changed)
     write(lay.broker_conf, _broker_conf(lay, o.broker_port), 0o644, changed)

@@ -51,6 +51,7 @@ VERSION = "v1.1"
 DEFAULT_TOP = 100  # server-driven paging: a list without $top has at most this many, and a nextLink
 MAX_TOP = 10_000  # a larger $top is cut to this, with a nextLink
 SCAN_CHUNK = 2_000  # rows read at a time when part of a filter is evaluated here
+MAX_SCAN = 500_000  # at most this many rows looked at for one request's filter: a query narrows them first
 OBSERVATION_TYPE = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
 GEOJSON = "application/geo+json"
 
@@ -418,8 +419,15 @@ class Reader:
 
 OBSERVATION_COLUMNS = ("m.device_id, m.seq, m.name, m.value, m.value_text, m.at, r.time, r.gateway_id, "
                        "r.batch_seq, r.leaf, r.flag")
-OBSERVATION_FROM = ("measurements m JOIN readings r ON r.device_id = m.device_id AND r.seq = m.seq "
-                    "AND r.at = m.at")
+# an observation's reading, looked up by its key (device, seq, at) for each measurement row: SQLite's plan. On
+# PostgreSQL a plain join is planned as a hash of all the device's readings (the time range on m.at is not
+# carried over to r.at): a year of a station for one day of it. A lateral subquery with LIMIT 1 is looked up
+# row by row in the one partition of its time (9 ms instead of 30 for a day, and not growing with the years)
+OBSERVATION_FROM = {
+    "sqlite": "measurements m JOIN readings r ON r.device_id = m.device_id AND r.seq = m.seq AND r.at = m.at",
+    "postgresql": "measurements m CROSS JOIN LATERAL (SELECT time, gateway_id, batch_seq, leaf, flag FROM readings "
+                  "WHERE readings.device_id = m.device_id AND readings.seq = m.seq AND readings.at = m.at LIMIT 1) r",
+}
 
 
 class Row(NamedTuple):
@@ -659,7 +667,8 @@ class Api:
         if where is not None and where[0]:
             sql.append(f"({where[0]})")
             args.extend(where[1])
-        text = f"SELECT {OBSERVATION_COLUMNS} FROM {OBSERVATION_FROM} WHERE {' AND '.join(sql)} " \
+        text = f"SELECT {OBSERVATION_COLUMNS} FROM {OBSERVATION_FROM[self.reader.dialect]} " \
+               f"WHERE {' AND '.join(sql)} " \
                f"ORDER BY {', '.join(order)}"
         if limit is not None:
             text += " LIMIT ? OFFSET ?"
@@ -674,7 +683,9 @@ class Api:
         if where is not None and where[0]:
             sql.append(f"({where[0]})")
             args.extend(where[1])
-        return self.reader.query(f"SELECT count(*) FROM {OBSERVATION_FROM} WHERE {' AND '.join(sql)}", args)[0][0]
+        joined = any("r." in part for part in sql)  # the readings only when the filter names their columns
+        source = OBSERVATION_FROM[self.reader.dialect] if joined else "measurements m"
+        return self.reader.query(f"SELECT count(*) FROM {source} WHERE {' AND '.join(sql)}", args)[0][0]
 
     def _message(self, row: Row) -> bytes:
         found = self.reader.query("SELECT message FROM readings WHERE device_id = ? AND seq = ?",
@@ -709,6 +720,10 @@ class Api:
         page: list[Row] = []
         matched, more, offset = 0, False, 0
         while True:
+            if offset >= MAX_SCAN:
+                raise ApiError(400, f"$filter: the part of it SQL cannot do would be evaluated on more than "
+                                    f"{MAX_SCAN:,} observations; narrow it with phenomenonTime, a Datastream, "
+                                    "result or parameters (hub/README.md, \"SensorThings API\")")
             chunk = self._rows(scope, where, order, offset, SCAN_CHUNK)
             offset += len(chunk)
             for row in chunk:

@@ -1032,6 +1032,42 @@ class HubStore:
             yield ExportRow(*head, tuple(values), store)
 
 
+    # -- reports (govedge.hub.report): one station's readings of a period, streamed ------------------------
+
+    def report_values(self, device_id: str, quantities: dict[str, str], since: float, until: float
+                      ) -> Iterator[tuple[str, Iterator[tuple[float, str]]]]:
+        """For each quantity (name -> unit; another unit does not count): its name and the (node time, value as
+        signed) of the device's numeric measurements of it timed in [since, until), of readings not flagged, in
+        no particular order: one range of the measurements' datastream index (device_id, name, at) each."""
+        sql = ("SELECT r.time, m.value_text FROM measurements m JOIN readings r ON r.device_id = m.device_id "
+               "AND r.seq = m.seq AND r.at = m.at WHERE m.device_id = ? AND m.name = ? AND m.at >= ? AND m.at < ? "
+               "AND m.unit = ? AND m.value IS NOT NULL AND r.time IS NOT NULL AND r.flag IS NULL")
+        for name, unit in quantities.items():
+            yield name, self._exec(sql, (device_id, name, float(since), float(until), unit))
+
+    def report_messages(self, device_id: str, quantities: dict[str, str], since: float, until: float
+                        ) -> Iterator[tuple[int, bytes]]:
+        """(seq, signed bytes) of the readings ``report_values`` draws on, in sequence number order: those with
+        at least one of its measurements."""
+        match = " OR ".join("(m.name = ? AND m.unit = ?)" for _ in quantities)
+        sql = ("SELECT r.seq, r.message FROM readings r WHERE r.device_id = ? AND r.at >= ? AND r.at < ? "
+               "AND r.time IS NOT NULL AND r.flag IS NULL AND EXISTS (SELECT 1 FROM measurements m WHERE "
+               f"m.device_id = r.device_id AND m.seq = r.seq AND m.at = r.at AND m.value IS NOT NULL AND ({match})) "
+               "ORDER BY r.seq")
+        args = [device_id, float(since), float(until)] + [x for pair in quantities.items() for x in pair]
+        for seq, message in self._exec(sql, tuple(args)):
+            yield seq, bytes(message)
+
+    def report_left_out(self, device_id: str, since: float, until: float) -> dict[str, int]:
+        """The device's readings filed in [since, until) that no report counts for a reason of the store's:
+        flagged (e.g. revoked_key), and without a node time (filed under their batch's time)."""
+        flagged, untimed = self._exec(
+            "SELECT coalesce(sum(CASE WHEN flag IS NOT NULL THEN 1 ELSE 0 END), 0), "
+            "coalesce(sum(CASE WHEN time IS NULL THEN 1 ELSE 0 END), 0) FROM readings "
+            "WHERE device_id = ? AND at >= ? AND at < ?", (device_id, float(since), float(until))).fetchone()
+        return {"flagged": int(flagged), "untimed": int(untimed)}
+
+
 def schema_statements(dialect: str, schema: str = SCHEMA) -> list[str]:
     """SCHEMA's statements in the dialect: the tables as the first version made them (``schema``: ADDED_TABLES,
     those added since)."""

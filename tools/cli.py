@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import os
 import sys
 
@@ -539,6 +540,201 @@ def _cmd_hub_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hub_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from govedge.core.install import write
+    from govedge.core.report import hub_key_id
+    from govedge.hub import config as hubconfig
+
+    cfg = hubconfig.load(args.config)
+    public_path = cfg.key.with_name(cfg.key.name.removesuffix(".pem") + ".pub.pem")
+    if cfg.key.exists():
+        key = cfg.signing_key()
+        made = False
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        write(cfg.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()), 0o600)
+        made = True
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    write(public_path, public, 0o644)
+    print(f"hub key {hub_key_id(key.public_key())}: {'made' if made else 'there already, kept'}")
+    print(f"  private key  {cfg.key} (owner only; [hub] key of {args.config})")
+    print(f"  public key   {public_path} (for verifiers: govedge verify-report --hub-key)")
+    return 0
+
+
+def _report_period(args: argparse.Namespace):
+    from govedge.core import report
+
+    if args.year is not None:
+        if args.date_from or args.date_to:
+            raise report.ReportError("bad_period", "give --year or --from and --to, not both")
+        return report.year_period(args.year)
+    if not (args.date_from and args.date_to):
+        raise report.ReportError("bad_period", "give the period: --from YYYY-MM-DD --to YYYY-MM-DD (both days "
+                                               "included), or --year YYYY")
+    return report.period_of(args.date_from, args.date_to)
+
+
+def _cmd_hub_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from govedge.hub import config as hubconfig
+    from govedge.hub import report
+
+    cfg = hubconfig.load(args.config)
+    period = _report_period(args)
+    output = Path(args.output) if args.output else report.default_output(args.station, period)
+    made = report.make(cfg, args.station, period, output, args.interval)
+    for line in report.summary(made):
+        print(line)
+    if cfg.anchor_backend == "none":
+        print("  anchor      none ([anchor] backend = \"none\"): signed, not anchored")
+        return 0
+    return _anchor_report(cfg, output, args.wait, args.config, "hub report")
+
+
+def _anchor_report(cfg, path, wait_s: float, config: str, command: str) -> int:
+    from govedge.anchor import AnchorError
+    from govedge.hub import report
+
+    try:
+        receipt = report.anchor_report(cfg, path, wait_s, say=lambda line: print(f"  anchor      {line}"))
+    except AnchorError as exc:
+        print(f"govedge {command}: {path} is signed and written, not anchored: {exc.code}: {exc.reason} (govedge hub "
+              f"anchor-report --config {config} {path} tries again)", file=sys.stderr)
+        return 1
+    if receipt is not None and receipt.confirmed:
+        print(f"  anchor      confirmed: {receipt.backend} {receipt.chain}, block {receipt.block}, {receipt.reference}"
+              f" (the receipt is in {path})")
+        return 0
+    print(f"govedge {command}: {path} is signed and submitted, not confirmed after {wait_s:g} s: its pending receipt "
+          f"is in the file (govedge hub anchor-report --config {config} {path} asks again)", file=sys.stderr)
+    return 1
+
+
+def _cmd_hub_anchor_report(args: argparse.Namespace) -> int:
+    from govedge.hub import config as hubconfig
+
+    cfg = hubconfig.load(args.config)
+    if cfg.anchor_backend == "none":
+        print(f"govedge hub anchor-report: {args.config}: [anchor] backend = \"none\": no chain to anchor on (set "
+              "[anchor] backend and its section)", file=sys.stderr)
+        return 2
+    return _anchor_report(cfg, args.report, args.wait, args.config, "hub anchor-report")
+
+
+# govedge verify-report's exit status, as govedge verify's (docs/REPORT.md)
+VERIFY_REPORT_RESULTS = {0: "holds: every part checked holds",
+                         1: "does not hold: an input or a figure is false",
+                         2: "usage or input error: the report, the readings, the registry or an option cannot be "
+                            "used",
+                         3: "could not check: the chain asked did not answer or refused the question; nothing is "
+                            "proven or disproven, ask again later or ask another node"}
+
+
+class _MappedReader(io.RawIOBase):
+    """A file's map as the readable stream a CBOR decoder takes, without a copy of the file."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def _signed_readings(path: str):
+    """The items of a CBOR sequence (govedge hub export --format cose), each as its bytes, read through a map of
+    the file: an export of a whole hub is not read into memory."""
+    import mmap
+
+    import cbor2
+
+    from govedge.core.errors import GovedgeError
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            reader = _MappedReader(data)
+            while data.tell() < len(data):
+                start = data.tell()
+                try:
+                    cbor2.load(reader)
+                except (cbor2.CBORDecodeError, ValueError, EOFError) as exc:
+                    raise GovedgeError("bad_readings", f"{path}: not a CBOR sequence of signed readings at byte "
+                                                       f"{start} ({exc}); give what govedge hub export --format "
+                                                       "cose wrote") from None
+                yield data[start:data.tell()]
+
+
+def _cmd_verify_report(args: argparse.Namespace) -> int:
+    import json
+
+    from govedge import anchor
+    from govedge.anchor import AnchorError
+    from govedge.core import report
+    from govedge.core.registry import Registry
+    from govedge.hub.gateways import load_public_key
+
+    with open(args.report, "rb") as f:
+        data = f.read()
+    rf = report.load_file(data, args.report)
+    registry = Registry.load(args.registry)
+    hub_keys = [load_public_key(args.hub_key)] if args.hub_key else None
+    messages = _signed_readings(args.readings)  # read as checked; a broken file ends it as an input error, exit 2
+    chain = None
+    asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
+    if len(asked) > 1:
+        print(f"govedge verify-report: give one chain to ask, not {' and '.join(b.address.flag for b in asked)}",
+              file=sys.stderr)
+        return 2
+    try:
+        if asked:
+            backend = asked[0]
+            settings = {s.key: _flag_value(args, s.flag) for s in backend.settings
+                        if s.audit and _flag_value(args, s.flag)}
+            missing = [s for s in backend.settings if s.audit and s.required and s.key not in settings]
+            if missing:
+                print(f"govedge verify-report: {backend.address.flag} needs {missing[0].flag}, "
+                      f"{missing[0].description} you trust", file=sys.stderr)
+                return 2
+            creator_keys = {f"hub-{rf.body['hub']}": hub_keys} if hub_keys else None
+            chain = backend.audit(settings, creator_keys)
+    except AnchorError as exc:
+        print(f"govedge verify-report: {exc}", file=sys.stderr)
+        return 3 if exc.code == "unreachable" else 2
+    check = report.verify(rf, messages, registry, registry.key_rule, hub_keys, chain, args.account)
+    code = 1 if check.faults else 3 if check.unchecked else 0
+    if args.json:
+        print(json.dumps({"exit_code": code, "result": VERIFY_REPORT_RESULTS[code].split(":", 1)[0],
+                          "meaning": VERIFY_REPORT_RESULTS[code],
+                          "held": [{"part": line[4:].split()[0], "status": "ok" if line.startswith("ok") else
+                                    "not checked", "text": line[4:].split(None, 1)[1]} for line in check.lines],
+                          "faults": [{"part": part, "text": text} for part, text in check.faults]
+                          + ([{"part": check.unchecked[0], "text": check.unchecked[1], "status": "could not check"}]
+                             if check.unchecked else [])}, indent=1))
+        return code
+    for line in check.lines:
+        print(f"  {line}")
+    for part, text in check.faults:
+        print(f"  FAILED  {part}: {text}")
+    if check.unchecked:
+        print(f"  UNCHECKED  {check.unchecked[0]}: {check.unchecked[1]}")
+        print(f"  (could not check: {VERIFY_REPORT_RESULTS[3].split(': ', 1)[1]})")
+    elif chain is None and rf.receipt is not None and not check.faults:
+        print("  (the chain was not asked: give --rpc and --contract, or --observer, to check the anchor there)")
+    return code
+
+
 def _cmd_gateway_check(args: argparse.Namespace) -> int:
     from govedge.gateway import check
 
@@ -734,6 +930,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "status and its meaning")
     p.set_defaults(func=_cmd_verify)
 
+    p = sub.add_parser("verify-report", help="check a hub's report: every figure recomputed from the device-signed "
+                                             "readings, their signatures, the commitment, the hub's signature, the "
+                                             "anchor (exit 0 holds, 1 does not hold, 2 input error, 3 could not check)")
+    p.add_argument("report", metavar="REPORT", help="the file govedge hub report wrote")
+    p.add_argument("--readings", required=True, metavar="EXPORT",
+                   help="the signed readings: what govedge hub export --format cose wrote (a CBOR sequence)")
+    p.add_argument("--registry", default="registry.json", help="the device registry (default registry.json)")
+    p.add_argument("--hub-key", metavar="PUB.pem", help="the hub's public key (govedge hub keygen wrote it)")
+    p.add_argument("--rpc", help="EVM chain: a JSON-RPC URL to check the anchor on")
+    p.add_argument("--contract", help="EVM chain: the anchor contract's address")
+    p.add_argument("--account", help="EVM chain: the hub's account address; the root must be anchored by it")
+    p.add_argument("--observer", help="REST chain: the observer's base URL")
+    p.add_argument("--ca", help="REST chain: CA file for the observer's certificate")
+    p.add_argument("--json", action="store_true", help="print one JSON object: what held, what did not, the exit "
+                                                       "status and its meaning")
+    p.set_defaults(func=_cmd_verify_report)
+
     p = sub.add_parser("revoke", help="a leaked device key: nothing it signed from --since on is accepted")
     p.add_argument("device_id", metavar="DEVICE", help="the device whose active key is revoked")
     p.add_argument("--since", metavar="TIME", help="UTC time like 2026-11-29T06:00:00Z (default now)")
@@ -794,6 +1007,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json", "cose"], default="csv")
     p.add_argument("--output", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_hub_export)
+    p = hsub.add_parser("keygen", help="make the hub's report key ([hub] key, owner only) if it has none, and write "
+                                       "its public key beside it for verifiers")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.set_defaults(func=_cmd_hub_keygen)
+    p = hsub.add_parser("report", help="a station's signed report of a period: hourly, daily and period means with "
+                                       "their data capture, days over the EU limit values (docs/REPORT.md)")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("--station", required=True, metavar="DEVICE_ID", help="the station: a device of the registry")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="the first UTC day of the period")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="the last UTC day of the period (included)")
+    p.add_argument("--year", type=int, metavar="YYYY", help="the calendar year (instead of --from and --to)")
+    p.add_argument("--interval", type=int, default=60, metavar="S",
+                   help="the station's reading interval in seconds: an hour has 3600/S slots, valid with 75 %% of "
+                        "them covered (default 60)")
+    p.add_argument("--output", help="the report file (default: report-STATION-PERIOD.cbor here)")
+    p.add_argument("--wait", type=float, default=120, metavar="S",
+                   help="with [anchor]: seconds to wait for the chain to confirm (default 120)")
+    p.set_defaults(func=_cmd_hub_report)
+    p = hsub.add_parser("anchor-report", help="anchor a report on the chain of [anchor], or confirm its pending "
+                                              "anchoring, and keep the receipt in the file")
+    p.add_argument("--config", required=True, help="hub.toml")
+    p.add_argument("report", metavar="REPORT", help="the file govedge hub report wrote")
+    p.add_argument("--wait", type=float, default=120, metavar="S", help="seconds to wait for the confirmation "
+                                                                        "(default 120)")
+    p.set_defaults(func=_cmd_hub_anchor_report)
     p = hsub.add_parser("check", help="check hub.toml and what it names (registry, gateway list, state folder, TLS "
                                       "files), then the store and the broker; starts nothing (exit status 0 ok, 1 a "
                                       "check failed, 2 the configuration is not valid)")
@@ -855,8 +1093,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the extra (pyproject.toml) that installs what a command needs beyond the base install;
 # EVM anchoring's modules come with [evm], whichever command needs them
-EXTRAS = {"gateway": "gateway", "verify": "gateway", "hub": "hub", "flash": "field", "monitor": "field",
-          "demo": "dev", "bench": "dev"}
+EXTRAS = {"gateway": "gateway", "verify": "gateway", "verify-report": "gateway", "hub": "hub", "flash": "field",
+          "monitor": "field", "demo": "dev", "bench": "dev"}
 EVM_MODULES = {"web3", "eth_account", "eth_utils"}
 
 

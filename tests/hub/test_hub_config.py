@@ -113,6 +113,8 @@ def test_check_passes_a_ready_hub_and_leaves_a_new_store_unmade(tmp_path, mosqui
     assert found["store"] == ("ok", f"{tmp_path / 'hub/hub.db'} is made at the first start "
                                     f"({tmp_path / 'hub'} writable)")
     assert found["broker"] == ("ok", f"MQTT login to 127.0.0.1:{mosquitto.port} accepted")
+    assert found["report key"] == ("--", f"{tmp_path / 'hub/hub-key.pem'} not made yet: reports need it (govedge "
+                                         "hub keygen --config ...); the workers do not")
     assert not (tmp_path / "hub/hub.db").exists()  # a check changes nothing
     HubStore(f"sqlite://{tmp_path / 'hub/hub.db'}").db.close()
     found = lines_of(check(config))

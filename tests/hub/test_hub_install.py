@@ -64,13 +64,14 @@ def test_install_twice_changes_nothing_and_hands_each_gateway_its_own_password(i
     for name in ("etc/govedge/hub-1.toml", "etc/govedge/hub/tls/ca.pem", "etc/govedge/hub/mosquitto/passwd",
                  "etc/govedge/hub/mosquitto/acl", "etc/mosquitto/conf.d/govedge-hub.conf",
                  "etc/systemd/system/govedge-hub@.service", "etc/govedge/gateways.json",
-                 "etc/govedge/hub/gateway-passwords/gw-a"):
+                 "etc/govedge/hub/gateway-passwords/gw-a", "etc/govedge/hub/hub-key.pem",
+                 "etc/govedge/hub/hub-key.pub.pem"):
         assert name in before, name
     creds = installed["creds"]
     assert set(creds) == {"hub", "gw-a", "gw-b"} and len(set(creds.values())) == 3
     assert before["etc/govedge/hub/gateway-passwords/gw-a"] == (creds["gw-a"] + "\n").encode()
     for secret in ("etc/govedge/hub/credentials.json", "etc/govedge/hub/tls/ca.key",
-                   "etc/govedge/hub/gateway-passwords/gw-b"):
+                   "etc/govedge/hub/gateway-passwords/gw-b", "etc/govedge/hub/hub-key.pem"):
         assert (root / secret).stat().st_mode & 0o077 == 0, secret
     assert (root / "etc/govedge/hub-1.toml").stat().st_mode & 0o007 == 0  # it holds the workers' password
     second = _install(root, installed["port"], "--no-self-test")

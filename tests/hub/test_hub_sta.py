@@ -425,3 +425,15 @@ def test_frost_s_python_client_reads_things_datastreams_and_observations_with_fi
     first = service.observations().find("esp32-0002:0:press")
     assert first.result == 100500 and first.parameters["device"] == "esp32-0002"
     assert UNTIMED > 0  # esp32-0003's untimed readings are read as any other
+
+
+def test_a_filter_sql_cannot_narrow_is_refused_before_it_scans_the_whole_store(served, monkeypatch):
+    from govedge.hub import sta
+
+    monkeypatch.setattr(sta, "MAX_SCAN", 1000)  # the store here holds a few thousand observations
+    api = sta.Api(served.world.folder / "registry.json", served.world.store_url)
+    wide = {"$filter": "substringof('Nowhere', FeatureOfInterest/name)"}  # matches none: the page never fills
+    code, body, _ = api.get("Observations", wide, served.root)
+    assert code == 400 and "narrow it with phenomenonTime" in json.loads(body)["message"]
+    code, body, _ = api.get("Datastreams('esp32-0001:temp')/Observations", wide, served.root)  # narrowed first
+    assert code == 200

@@ -33,6 +33,7 @@ def test_the_bench_serves_a_day_of_the_station_from_both_stores():
         assert figures["observations_per_s"] > 0 and figures["sql_observations_per_s"] > 0
         assert abs(figures["ratio"] - figures["observations_per_s"] / figures["sql_observations_per_s"]) < 0.01
         assert figures["p50_ms"] <= figures["p99_ms"]
+        assert figures["report_s"] > 0  # govedge hub report wrote the signed report of the station
 
 
 def test_the_command_refuses_an_unknown_store_in_one_line():

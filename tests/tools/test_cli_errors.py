@@ -102,6 +102,36 @@ def config_cases(words: str, config: str, rest: str = "", status: int = 2) -> li
     ]
 
 
+def hub_key(d: Path) -> None:
+    """The hub's report key where hub.toml's [hub] key (by default) names it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (d / "hub-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    (d / "hub-key.pub.pem").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def a_report(d: Path) -> None:
+    """A good signed report of esp32-0001 (no readings) in report.cbor, and the hub's public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    from govedge.core import report
+
+    hub_key(d)
+    key = serialization.load_pem_private_key((d / "hub-key.pem").read_bytes(), password=None)
+    period = report.period_of("2026-03-04", "2026-03-04")
+    body = report.body("esp32-0001", period, 60, report.Figures(period), report.Commitment(),
+                       report.hub_key_id(key.public_key()), 1_764_400_000)
+    (d / "report.cbor").write_bytes(report.file_bytes(report.sign(key, body)))
+    (d / "readings.cbors").write_bytes(b"")
+
+
+REPORT = "hub report --config {d}/hub.toml --station esp32-0001"
+VERIFY_REPORT = "verify-report {d}/report.cbor --readings {d}/readings.cbors --registry {d}/registry.json"
+
 CASES: dict[tuple[str, ...], list[Case]] = {
     ("provision",): [
         Case("provision esp32-0100 --board esp32 --registry {d}/registry.json --out {d}/devices --tls "
@@ -259,6 +289,45 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ("hub", "proof"): config_cases("hub proof", "hub.toml", " esp32-0001 0") + [
         Case(HUB.format(c="proof", d="{d}") + " esp32-0001 0", write("hub.db", GARBAGE_DB),
              says=("hub.db", "not a database")),
+    ],
+    ("hub", "keygen"): config_cases("hub keygen", "hub.toml") + [
+        Case(HUB.format(c="keygen", d="{d}"), write("hub-key.pem", "not a key"),
+             says=("hub-key.pem", "not a PEM private key")),
+    ],
+    ("hub", "report"): config_cases("hub report", "hub.toml", " --station esp32-0001 --year 2026") + [
+        Case(REPORT + " --year 2026", says=("hub-key.pem", "govedge hub keygen")),
+        Case(REPORT + " --from 2026-02-30 --to 2026-03-01", hub_key, says=("--from '2026-02-30' is not a date",)),
+        Case(REPORT + " --from 2026-03-02 --to 2026-03-01", hub_key, says=("--to 2026-03-01 is before --from",)),
+        Case(REPORT, hub_key, says=("give the period",)),
+        Case(REPORT + " --year 2026 --interval 7", hub_key, says=("interval 7 s",)),
+        Case("hub report --config {d}/hub.toml --station esp32-9999 --year 2026", hub_key,
+             says=("station 'esp32-9999' is not a device of the registry",)),
+        Case(REPORT + " --year 2026", both(hub_key, write("hub.db", GARBAGE_DB)), says=("hub.db", "not a database")),
+        Case(REPORT + " --year 2026", both(hub_key, write("registry.json", NOT_JSON)), says=("registry.json",)),
+    ],
+    ("hub", "anchor-report"): config_cases("hub anchor-report", "hub.toml", " {d}/report.cbor") + [
+        Case(HUB.format(c="anchor-report", d="{d}") + " {d}/report.cbor", a_report,
+             says=('[anchor] backend = "none"',)),
+        Case(HUB.format(c="anchor-report", d="{d}") + " {d}/missing.cbor",
+             append("hub.toml", '[anchor]\nbackend = "rest"\n[anchor.rest]\nurl = "http://127.0.0.1:{busy}"\n'),
+             says=("missing.cbor",)),
+        Case(HUB.format(c="anchor-report", d="{d}") + " {d}/report.cbor",
+             both(write("report.cbor", b"\xa1\x61x\x01"), append(
+                 "hub.toml", '[anchor]\nbackend = "rest"\n[anchor.rest]\nurl = "http://127.0.0.1:{busy}"\n')),
+             says=("report.cbor", "not a report file")),
+    ],
+    ("verify-report",): [
+        Case(VERIFY_REPORT, says=("report.cbor",)),
+        Case("verify-report {d}/data --readings {d}/readings.cbors", says=("data",)),
+        Case(VERIFY_REPORT, write("report.cbor", b"\xff\x00 no CBOR"), says=("report.cbor", "not a report file")),
+        Case(VERIFY_REPORT, both(a_report, unreadable("report.cbor")), says=("report.cbor", "permission denied"),
+             unprivileged=True),
+        Case("verify-report {d}/report.cbor --readings {d}/missing.cbors --registry {d}/registry.json", a_report,
+             says=("missing.cbors",)),
+        Case(VERIFY_REPORT, both(a_report, write("readings.cbors", b"\x9f\x01")),
+             says=("readings.cbors", "not a CBOR sequence of signed readings")),
+        Case(VERIFY_REPORT, both(a_report, write("registry.json", NOT_JSON)), says=("registry.json",)),
+        Case(VERIFY_REPORT + " --hub-key {d}/registry.json", a_report, says=("registry.json", "no PEM")),
     ],
     ("hub", "export"): config_cases("hub export", "hub.toml") + [
         Case(HUB.format(c="export", d="{d}"), write("hub.db", GARBAGE_DB), says=("hub.db", "not a database")),
