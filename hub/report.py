@@ -32,14 +32,22 @@ CONFIRM_WAIT_S = 120.0  # govedge hub report waits this long for the chain to co
 POLL_S = 2.0
 
 
-def compute(store: HubStore, station: str, period: method.Period, interval_s: int, hub: str,
-            made: int | None = None) -> dict:
-    """The report's body, from the store (not signed)."""
+def figures_of(store: HubStore, station: str, period: method.Period, interval_s: int,
+               quantities: dict[str, str] = UNITS) -> method.Figures:
+    """The station's figures of the period from the store: the values of ``quantities`` (name -> unit), each
+    added once (the hub's dashboard asks for the particulate matter alone)."""
     figures = method.Figures(period, interval_s)
-    for name, rows in store.report_values(station, UNITS, period.start, period.end):
+    for name, rows in store.report_values(station, quantities, period.start, period.end):
         add = figures.add
         for t, text in rows:  # the store gives the quantity's unit and numbers only: method.countable holds
             add(name, t, Decimal(text))
+    return figures
+
+
+def compute(store: HubStore, station: str, period: method.Period, interval_s: int, hub: str,
+            made: int | None = None) -> dict:
+    """The report's body, from the store (not signed)."""
+    figures = figures_of(store, station, period, interval_s)
     readings = method.Commitment()
     for seq, message in store.report_messages(station, UNITS, period.start, period.end):
         readings.add(seq, message)

@@ -85,35 +85,27 @@ def verification(cfg: HubConfig, device_id: str, seq: int) -> dict:
 
 
 def daily_means(cfg: HubConfig, station: str, year: int, interval_s: int) -> dict:
-    """A station's daily means of particulate matter over a calendar year and the days over the EU daily limit
-    values, as `govedge hub report` computes them (govedge.core.report: hourly means valid with 75 % of the
-    hour's slots, daily means from at least 18 valid hours). Raises LookupError when the report module is not
-    part of this hub."""
-    try:
-        from govedge.core import report as method
-    except ImportError:
-        raise LookupError("daily means are not available: this hub has no report module (govedge.core.report)") \
-            from None
+    """A station's daily means of particulate matter over a calendar year and its days over the EU daily limit
+    values, as `govedge hub report` computes them (govedge.hub.report, by govedge.core.report's method: hourly
+    means valid with 75 % of the hour's slots, daily means from at least 18 valid hours). Raises LookupError for
+    a station the registry does not know."""
+    from govedge.core import report as method
+
+    from . import report
     from .store import HubStore
 
+    if station not in Registry.load(cfg.registry).devices:
+        raise LookupError(f"station {station!r} is not a device of the registry (give a device id, e.g. esp32-0007)")
     period = method.year_period(year)
-    daily = {name: q for name, q in method.QUANTITIES.items() if q.daily}
-    figures = method.Figures(period, interval_s)
+    daily = {name: q.unit for name, q in method.QUANTITIES.items() if q.daily}
     store = HubStore(cfg.store)
     try:
-        for name, rows in store.report_values(station, {n: q.unit for n, q in daily.items()}, period.start,
-                                              period.end):
-            for t, text in rows:
-                figures.add(name, t, Decimal(text))
+        body = report.figures_of(store, station, period, interval_s, daily).body()
     finally:
         store.close()
-    body = figures.body()
-    quantities = {}
-    for name in daily:
-        q = body[name]
-        quantities[name] = {"unit": q["unit"], "assessment": q.get("assessment", []),
-                            "days": [{"date": method.day_text(day), "mean": mean, "valid_hours": hours}
-                                     for day, mean, hours in q.get("days", [])]}
+    quantities = {name: {"unit": body[name]["unit"], "assessment": body[name].get("assessment", []),
+                         "days": [{"date": method.day_text(day), "mean": mean, "valid_hours": hours}
+                                  for day, mean, hours in body[name].get("days", [])]} for name in daily}
     return {"station": station, "year": year, "interval_s": interval_s, "method": method.METHOD,
             "valid_hour": str(method.VALID_HOUR), "valid_day_hours": method.VALID_DAY_HOURS,
             "limits": [limit.to_body() for limit in method.LIMITS if limit.averaging == "day"],
@@ -203,7 +195,7 @@ def app(cfg: HubConfig, refresh_s: float = 5.0):
         try:
             doc = await asyncio.to_thread(daily_means, cfg, station, int(year), int(interval))
         except LookupError as exc:
-            return error(501, str(exc))
+            return error(404, str(exc))
         except Exception as exc:  # noqa: BLE001 - the store cannot be read: said, not a traceback
             log.warning("web: the daily means of %s could not be read: %s: %s", station, type(exc).__name__,
                         text_of(exc))

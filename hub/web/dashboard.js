@@ -231,12 +231,30 @@
       $("year").value = day.slice(0, 4);
       await showPeriod();
       const hasPm = (thing.Datastreams || []).some((ds) => /:(pm10|pm2_5)$/.test(ds["@iot.id"]));
+      const every = spacing();
+      if (every) $("interval").value = every;
       $("calendar-section").hidden = !hasPm;
       if (hasPm) await calendar();
       else $("calendars").replaceChildren();
     } catch (err) {
       trouble(`The station ${thing["@iot.id"]} could not be read: ${err.message}`);
     }
+  }
+
+  // the station's reading interval as its plotted readings are spaced (the median step, to the nearest whole
+  // division of an hour), for the report's hourly slots; null when too few are plotted
+  function spacing() {
+    const steps = [];
+    for (const box of document.querySelectorAll(".plot")) {
+      const t = (box.data && box.data[0].x || []).map((x) => Date.parse(`${x.replace(" ", "T")}Z`));
+      for (let i = 1; i < t.length; i++) if (t[i] > t[i - 1]) steps.push((t[i] - t[i - 1]) / 1000);
+    }
+    if (steps.length < 2) return null;
+    steps.sort((a, b) => a - b);
+    const median = steps[Math.floor(steps.length / 2)];
+    const divisors = [];
+    for (let d = 1; d <= 3600; d++) if (3600 % d === 0) divisors.push(d);
+    return divisors.reduce((best, d) => (Math.abs(d - median) < Math.abs(best - median) ? d : best), 60);
   }
 
   // --- the calendar ---------------------------------------------------------------------------------------

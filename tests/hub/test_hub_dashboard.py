@@ -17,6 +17,7 @@ import math
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -121,21 +122,6 @@ def expected_errors(page, text: str) -> None:
     page.errors[:] = [e for e in page.errors if text not in e]
 
 
-def daily_available() -> bool:
-    try:
-        import govedge.core.report  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def without_calendar_errors(page) -> None:
-    """Until this hub has the report module the calendar's endpoint answers 501 (tested below): not a fault."""
-    if not daily_available():
-        wait_until(lambda: page.locator("#calendar-missing").count() == 1, what="the calendar's answer")
-        page.errors[:] = [e for e in page.errors if "501" not in e]
-
-
 def test_the_plan_places_every_located_station_by_longitude_and_latitude(served, browser):
     registry = Registry.load(served.folder / "registry.json")
     where = {d: (dev.location.longitude, dev.location.latitude) for d, dev in registry.devices.items() if dev.location}
@@ -184,7 +170,6 @@ def test_the_plan_places_every_located_station_by_longitude_and_latitude(served,
         assert page.locator("#plan .station.selected").get_attribute("data-id") == YEAR_STATION
         wait_until(lambda: page.evaluate("[...document.querySelectorAll('.plot')].map((d) => d.dataset.datastream)")
                    == [f"{YEAR_STATION}:pm10", f"{YEAR_STATION}:pm2_5"], what="the new station's plots")
-        without_calendar_errors(page)
     outside = [u for u in requests if not u.startswith(served.origin) and not u.startswith("data:")]
     assert outside == [] and any(u.endswith("/vendor/plotly.min.js") for u in requests)
 
@@ -204,7 +189,6 @@ def test_the_plots_hold_the_signed_values_of_the_chosen_period(served, browser):
         choose_period(page, "2026-03-01", "2026-03-02")  # two days: 288 values each, across a page of the API
         assert plots(page) == expect_signed(served, PLOTTED, "2026-03-01", "2026-03-02")
         assert len(plots(page)[f"{PLOTTED}:pm10"][1]) == 288
-        without_calendar_errors(page)
 
 
 def test_the_verify_view_checks_a_proven_reading_link_by_link_as_govedge_verify_does(served, browser, tmp_path):
@@ -233,7 +217,6 @@ def test_the_verify_view_checks_a_proven_reading_link_by_link_as_govedge_verify_
         command = page.inner_text("#verify-command")
         assert bundle_url in command and "govedge verify bundle.json --registry registry.json --rpc" in command
         screenshot(page, "dashboard-verify.png", "#verify")
-        without_calendar_errors(page)
 
     # the verdicts are govedge verify's on the same bundle and registry
     with urllib.request.urlopen(bundle_url, timeout=30) as r:
@@ -258,10 +241,8 @@ def test_the_verify_view_names_the_missing_epoch_of_an_unproven_reading(served, 
             "epoch once the chain has confirmed its anchor")
         assert page.locator("#links > li").count() == 0
         expected_errors(page, "404")
-        without_calendar_errors(page)
 
 
-@pytest.mark.skipif(not daily_available(), reason="govedge.core.report is not part of this hub yet")
 def test_the_calendar_s_days_over_the_limit_values_are_the_report_method_s(served, browser):
     from govedge.core import report as method
 
@@ -274,11 +255,9 @@ def test_the_calendar_s_days_over_the_limit_values_are_the_report_method_s(serve
     body = figures.body()
     with browser.page(f"{served.origin}/dashboard", LAPTOP, wait_for=".plot .main-svg") as page:
         page.locator(f'#plan .station[data-id="{YEAR_STATION}"] circle').click()
-        wait_until(lambda: page.locator("#calendar-pm10 .day").count() > 0 and
-                   page.input_value("#year") == str(PM_YEAR), what="the year station's calendar")
-        page.fill("#interval", "3600")  # the station reads once an hour
-        page.click("#calendar-form button[type=submit]")
         wait_until(lambda: "hour's 1 reading slot," in page.inner_text("#calendar-method"), what="the hourly calendar")
+        # the station reads once an hour: so its readings are spaced, and so the calendar's hours are counted
+        assert (page.input_value("#interval"), page.input_value("#year")) == ("3600", str(PM_YEAR))
         for name in ("pm10", "pm2_5"):
             cells = page.evaluate(f"""() => [...document.querySelectorAll('#calendar-{name} .day[data-date]')].map(
                 (d) => [d.dataset.date, d.className, d.dataset.mean ?? null, d.dataset.over])""")
@@ -306,15 +285,6 @@ def test_the_calendar_s_days_over_the_limit_values_are_the_report_method_s(serve
         screenshot(page, "dashboard-laptop.png")
 
 
-@pytest.mark.skipif(daily_available(), reason="the calendar is served: the test above")
-def test_without_the_report_module_the_calendar_says_it_is_not_available(served, browser):
-    with browser.page(f"{served.origin}/dashboard", LAPTOP, wait_for="#calendar-missing") as page:
-        assert "not available" in page.inner_text("#calendar-missing")
-        assert page.locator(".calendar .day").count() == 0
-        expected_errors(page, "501")
-        screenshot(page, "dashboard-laptop.png")
-
-
 def test_at_phone_width_the_plan_and_plots_stack_and_nothing_is_wider_than_the_window(served, browser):
     with browser.page(f"{served.origin}/dashboard", PHONE, wait_for=".plot .main-svg") as page:
         page.locator(f'#plan .station[data-id="{YEAR_STATION}"] circle').click()
@@ -332,5 +302,21 @@ def test_at_phone_width_the_plan_and_plots_stack_and_nothing_is_wider_than_the_w
         widths = page.evaluate("""() => [...document.querySelectorAll('.plot')].map((d) =>
             [d.getBoundingClientRect().width, d.querySelector('.main-svg').getBoundingClientRect().width])""")
         assert all(svg <= box + 1 for box, svg in widths)
-        without_calendar_errors(page)
         screenshot(page, "dashboard-phone.png")
+
+
+def test_the_daily_means_endpoint_refuses_what_it_cannot_answer(served):
+    def answer(query: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{served.origin}/api/daily?{query}", timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    assert answer("station=esp32-9999&year=2025") == (404, {
+        "code": 404, "type": "error",
+        "message": "station 'esp32-9999' is not a device of the registry (give a device id, e.g. esp32-0007)"})
+    assert answer("station=esp32-0004&year=25")[0] == 400
+    assert answer("station=esp32-0004&year=2025&interval=7")[0] == 400
+    code, doc = answer(f"station={YEAR_STATION}&year={PM_YEAR}&interval=3600")
+    assert code == 200 and set(doc["quantities"]) == {"pm10", "pm2_5"}
