@@ -310,7 +310,9 @@
       const summary = el("ul", { class: "assessment", id: `assessment-${name}` }, ...q.assessment.map((a) => {
         const limit = doc.limits.find((l) => l.id === a.limit);
         if (!limit) return null;
-        const verdict = a.exceeded === true ? "exceeded" : a.exceeded === false ? "kept" : "not assessable";
+        const later = limit.from > `${year}-12-31`; // a limit value not yet in force that year: what it would say
+        const verdict = a.exceeded === null || a.exceeded === undefined ? "not assessable (too few valid days)"
+          : `${later ? "would be " : ""}${a.exceeded ? "exceeded" : "kept"}`;
         return el("li", { "data-limit": a.limit, "data-days-over": a.days_over,
           text: `${a.days_over} days over ${limit.value} µg/m³ (${limit.allowed} allowed a year from ${limit.from}): `
             + `${verdict}. ${limit.source}` });
@@ -396,10 +398,16 @@
       return;
     }
     const p = obs.parameters || {};
+    // the result with the digits the node signed ("44.0", which JSON.parse would make 44): its raw value
+    let signed = String(obs.result);
+    try {
+      const raw = await fetch(`v1.1/Observations${quoted(observationId)}/result/$value`, { cache: "no-store" });
+      if (raw.ok) signed = await raw.text();
+    } catch (err) { /* the parsed result stands */ }
     const ds = state.thing && (state.thing.Datastreams || []).find((d) => observationId.endsWith(`:${d["@iot.id"].split(":").pop()}`));
     const unit = ds && ds.unitOfMeasurement ? ` ${ds.unitOfMeasurement.symbol}` : "";
     $("verify-reading").replaceChildren(el("h3", { text: "The observation and its provenance" }), facts([
-      ["observation", obs["@iot.id"]], ["time", obs.phenomenonTime], ["result", `${obs.result}${unit}`],
+      ["observation", obs["@iot.id"]], ["time", obs.phenomenonTime], ["result", `${signed}${unit}`],
       ["device", p.device], ["sequence number", p.seq], ["gateway", p.gateway], ["batch", p.batch],
       ["leaf", p.leaf], ["time source", p.timeSource], ["flag", p.flag], ["proof bundle", p.proof]]));
     let doc;

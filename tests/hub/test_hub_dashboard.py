@@ -203,7 +203,7 @@ def test_the_verify_view_checks_a_proven_reading_link_by_link_as_govedge_verify_
                               page.locator("#verify-reading dd").all_inner_texts()))
         assert (provenance["device"], provenance["sequence number"], provenance["gateway"], provenance["batch"],
                 provenance["leaf"]) == (device, seq, GATEWAY, str(signed.batch), str(signed.leaf))
-        assert provenance["result"] == f"{float(signed.values['pm10']):g} µg/m³"
+        assert provenance["result"] == f"{signed.values['pm10']} µg/m³"  # the digits as signed: 44.0, not 44
         links = page.evaluate("""() => [...document.querySelectorAll('#links > li')].map((li) =>
             [li.dataset.link, li.dataset.status, li.className, li.querySelector('.verdict').textContent])""")
         assert [link[0] for link in links] == ["reading", "device_signature", "batch_path", "epoch_path",
