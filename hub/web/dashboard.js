@@ -11,7 +11,7 @@
   const DAY_MS = 86400000;
   const KM_PER_DEGREE = 111.32; // of latitude, and of longitude at the equator
   const $ = (id) => document.getElementById(id);
-  const state = { things: [], thing: null };
+  const state = { things: [], thing: null, calendars: 0, periods: 0 };
 
   function trouble(text) {
     const box = $("trouble");
@@ -187,6 +187,7 @@
       const name = (ds.ObservedProperty && ds.ObservedProperty.name) || ds.name;
       const times = rows.map((r) => String(r[1]).split("/").pop().replace("T", " ").replace("Z", ""));
       const box = boxes[i];
+      if (!box.isConnected) return; // another station or period was chosen meanwhile
       await Plotly.newPlot(box, [{
         x: times, y: rows.map((r) => r[2]), customdata: rows.map((r) => r[0]), type: "scatter",
         mode: rows.length > 300 ? "lines" : "lines+markers", marker: { size: 5 }, line: { width: 1.5 },
@@ -216,6 +217,7 @@
 
   async function select(thing) {
     state.thing = thing;
+    const chosen = ++state.periods;
     for (const g of document.querySelectorAll("#plan .station")) {
       g.classList.toggle("selected", g.getAttribute("data-id") === thing["@iot.id"]);
     }
@@ -225,11 +227,13 @@
     $("verify").hidden = true;
     try {
       const newest = await lastDay(thing);
+      if (chosen !== state.periods) return; // another station was chosen meanwhile
       const day = dayOf(newest === null ? Date.now() : newest);
       $("from").value = day;
       $("to").value = day;
       $("year").value = day.slice(0, 4);
       await showPeriod();
+      if (chosen !== state.periods) return;
       const hasPm = (thing.Datastreams || []).some((ds) => /:(pm10|pm2_5)$/.test(ds["@iot.id"]));
       const every = spacing();
       if (every) $("interval").value = every;
@@ -266,10 +270,13 @@
     if (event) event.preventDefault();
     const year = Number($("year").value), interval = $("interval").value;
     const box = $("calendars");
+    const asked = ++state.calendars; // a station or year chosen since makes this answer stale
     let doc;
     try {
       doc = await json(`api/daily?${query({ station: state.thing["@iot.id"], year, interval })}`);
+      if (asked !== state.calendars) return;
     } catch (err) {
+      if (asked !== state.calendars) return;
       box.replaceChildren(el("p", { class: "error", id: "calendar-missing", text: `No calendar: ${err.message}` }));
       return;
     }

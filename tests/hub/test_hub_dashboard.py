@@ -291,6 +291,9 @@ def test_at_phone_width_the_plan_and_plots_stack_and_nothing_is_wider_than_the_w
         wait_until(lambda: page.evaluate("[...document.querySelectorAll('.plot')].map((d) => d.dataset.datastream)")
                    == [f"{YEAR_STATION}:pm10", f"{YEAR_STATION}:pm2_5"], what="the year station's plots")
         plotted(page)
+        # the calendar is the chosen station's (an answer for the station shown first comes too late to count)
+        wait_until(lambda: page.locator("#calendars h3").all_inner_texts() == [f"PM10, {PM_YEAR}", f"PM2.5, {PM_YEAR}"]
+                   and "hour's 1 reading slot," in page.inner_text("#calendar-method"), what="the station's calendar")
         page.wait_for_timeout(300)  # the plots follow their boxes' width
         assert page.overflows() <= 0
         boxes = page.evaluate("""() => ['#plan', '.beside', ...[...document.querySelectorAll('.plot')].map(
