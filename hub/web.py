@@ -15,10 +15,10 @@ import json
 import logging
 import re
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 
-from govedge.core import cose, proof, web, wire
+from govedge.core import cose, web, wire
+from govedge.core.proof import check as check_bundle, outcome as verdicts
 from govedge.core.errors import text_of
 from govedge.core.registry import Registry
 
@@ -50,14 +50,14 @@ def _iso(t) -> str | None:
 
 def verification(cfg: HubConfig, device_id: str, seq: int) -> dict:
     """The reading's proof bundle checked as `govedge verify BUNDLE --registry R` checks it, offline (no chain
-    asked): each link's verdict in order (govedge.core.proof.outcome), and what each link is made of, decoded
+    asked): each link's verdict in order (govedge.core.proof.check and outcome), and what each link is made of, decoded
     for a reader: the signed message and its signature with the device's key id, the Merkle path to the batch
     root, the gateway's batch head, the path to the epoch root, the anchor receipt. Raises
     proofs.ProofUnavailable when the reading has no proof (yet)."""
     bundle = proofs.bundle_for(cfg, device_id, seq)
     registry = Registry.load(cfg.registry)
-    lines, failed, code = proof.check(bundle, registry)
-    told = proof.outcome(lines, failed, code, chain_asked=False)
+    lines, failed, code = check_bundle(bundle, registry)
+    told = verdicts(lines, failed, code, chain_asked=False)
     message = bytes.fromhex(bundle["reading"]["message"])
     reading = wire.decode_unverified(message)
     key = None
@@ -77,7 +77,7 @@ def verification(cfg: HubConfig, device_id: str, seq: int) -> dict:
                   "path": bundle["batch"]["path"],
                   "head": {name: (value.hex() if isinstance(value, bytes) else _iso(value) if name == "created"
                                   else value) for name, value in head.items()}},
-        "epoch": {k: v for k, v in bundle["epoch"].items()},
+        "epoch": dict(bundle["epoch"]),
         "anchor": bundle.get("anchor"),
     }
     return {"device": device_id, "seq": seq, "result": told["result"], "meaning": told["meaning"],

@@ -359,8 +359,8 @@
   function detail(link, parts, bundleUrl) {
     const r = parts.reading, b = parts.batch, e = parts.epoch, a = parts.anchor;
     switch (link) {
-      case "reading": return [facts([["device", r.device], ["sequence number", r.seq], ["signed at", r.time || "no time"],
-        ["size", `${r.bytes} bytes`]]), el("pre", { text: r.message })];
+      case "reading": return [facts([["device", r.device], ["sequence number", r.seq],
+        ["signed at", r.time || "no time"], ["size", `${r.bytes} bytes`]]), el("pre", { text: r.message })];
       case "device_signature": return [facts([["algorithm", r.algorithm], ["device key id", r.key ? r.key.id : "—"],
         ["key status", r.key ? r.key.status : "—"]]), el("pre", { text: r.signature })];
       case "batch_path": return [facts([["batch", b.id], ["leaf", b.leaf_index], ["batch gateway", b.head.gateway],
@@ -370,9 +370,10 @@
           + "gateway's signature), and the path from the reading's leaf to its root:" }), hashes(b.path)];
       case "epoch_path": return [facts([["gateway", e.gateway], ["store", e.store], ["epoch", e.number],
         ["batches in epoch", e.size], ["batch's leaf", e.leaf_index], ["epoch root", e.root]]), hashes(e.path)];
-      case "anchor_receipt": return a ? [facts([["backend", a.backend], ["chain", a.chain], ["transaction", a.reference],
-        ["block", a.block], ["block time", a.block_time ? new Date(a.block_time * 1000).toISOString() : null],
-        ["anchored root", a.root]])] : [];
+      case "anchor_receipt": return a ? [facts([["backend", a.backend], ["chain", a.chain],
+        ["transaction", a.reference], ["block", a.block],
+        ["block time", a.block_time ? new Date(a.block_time * 1000).toISOString() : null], ["anchored root", a.root]])]
+        : [];
       case "chain": return [el("p", { text: "The anchor is checked on the chain by govedge verify with the chain's "
         + "address: this page checks the proof offline, as govedge verify without --rpc does." })];
       default: return [];
@@ -411,7 +412,8 @@
       const raw = await fetch(`v1.1/Observations${quoted(observationId)}/result/$value`, { cache: "no-store" });
       if (raw.ok) signed = await raw.text();
     } catch (err) { /* the parsed result stands */ }
-    const ds = state.thing && (state.thing.Datastreams || []).find((d) => observationId.endsWith(`:${d["@iot.id"].split(":").pop()}`));
+    const quantity = String(observationId).split(":").pop();
+    const ds = state.thing && (state.thing.Datastreams || []).find((d) => d["@iot.id"].split(":").pop() === quantity);
     const unit = ds && ds.unitOfMeasurement ? ` ${ds.unitOfMeasurement.symbol}` : "";
     $("verify-reading").replaceChildren(el("h3", { text: "The observation and its provenance" }), facts([
       ["observation", obs["@iot.id"]], ["time", obs.phenomenonTime], ["result", `${signed}${unit}`],
@@ -422,7 +424,6 @@
       doc = await json(`api/verify/${encodeURIComponent(p.device)}/${encodeURIComponent(p.seq)}`);
     } catch (err) {
       said.className = "problem-text";
-      said.id = "verify-state";
       said.textContent = err.status === 404 ? `No proof yet: ${err.message}` : `The proof could not be checked: ${
         err.message}`;
       return;
@@ -439,7 +440,8 @@
       const word = offline ? "valid offline" : { ok: "valid", failed: "FAILED", "could not check": "could not check",
         "not checked": "not checked here", "not reached": "not reached" }[l.status] || l.status;
       return el("li", { class: cls, "data-link": l.link, "data-status": l.status },
-        el("div", {}, el("span", { class: "verdict", text: word }), " ", el("strong", { text: LINK_NAMES[l.link] || l.link })),
+        el("div", {}, el("span", { class: "verdict", text: word }), " ",
+          el("strong", { text: LINK_NAMES[l.link] || l.link })),
         el("p", { text: l.text }), ...(l.status === "not reached" ? [] : detail(l.link, doc.parts, doc.bundle)));
     }));
     $("verify-chain").replaceChildren(el("h3", { text: "On the chain" }),

@@ -30,7 +30,7 @@ from govedge.tools.dev.broker import free_port
 from support import wait_until
 from support.browser import LAPTOP, PHONE
 from support.deploy import CliProcess
-from support.sta import DEVICES, GATEWAY, PM_YEAR, YEAR_PLACE, YEAR_POSITION, YEAR_STATION, StaWorld
+from support.sta import DEVICES, GATEWAY, PM_YEAR, YEAR_PLACE, YEAR_STATION, StaWorld
 
 pytestmark = pytest.mark.e2e  # a real server process and a browser
 
