@@ -323,3 +323,27 @@ def test_the_daily_means_endpoint_refuses_what_it_cannot_answer(served):
     assert answer("station=esp32-0004&year=2025&interval=7")[0] == 400
     code, doc = answer(f"station={YEAR_STATION}&year={PM_YEAR}&interval=3600")
     assert code == 200 and set(doc["quantities"]) == {"pm10", "pm2_5"}
+
+
+def test_the_verify_endpoint_answers_a_reading_it_has_not_with_404_and_the_dashboard_alone_allows_inline_styles(
+        served):
+    def answer(path: str) -> tuple[int, dict, dict]:
+        try:
+            with urllib.request.urlopen(f"{served.origin}{path}", timeout=30) as r:
+                return r.status, r.read(), dict(r.headers)
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            return exc.code, json.loads(body) if exc.headers.get("content-type") == "application/json" else body, \
+                dict(exc.headers)
+
+    assert answer("/api/verify/esp32-0001/x1")[:2] == (404, {"code": 404, "type": "error",
+                                                            "message": "no reading number 'x1'"})
+    assert answer("/api/verify/..%2F..%2Fetc/1")[0] == 404
+    assert answer("/api/verify/esp32-9999/1")[:2] == (404, {"code": 404, "type": "error",
+                                                           "message": "the hub has no reading esp32-9999 #1"})
+    csp = {path: answer(path)[2]["content-security-policy"] for path in ("/dashboard", "/", "/dashboard.js")}
+    assert csp["/dashboard"] == ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                                 "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+    assert "unsafe-inline" not in csp["/"] and "unsafe-inline" not in csp["/dashboard.js"]
+    code, body, headers = answer("/vendor/plotly.min.js")
+    assert code == 200 and headers["content-type"].startswith("text/javascript") and len(body) > 1_000_000
