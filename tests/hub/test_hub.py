@@ -205,8 +205,9 @@ def test_add_gateway_and_config_errors_are_named(tmp_path):
     assert [k["status"] for k in doc["gateways"][GATEWAY]["keys"]] == ["retired", "active"]
     toml.write_text(toml.read_text() + "[extra]\nx = 1\n")
     out = subprocess.run(cli + ["run", "--config", str(toml)], capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr == (f"govedge hub run: {toml}: [extra]: unknown section; known: [hub], "
-                                                  "[metrics], [mqtt], [store], [web]\n")
+    assert out.returncode == 2 and out.stderr == (f"govedge hub run: {toml}: [extra]: unknown section; known: "
+                                                  "[anchor.evm], [anchor.rest], [anchor], [hub], [metrics], [mqtt], "
+                                                  "[store], [web]\n")
     out = subprocess.run(cli + ["export", "--config", str(world.hub_toml(1883)), "--since", "yesterday"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "'yesterday' is neither a time" in out.stderr
