@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import sys
+from collections.abc import Callable
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -346,11 +347,38 @@ def _write_text(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
+def _chain_asked(args: argparse.Namespace, command: str, creator_keys: Callable[[], dict | None]):
+    """The chain `govedge verify` or `verify-report` is to ask: the anchor backend whose address flag was given
+    (--rpc, --observer) with its audit settings, None when none was given, or the exit status after one line
+    on what is wrong (2: the flags; 3: the chain cannot be reached). ``creator_keys()``: whose records the
+    chain must hold, asked only when a chain is."""
+    from govedge import anchor
+    from govedge.anchor import AnchorError
+
+    asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
+    if len(asked) > 1:
+        print(f"govedge {command}: give one chain to ask, not {' and '.join(b.address.flag for b in asked)}",
+              file=sys.stderr)
+        return 2
+    if not asked:
+        return None
+    backend = asked[0]
+    settings = {s.key: _flag_value(args, s.flag) for s in backend.settings if s.audit and _flag_value(args, s.flag)}
+    missing = [s for s in backend.settings if s.audit and s.required and s.key not in settings]
+    if missing:
+        print(f"govedge {command}: {backend.address.flag} needs {missing[0].flag}, {missing[0].description} "
+              "you trust", file=sys.stderr)
+        return 2
+    try:
+        return backend.audit(settings, creator_keys())
+    except AnchorError as exc:
+        print(f"govedge {command}: {exc}", file=sys.stderr)
+        return 3 if exc.code == "unreachable" else 2
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
-    from govedge import anchor
-    from govedge.anchor import AnchorError
     from govedge.core import proof
     from govedge.core.registry import Registry
 
@@ -362,33 +390,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
               "proof or govedge hub proof wrote)", file=sys.stderr)
         return 2
     registry = Registry.load(args.registry)
-    chain = None
-    # the chain to ask: the backend whose address was given (--observer, --rpc)
-    asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
-    if len(asked) > 1:
-        print(f"govedge verify: give one chain to ask, not {' and '.join(b.address.flag for b in asked)}",
-              file=sys.stderr)
-        return 2
-    try:
-        if asked:
-            backend = asked[0]
-            settings = {s.key: _flag_value(args, s.flag) for s in backend.settings
-                        if s.audit and _flag_value(args, s.flag)}
-            missing = [s for s in backend.settings if s.audit and s.required and s.key not in settings]
-            if missing:
-                print(f"govedge verify: {backend.address.flag} needs {missing[0].flag}, {missing[0].description} "
-                      "you trust", file=sys.stderr)
-                return 2
-            creator_keys = None
-            if args.gateway_key:  # the chain's records must be signed by the gateway itself
-                from govedge.hub.gateways import load_public_key
 
-                gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
-                creator_keys = {gateway_id: [load_public_key(args.gateway_key)]}
-            chain = backend.audit(settings, creator_keys)
-    except AnchorError as exc:
-        print(f"govedge verify: {exc}", file=sys.stderr)
-        return 3 if exc.code == "unreachable" else 2
+    def creator_keys():
+        if not args.gateway_key:
+            return None
+        from govedge.hub.gateways import load_public_key
+
+        # the chain's records must be signed by the gateway itself
+        gateway_id = bundle.get("epoch", {}).get("gateway") if isinstance(bundle, dict) else None
+        return {gateway_id: [load_public_key(args.gateway_key)]}
+
+    chain = _chain_asked(args, "verify", creator_keys)
+    if isinstance(chain, int):
+        return chain
     lines, failed, code = proof.check(bundle, registry, chain, account=args.account)
     if args.json:
         print(json.dumps(proof.outcome(lines, failed, code, chain is not None), indent=1))
@@ -679,8 +693,6 @@ def _signed_readings(path: str):
 def _cmd_verify_report(args: argparse.Namespace) -> int:
     import json
 
-    from govedge import anchor
-    from govedge.anchor import AnchorError
     from govedge.core import report
     from govedge.core.registry import Registry
     from govedge.hub.gateways import load_public_key
@@ -691,27 +703,9 @@ def _cmd_verify_report(args: argparse.Namespace) -> int:
     registry = Registry.load(args.registry)
     hub_keys = [load_public_key(args.hub_key)] if args.hub_key else None
     messages = _signed_readings(args.readings)  # read as checked; a broken file ends it as an input error, exit 2
-    chain = None
-    asked = [b for b in map(anchor.lookup, anchor.backend_names()) if _flag_value(args, b.address.flag)]
-    if len(asked) > 1:
-        print(f"govedge verify-report: give one chain to ask, not {' and '.join(b.address.flag for b in asked)}",
-              file=sys.stderr)
-        return 2
-    try:
-        if asked:
-            backend = asked[0]
-            settings = {s.key: _flag_value(args, s.flag) for s in backend.settings
-                        if s.audit and _flag_value(args, s.flag)}
-            missing = [s for s in backend.settings if s.audit and s.required and s.key not in settings]
-            if missing:
-                print(f"govedge verify-report: {backend.address.flag} needs {missing[0].flag}, "
-                      f"{missing[0].description} you trust", file=sys.stderr)
-                return 2
-            creator_keys = {f"hub-{rf.body['hub']}": hub_keys} if hub_keys else None
-            chain = backend.audit(settings, creator_keys)
-    except AnchorError as exc:
-        print(f"govedge verify-report: {exc}", file=sys.stderr)
-        return 3 if exc.code == "unreachable" else 2
+    chain = _chain_asked(args, "verify-report", lambda: {f"hub-{rf.body['hub']}": hub_keys} if hub_keys else None)
+    if isinstance(chain, int):
+        return chain
     check = report.verify(rf, messages, registry, registry.key_rule, hub_keys, chain, args.account)
     code = 1 if check.faults else 3 if check.unchecked else 0
     if args.json:

@@ -26,11 +26,9 @@ from pathlib import Path
 import pytest
 
 from govedge.core.registry import Registry
-from govedge.tools.dev.broker import free_port
 from support import wait_until
 from support.browser import LAPTOP, PHONE
-from support.deploy import CliProcess
-from support.sta import DEVICES, GATEWAY, PM_YEAR, YEAR_PLACE, YEAR_STATION, StaWorld
+from support.sta import DEVICES, GATEWAY, PM_YEAR, YEAR_PLACE, YEAR_STATION, StaWorld, hub_web
 
 pytestmark = pytest.mark.e2e  # a real server process and a browser
 
@@ -50,16 +48,9 @@ def screenshot(page, name: str, element: str | None = None) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     world = StaWorld(tmp_path_factory.mktemp("dashboard"), pm_year=True)
-    port = free_port()
-    web = CliProcess(["hub", "web", "--config", str(world.config), "--host", "127.0.0.1", "--port", str(port)],
-                     world.folder / "web.log")
-    web.start()
-    try:
-        wait_until(lambda: "the status page on" in web.log, what="the hub's web service", detail=lambda: web.log)
+    with hub_web(world) as (web, port):
         world.origin = f"http://127.0.0.1:{port}"
         yield world
-    finally:
-        web.stop()
     assert "Traceback" not in web.log
 
 

@@ -17,11 +17,9 @@ import pytest
 
 from govedge.hub import config as hubconfig
 from govedge.hub.proofs import bundle_for
-from govedge.tools.dev.broker import free_port
-from support import wait_until
 from support.deploy import CliProcess
 from support.hubkit import postgres  # noqa: F401 - a fixture
-from support.sta import DEVICES, GATEWAY, PER_DEVICE, STEP, T0, UNTIMED, StaWorld
+from support.sta import DEVICES, GATEWAY, PER_DEVICE, STEP, T0, UNTIMED, StaWorld, hub_web
 
 pytestmark = pytest.mark.e2e  # a real server process
 
@@ -70,15 +68,8 @@ def served(request, tmp_path_factory):
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres").new_database()
     world = StaWorld(tmp_path_factory.mktemp(f"sta-{request.param}"), url)
-    port = free_port()
-    web = CliProcess(["hub", "web", "--config", str(world.config), "--host", "127.0.0.1", "--port", str(port)],
-                     world.folder / "web.log")
-    web.start()
-    try:
-        wait_until(lambda: "the status page on" in web.log, what="the hub's web service", detail=lambda: web.log)
+    with hub_web(world) as (web, port):
         yield Served(world, web, port)
-    finally:
-        web.stop()
 
 
 def obs_id(device: str, seq: int, quantity: str) -> str:

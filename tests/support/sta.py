@@ -7,6 +7,7 @@ matter readings, some days short of valid hours and a month without any, for the
 from __future__ import annotations
 
 import calendar
+import contextlib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -183,3 +184,21 @@ class StaWorld:
     def observations(self, device: str | None = None, quantity: str | None = None) -> list[tuple[Signed, str]]:
         return [(s, q) for s in self.signed for q in s.values
                 if (device is None or s.device == device) and (quantity is None or q == quantity)]
+
+
+@contextlib.contextmanager
+def hub_web(world: StaWorld):
+    """`govedge hub web` over the world's store, started and serving: (the process, its port)."""
+    from govedge.tools.dev.broker import free_port
+    from support import wait_until
+    from support.deploy import CliProcess
+
+    port = free_port()
+    web = CliProcess(["hub", "web", "--config", str(world.config), "--host", "127.0.0.1", "--port", str(port)],
+                     world.folder / "web.log")
+    web.start()
+    try:
+        wait_until(lambda: "the status page on" in web.log, what="the hub's web service", detail=lambda: web.log)
+        yield web, port
+    finally:
+        web.stop()
