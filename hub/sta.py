@@ -242,6 +242,7 @@ class Catalog:
         self.devices: dict[str, Device] = dict(sorted(registry.devices.items()))
         self.sets: dict[str, dict[str, Entity]] = {t: {} for t in SETS}
         self.since: dict[str, list[float]] = {}  # device -> its locations' since, as times
+        self.streams_of: dict[object, list[Entity]] = {}  # device, ("sensor", id), ("quantity", id) -> Datastreams
         for device_id, device in self.devices.items():
             sensors = ", ".join(SENSORS[s].name if s in SENSORS else s for s in device.sensors)
             self._add("Thing", device_id, {"name": device_id, "description": f"{device.board} node with {sensors}",
@@ -293,7 +294,11 @@ class Catalog:
                                                      "properties": {"senmlName": q.id, "unit": q.unit}})
 
     def _add(self, type_: str, id_: str, props: dict, values: dict | None = None) -> None:
-        self.sets[type_][id_] = Entity(type_, id_, props, values or {})
+        entity = self.sets[type_][id_] = Entity(type_, id_, props, values or {})
+        if type_ == "Datastream":  # a Thing's, a Sensor's and an ObservedProperty's, found without a pass over all
+            device_id, quantity = id_.split(":")
+            for key in (device_id, ("sensor", QUANTITIES[quantity].sensor), ("quantity", quantity)):
+                self.streams_of.setdefault(key, []).append(entity)
 
     def get(self, type_: str, id_: str) -> Entity | None:
         return self.sets[type_].get(id_)
@@ -322,7 +327,7 @@ class Catalog:
                 return [self.sets["Location"][f"{i}:{len(device.locations) - 1}"]] if device.locations else []
             if nav == "HistoricalLocations":
                 return [self.sets["HistoricalLocation"][f"{i}:{n}"] for n in range(len(device.locations))]
-            return [e for e in self.sets["Datastream"].values() if e.id.split(":")[0] == i]
+            return self.streams_of.get(i, [])
         if t == "Location":
             current = len(self.devices[device_id].locations) - 1
             if nav == "Things":
@@ -336,9 +341,9 @@ class Catalog:
                    "ObservedProperty": ("ObservedProperty", quantity.id)}[nav]
             return [self.sets[one[0]][one[1]]]
         if t == "Sensor":
-            return [e for e in self.sets["Datastream"].values() if QUANTITIES[e.id.split(":")[1]].sensor == i]
+            return self.streams_of.get(("sensor", i), [])
         if t == "ObservedProperty":
-            return [e for e in self.sets["Datastream"].values() if e.id.split(":")[1] == i]
+            return self.streams_of.get(("quantity", i), [])
         raise ApiError(400, f"{nav} of a {t} is not in the catalog")
 
 
