@@ -493,7 +493,8 @@ class Scope:
     until: float | None = None
     only: tuple[str, int, str] | None = None  # one observation: (device, seq, quantity)
 
-    def where(self, names: tuple[str, ...]) -> tuple[list[str], list]:
+    def where(self, names: tuple[str, ...], condition: tuple[str, list] | None = None) -> tuple[list[str], list]:
+        """The conditions and their parameters; ``condition``: the part of a $filter pushed to SQL, with them."""
         sql, args = [], []
         if self.only is not None:
             sql.append("m.device_id = ? AND m.seq = ? AND m.name = ?")
@@ -513,6 +514,9 @@ class Scope:
         if self.until is not None:
             sql.append("m.at < ?")
             args.append(self.until)
+        if condition is not None and condition[0]:
+            sql.append(f"({condition[0]})")
+            args.extend(condition[1])
         return sql, args
 
 
@@ -668,10 +672,7 @@ class Api:
 
     def _rows(self, scope: Scope, where: tuple[str, list] | None, order: tuple[str, ...], skip: int,
               limit: int | None) -> list[Row]:
-        sql, args = scope.where(tuple(QUANTITIES))
-        if where is not None and where[0]:
-            sql.append(f"({where[0]})")
-            args.extend(where[1])
+        sql, args = scope.where(tuple(QUANTITIES), where)
         text = f"SELECT {OBSERVATION_COLUMNS} FROM {OBSERVATION_FROM[self.reader.dialect]} " \
                f"WHERE {' AND '.join(sql)} " \
                f"ORDER BY {', '.join(order)}"
@@ -684,10 +685,7 @@ class Api:
         return list(map(Row._make, self.reader.query(text, args)))
 
     def _count(self, scope: Scope, where: tuple[str, list] | None) -> int:
-        sql, args = scope.where(tuple(QUANTITIES))
-        if where is not None and where[0]:
-            sql.append(f"({where[0]})")
-            args.extend(where[1])
+        sql, args = scope.where(tuple(QUANTITIES), where)
         joined = any("r." in part for part in sql)  # the readings only when the filter names their columns
         source = OBSERVATION_FROM[self.reader.dialect] if joined else "measurements m"
         return self.reader.query(f"SELECT count(*) FROM {source} WHERE {' AND '.join(sql)}", args)[0][0]
