@@ -122,9 +122,13 @@ def app(cfg: HubConfig, refresh_s: float = 5.0):
     api = sta.Api(cfg.registry, cfg.store)
     cors = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["*"], max_age=86400)]
-    read_only = JSONResponse({"code": 405, "type": "error", "message": "read-only: the hub's ingest is the only "
-                              "writer of its store; GET, HEAD and OPTIONS are answered"}, status_code=405,
-                             headers={"allow": "GET, HEAD, OPTIONS"})
+
+    def error(code: int, message: str, headers: dict | None = None):
+        """The API's error document (as govedge.hub.sta answers its own): code, type, message."""
+        return JSONResponse({"code": code, "type": "error", "message": message}, status_code=code, headers=headers)
+
+    read_only = error(405, "read-only: the hub's ingest is the only writer of its store; GET, HEAD and OPTIONS "
+                           "are answered", {"allow": "GET, HEAD, OPTIONS"})
 
     async def answer(request):
         if request.method not in ("GET", "HEAD"):
@@ -139,21 +143,16 @@ def app(cfg: HubConfig, refresh_s: float = 5.0):
             return read_only
         device, seq = request.path_params["device"], request.path_params["seq"]
         if not SEQ.fullmatch(seq):
-            return JSONResponse({"code": 404, "type": "error", "message": f"no reading number {seq!r}"},
-                                status_code=404)
+            return error(404, f"no reading number {seq!r}")
         try:
             bundle = await asyncio.to_thread(proofs.bundle_for, cfg, device, int(seq))
         except proofs.ProofUnavailable as exc:
-            return JSONResponse({"code": 404, "type": "error", "message": text_of(exc)}, status_code=404)
+            return error(404, text_of(exc))
         except Exception as exc:  # noqa: BLE001 - the store or a file that cannot be read: said, not a traceback
             log.warning("web: the proof of %s #%s could not be made: %s: %s", device, seq, type(exc).__name__,
                         text_of(exc))
-            return JSONResponse({"code": 503, "type": "error", "message": f"the proof cannot be made now: "
-                                 f"{text_of(exc)}"}, status_code=503)
+            return error(503, f"the proof cannot be made now: {text_of(exc)}")
         return JSONResponse(bundle)
-
-    def error(code: int, message: str):
-        return JSONResponse({"code": code, "type": "error", "message": message}, status_code=code)
 
     async def dashboard(request):
         return FileResponse(PAGE / "dashboard.html", media_type="text/html; charset=utf-8",
